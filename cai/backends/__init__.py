@@ -1,0 +1,1 @@
+"""Model backends: transformers and vLLM behind one protocol (see base.py)."""

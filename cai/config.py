@@ -1,0 +1,292 @@
+"""One dataclass per pipeline stage: every field has help text and is validated on creation.
+
+The CLI builds its flags and the dashboard builds its forms from these classes
+(`fields_help`), and a run stores `asdict(config)` so it can be shown, compared and resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field."""
+
+
+@dataclass
+class StageConfig:
+    kind: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            if value is not None and lo is not None and value < lo:
+                raise ConfigError(f"{f.name}: must be >= {lo}, got {value}")
+            if value is not None and hi is not None and value > hi:
+                raise ConfigError(f"{f.name}: must be <= {hi}, got {value}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field checks; override in stages that need them."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown field(s) for {cls.kind}: {', '.join(unknown)}")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _coerce(k, v, hints[k]) for k, v in data.items()})
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Form and CLI values arrive as strings or floats: coerce to the field's type, clearly."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if isinstance(hint, types.UnionType) else hint
+    if value is None or (optional and value == ""):
+        if not optional and value is None:
+            raise ConfigError(f"{name}: a value is required")
+        return None
+    try:
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if base is float:
+            return float(value)
+        if base is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a valid {base.__name__}") from None
+    return value
+
+
+def fields_help(cls: type[StageConfig]) -> list[dict[str, Any]]:
+    """Name, type, default, help and constraints of each field: what a form or a parser needs."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        out.append({"name": f.name, "type": hints[f.name], "default": default, **f.metadata})
+    return out
+
+
+# ----------------------------------------------------------------------------- SL stage
+@dataclass
+class SLConfig(StageConfig):
+    kind: ClassVar[str] = "sl"
+    prompts: str = _f("", "Red-team prompt set (name) to critique and revise.")
+    model: str = _f("default", "Policy model: a registered name, 'default', 'tiny', a path or a hub id.")
+    constitution: str = _f("", "Constitution name; empty = the most recently changed one.")
+    constitution_version: int | None = _f(None, "Constitution version; empty = the newest.", min=1)
+    revisions: int = _f(4, "Critique -> revision rounds per prompt (paper: 4).", min=0, max=8)
+    direct: bool = _f(False, "Direct revision: skip the critique step (the paper's ablation).")
+    few_shot: int = _f(2, "Few-shot critique/revision exemplars prepended to each request.", min=0)
+    limit: int | None = _f(None, "Use only the first N prompts.", min=1)
+    batch_size: int = _f(8, "Prompts sent to the model at once.", min=1)
+    max_new_tokens: int = _f(128, "Token limit for each response, critique and revision.", min=1)
+    temperature: float = _f(0.0, "Sampling temperature; 0 = greedy.", min=0.0)
+    seed: int = _f(0, "Seed for principle draws and sampling.")
+    helpful_prompts: str = _f("", "Helpful prompt set whose responses join the SFT data (optional).")
+    helpful_samples: int = _f(2, "Responses per helpful prompt.", min=1)
+
+    def validate(self) -> None:
+        if not self.prompts:
+            raise ConfigError("prompts: name a red-team prompt set")
+
+
+@dataclass
+class SFTConfig(StageConfig):
+    kind: ClassVar[str] = "sft"
+    chains: int = _f(0, "The SL run whose final revisions (and helpful samples) to train on.", min=1)
+    model: str = _f("", "Model to fine-tune; empty = the policy of the chain run.")
+    name: str = _f("", "Name for the new model; empty = sft-<run id>.")
+    lora: bool = _f(False, "Train LoRA adapters instead of all weights.")
+    lora_r: int = _f(16, "LoRA rank.", min=1)
+    epochs: float = _f(1.0, "Passes over the data (paper: 1).", min=0.0)
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use epochs).")
+    learning_rate: float = _f(2e-5, "Learning rate (constant).", min=0.0)
+    batch_size: int = _f(4, "Per-device batch size.", min=1)
+    max_length: int = _f(512, "Truncate prompt + completion to this many tokens.", min=8)
+    save_steps: int = _f(50, "Checkpoint every N steps (resume continues from the last).", min=1)
+    seed: int = _f(0, "Training seed.")
+
+
+# ----------------------------------------------------------------------------- RL stage
+@dataclass
+class PairsConfig(StageConfig):
+    kind: ClassVar[str] = "pairs"
+    prompts: str = _f("", "Red-team prompt set to sample response pairs for.")
+    model: str = _f("default", "Policy that samples the two responses (e.g. the SL-CAI model).")
+    limit: int | None = _f(None, "Use only the first N prompts.", min=1)
+    batch_size: int = _f(8, "Prompts per batch.", min=1)
+    temperature: float = _f(1.0, "Sampling temperature for the two responses.", min=0.0)
+    max_new_tokens: int = _f(128, "Token limit per response.", min=1)
+    seed: int = _f(0, "Sampling seed.")
+
+    def validate(self) -> None:
+        if not self.prompts:
+            raise ConfigError("prompts: name a red-team prompt set")
+
+
+@dataclass
+class LabelConfig(StageConfig):
+    kind: ClassVar[str] = "label"
+    pairs: int = _f(0, "The pairs run whose response pairs to label.", min=1)
+    feedback_model: str = _f("default", "Feedback model that reads the comparison prompt.")
+    constitution: str = _f("", "Constitution name; empty = the most recently changed one.")
+    constitution_version: int | None = _f(None, "Constitution version; empty = the newest.", min=1)
+    ensemble: int = _f(1, "Comparison principles per pair (their p are averaged).", min=1)
+    both_orders: bool = _f(True, "Score (A, B) and (B, A) and average: cancels position bias.")
+    few_shot: int = _f(0, "Few-shot comparison exemplars prepended.", min=0)
+    cot: bool = _f(False, "Chain of thought: the model reasons first; p is clamped.")
+    cot_samples: int = _f(1, "CoT samples per pair, averaged.", min=1)
+    clamp_low: float = _f(0.4, "Lower clamp for CoT labels.", min=0.0, max=1.0)
+    clamp_high: float = _f(0.6, "Upper clamp for CoT labels.", min=0.0, max=1.0)
+    batch_size: int = _f(8, "Pairs per batch.", min=1)
+    max_new_tokens: int = _f(128, "Token limit for CoT reasoning.", min=1)
+    seed: int = _f(0, "Seed for principle draws and CoT sampling.")
+    name: str = _f("", "Name of the AI preference set written; empty = labels-<run id>.")
+
+    def validate(self) -> None:
+        if self.clamp_low > self.clamp_high:
+            raise ConfigError("clamp_low must be <= clamp_high")
+
+
+@dataclass
+class PMConfig(StageConfig):
+    kind: ClassVar[str] = "pm"
+    ai_prefs: str = _f("", "AI-labelled preference set (harmlessness).")
+    human_prefs: str = _f("", "Human preference set mixed in (helpfulness); optional.")
+    human_ratio: float = _f(0.5, "Fraction of training pairs drawn from the human set.", min=0.0, max=1.0)
+    heldout_prefs: str = _f("", "Human preference set for held-out accuracy; empty = a split of human_prefs.")
+    model: str = _f("default", "Base model of the preference model.")
+    name: str = _f("", "Name for the new preference model; empty = pm-<run id>.")
+    loss: str = _f("soft", "soft (cross-entropy to p), hard (p rounded) or margin.", choices=("soft", "hard", "margin"))
+    lora: bool = _f(False, "Train LoRA adapters (task SEQ_CLS) instead of all weights.")
+    epochs: float = _f(1.0, "Passes over the data.", min=0.0)
+    max_steps: int = _f(-1, "Stop after this many steps (-1 = use epochs).")
+    learning_rate: float = _f(1e-5, "Learning rate.", min=0.0)
+    batch_size: int = _f(4, "Per-device batch size.", min=1)
+    max_length: int = _f(512, "Truncate each sequence to this many tokens.", min=8)
+    seed: int = _f(0, "Seed for mixing, splitting and training.")
+
+    def validate(self) -> None:
+        if not self.ai_prefs and not self.human_prefs:
+            raise ConfigError("ai_prefs: name an AI-labelled preference set (or human_prefs)")
+
+
+@dataclass
+class RLConfig(StageConfig):
+    kind: ClassVar[str] = "rl"
+    policy: str = _f("", "Policy to tune (e.g. the SL-CAI model); also the KL reference.")
+    reward_model: str = _f("", "Preference model used as the reward.")
+    prompts: str = _f("", "Prompt set to sample from.")
+    algorithm: str = _f("rloo", "TRL trainer: rloo or grpo (TRL 1.16 has no PPO).", choices=("rloo", "grpo"))
+    name: str = _f("", "Name for the new policy; empty = rl-<run id>.")
+    beta: float = _f(0.05, "KL penalty coefficient to the reference policy.", min=0.0)
+    num_generations: int = _f(4, "Completions per prompt (the RLOO/GRPO group).", min=2)
+    max_steps: int = _f(100, "Optimizer steps.", min=1)
+    batch_size: int = _f(4, "Prompts per device per step (times num_generations completions).", min=1)
+    max_new_tokens: int = _f(64, "Completion length.", min=1)
+    learning_rate: float = _f(1e-6, "Learning rate.", min=0.0)
+    lora: bool = _f(False, "Train LoRA adapters.")
+    limit: int | None = _f(None, "Use only the first N prompts.", min=1)
+    seed: int = _f(0, "Seed.")
+
+
+@dataclass
+class DPOConfig(StageConfig):
+    kind: ClassVar[str] = "dpo"
+    policy: str = _f("", "Policy to tune; also the reference.")
+    prefs: str = _f("", "Preference set (AI labels) to learn from.")
+    name: str = _f("", "Name for the new policy; empty = dpo-<run id>.")
+    soft: str = _f(
+        "label_smoothing",
+        "How soft labels enter: label_smoothing (mean 1-p as TRL's label_smoothing) or threshold (drop pairs with p below it).",
+        choices=("label_smoothing", "threshold"),
+    )
+    threshold: float = _f(0.6, "With soft=threshold: keep pairs whose p >= this.", min=0.5, max=1.0)
+    beta: float = _f(0.1, "DPO beta.", min=0.0)
+    max_steps: int = _f(100, "Optimizer steps.", min=1)
+    batch_size: int = _f(4, "Per-device batch size.", min=1)
+    learning_rate: float = _f(5e-7, "Learning rate.", min=0.0)
+    max_length: int = _f(512, "Truncate prompt + response to this many tokens.", min=8)
+    lora: bool = _f(False, "Train LoRA adapters.")
+    seed: int = _f(0, "Seed.")
+
+
+# ----------------------------------------------------------------------------- evals
+@dataclass
+class HHHConfig(StageConfig):
+    kind: ClassVar[str] = "hhh"
+    data: str = _f("", "HHH eval file (JSONL with prompt, corrects, incorrects).")
+    model: str = _f("default", "Model evaluated as a feedback model.")
+    cot: bool = _f(False, "Chain of thought before the answer.")
+    samples: int = _f(1, "CoT samples per comparison, averaged.", min=1)
+    limit: int | None = _f(None, "Use only the first N comparisons.", min=1)
+    batch_size: int = _f(8, "Comparisons per batch.", min=1)
+    max_new_tokens: int = _f(128, "Token limit for CoT reasoning.", min=1)
+    seed: int = _f(0, "Seed for CoT sampling.")
+
+
+@dataclass
+class AgreementConfig(StageConfig):
+    kind: ClassVar[str] = "agreement"
+    prefs: str = _f("", "Human preference set to compare with.")
+    feedback_model: str = _f("default", "Feedback model that labels the human pairs.")
+    constitution: str = _f("", "Constitution name; empty = the most recently changed one.")
+    constitution_version: int | None = _f(None, "Constitution version; empty = the newest.", min=1)
+    principles: str = _f("", "Comma-separated comparison principle names; empty = all enabled.")
+    both_orders: bool = _f(True, "Score both option orders and average.")
+    limit: int | None = _f(None, "Use only the first N pairs.", min=1)
+    batch_size: int = _f(8, "Pairs per batch.", min=1)
+    bins: int = _f(10, "Calibration bins.", min=2)
+    seed: int = _f(0, "Seed for principle draws.")
+
+
+@dataclass
+class RevisionScoresConfig(StageConfig):
+    kind: ClassVar[str] = "revision-scores"
+    run: int = _f(0, "SL run whose chain steps to score.", min=1)
+    pm: str = _f("", "Preference model that scores each step.")
+    batch_size: int = _f(8, "Steps per batch.", min=1)
+
+
+STAGES: dict[str, type[StageConfig]] = {
+    c.kind: c
+    for c in (
+        SLConfig,
+        SFTConfig,
+        PairsConfig,
+        LabelConfig,
+        PMConfig,
+        RLConfig,
+        DPOConfig,
+        HHHConfig,
+        AgreementConfig,
+        RevisionScoresConfig,
+    )
+}

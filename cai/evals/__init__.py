@@ -1,0 +1,1 @@
+"""Evaluations: HHH, AI-vs-human agreement, per-revision scores, Elo and Bradley-Terry ratings."""

