@@ -56,3 +56,9 @@ def dumps(value: Any) -> str:
 
 def loads(value: str | None, default: Any = None) -> Any:
     return default if value in (None, "") else json.loads(value)  # type: ignore[arg-type]
+
+
+def data_dir(db: Database) -> Path:
+    """The folder beside the database file, where runs keep models, checkpoints and exports."""
+    filename = db.execute("PRAGMA database_list").fetchone()[2]
+    return Path(filename).resolve().parent if filename else Path("data").resolve()
