@@ -234,3 +234,85 @@ def m001_initial(db: Database) -> None:
         foreign_keys=[("battle_id", "battles", "id")],
     )
     db["votes"].create_index(["battle_id", "turn"], unique=True)
+
+
+@migrations()
+def m003_rl_stage(db: Database) -> None:
+    # RL stage (owner: RL-stage engineer). Response pairs sampled by a policy: one row per (run, prompt).
+    db["response_pairs"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "prompt_id": int,
+            "prompt": str,
+            "response_a": str,
+            "response_b": str,
+            "model_id": int,
+            "meta": str,  # JSON: finish reasons, token counts, temperature, seed
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["response_pairs"].create_index(["run_id", "prompt_id"], unique=True)
+    # AI feedback labels of a label run: p = probability that response_a is the better one.
+    db["feedback_labels"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "pair_id": int,  # response_pairs.id
+            "p": float,
+            "principles": str,  # JSON list of principle names
+            "meta": str,  # JSON: every reading (principle, order, sample, raw log-probs, CoT text, p)
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["feedback_labels"].create_index(["run_id", "pair_id"], unique=True)
+    # HHH eval: one row per (run, comparison).
+    db["hhh_results"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "idx": int,  # line index in the eval file (0-based)
+            "correct_option": str,  # "A" | "B" as the file gives it
+            "p_plain": float,  # p(correct) in the file's order
+            "p_swapped": float,  # p(correct) with the options swapped
+            "p_avg": float,  # order-averaged p(correct)
+            "meta": str,  # JSON: raw log-probs, CoT texts
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["hhh_results"].create_index(["run_id", "idx"], unique=True)
+    # Agreement of AI soft labels with human choices: one row per (run, human pair).
+    db["agreement_pairs"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "pair_id": int,  # pairs.id (human preference pair)
+            "principle": str,
+            "p_chosen": float,  # AI probability that the human-chosen response is better
+            "p_first": float,  # p(chosen) with chosen shown as (A) only
+            "p_second": float,  # p(chosen) with chosen shown as (B) only (null without both orders)
+            "meta": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["agreement_pairs"].create_index(["run_id", "pair_id"], unique=True)
+    # Goodhart watch: policy samples and their statistics at each RL log step.
+    db["goodhart"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "step": int,
+            "metrics": str,  # JSON: distinct_n, top n-grams, mean length, evasive rate, mean reward
+            "samples": str,  # JSON list of {prompt, completion, reward}
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["goodhart"].create_index(["run_id", "step"], unique=True)
