@@ -1,0 +1,110 @@
+"""The workbench web app: one Gradio Blocks with a tab per module of `ui/`, behind a login.
+
+Contract for tab modules (the arena engineer's `ui/arena.py` follows it too):
+- each module exposes `build(ctx: AppContext) -> None`, called inside an open `gr.Tab`; it creates its
+  components and wires its events there. Handlers are plain module functions taking the context,
+  their inputs and `request: gr.Request`, and return values (testable without a browser);
+- shared resources come only through `ctx` (`ctx.db()` gives a per-thread connection, `ctx.model`
+  the default model spec); per-user state lives in `gr.State`, never in module globals;
+- roles are enforced inside handlers with `ui.common.require(ctx, request, ROLES)`:
+  EDIT_ROLES (admin) to change things, BROWSE_ROLES (admin, viewer) to read, ARENA_ROLES (admin, rater)
+  for the arena. Raters see only the Arena tab: `build_app` hides the others on page load, and every
+  handler of those tabs refuses them anyway.
+The arena is the tab "Arena" (id "arena"), built by `ui.arena.build(ctx)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+import gradio as gr
+
+from cai import store, users
+from ui.common import CSS, AppContext, bind, esc, username
+
+# (tab label, tab id, module, roles that see it)
+TABS = [
+    ("Constitution", "constitution", "ui.constitution", ("admin", "viewer")),
+    ("Chains", "chains", "ui.chains", ("admin", "viewer")),
+    ("Labels", "labels", "ui.labels", ("admin", "viewer")),
+    ("Dashboard", "dashboard", "ui.dashboard", ("admin", "viewer")),
+    ("Models", "models", "ui.models", ("admin", "viewer")),
+    ("Arena", "arena", "ui.arena", ("admin", "rater")),
+]
+
+
+def _present(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def header_html(name: str | None, role: str | None) -> str:
+    who = f"Signed in as <b>{esc(name)}</b> ({esc(role)})" if name else "Not signed in"
+    return (
+        '<div style="display:flex;justify-content:space-between;align-items:baseline">'
+        '<h2 style="margin:0">Constitutional AI Workbench</h2>'
+        f'<span>{who} · <a href="/logout">log out</a></span></div>'
+    )
+
+
+def built_tabs() -> list[tuple[str, str, str, tuple[str, ...]]]:
+    return [t for t in TABS if _present(t[2])]
+
+
+def visible_tabs(role: str | None) -> list[str]:
+    """Ids of the tabs a role sees (raters: only the arena; no role: none)."""
+    return [tab_id for _, tab_id, _, roles in built_tabs() if role in roles]
+
+
+def on_load(ctx: AppContext, request: gr.Request) -> list:
+    """Header text and which tabs this user's role may see."""
+    name = username(request)
+    role = users.role_of(ctx.db(), name)
+    shown = visible_tabs(role)
+    return [header_html(name, role)] + [gr.Tab(visible=t[1] in shown) for t in built_tabs()]
+
+
+def build_app(db_path: str | Path, model: str = "default") -> gr.Blocks:
+    """The whole app over the database at `db_path`; `model` is the default for chat and forms."""
+    ctx = AppContext(Path(db_path), model)
+    ctx.db()  # create and migrate before the first request
+    with gr.Blocks(title="Constitutional AI Workbench") as demo:
+        header = gr.HTML(header_html(None, None))
+        tabs = []
+        with gr.Tabs():
+            for label, tab_id, module, _roles in built_tabs():
+                with gr.Tab(label, id=tab_id) as tab:
+                    importlib.import_module(module).build(ctx)
+                tabs.append(tab)
+        demo.load(bind(on_load, ctx), None, [header, *tabs])
+    return demo
+
+
+def auth_function(db_path: str | Path):  # type: ignore[no-untyped-def]
+    """Gradio's login check over the users table (scrypt hashes in `cai.users`)."""
+
+    def check(name: str, password: str) -> bool:
+        db = store.connect(db_path)
+        try:
+            return users.authenticate(db, name, password) is not None
+        finally:
+            db.close()
+
+    return check
+
+
+def launch(demo: gr.Blocks, db_path: str | Path, *, host: str = "127.0.0.1", port: int = 7860, **kw) -> None:  # type: ignore[no-untyped-def]
+    demo.queue(default_concurrency_limit=8).launch(
+        server_name=host,
+        server_port=port,
+        auth=auth_function(db_path),
+        auth_message="Constitutional AI Workbench: sign in (users are managed with `cai users`).",
+        ssr_mode=False,
+        css=CSS,
+        theme=gr.themes.Soft(),
+        footer_links=[],
+        max_file_size="5mb",
+        show_error=True,
+        **kw,
+    )

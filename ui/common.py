@@ -1,0 +1,137 @@
+"""What every tab shares: the app context (database path, default model), roles and safe HTML.
+
+Handlers get an `AppContext` and the `gr.Request`; `require(ctx, request, ...)` enforces roles in the
+handler itself, so a hidden button is never the only guard, and everything user- or model-written
+that reaches gr.HTML passes through `esc` or `diff_html` (text is escaped before any markup is added).
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import inspect
+import re
+import threading
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from sqlite_utils import Database
+
+from cai import store, users
+
+EDIT_ROLES = ("admin",)
+BROWSE_ROLES = ("admin", "viewer")
+ARENA_ROLES = ("admin", "rater")
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+
+@dataclass
+class AppContext:
+    """Shared by all tabs of one app: where the database is and which model chat/preview defaults to."""
+
+    db_path: Path
+    model: str = "default"
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    def db(self) -> Database:
+        """A connection for the calling thread (sqlite3 connections must not cross threads)."""
+        conn = getattr(self._local, "db", None)
+        if conn is None:
+            conn = self._local.db = store.connect(self.db_path)
+        return conn
+
+
+def bind(fn: Callable[..., Any], ctx: AppContext) -> Callable[..., Any]:
+    """`fn(ctx, ...)` as an event handler `(...)`, keeping the signature and type hints Gradio reads
+    (it injects `gr.Request` by annotation, which functools.partial would hide)."""
+
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        return fn(ctx, *args, **kwargs)
+
+    sig = inspect.signature(fn)
+    first = next(iter(sig.parameters))
+    handler.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])  # type: ignore[attr-defined]
+    hints = typing.get_type_hints(fn)
+    hints.pop(first, None)
+    handler.__annotations__ = hints
+    handler.__name__ = handler.__qualname__ = fn.__name__
+    return handler
+
+
+def username(request: gr.Request | None) -> str | None:
+    return getattr(request, "username", None) if request is not None else None
+
+
+def role(ctx: AppContext, request: gr.Request | None) -> str | None:
+    return users.role_of(ctx.db(), username(request))
+
+
+def require(ctx: AppContext, request: gr.Request | None, roles: tuple[str, ...]) -> str:
+    """The user's name when their role is one of `roles`; else a gr.Error the page shows."""
+    name = username(request)
+    got = users.role_of(ctx.db(), name)
+    if got not in roles:
+        who = f"{name} ({got})" if name else "anonymous"
+        raise gr.Error(f"Not allowed: this needs the {' or '.join(roles)} role; you are {who}.")
+    return name  # type: ignore[return-value]
+
+
+def esc(text: Any) -> str:
+    return html.escape("" if text is None else str(text))
+
+
+def pre(text: Any, cls: str = "cai-text") -> str:
+    """Model or user text as an escaped, wrapped block."""
+    return f'<div class="{cls}">{esc(text)}</div>'
+
+
+def diff_html(old: str, new: str) -> str:
+    """Word-level changes from `old` to `new` as HTML: deletions struck, insertions marked; all escaped."""
+    a, b = _words(old or ""), _words(new or "")
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(esc("".join(a[i1:i2])))
+            continue
+        if op in ("delete", "replace"):
+            out.append(f"<del>{esc(''.join(a[i1:i2]))}</del>")
+        if op in ("insert", "replace"):
+            out.append(f"<ins>{esc(''.join(b[j1:j2]))}</ins>")
+    return f'<div class="cai-text">{"".join(out)}</div>'
+
+
+def _words(text: str) -> list[str]:
+    """Split keeping whitespace apart, so joining the pieces gives the text back exactly."""
+    return re.findall(r"\s+|[^\s]+", text)
+
+
+def read_upload(path: str | None, *, allowed: tuple[str, ...], limit: int = MAX_UPLOAD_BYTES) -> Path:
+    """Validate an uploaded file: present, a permitted extension, not too large."""
+    if not path:
+        raise gr.Error("Choose a file first.")
+    p = Path(path)
+    if not p.name.lower().endswith(allowed):
+        raise gr.Error(f"{p.name}: expected a {' or '.join(allowed)} file.")
+    size = p.stat().st_size
+    if size > limit:
+        raise gr.Error(f"{p.name}: {size / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB upload limit.")
+    return p
+
+
+CSS = """
+.cai-text { white-space: pre-wrap; font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
+  font-size: 0.88em; line-height: 1.45; padding: 8px 10px; border-radius: 6px;
+  background: var(--block-background-fill); border: 1px solid var(--border-color-primary); }
+.cai-text del { background: #fdd; color: #a00; text-decoration: line-through; }
+.cai-text ins { background: #dfd; color: #060; text-decoration: none; }
+.cai-step { margin: 10px 0 14px 0; }
+.cai-step h4 { margin: 0 0 4px 0; font-size: 0.95em; }
+.cai-step .cai-meta { color: var(--body-text-color-subdued); font-size: 0.85em; font-weight: normal; }
+.cai-badge { display: inline-block; padding: 1px 7px; border-radius: 9px; font-size: 0.8em;
+  background: var(--color-accent-soft); margin-left: 6px; }
+.cai-diff-old { background: #fff4f4; } .cai-diff-new { background: #f4fff4; }
+"""
