@@ -316,3 +316,10 @@ def m003_rl_stage(db: Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
     )
     db["goodhart"].create_index(["run_id", "step"], unique=True)
+
+
+@migrations()
+def m004_principle_alternatives(db: Database) -> None:
+    # A paper critique principle may list several critique requests for one revision request
+    # ("prompt": [...] in CritiqueRevisionInstructions.json): `critique` holds the first, this the rest.
+    db["principles"].add_column("alternatives", str)  # JSON list of further critique requests
