@@ -163,6 +163,9 @@ class LabelConfig(StageConfig):
     few_shot: int = _f(0, "Few-shot comparison exemplars prepended.", min=0)
     cot: bool = _f(False, "Chain of thought: the model reasons first; p is clamped.")
     cot_samples: int = _f(1, "CoT samples per pair, averaged.", min=1)
+    cot_temperature: float = _f(
+        1.0, "Sampling temperature of CoT reasoning when cot_samples > 1 (one sample: greedy).", min=0.0
+    )
     clamp_low: float = _f(0.4, "Lower clamp for CoT labels.", min=0.0, max=1.0)
     clamp_high: float = _f(0.6, "Upper clamp for CoT labels.", min=0.0, max=1.0)
     batch_size: int = _f(8, "Pairs per batch.", min=1)
@@ -246,6 +249,11 @@ class HHHConfig(StageConfig):
     model: str = _f("default", "Model evaluated as a feedback model.")
     cot: bool = _f(False, "Chain of thought before the answer.")
     samples: int = _f(1, "CoT samples per comparison, averaged.", min=1)
+    cot_temperature: float = _f(
+        1.0, "Sampling temperature of CoT reasoning when samples > 1 (one sample: greedy).", min=0.0
+    )
+    clamp_low: float = _f(0.4, "Lower clamp for CoT readings.", min=0.0, max=1.0)
+    clamp_high: float = _f(0.6, "Upper clamp for CoT readings.", min=0.0, max=1.0)
     limit: int | None = _f(None, "Use only the first N comparisons.", min=1)
     batch_size: int = _f(8, "Comparisons per batch.", min=1)
     max_new_tokens: int = _f(128, "Token limit for CoT reasoning.", min=1)

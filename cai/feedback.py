@@ -1,0 +1,409 @@
+"""AI feedback: response pairs from a policy, then soft preference labels from a feedback model.
+
+A label is the normalised probability of the options "(A)" and "(B)" read from log-probs after a
+multiple-choice comparison prompt, averaged over option orders, principles and (chain-of-thought)
+samples; every reading is kept so the label can be audited. All model calls are batched through
+the `Backend` protocol, and runs store pairs and labels keyed so that a resumed run skips them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cai import prompts
+from cai.backends.base import Backend, SamplingParams
+
+OPTIONS = prompts.OPTIONS
+ORDERS = ("AB", "BA")  # AB: the first response is shown as (A); BA: it is shown as (B)
+
+
+# ----------------------------------------------------------------------------- the label math
+def option_p(logp_a: float, logp_b: float) -> float:
+    """p(option A) from the two options' log-probs, normalised over the two: sigmoid(lp_A - lp_B)."""
+    d = logp_a - logp_b
+    if d >= 0:
+        return 1.0 / (1.0 + math.exp(-d))
+    e = math.exp(d)
+    return e / (1.0 + e)
+
+
+def first_p(p_option_a: float, order: str) -> float:
+    """p(first response better) from p(option A): the first response is option A in order AB, B in BA."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    return p_option_a if order == "AB" else 1.0 - p_option_a
+
+
+def order_average(p_ab: float, p_ba: float) -> float:
+    """p(first better) from both orders, each given as p(option A): cancels a constant position bias."""
+    return (first_p(p_ab, "AB") + first_p(p_ba, "BA")) / 2.0
+
+
+def clamp(p: float, low: float, high: float) -> float:
+    """Limit a chain-of-thought label to [low, high]: CoT makes a small model's p near 0 or 1."""
+    if low > high:
+        raise ValueError(f"clamp bounds reversed: {low} > {high}")
+    return min(max(p, low), high)
+
+
+def ensemble(ps: Sequence[float]) -> float:
+    """The mean of several readings (principles, orders, samples) of the same pair."""
+    if not ps:
+        raise ValueError("cannot ensemble zero readings")
+    return sum(ps) / len(ps)
+
+
+def draw_principles(principles: Sequence[str], k: int, seed: int | str) -> list[int]:
+    """Indices of k principles for one pair, seeded per pair so a resumed run draws the same ones.
+
+    Without replacement while k <= the number of principles, with replacement beyond.
+    """
+    if not principles:
+        raise ValueError("no comparison principles to draw from")
+    rng = random.Random(str(seed))
+    n = len(principles)
+    return rng.sample(range(n), k) if k <= n else [rng.randrange(n) for _ in range(k)]
+
+
+def to_preference(
+    prompt: str, response_a: str, response_b: str, p: float, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """A pair for `cai.data.create_pref_set`: chosen = the response with p >= 0.5, p = its probability."""
+    if p >= 0.5:
+        return {"prompt": prompt, "chosen": response_a, "rejected": response_b, "p": p, "meta": meta}
+    return {"prompt": prompt, "chosen": response_b, "rejected": response_a, "p": 1.0 - p, "meta": meta}
+
+
+# ----------------------------------------------------------------------------- readings
+@dataclass
+class LabelOptions:
+    """How to read labels: principles per pair, option orders, chain of thought, clamping, batching."""
+
+    ensemble: int = 1
+    both_orders: bool = True
+    few_shot: int = 0
+    cot: bool = False
+    cot_samples: int = 1
+    cot_temperature: float = 1.0
+    clamp_low: float = 0.4
+    clamp_high: float = 0.6
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: Any) -> LabelOptions:
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{n: getattr(config, n) for n in names if hasattr(config, n)})
+
+    @property
+    def orders(self) -> tuple[str, ...]:
+        return ORDERS if self.both_orders else ORDERS[:1]
+
+    @property
+    def samples(self) -> int:
+        return self.cot_samples if self.cot else 1
+
+
+@dataclass
+class Query:
+    """One multiple-choice reading to take: `text` ends where the answer (or the CoT) begins."""
+
+    item: int  # index of the item (pair) it belongs to
+    text: str
+    order: str = "AB"
+    principle: str = ""
+    sample: int = 0
+
+
+@dataclass
+class Reading:
+    """The outcome of one query: raw option log-probs, the CoT text, p(option A) and p(first better)."""
+
+    item: int
+    order: str
+    principle: str
+    sample: int
+    logprobs: list[float]
+    p_option_a: float
+    p: float  # p(first response better), clamped when CoT
+    cot: str | None = None
+
+
+@dataclass
+class Label:
+    """A pair's soft label: p(first response better) and every reading it averages."""
+
+    p: float
+    readings: list[Reading] = field(default_factory=list)
+
+    def meta(self) -> dict[str, Any]:
+        rs = [asdict(r) for r in self.readings]
+        for r in rs:
+            r.pop("item")
+        return {"p": self.p, "principles": principles_of(self.readings), "readings": rs}
+
+
+def principles_of(readings: Sequence[Reading]) -> list[str]:
+    seen: list[str] = []
+    for r in readings:
+        if r.principle not in seen:
+            seen.append(r.principle)
+    return seen
+
+
+def batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def read_queries(
+    backend: Backend,
+    queries: Sequence[Query],
+    opts: LabelOptions,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Reading]:
+    """Take every query's reading, batched: CoT generation first (when asked), then option log-probs.
+
+    With `opts.cot` each query text ends in "Let's think step by step:"; the model's reasoning and
+    "So the answer is:" are appended before the options are read. The two orders of a pair sit next
+    to each other in a batch, so a backend with prefix caching computes their shared conversation once.
+    """
+    texts = [q.text for q in queries]
+    cots: list[str | None] = [None] * len(queries)
+    if opts.cot:
+        sampled = opts.samples > 1
+        for start in range(0, len(queries), opts.batch_size):
+            chunk = queries[start : start + opts.batch_size]
+            params = SamplingParams(
+                max_new_tokens=opts.max_new_tokens,
+                temperature=opts.cot_temperature if sampled else 0.0,
+                seed=opts.seed + start,
+                stop=prompts.COT_STOP,
+            )
+            for j, out in enumerate(backend.generate([q.text for q in chunk], params)):
+                cots[start + j] = out.text.strip()
+                texts[start + j] = prompts.comparison_cot_answer_prompt(chunk[j].text, out.text)
+    readings: list[Reading] = []
+    for start in range(0, len(queries), opts.batch_size):
+        chunk_texts = texts[start : start + opts.batch_size]
+        lps = backend.option_logprobs(chunk_texts, [list(OPTIONS)] * len(chunk_texts))
+        for j, lp in enumerate(lps):
+            q = queries[start + j]
+            pa = option_p(lp[0], lp[1])
+            p = first_p(pa, q.order)
+            if opts.cot:
+                p = clamp(p, opts.clamp_low, opts.clamp_high)
+            readings.append(Reading(q.item, q.order, q.principle, q.sample, list(lp), pa, p, cots[start + j]))
+        if on_batch:
+            on_batch(len(chunk_texts))
+    return readings
+
+
+def combine(readings: Sequence[Reading], n_items: int) -> list[Label]:
+    """Average each item's readings into its label (over principles, orders and samples alike)."""
+    per: list[list[Reading]] = [[] for _ in range(n_items)]
+    for r in readings:
+        per[r.item].append(r)
+    return [Label(ensemble([r.p for r in rs]), rs) for rs in per]
+
+
+# ----------------------------------------------------------------------------- labelling pairs
+@dataclass
+class PairItem:
+    """A conversation and two responses to compare; `key` seeds its principle draw."""
+
+    key: int | str
+    prompt: str
+    response_a: str
+    response_b: str
+
+
+def comparison_principles(version: dict[str, Any], names: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The enabled comparison principles of a constitution version, optionally only those named."""
+    found = [p for p in version["principles"] if p["kind"] == "comparison" and p["enabled"]]
+    if names:
+        by_name = {p["name"]: p for p in version["principles"] if p["kind"] == "comparison"}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise ValueError(
+                f"no comparison principle named {', '.join(map(repr, missing))} in this constitution"
+            )
+        found = [by_name[n] for n in names]
+    if not found:
+        raise ValueError(
+            f"constitution {version['name']!r} v{version['version']} has no enabled comparison principle"
+        )
+    return found
+
+
+def comparison_exemplars(version: dict[str, Any], n: int, cot: bool) -> list[Any]:
+    """The first n few-shot comparison exemplars (chain-of-thought ones for CoT)."""
+    kind = "comparison_cot" if cot else "comparison"
+    return [
+        e["data"] for e in sorted(version["exemplars"], key=lambda e: e["position"]) if e["kind"] == kind
+    ][:n]
+
+
+def pair_queries(
+    items: Sequence[PairItem],
+    principles: Sequence[dict[str, Any]],
+    exemplars: Sequence[Any],
+    opts: LabelOptions,
+) -> list[Query]:
+    """Every reading the options ask for: k principles (seeded per pair) x orders x CoT samples."""
+    render = prompts.comparison_cot_prompt if opts.cot else prompts.comparison_prompt
+    queries = []
+    for i, it in enumerate(items):
+        for idx in draw_principles([p["name"] for p in principles], opts.ensemble, f"{opts.seed}:{it.key}"):
+            pr = principles[idx]
+            for order in opts.orders:
+                first, second = (
+                    (it.response_a, it.response_b) if order == "AB" else (it.response_b, it.response_a)
+                )
+                text = render(it.prompt, pr, first, second, exemplars)
+                queries += [Query(i, text, order, pr["name"], s) for s in range(opts.samples)]
+    return queries
+
+
+def label_pairs(
+    backend: Backend,
+    items: Sequence[PairItem],
+    principles: Sequence[dict[str, Any]],
+    opts: LabelOptions,
+    exemplars: Sequence[Any] = (),
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Label]:
+    """Soft labels p(response_a better) for a batch of pairs, each with all of its readings."""
+    queries = pair_queries(items, principles, exemplars, opts)
+    return combine(read_queries(backend, queries, opts, on_batch=on_batch), len(items))
+
+
+# ----------------------------------------------------------------------------- runners
+def run_pairs(ctx: Any) -> dict[str, Any]:
+    """Stage "pairs": the policy samples two responses per prompt; one response_pairs row per prompt."""
+    from cai import backends, data, models, store
+
+    cfg, db = ctx.config, ctx.db
+    model = models.ensure_model(db, cfg.model)
+    db["runs"].update(ctx.run_id, {"model_id": model["id"]})
+    rows = data.list_prompts(db, cfg.prompts, limit=cfg.limit)
+    done = {
+        r["prompt_id"]
+        for r in db["response_pairs"].rows_where("run_id = ?", [ctx.run_id], select="prompt_id")
+    }
+    todo = [r for r in rows if r["id"] not in done]
+    if cfg.temperature == 0:
+        ctx.log("temperature 0: both responses of a pair will be the same greedy sample")
+    ctx.progress(len(done), len(rows))
+    backend = backends.load(cfg.model, db=db) if todo else None
+    for chunk in batches(todo, cfg.batch_size):
+        params = SamplingParams(
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            seed=cfg.seed * 1_000_003 + chunk[0]["position"],
+        )
+        texts = [backend.render(r["text"]) for r in chunk for _ in range(2)]  # type: ignore[union-attr]
+        outs = backend.generate(texts, params)  # type: ignore[union-attr]
+        records = []
+        for i, r in enumerate(chunk):
+            a, b = outs[2 * i], outs[2 * i + 1]
+            meta = {
+                "finish": [a.finish_reason, b.finish_reason],
+                "tokens": [a.completion_tokens, b.completion_tokens],
+                "temperature": cfg.temperature,
+                "seed": params.seed,
+            }
+            records.append(
+                {
+                    "run_id": ctx.run_id,
+                    "prompt_id": r["id"],
+                    "prompt": r["text"],
+                    "response_a": a.text.strip(),
+                    "response_b": b.text.strip(),
+                    "model_id": model["id"],
+                    "meta": store.dumps(meta),
+                    "created_at": store.now(),
+                }
+            )
+        db["response_pairs"].insert_all(records)
+        done |= {r["id"] for r in chunk}
+        ctx.progress(len(done), len(rows), tokens=sum(o.completion_tokens for o in outs))
+    ctx.log(f"{len(done)} response pairs from {cfg.model}")
+    return {"pairs": len(done), "model": cfg.model, "model_id": model["id"], "prompts": cfg.prompts}
+
+
+def run_labels(ctx: Any) -> dict[str, Any]:
+    """Stage "label": soft labels for a pairs run, stored per pair, then an AI preference set."""
+    from cai import backends, constitution, data, models, store
+
+    cfg, db = ctx.config, ctx.db
+    opts = LabelOptions.from_config(cfg)
+    version = constitution.resolve_version(db, cfg.constitution, cfg.constitution_version)
+    principles = comparison_principles(version)
+    exemplars = comparison_exemplars(version, cfg.few_shot, cfg.cot)
+    model = models.ensure_model(db, cfg.feedback_model)
+    db["runs"].update(ctx.run_id, {"model_id": model["id"], "constitution_version_id": version["id"]})
+    pairs = list(db["response_pairs"].rows_where("run_id = ?", [cfg.pairs], order_by="prompt_id"))
+    if not pairs:
+        raise ValueError(f"run {cfg.pairs} has no response pairs (is it a finished 'pairs' run?)")
+    done = {
+        r["pair_id"] for r in db["feedback_labels"].rows_where("run_id = ?", [ctx.run_id], select="pair_id")
+    }
+    todo = [p for p in pairs if p["id"] not in done]
+    ctx.progress(len(done), len(pairs))
+    backend = backends.load(cfg.feedback_model, db=db) if todo else None
+    for chunk in batches(todo, cfg.batch_size):
+        items = [PairItem(p["prompt_id"], p["prompt"], p["response_a"], p["response_b"]) for p in chunk]
+        labels = label_pairs(backend, items, principles, opts, exemplars)  # type: ignore[arg-type]
+        db["feedback_labels"].insert_all(
+            {
+                "run_id": ctx.run_id,
+                "pair_id": p["id"],
+                "p": lab.p,
+                "principles": store.dumps(principles_of(lab.readings)),
+                "meta": store.dumps(lab.meta()),
+                "created_at": store.now(),
+            }
+            for p, lab in zip(chunk, labels, strict=True)
+        )
+        done |= {p["id"] for p in chunk}
+        tokens = sum(len(r.cot or "") // 4 for lab in labels for r in lab.readings)
+        ctx.progress(len(done), len(pairs), tokens=tokens)
+    name = cfg.name or f"labels-{ctx.run_id}"
+    stored = {r["pair_id"]: r for r in db["feedback_labels"].rows_where("run_id = ?", [ctx.run_id])}
+    prefs = []
+    for p in pairs:
+        row = stored[p["id"]]
+        meta = {**store.loads(row["meta"]), "response_pair_id": p["id"], "prompt_id": p["prompt_id"]}
+        prefs.append(to_preference(p["prompt"], p["response_a"], p["response_b"], row["p"], meta))
+    if db["pref_sets"].count_where("name = ?", [name]):
+        ctx.log(f"preference set {name!r} already exists; not written again")
+        set_id = next(db["pref_sets"].rows_where("name = ?", [name]))["id"]
+    else:
+        provenance = {
+            "run_id": ctx.run_id,
+            "pairs_run": cfg.pairs,
+            "feedback_model": cfg.feedback_model,
+            "constitution": version["name"],
+            "constitution_version": version["version"],
+            "options": asdict(opts),
+        }
+        set_id = data.create_pref_set(
+            db, name, "ai", "harmless", prefs, provenance=provenance, run_id=ctx.run_id
+        )
+    ps = [x["p"] for x in prefs]
+    result = {
+        "pref_set": name,
+        "pref_set_id": set_id,
+        "labels": len(prefs),
+        "mean_p": round(ensemble(ps), 4),
+        "confident": sum(p >= 0.6 for p in ps),
+        "constitution_version_id": version["id"],
+    }
+    ctx.log(f"wrote {len(prefs)} AI labels to preference set {name!r}")
+    return result
