@@ -323,3 +323,77 @@ def m004_principle_alternatives(db: Database) -> None:
     # A paper critique principle may list several critique requests for one revision request
     # ("prompt": [...] in CritiqueRevisionInstructions.json): `critique` holds the first, this the rest.
     db["principles"].add_column("alternatives", str)  # JSON list of further critique requests
+
+
+@migrations()
+def m006_arena(db: Database) -> None:
+    # Arena campaigns: which models battle, on which dimension, from which prompts, under which policy.
+    db["campaigns"].create(
+        {
+            "id": int,
+            "name": str,
+            "dimension": str,  # helpfulness | harmlessness
+            "model_ids": str,  # JSON list of models.id
+            "prompt_set": str,  # NULL: free chat; else a prompt_sets.name whose prompts seed battles
+            "vote_cap": int,  # votes per rater in this campaign; 0 = no cap
+            "pairing": str,  # uniform | uncertain
+            "instructions": str,
+            "max_turns": int,
+            "max_new_tokens": int,
+            "temperature": float,
+            "status": str,  # active | closed
+            "created_by": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"name", "dimension"},
+    )
+    db["campaigns"].create_index(["name"], unique=True)
+    # Battles gain the seeded prompt and the seed that drew placement and continuation.
+    db["battles"].add_column("prompt_id", int)
+    db["battles"].add_column("seed", int)
+    db["battles"].create_index(["campaign_id", "user_id"])
+    # One row per turn: the exact transcript both models saw, both answers, and what the rater was shown.
+    db["battle_turns"].create(
+        {
+            "id": int,
+            "battle_id": int,
+            "turn": int,
+            "prompt": str,  # HH transcript ending "\n\nAssistant:", identical for both sides
+            "response_a": str,  # shown in position A (battles.model_a)
+            "response_b": str,  # shown in position B (battles.model_b)
+            "seconds_a": float,
+            "seconds_b": float,
+            "error": str,  # server-side only: why a side failed
+            "shown_at": str,  # set once both complete answers reached the rater; votes need it
+            "continued_with": str,  # "a" | "b": the response the conversation continued from
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("battle_id", "battles", "id")],
+    )
+    db["battle_turns"].create_index(["battle_id", "turn"], unique=True)
+    # Single-use invite codes (only their SHA-256 is stored) that let a person create a rater account.
+    db["invites"].create(
+        {
+            "id": int,
+            "code_hash": str,
+            "campaign_id": int,
+            "role": str,
+            "note": str,
+            "created_by": str,
+            "created_at": str,
+            "used_by": int,
+            "used_at": str,
+        },
+        pk="id",
+        not_null={"code_hash"},
+    )
+    db["invites"].create_index(["code_hash"], unique=True)
+    # Responses that name a model or its maker: the vote on that turn can be left out of ratings.
+    db["leak_flags"].create(
+        {"id": int, "battle_id": int, "turn": int, "side": str, "model_id": int, "terms": str, "created_at": str},
+        pk="id",
+        foreign_keys=[("battle_id", "battles", "id")],
+    )
+    db["leak_flags"].create_index(["battle_id", "turn", "side"], unique=True)
