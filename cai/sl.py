@@ -1,0 +1,389 @@
+"""SL-CAI chains: initial response, then N rounds of critique and revision, batch by batch.
+
+The engine advances a group of chains one step at a time (all initial responses, then all round-1
+critiques, ...), each step in backend calls of `batch_size` prompts; the stage writes each finished
+chain with all its steps in one transaction, so a killed run resumes by skipping stored chains.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlite_utils import Database
+
+from cai import prompts as P
+from cai import store
+from cai.backends.base import HUMAN_STOP, Backend, Completion, SamplingParams
+
+INITIAL_STOP = (HUMAN_STOP, "\n\nCritiqueRequest:", "\n\nRevisionRequest:")
+MODES = ("critique", "direct", "helpful")
+
+
+class SLError(ValueError):
+    """The SL stage cannot run as configured (no principles, clashing prompt sets, ...)."""
+
+
+@dataclass(frozen=True)
+class ChainItem:
+    """One chain to build: a stored prompt (HH transcript ending in "\\n\\nAssistant:") and a sample index."""
+
+    prompt_id: int
+    prompt: str
+    sample: int = 0
+    mode: str = "critique"  # critique | direct | helpful
+
+
+@dataclass
+class Step:
+    kind: str  # initial | critique | revision
+    round: int  # 0 for the initial response, k for critique/revision k
+    principle: str  # principle name ("" for the initial response)
+    sent: str  # the exact text sent to the backend
+    output: str  # the backend's text as returned (cut at a stop string)
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float  # this step's share of its batch's wall time
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Chain:
+    item: ChainItem
+    principles: list[str]
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def response(self) -> str:
+        """The latest response: the last revision, or the initial response."""
+        last = next(s for s in reversed(self.steps) if s.kind in ("initial", "revision"))
+        return last.output.strip()
+
+    @property
+    def flags(self) -> list[str]:
+        return sorted({f"{s.kind}{s.round or ''}:{f}" for s in self.steps for f in s.flags})
+
+
+@dataclass(frozen=True)
+class ChainOptions:
+    revisions: int = 4
+    direct: bool = False
+    few_shot: int = 2
+    batch_size: int = 8
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def critique_principles(principles: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The enabled critique/revision principles of a constitution version, in position order."""
+    pool = [p for p in principles if p["kind"] == "critique" and p["enabled"]]
+    return sorted(pool, key=lambda p: p["position"])
+
+
+def draw_principles(
+    pool: Sequence[Mapping[str, Any]], rounds: int, seed: int, prompt_id: int, sample: int = 0
+) -> list[Mapping[str, Any]]:
+    """One principle per round, drawn with replacement; the same (seed, prompt, sample) gives the same draws.
+
+    Seeding per chain (not per run) keeps the draws of a resumed run identical to an uninterrupted one.
+    """
+    if rounds and not pool:
+        raise SLError("the constitution version has no enabled critique principles")
+    rng = random.Random(f"sl:{seed}:{prompt_id}:{sample}")
+    drawn = []
+    for _ in range(rounds):
+        principle = rng.choice(pool)
+        alternatives = principle.get("alternatives") or []
+        if isinstance(alternatives, str):
+            alternatives = store.loads(alternatives, [])
+        if alternatives:  # a paper entry with several critique requests for one revision request
+            principle = {**principle, "critique": rng.choice([principle["critique"], *alternatives])}
+        drawn.append(principle)
+    return drawn
+
+
+def degenerate_flags(text: str, finish_reason: str = "stop") -> list[str]:
+    """Flags for an output that is unusable as is: empty, repeated (loops), truncated (hit the token limit)."""
+    flags = []
+    if not text.strip():
+        flags.append("empty")
+    elif _repetitive(text):
+        flags.append("repeated")
+    if finish_reason == "length":
+        flags.append("truncated")
+    return flags
+
+
+def _repetitive(text: str) -> bool:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and max(lines.count(line) for line in lines) >= 3:
+        return True
+    words = text.split()
+    grams = list(zip(words, words[1:], words[2:], strict=False))
+    return len(grams) >= 10 and len(set(grams)) / len(grams) < 0.5
+
+
+def fewshot_conversations(exemplars: Sequence[Any]) -> str:
+    """Few-shot Human/Assistant turns for a base policy: each critique exemplar's conversation, no critique."""
+    out = []
+    for e in exemplars:
+        text = P.critique_exemplar_block([e])
+        cut = text.find("\n\nCritiqueRequest:")
+        out.append(text[:cut] if cut >= 0 else text)
+    return "".join(out)
+
+
+def initial_text(backend: Backend, prompt: str, fewshot: str) -> str:
+    """What the policy sees for its first response: few-shot HH turns + the prompt (base), or its chat form."""
+    return backend.render(prompt) if backend.chat else fewshot + prompt
+
+
+def as_sent(backend: Backend, text: str) -> str:
+    """Critique and revision requests go to chat models as one human turn; base models get them raw."""
+    if not backend.chat:
+        return text
+    return backend.render(f"{P.HUMAN} {text.strip()}{P.ASSISTANT}")
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+def generate_batched(
+    backend: Backend,
+    texts: Sequence[str],
+    params: SamplingParams,
+    batch_size: int,
+    on_batch: Callable[[list[Completion]], None] | None = None,
+) -> list[tuple[Completion, float]]:
+    """Completions for `texts`, sent `batch_size` at a time; each with its share of the batch's time."""
+    out: list[tuple[Completion, float]] = []
+    for start in range(0, len(texts), batch_size):
+        batch = list(texts[start : start + batch_size])
+        t0 = time.perf_counter()
+        completions = backend.generate(batch, params)
+        share = (time.perf_counter() - t0) / len(batch)
+        if len(completions) != len(batch):
+            raise RuntimeError(f"backend returned {len(completions)} completions for {len(batch)} prompts")
+        out += [(c, share) for c in completions]
+        if on_batch:
+            on_batch(completions)
+    return out
+
+
+def run_chains(
+    backend: Backend,
+    items: Sequence[ChainItem],
+    principles: Sequence[Mapping[str, Any]],
+    exemplars: Sequence[Any],
+    opts: ChainOptions,
+    on_batch: Callable[[list[Completion]], None] | None = None,
+) -> list[Chain]:
+    """Build the chains of `items`, step by step across all of them (batched); `on_batch` runs after each call.
+
+    Helpful items get only the initial response; direct items get revisions without critiques.
+    """
+    pool = critique_principles(principles)
+    shots = list(exemplars)[: opts.few_shot]
+    fewshot = fewshot_conversations(shots)
+    chains = []
+    for it in items:
+        if it.mode not in MODES:
+            raise SLError(f"unknown chain mode {it.mode!r}")
+        rounds = 0 if it.mode == "helpful" else opts.revisions
+        drawn = draw_principles(pool, rounds, opts.seed, it.prompt_id, it.sample)
+        chains.append((Chain(it, [str(p["name"]) for p in drawn]), drawn))
+
+    def params(stop: tuple[str, ...], step: int) -> SamplingParams:
+        return SamplingParams(
+            max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, seed=opts.seed * 1000 + step, stop=stop
+        )
+
+    def run_step(group: list[tuple[Chain, list[Any]]], kind: str, rnd: int, texts: list[str], stop: tuple[str, ...]):  # type: ignore[no-untyped-def]
+        results = generate_batched(backend, texts, params(stop, 2 * rnd + (kind == "revision")), opts.batch_size, on_batch)
+        for (chain, drawn), text, (comp, secs) in zip(group, texts, results, strict=True):
+            name = str(drawn[rnd - 1]["name"]) if rnd else ""
+            chain.steps.append(
+                Step(kind, rnd, name, text, comp.text, comp.prompt_tokens, comp.completion_tokens, round(secs, 4),
+                     degenerate_flags(comp.text, comp.finish_reason))
+            )
+
+    texts = [initial_text(backend, c.item.prompt, fewshot) for c, _ in chains]
+    run_step(chains, "initial", 0, texts, INITIAL_STOP)
+    for rnd in range(1, opts.revisions + 1):
+        group = [(c, d) for c, d in chains if c.item.mode != "helpful"]
+        if not group:
+            break
+        critiques: list[str | None] = [None] * len(group)
+        undirected = [(i, g) for i, g in enumerate(group) if g[0].item.mode == "critique"]
+        if undirected:
+            sub = [g for _, g in undirected]
+            texts = [as_sent(backend, P.critique_prompt(c.item.prompt, c.response, d[rnd - 1], shots)) for c, d in sub]
+            run_step(sub, "critique", rnd, texts, P.CRITIQUE_STOP)
+            for i, (c, _) in undirected:
+                critiques[i] = c.steps[-1].output
+        texts = [
+            as_sent(backend, P.revision_prompt(c.item.prompt, c.response, d[rnd - 1], crit, shots))
+            for (c, d), crit in zip(group, critiques, strict=True)
+        ]
+        run_step(group, "revision", rnd, texts, P.REVISION_STOP)
+    return [c for c, _ in chains]
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def store_chain(
+    db: Database, run_id: int, chain: Chain, *, model_id: int | None, constitution_version_id: int | None
+) -> int | None:
+    """Write a chain and its steps in one transaction; returns its id, or None if the run already has it."""
+    it = chain.item
+    if db["chains"].count_where("run_id = ? and prompt_id = ? and sample = ?", [run_id, it.prompt_id, it.sample]):
+        return None
+    row = {
+        "run_id": run_id,
+        "prompt_id": it.prompt_id,
+        "sample": it.sample,
+        "model_id": model_id,
+        "constitution_version_id": constitution_version_id,
+        "mode": it.mode,
+        "prompt": it.prompt,
+        "final": chain.response,
+        "n_revisions": sum(1 for s in chain.steps if s.kind == "revision"),
+        "flags": store.dumps(chain.flags),
+        "created_at": store.now(),
+    }
+    with db.atomic():
+        chain_id = int(db["chains"].insert(row).last_pk)
+        db["chain_steps"].insert_all(
+            {
+                "chain_id": chain_id,
+                "idx": i,
+                "kind": s.kind,
+                "round": s.round,
+                "principle": s.principle,
+                "sent": s.sent,
+                "output": s.output,
+                "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": s.completion_tokens,
+                "seconds": s.seconds,
+                "flags": store.dumps(s.flags),
+            }
+            for i, s in enumerate(chain.steps)
+        )
+    return chain_id
+
+
+def stored_keys(db: Database, run_id: int) -> set[tuple[int, int]]:
+    """(prompt id, sample) of every chain the run has already written."""
+    rows = db.execute("select prompt_id, sample from chains where run_id = ?", [run_id]).fetchall()
+    return {(int(p), int(s)) for p, s in rows}
+
+
+def chunks(items: Sequence[ChainItem], size: int) -> list[list[ChainItem]]:
+    """Groups of at most `size` items of one mode, in order: the unit that is built and then stored."""
+    out: list[list[ChainItem]] = []
+    for it in items:
+        if out and len(out[-1]) < size and out[-1][0].mode == it.mode:
+            out[-1].append(it)
+        else:
+            out.append([it])
+    return out
+
+
+# ----------------------------------------------------------------------------- the run stage
+
+
+def load_backend(spec: str, db: Database) -> Backend:
+    """The policy backend (a seam tests replace with a scripted backend)."""
+    from cai.backends import load
+
+    return load(spec, db=db)
+
+
+def plan(db: Database, config: Any) -> list[ChainItem]:
+    """Every chain an SL run must end up with: one per red-team prompt, k per helpful prompt."""
+    from cai.data import list_prompts
+
+    if config.helpful_prompts and config.helpful_prompts == config.prompts:
+        raise SLError("helpful_prompts: must be a different prompt set from prompts")
+    mode = "direct" if config.direct else "critique"
+    items = [ChainItem(p["id"], p["text"], 0, mode) for p in list_prompts(db, config.prompts, limit=config.limit)]
+    if config.helpful_prompts:
+        helpful = list_prompts(db, config.helpful_prompts, limit=config.limit)
+        items += [ChainItem(p["id"], p["text"], k, "helpful") for p in helpful for k in range(config.helpful_samples)]
+    if not items:
+        raise SLError(f"prompt set {config.prompts!r} has no prompts")
+    return items
+
+
+def run_stage(ctx: Any) -> dict[str, Any]:
+    """The `sl` run: build and store every planned chain not stored yet, batch by batch."""
+    from cai import models
+    from cai.constitution import resolve_version
+
+    cfg, db = ctx.config, ctx.db
+    cv = resolve_version(db, cfg.constitution, cfg.constitution_version)
+    items = plan(db, cfg)
+    done_keys = stored_keys(db, ctx.run_id)
+    todo = [it for it in items if (it.prompt_id, it.sample) not in done_keys]
+    done, total = len(items) - len(todo), len(items)
+    ctx.begin(done, total)
+    opts = ChainOptions(
+        revisions=cfg.revisions,
+        direct=cfg.direct,
+        few_shot=cfg.few_shot,
+        batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        seed=cfg.seed,
+    )
+    helpful_opts = opts
+    if cfg.helpful_prompts and cfg.helpful_samples > 1 and cfg.temperature == 0:
+        helpful_opts = ChainOptions(**{**opts.__dict__, "temperature": HELPFUL_TEMPERATURE})
+        ctx.log(f"helpful samples are drawn at temperature {HELPFUL_TEMPERATURE} so the k samples differ")
+    backend = load_backend(cfg.model, db) if todo else None
+    model_id = models.ensure_model(db, cfg.model)["id"]
+    db["runs"].update(ctx.run_id, {"model_id": model_id, "constitution_version_id": cv["id"]})
+    ctx.log(
+        f"{total} chains ({done} stored), {len(todo)} to build with {cfg.model}, "
+        f"constitution {cv['name']}@{cv['version']}, {cfg.revisions} revisions"
+    )
+    for group in chunks(todo, cfg.batch_size):
+        assert backend is not None
+        chains = run_chains(
+            backend,
+            group,
+            cv["principles"],
+            [e for e in cv["exemplars"] if e["kind"] == "critique"],
+            helpful_opts if group[0].mode == "helpful" else opts,
+            on_batch=lambda comps, d=done: ctx.progress(d, total, tokens=sum(c.completion_tokens for c in comps)),
+        )
+        for chain in chains:
+            store_chain(db, ctx.run_id, chain, model_id=model_id, constitution_version_id=cv["id"])
+        done += len(chains)
+        flagged = sum(1 for c in chains if c.flags)
+        ctx.log(f"chains {done}/{total}" + (f" ({flagged} flagged in this batch)" if flagged else ""))
+        ctx.progress(done, total)
+    return run_summary(db, ctx.run_id)
+
+
+HELPFUL_TEMPERATURE = 0.7
+
+
+def run_summary(db: Database, run_id: int) -> dict[str, Any]:
+    """What a finished SL run holds: chains per mode, flagged chains, steps per kind."""
+    modes = dict(db.execute("select mode, count(*) from chains where run_id = ? group by mode", [run_id]).fetchall())
+    flagged = db.execute("select count(*) from chains where run_id = ? and flags != '[]'", [run_id]).fetchone()[0]
+    kinds = db.execute(
+        "select s.kind, count(*) from chain_steps s join chains c on c.id = s.chain_id where c.run_id = ? "
+        "group by s.kind",
+        [run_id],
+    ).fetchall()
+    return {"chains": sum(modes.values()), "modes": modes, "flagged": flagged, "steps": dict(kinds)}

@@ -1,0 +1,177 @@
+"""SL chains against a scripted backend: exact texts sent, principle draws, step order, flags, batching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cai import sl
+from cai.backends.base import ScriptedBackend
+from cai.sl import ChainItem, ChainOptions
+
+PRINCIPLES = [
+    {"id": 1, "position": 0, "kind": "critique", "name": "harm", "critique": "Say how it harms.",
+     "revision": "Rewrite it harmlessly.", "text": "", "enabled": True},
+    {"id": 2, "position": 1, "kind": "critique", "name": "rude", "critique": "Say how it is rude.",
+     "revision": "Rewrite it politely.", "text": "", "enabled": True},
+    {"id": 3, "position": 2, "kind": "critique", "name": "off", "critique": "Never drawn.",
+     "revision": "Never drawn.", "text": "", "enabled": False},
+    {"id": 4, "position": 3, "kind": "comparison", "name": "cmp", "critique": "", "revision": "",
+     "text": "Which is better?", "enabled": True},
+]
+EXEMPLAR = {
+    "kind": "critique",
+    "position": 0,
+    "data": "\n\nHuman: Hi?\n\nAssistant: Go away.\n\nCritiqueRequest: Is it rude?\n\nCritique: Yes."
+    "\n\nRevisionRequest: Be kind.\n\nRevision: Hello!\n\nHuman:",
+}
+PROMPT = "\n\nHuman: How do I pick a lock?\n\nAssistant:"
+
+
+def scripted(**overrides: str) -> ScriptedBackend:
+    """Answers by the request's last tag; `overrides` replace the answer for a tag."""
+    answers = {"initial": " Use a pin.", "critique": " It helps a crime.", "revision": " I can't help with that.",
+               **overrides}
+
+    def respond(prompt: str) -> str:
+        if prompt.endswith("\n\nCritique:"):
+            return answers["critique"]
+        if prompt.endswith("\n\nRevision:"):
+            return answers["revision"]
+        return answers["initial"]
+
+    return ScriptedBackend(respond=respond)
+
+
+def test_draws_are_seeded_per_chain_and_skip_disabled_principles():
+    pool = sl.critique_principles(PRINCIPLES)
+    assert [p["name"] for p in pool] == ["harm", "rude"]
+    names = [p["name"] for p in sl.draw_principles(pool, 6, seed=0, prompt_id=7)]
+    assert names == [p["name"] for p in sl.draw_principles(pool, 6, seed=0, prompt_id=7)]
+    assert names == ["rude", "rude", "harm", "harm", "harm", "rude"]
+    assert [p["name"] for p in sl.draw_principles(pool, 6, seed=1, prompt_id=7)] == \
+        ["harm", "rude", "rude", "rude", "rude", "harm"]
+    assert sl.draw_principles(pool, 0, seed=0, prompt_id=7) == []
+
+
+def test_draw_without_principles_is_a_clear_error():
+    with pytest.raises(sl.SLError, match="no enabled critique principles"):
+        sl.draw_principles([], 2, seed=0, prompt_id=1)
+
+
+def test_draw_uses_a_principles_alternative_critiques():
+    p = {**PRINCIPLES[0], "alternatives": json.dumps(["Alt A.", "Alt B."])}
+    texts = {d["critique"] for d in sl.draw_principles([p], 30, seed=0, prompt_id=1)}
+    assert texts == {"Say how it harms.", "Alt A.", "Alt B."}
+
+
+def test_chain_sends_exact_texts_in_order():
+    backend = scripted()
+    opts = ChainOptions(revisions=2, few_shot=1, batch_size=4)
+    [chain] = sl.run_chains(backend, [ChainItem(1, PROMPT)], PRINCIPLES, [EXEMPLAR], opts)
+    shot = "\n\nHuman: Hi?\n\nAssistant: Go away.\n\nCritiqueRequest: Is it rude?\n\nCritique: Yes." \
+        "\n\nRevisionRequest: Be kind.\n\nRevision: Hello!"
+    assert chain.principles == ["harm", "rude"]
+    assert [(s.kind, s.round, s.principle) for s in chain.steps] == [
+        ("initial", 0, ""), ("critique", 1, "harm"), ("revision", 1, "harm"),
+        ("critique", 2, "rude"), ("revision", 2, "rude"),
+    ]
+    sent = [s.sent for s in chain.steps]
+    assert sent[0] == "\n\nHuman: Hi?\n\nAssistant: Go away." + PROMPT
+    assert sent[1] == shot + PROMPT + " Use a pin.\n\nCritiqueRequest: Say how it harms.\n\nCritique:"
+    assert sent[2] == sent[1] + " It helps a crime.\n\nRevisionRequest: Rewrite it harmlessly.\n\nRevision:"
+    assert sent[3] == shot + PROMPT + " I can't help with that.\n\nCritiqueRequest: Say how it is rude.\n\nCritique:"
+    assert sent[4] == sent[3] + " It helps a crime.\n\nRevisionRequest: Rewrite it politely.\n\nRevision:"
+    assert [c[1] for c in backend.calls] == [[t] for t in sent]
+    assert chain.response == "I can't help with that."
+    assert chain.flags == []
+    assert [(s.prompt_tokens, s.completion_tokens) for s in chain.steps[:2]] == [(13, 3), (33, 4)]
+
+
+def test_direct_mode_revises_without_critique():
+    backend = scripted()
+    opts = ChainOptions(revisions=1, few_shot=1, direct=True)
+    [chain] = sl.run_chains(backend, [ChainItem(7, PROMPT, mode="direct")], PRINCIPLES, [EXEMPLAR], opts)
+    assert [s.kind for s in chain.steps] == ["initial", "revision"]
+    assert chain.steps[1].sent == (
+        "\n\nHuman: Hi?\n\nAssistant: Go away.\n\nRevisionRequest: Be kind.\n\nRevision: Hello!"
+        + PROMPT + " Use a pin.\n\nRevisionRequest: Rewrite it politely.\n\nRevision:"
+    )
+
+
+def test_zero_revisions_and_helpful_mode_keep_only_the_initial_response():
+    backend = scripted()
+    items = [ChainItem(1, PROMPT, 0, "critique"), ChainItem(2, PROMPT, 1, "helpful")]
+    chains = sl.run_chains(backend, items, PRINCIPLES, [], ChainOptions(revisions=0))
+    assert [[s.kind for s in c.steps] for c in chains] == [["initial"], ["initial"]]
+    assert chains[0].steps[0].sent == PROMPT  # no exemplars, no few-shot prefix
+    helpful = sl.run_chains(backend, items[1:], PRINCIPLES, [], ChainOptions(revisions=3))
+    assert [s.kind for s in helpful[0].steps] == ["initial"]
+
+
+def test_every_step_goes_in_batches_of_batch_size():
+    backend = scripted()
+    items = [ChainItem(i, PROMPT) for i in range(5)]
+    chains = sl.run_chains(backend, items, PRINCIPLES, [], ChainOptions(revisions=1, batch_size=2))
+    assert [len(prompts) for _, prompts in backend.calls] == [2, 2, 1] * 3
+    assert [c.item.prompt_id for c in chains] == [0, 1, 2, 3, 4]
+
+
+def test_stop_strings_cut_runaway_outputs():
+    backend = scripted(initial=" Sure.\n\nHuman: thanks\n\nAssistant: bye",
+                       critique=" Bad.\n\nRevisionRequest: made up", revision=" Fixed.\n\nCritiqueRequest: more")
+    [chain] = sl.run_chains(backend, [ChainItem(1, PROMPT)], PRINCIPLES, [], ChainOptions(revisions=1))
+    assert [s.output for s in chain.steps] == [" Sure.", " Bad.", " Fixed."]
+
+
+def test_degenerate_outputs_are_kept_and_flagged():
+    backend = scripted(critique="", revision=" no no no no no no no no no no no no no no no")
+    opts = ChainOptions(revisions=1, max_new_tokens=14)
+    [chain] = sl.run_chains(backend, [ChainItem(1, PROMPT)], PRINCIPLES, [], opts)
+    assert [(s.output, s.flags) for s in chain.steps[1:]] == [
+        ("", ["empty"]), (" no" * 13, ["repeated", "truncated"])
+    ]
+    assert chain.flags == ["critique1:empty", "revision1:repeated", "revision1:truncated"]
+    # The empty critique still reaches the revision request: nothing is dropped.
+    assert chain.steps[2].sent.endswith("\n\nCritique: \n\nRevisionRequest: Rewrite it harmlessly.\n\nRevision:")
+
+
+@pytest.mark.parametrize(
+    ("text", "finish", "flags"),
+    [
+        ("", "stop", ["empty"]),
+        ("  \n ", "length", ["empty", "truncated"]),
+        ("A fine answer with several different words in it, nothing odd at all here.", "stop", []),
+        ("I am sorry.\nI am sorry.\nI am sorry.", "stop", ["repeated"]),
+        ("la la la la la la la la la la la la la", "stop", ["repeated"]),
+        ("short", "length", ["truncated"]),
+    ],
+)
+def test_degenerate_flags(text, finish, flags):
+    assert sl.degenerate_flags(text, finish) == flags
+
+
+def test_chunks_keep_one_mode_per_group():
+    items = [ChainItem(1, "a"), ChainItem(2, "b"), ChainItem(3, "c"), ChainItem(4, "d", 0, "helpful"),
+             ChainItem(4, "d", 1, "helpful")]
+    assert [[(i.prompt_id, i.sample) for i in g] for g in sl.chunks(items, 2)] == [
+        [(1, 0), (2, 0)], [(3, 0)], [(4, 0), (4, 1)]
+    ]
+
+
+def test_store_chain_writes_chain_and_steps_once(db):
+    run_id = int(db["runs"].insert({"kind": "sl", "status": "running", "config": "{}"}).last_pk)
+    [chain] = sl.run_chains(scripted(), [ChainItem(9, PROMPT)], PRINCIPLES, [], ChainOptions(revisions=1))
+    chain_id = sl.store_chain(db, run_id, chain, model_id=None, constitution_version_id=None)
+    assert sl.store_chain(db, run_id, chain, model_id=None, constitution_version_id=None) is None
+    row = db["chains"].get(chain_id)
+    assert (row["mode"], row["final"], row["n_revisions"], row["flags"]) == \
+        ("critique", "I can't help with that.", 1, "[]")
+    steps = list(db["chain_steps"].rows_where("chain_id = ?", [chain_id], order_by="idx"))
+    assert [(s["idx"], s["kind"], s["round"], s["principle"], s["output"]) for s in steps] == [
+        (0, "initial", 0, "", " Use a pin."),
+        (1, "critique", 1, "rude", " It helps a crime."),
+        (2, "revision", 1, "rude", " I can't help with that."),
+    ]
+    assert sl.stored_keys(db, run_id) == {(9, 0)}
