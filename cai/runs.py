@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
@@ -66,6 +67,13 @@ class RunContext:
         if row and row[0]:
             raise RunCancelled(f"run {self.run_id} cancelled")
 
+    def begin(self, done: int, total: int) -> None:
+        """Record where this execution starts (a resumed run starts with `done` items already stored)."""
+        self._done_at_start = done
+        self.started = time.monotonic()
+        self.db["runs"].update(self.run_id, {"done": done, "total": total, "eta_s": None})
+        self.check_cancel()
+
     def progress(self, done: int, total: int, tokens: int = 0) -> None:
         """Record progress (items done of total, tokens generated since the last call); checks cancel."""
         if self._done_at_start is None:
@@ -107,6 +115,46 @@ def create_run(
     return int(db["runs"].insert(row).last_pk)
 
 
+def resolve_links(db: Database, config: StageConfig) -> dict[str, int | None]:
+    """The model and constitution version a run is about, as registry ids (None where not named).
+
+    Only models the registry knows (or builtins, or local folders) are linked here; any other name
+    is left for the worker's backend to resolve, so a typo fails there with the loader's message.
+    """
+    from cai import models
+
+    links: dict[str, int | None] = {"model_id": None, "constitution_version_id": None}
+    name = next((getattr(config, f) for f in _MODEL_FIELDS if getattr(config, f, "")), "")
+    if name and (models.get_model(db, name) or name in models.BUILTIN or os.path.isdir(name)):
+        links["model_id"] = models.ensure_model(db, name)["id"]
+    if hasattr(config, "constitution"):
+        from cai.constitution import resolve_version
+
+        cv = resolve_version(db, config.constitution, getattr(config, "constitution_version", None))
+        links["constitution_version_id"] = cv["id"]
+    return links
+
+
+_MODEL_FIELDS = ("model", "policy", "feedback_model")
+
+
+def start(db: Database, db_path: str | os.PathLike[str], config: StageConfig) -> tuple[int, subprocess.Popen[bytes]]:
+    """Create a run for `config` (linked to its model and constitution version) and launch its worker."""
+    run_id = create_run(db, config, **resolve_links(db, config))
+    return run_id, launch(db_path, run_id)
+
+
+def resume(db: Database, db_path: str | os.PathLike[str], run_id: int) -> subprocess.Popen[bytes]:
+    """Queue a stopped run again and launch a fresh worker; the stage skips what is stored."""
+    prepare_resume(db, run_id)
+    return launch(db_path, run_id)
+
+
+def worker_log(db_path: str | os.PathLike[str], run_id: int) -> Path:
+    """Where a worker's own stdout/stderr go (crashes before the run row can record them)."""
+    return Path(db_path).resolve().parent / "runs" / str(run_id) / "worker.log"
+
+
 def get_run(db: Database, run_id: int) -> dict[str, Any]:
     try:
         run = dict(db["runs"].get(run_id))
@@ -114,7 +162,7 @@ def get_run(db: Database, run_id: int) -> dict[str, Any]:
         raise RunError(f"no run with id {run_id}") from None
     run["config"] = store.loads(run["config"], {})
     run["result"] = store.loads(run["result"])
-    if run["status"] == "running" and run["pid"] and not _alive(run["pid"]):
+    if run["status"] in ACTIVE and run["pid"] and not _alive(run["pid"]):
         run["status"] = "interrupted"  # its worker died (killed, machine restarted): resume it
     return run
 
@@ -149,11 +197,20 @@ def prepare_resume(db: Database, run_id: int) -> None:
 
 
 def launch(db_path: str | os.PathLike[str], run_id: int) -> subprocess.Popen[bytes]:
-    """Start the worker process for a run; returns at once."""
+    """Start the worker process for a run; returns at once. Its pid is stored so a dead worker shows."""
     cmd = [sys.executable, "-m", "cai.runs", str(run_id), "--db", str(db_path)]
-    return subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    log_path = worker_log(db_path, run_id)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    db = store.connect(db_path)
+    try:
+        db["runs"].update(run_id, {"pid": proc.pid})
+    finally:
+        db.close()
+    return proc
 
 
 def runner(kind: str) -> Callable[[RunContext], Any]:
