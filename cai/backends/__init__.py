@@ -1,1 +1,117 @@
-"""Model backends: transformers and vLLM behind one protocol (see base.py)."""
+"""Model backends: transformers and vLLM behind one protocol (see base.py), and how a spec finds weights.
+
+A spec is a registered model name (its row gives path, backend and chat), a builtin ("default",
+"tiny": converted once into the cache, see builtin.py), a local folder, or a Hugging Face hub id.
+Loaded backends are cached per process, keyed by (folder, backend, chat), since loading costs seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cai.backends.base import HUMAN_STOP, Backend, Completion, SamplingParams, ScriptedBackend
+from cai.backends.builtin import BUILTINS, builtin_path, cache_root
+
+__all__ = [
+    "HUMAN_STOP",
+    "Backend",
+    "Completion",
+    "SamplingParams",
+    "ScriptedBackend",
+    "cache_root",
+    "clear_cache",
+    "load",
+    "model_path",
+    "resolve",
+]
+
+BACKENDS = ("hf", "vllm")
+_LOADED: dict[tuple[str, str, bool], Any] = {}
+
+
+def resolve(spec: str, db: Any = None) -> tuple[str, str, bool]:
+    """(weights spec, backend, chat) for a model spec; registered names win over builtins and paths."""
+    if not spec or not spec.strip():
+        raise ValueError(
+            "a model spec is empty: give a registered name, 'default', 'tiny', a folder or a hub id"
+        )
+    if db is not None:
+        from cai import models
+
+        row = models.get_model(db, spec)
+        if row is not None:
+            return row["path"], row["backend"], bool(row["chat"])
+    return spec, "hf", False
+
+
+def model_path(spec: str, db: Any = None) -> str:
+    """A local folder (config + weights + tokenizer) for `spec`, converting builtins on first use."""
+    path, _, _ = resolve(spec, db)
+    return _local_folder(path)
+
+
+def _local_folder(path: str) -> str:
+    if path in BUILTINS:
+        return str(builtin_path(path))
+    local = Path(path).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise FileNotFoundError(f"{local}: not a model folder (no config.json in it)")
+        return str(local.resolve())
+    if path.startswith((".", "/", "~")) or path.count("/") > 1:
+        raise FileNotFoundError(f"model folder not found: {path}")
+    return _hub_snapshot(path)
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id)
+    except Exception as exc:  # offline, unknown repo, gated: all the same to the user
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        why = "HF_HUB_OFFLINE is set and it is not in the local hub cache" if offline else str(exc)
+        raise LookupError(
+            f"model {repo_id!r} is not a registered model, builtin ({', '.join(BUILTINS)}) or local folder, "
+            f"and the Hugging Face Hub could not provide it: {why}"
+        ) from exc
+
+
+def load(
+    spec: str, *, db: Any = None, backend: str | None = None, cache: bool = True, **options: Any
+) -> Backend:
+    """A ready backend for `spec`. `backend` overrides the registered one; `options` go to its constructor.
+
+    With cache=True (the default) a second call with the same folder, backend and chat flag returns the
+    same object; pass cache=False for a private copy (e.g. one that training will modify).
+    """
+    path, registered_backend, chat = resolve(spec, db)
+    kind = backend or registered_backend
+    if kind not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
+    folder = _local_folder(path)
+    key = (folder, kind, chat)
+    if cache and not options and key in _LOADED:
+        return _LOADED[key]  # type: ignore[no-any-return]
+    if kind == "hf":
+        from cai.backends.hf import HFBackend
+
+        made: Any = HFBackend(folder, name=spec, chat=chat, **options)
+    else:
+        from cai.backends.vllm import VLLMBackend
+
+        made = VLLMBackend(folder, name=spec, chat=chat, **options)
+    if cache and not options:
+        _LOADED[key] = made
+    return made  # type: ignore[no-any-return]
+
+
+def clear_cache() -> None:
+    """Forget loaded backends (closing vLLM engines), so their memory can be freed."""
+    for backend in _LOADED.values():
+        close = getattr(backend, "close", None)
+        if close:
+            close()
+    _LOADED.clear()

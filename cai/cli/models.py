@@ -1,7 +1,125 @@
-"""`cai` commands: models (being written)."""
+"""`cai models add|list` (the model registry) and `cai generate` (one prompt through a backend).
+
+Both are thin over `cai.models` and `cai.backends`; `generate` wraps the prompt as an HH transcript
+(unless --raw) and renders it for chat models, exactly as the pipeline stages do.
+"""
+
+from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
+
+from cai.cli import add_common, emit, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this module's commands to the `cai` parser."""
+    """Add `models` and `generate` to the `cai` parser."""
+    models = sub.add_parser("models", help="Register and list models.", description="The model registry.")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+
+    add = msub.add_parser("add", help="Register a model.", description="Register a model under a name.")
+    add.add_argument("name", help="Name to register the model under.")
+    add.add_argument(
+        "path", help="A local model folder, a Hugging Face hub id, or a builtin ('default', 'tiny')."
+    )
+    add.add_argument(
+        "--backend", choices=["hf", "vllm"], default="hf", help="Backend that serves it (default hf)."
+    )
+    add.add_argument("--chat", action="store_true", help="Render prompts with the tokenizer's chat template.")
+    add_common(add)
+    add.set_defaults(func=cmd_add)
+
+    lst = msub.add_parser("list", help="List registered models.", description="List registered models.")
+    add_common(lst)
+    lst.set_defaults(func=cmd_list)
+
+    gen = sub.add_parser(
+        "generate", help="Generate a continuation of one prompt.", description="Generate with a model."
+    )
+    gen.add_argument(
+        "--model", default="default", help="Registered name, 'default', 'tiny', folder or hub id."
+    )
+    gen.add_argument("--prompt", required=True, help="The human's message (or a whole HH transcript).")
+    gen.add_argument("--max-new-tokens", type=int, default=128, help="Most tokens to generate (default 128).")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default).")
+    gen.add_argument("--seed", type=int, default=None, help="Sampling seed, for reproducible samples.")
+    gen.add_argument("--backend", choices=["hf", "vllm"], default=None, help="Override the model's backend.")
+    gen.add_argument(
+        "--raw", action="store_true", help="Send the prompt as is: no HH wrapping, no stop strings."
+    )
+    add_common(gen)
+    gen.set_defaults(func=cmd_generate)
+
+
+def _validated_path(path: str) -> str:
+    """Local folders are stored absolute and must hold a model; builtins and hub ids pass as given."""
+    from cai.backends.builtin import BUILTINS
+
+    if path in BUILTINS:
+        return path
+    local = Path(path).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise FileNotFoundError(f"{local}: not a model folder (no config.json in it)")
+        return str(local.resolve())
+    if path.startswith((".", "/", "~")) or path.count("/") > 1:
+        raise FileNotFoundError(f"model folder not found: {path}")
+    return path
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from cai import models, store
+
+    db = store.connect(args.db)
+    model_id = models.register_model(
+        db, args.name, _validated_path(args.path), backend=args.backend, chat=args.chat
+    )
+    emit(
+        args, models.get_model_by_id(db, model_id), lambda r: f"registered model {r['name']!r} (id {r['id']})"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from cai import models, store
+
+    rows = models.list_models(store.connect(args.db))
+    cols = ["id", "name", "path", "backend", "chat", "parent_id", "created_at"]
+    emit(args, rows, lambda rs: table(rs, cols))
+    return 0
+
+
+def _open_db(path: str | None) -> Any:
+    """The workbench database if one is named or exists; generate needs none for builtins and paths."""
+    from cai import store
+
+    return store.connect(path) if path or store.db_path(None).exists() else None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from cai import backends
+    from cai.transcript import as_prompt
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    backend = backends.load(args.model, db=_open_db(args.db), backend=args.backend)
+    prompt = args.prompt if args.raw else backend.render(as_prompt(args.prompt))
+    params = backends.SamplingParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        stop=() if args.raw else (backends.HUMAN_STOP,),
+    )
+    done = backend.generate([prompt], params)[0]
+    data = {
+        "model": args.model,
+        "prompt": prompt,
+        "text": done.text,
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "finish_reason": done.finish_reason,
+    }
+    emit(args, data, lambda d: d["text"].strip())
+    return 0

