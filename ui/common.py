@@ -45,21 +45,46 @@ class AppContext:
         return conn
 
 
+def _like(fn: Callable[..., Any], handler: Callable[..., Any], drop_first: bool) -> Callable[..., Any]:
+    """Give `handler` fn's signature and type hints (Gradio injects `gr.Request` by annotation)."""
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    hints = typing.get_type_hints(fn)
+    if drop_first:
+        hints.pop(params[0].name, None)
+        params = params[1:]
+    handler.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    handler.__annotations__ = hints
+    handler.__name__ = handler.__qualname__ = fn.__name__
+    return handler
+
+
 def bind(fn: Callable[..., Any], ctx: AppContext) -> Callable[..., Any]:
-    """`fn(ctx, ...)` as an event handler `(...)`, keeping the signature and type hints Gradio reads
-    (it injects `gr.Request` by annotation, which functools.partial would hide)."""
+    """`fn(ctx, ...)` as an event handler `(...)` (functools.partial would hide the annotations)."""
 
     def handler(*args: Any, **kwargs: Any) -> Any:
         return fn(ctx, *args, **kwargs)
 
-    sig = inspect.signature(fn)
-    first = next(iter(sig.parameters))
-    handler.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])  # type: ignore[attr-defined]
-    hints = typing.get_type_hints(fn)
-    hints.pop(first, None)
-    handler.__annotations__ = hints
-    handler.__name__ = handler.__qualname__ = fn.__name__
-    return handler
+    return _like(fn, handler, drop_first=True)
+
+
+def on_page_load(fn: Callable[..., Any], inputs: list[Any] | None, outputs: list[Any]) -> None:
+    """Run `fn` each time the page loads (fresh choices, first page), from inside a tab's build().
+
+    A role refusal stays silent here (a rater's page loads every tab's hooks): outputs are left as is.
+    """
+    root = gr.context.Context.root_block
+    if root is None:
+        raise RuntimeError("on_page_load must be called inside a gr.Blocks context")
+
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            skips = [gr.skip() for _ in outputs]
+            return skips if len(skips) != 1 else skips[0]
+
+    root.load(_like(fn, quiet, drop_first=False), inputs, outputs)
 
 
 def username(request: gr.Request | None) -> str | None:

@@ -397,3 +397,17 @@ def m006_arena(db: Database) -> None:
         foreign_keys=[("battle_id", "battles", "id")],
     )
     db["leak_flags"].create_index(["battle_id", "turn", "side"], unique=True)
+
+
+@migrations()
+def m007_chain_browsing(db: Database) -> None:
+    # The web app pages 100,000s of chains server-side (owner: web-app engineer): filter columns are
+    # indexed so "where x = ? order by id desc limit ? offset ?" walks an index, and a full-text index
+    # over prompt and final text (kept in sync by triggers) serves the text search.
+    db["chains"].create_index(["run_id"], index_name="idx_chains_run", if_not_exists=True)
+    db["chains"].create_index(["model_id"], index_name="idx_chains_model", if_not_exists=True)
+    db["chains"].create_index(
+        ["constitution_version_id"], index_name="idx_chains_constitution_version", if_not_exists=True
+    )
+    db["chain_steps"].create_index(["principle", "chain_id"], index_name="idx_chain_steps_principle", if_not_exists=True)
+    db["chains"].enable_fts(["prompt", "final"], create_triggers=True)

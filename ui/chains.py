@@ -1,0 +1,257 @@
+"""Chains tab: filter and page through SL chains on the server, then read one step by step.
+
+Paging is SQL LIMIT/OFFSET over indexed columns (run, model, constitution version, principle via
+chain_steps, text via the chains_fts index), so 100,000 chains cost the browser one page; a chain
+reads initial response -> critique -> revision with each revision's changes marked (escaped difflib).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from sqlite_utils import Database
+
+from cai import store
+from ui.common import BROWSE_ROLES, AppContext, bind, diff_html, esc, on_page_load, pre, require
+
+PAGE_SIZE = 25
+COLUMNS = ["id", "run", "model", "constitution", "mode", "revisions", "flags", "prompt", "final"]
+
+
+@dataclass(frozen=True)
+class ChainFilter:
+    run_id: int | None = None
+    model_id: int | None = None
+    version_id: int | None = None
+    principle: str = ""
+    text: str = ""
+
+
+@dataclass
+class ChainPage:
+    rows: list[dict[str, Any]]
+    total: int
+    page: int  # 1-based, clamped to the pages that exist
+    pages: int
+
+
+def where_clause(db: Database, f: ChainFilter) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    if f.run_id:
+        clauses.append("c.run_id = ?")
+        args.append(f.run_id)
+    if f.model_id:
+        clauses.append("c.model_id = ?")
+        args.append(f.model_id)
+    if f.version_id:
+        clauses.append("c.constitution_version_id = ?")
+        args.append(f.version_id)
+    if f.principle:
+        clauses.append("c.id in (select chain_id from chain_steps where principle = ?)")
+        args.append(f.principle)
+    if f.text.strip():
+        clauses.append("c.id in (select rowid from chains_fts where chains_fts match ?)")
+        args.append(db.quote_fts(f.text.strip()))
+    return (" where " + " and ".join(clauses)) if clauses else "", args
+
+
+def last_human_turn(prompt_tail: str) -> str:
+    """The last human message of a transcript (what a reader needs to recognise the prompt)."""
+    text = prompt_tail
+    cut = text.rfind("Human:")
+    if cut >= 0:
+        text = text[cut + len("Human:") :]
+    end = text.rfind("\n\nAssistant:")
+    return (text[:end] if end >= 0 else text).strip()
+
+
+def chain_page(db: Database, f: ChainFilter, page: int = 1, size: int = PAGE_SIZE) -> ChainPage:
+    """One page of chains, newest first; never reads more than `size` rows of text."""
+    where, args = where_clause(db, f)
+    total = db.execute(f"select count(*) from chains c{where}", args).fetchone()[0]
+    pages = max(1, math.ceil(total / size))
+    page = min(max(1, int(page)), pages)
+    sql = (
+        "select c.id, c.run_id, m.name as model, k.name || ' v' || v.version as constitution, c.mode, "
+        "c.n_revisions, c.flags, substr(c.prompt, -400) as prompt_tail, substr(c.final, 1, 160) as final "
+        "from chains c left join models m on m.id = c.model_id "
+        "left join constitution_versions v on v.id = c.constitution_version_id "
+        "left join constitutions k on k.id = v.constitution_id"
+        f"{where} order by c.id desc limit ? offset ?"
+    )
+    cur = db.execute(sql, [*args, size, (page - 1) * size])
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    return ChainPage(rows, int(total), page, pages)
+
+
+def page_frame(p: ChainPage) -> pd.DataFrame:
+    rows = [
+        {
+            "id": r["id"],
+            "run": r["run_id"],
+            "model": r["model"] or "",
+            "constitution": r["constitution"] or "",
+            "mode": r["mode"] or "",
+            "revisions": r["n_revisions"],
+            "flags": ", ".join(store.loads(r["flags"], [])),
+            "prompt": _clip(last_human_turn(r["prompt_tail"] or ""), 120),
+            "final": _clip((r["final"] or "").strip(), 120),
+        }
+        for r in p.rows
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def filter_choices(db: Database) -> dict[str, list[tuple[str, Any]]]:
+    """Dropdown choices for the filters, from small tables only (runs, models, versions, principles)."""
+    runs = db.execute(
+        "select id, status, created_at from runs where kind = 'sl' order by id desc limit 500"
+    ).fetchall()
+    models = db.execute("select id, name from models order by name").fetchall()
+    versions = db.execute(
+        "select v.id, k.name, v.version from constitution_versions v join constitutions k on k.id = v.constitution_id "
+        "order by k.name, v.version desc"
+    ).fetchall()
+    principles = db.execute(
+        "select distinct name from principles where kind = 'critique' and name is not null order by name"
+    ).fetchall()
+    anyone = [("(any)", "")]
+    return {
+        "run": anyone + [(f"#{i} · {s} · {(c or '')[:16].replace('T', ' ')}", str(i)) for i, s, c in runs],
+        "model": anyone + [(n, str(i)) for i, n in models],
+        "version": anyone + [(f"{n} v{v}", str(i)) for i, n, v in versions],
+        "principle": anyone + [(n, n) for (n,) in principles],
+    }
+
+
+def chain_detail(db: Database, chain_id: int) -> dict[str, Any]:
+    rows = list(db["chains"].rows_where("id = ?", [chain_id], limit=1))
+    if not rows:
+        raise LookupError(f"no chain with id {chain_id}")
+    chain = rows[0]
+    chain["steps"] = list(db["chain_steps"].rows_where("chain_id = ?", [chain_id], order_by="idx"))
+    return chain
+
+
+def _score(value: float | None) -> str:
+    return "" if value is None else f'<span class="cai-badge">PM score {value:+.3f}</span>'
+
+
+def _flags(flags_json: str | None) -> str:
+    return "".join(f'<span class="cai-badge">{esc(f)}</span>' for f in store.loads(flags_json, []))
+
+
+def chain_html(chain: dict[str, Any]) -> str:
+    """The chain as reading order; every model or user text is escaped, revisions show their changes."""
+    parts = [
+        f'<div class="cai-step"><h4>Chain {chain["id"]} <span class="cai-meta">run #{chain["run_id"]} · '
+        f'{esc(chain["mode"])} · sample {chain["sample"]}</span>{_flags(chain["flags"])}</h4></div>',
+        f'<div class="cai-step"><h4>Prompt</h4>{pre(chain["prompt"].strip())}</div>',
+    ]
+    previous: str | None = None
+    for s in chain["steps"]:
+        output = (s["output"] or "").strip()
+        if s["kind"] == "initial":
+            title, body = "Initial response", pre(output)
+        elif s["kind"] == "critique":
+            title, body = f"Critique {s['round']}", pre(output)
+        else:
+            title = f"Revision {s['round']}"
+            body = diff_html(previous or "", output) if previous is not None else pre(output)
+        principle = f' <span class="cai-meta">· principle: {esc(s["principle"])}</span>' if s["principle"] else ""
+        sent = f"<details><summary>Exact text sent to the model</summary>{pre(s['sent'])}</details>"
+        parts.append(
+            f'<div class="cai-step"><h4>{title}{principle}{_score(s["pm_score"])}{_flags(s["flags"])}</h4>'
+            f"{body}{sent}</div>"
+        )
+        if s["kind"] in ("initial", "revision"):
+            previous = output
+    return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def _filter(run: str, model: str, version: str, principle: str, text: str) -> ChainFilter:
+    def num(v: str | None) -> int | None:
+        return int(v) if v not in (None, "") else None
+
+    return ChainFilter(num(run), num(model), num(version), principle or "", text or "")
+
+
+def search(
+    ctx: AppContext, run: str, model: str, version: str, principle: str, text: str, page: float,
+    request: gr.Request,
+) -> tuple[pd.DataFrame, str, int]:
+    """A page of the filtered chains: table, a 'page x of y' line, and the clamped page number."""
+    require(ctx, request, BROWSE_ROLES)
+    p = chain_page(ctx.db(), _filter(run, model, version, principle, text), int(page or 1))
+    return page_frame(p), f"Page {p.page} of {p.pages} · {p.total:,} chains", p.page
+
+
+def open_chain(ctx: AppContext, chain_id: float | None, request: gr.Request) -> str:
+    require(ctx, request, BROWSE_ROLES)
+    if not chain_id:
+        return "<p>Pick a chain in the table (or type its id) to read it here.</p>"
+    try:
+        return chain_html(chain_detail(ctx.db(), int(chain_id)))
+    except LookupError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def refresh_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
+    require(ctx, request, BROWSE_ROLES)
+    c = filter_choices(ctx.db())
+    return [gr.Dropdown(choices=c[k]) for k in ("run", "model", "version", "principle")]
+
+
+def build(ctx: AppContext) -> None:
+    with gr.Row():
+        run = gr.Dropdown([("(any)", "")], value="", label="Run", scale=1)
+        model = gr.Dropdown([("(any)", "")], value="", label="Model", scale=1)
+        version = gr.Dropdown([("(any)", "")], value="", label="Constitution version", scale=1)
+        principle = gr.Dropdown([("(any)", "")], value="", label="Principle", scale=1)
+        text = gr.Textbox(label="Search prompt and final text", placeholder="words to match", scale=2)
+    with gr.Row():
+        go = gr.Button("Search", variant="primary", scale=0)
+        prev = gr.Button("◀ Previous", scale=0)
+        nxt = gr.Button("Next ▶", scale=0)
+        info = gr.Markdown("")
+    page = gr.State(1)
+    table = gr.Dataframe(
+        pd.DataFrame(columns=COLUMNS), interactive=False, wrap=True, max_height=520,
+        column_widths=["5%", "5%", "9%", "10%", "7%", "6%", "8%", "25%", "25%"], elem_id="chains-table",
+    )
+    with gr.Row():
+        chain_id = gr.Number(label="Chain id", precision=0, scale=0, min_width=140)
+        open_btn = gr.Button("Open chain", scale=0)
+    view = gr.HTML("<p>Pick a chain in the table (or type its id) to read it here.</p>", elem_id="chain-view")
+
+    filters = [run, model, version, principle, text]
+    do_search = bind(search, ctx)
+    go.click(lambda: 1, None, page).then(do_search, [*filters, page], [table, info, page])
+    text.submit(lambda: 1, None, page).then(do_search, [*filters, page], [table, info, page])
+    for dd in (run, model, version, principle):
+        dd.input(lambda: 1, None, page).then(do_search, [*filters, page], [table, info, page])
+    prev.click(lambda p: max(1, p - 1), page, page).then(do_search, [*filters, page], [table, info, page])
+    nxt.click(lambda p: p + 1, page, page).then(do_search, [*filters, page], [table, info, page])
+
+    def pick(evt: gr.SelectData) -> int | None:
+        row = evt.row_value
+        return int(row[0]) if row else None
+
+    table.select(pick, None, chain_id).then(bind(open_chain, ctx), chain_id, view)
+    open_btn.click(bind(open_chain, ctx), chain_id, view)
+    chain_id.submit(bind(open_chain, ctx), chain_id, view)
+    on_page_load(bind(refresh_choices, ctx), None, [run, model, version, principle])
+    on_page_load(do_search, [*filters, page], [table, info, page])
