@@ -387,3 +387,43 @@ def run_summary(db: Database, run_id: int) -> dict[str, Any]:
         [run_id],
     ).fetchall()
     return {"chains": sum(modes.values()), "modes": modes, "flagged": flagged, "steps": dict(kinds)}
+
+
+# ----------------------------------------------------------------------------- reading chains back
+
+
+def list_chains(db: Database, run_id: int | None = None, limit: int | None = 100) -> list[dict[str, Any]]:
+    where, args = ("run_id = ?", [run_id]) if run_id else (None, [])
+    rows = db["chains"].rows_where(where, args, order_by="id", limit=limit)
+    return [{**r, "flags": store.loads(r["flags"], [])} for r in rows]
+
+
+def get_chain(db: Database, chain_id: int) -> dict[str, Any]:
+    """A chain with its steps in order, its model name and constitution version (for display)."""
+    rows = list(db["chains"].rows_where("id = ?", [chain_id]))
+    if not rows:
+        raise LookupError(f"no chain with id {chain_id}")
+    chain = {**rows[0], "flags": store.loads(rows[0]["flags"], [])}
+    steps = db["chain_steps"].rows_where("chain_id = ?", [chain_id], order_by="idx")
+    chain["steps"] = [{**s, "flags": store.loads(s["flags"], [])} for s in steps]
+    model = db.execute("select name from models where id = ?", [chain["model_id"]]).fetchone()
+    chain["model"] = model[0] if model else None
+    cv = db.execute(
+        "select c.name, v.version from constitution_versions v join constitutions c on c.id = v.constitution_id "
+        "where v.id = ?",
+        [chain["constitution_version_id"]],
+    ).fetchone()
+    chain["constitution"] = f"{cv[0]}@{cv[1]}" if cv else None
+    return chain
+
+
+def sft_records(db: Database, run_id: int) -> tuple[list[dict[str, str]], int]:
+    """TRL prompt/completion rows of an SL run (final revisions and helpful samples), and how many were
+    left out because their final response is empty (nothing to learn from)."""
+    rows, skipped = [], 0
+    for prompt, final in db.execute("select prompt, final from chains where run_id = ? order by id", [run_id]):
+        if not (final or "").strip():
+            skipped += 1
+            continue
+        rows.append({"prompt": prompt, "completion": " " + final.strip()})
+    return rows, skipped

@@ -1,7 +1,301 @@
-"""`cai` commands: runs (being written)."""
+"""`cai run KIND`, `cai runs ...` and `cai chains ...`: thin over cai.runs and cai.sl.
+
+`cai run` builds one subcommand per stage in cai.config.STAGES with flags made from the config
+dataclass fields (help from their metadata), creates the run, launches its worker and follows it.
+"""
+
+from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+from cai import runs, sl, store
+from cai.cli import add_common, emit, table
+from cai.config import STAGES, StageConfig, fields_help
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this module's commands to the `cai` parser."""
+    run = sub.add_parser("run", help="Start a pipeline run (sl, sft, pairs, label, pm, rl, dpo, evals).")
+    kinds = run.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+    for kind, cls in STAGES.items():
+        what = KIND_HELP.get(kind, f"the {kind} stage")
+        p = kinds.add_parser(kind, help=what[0].upper() + what[1:] + ".",
+                             description=f"Start a run of {what}; by default wait for it, printing progress.")
+        add_config_flags(p, cls)
+        add_common(p)
+        p.add_argument("--detach", action="store_true", help="Return the run id at once; the worker keeps going.")
+        p.set_defaults(func=cmd_run, config_cls=cls)
+
+    rs = sub.add_parser("runs", help="List, show, cancel and resume runs.")
+    rsub = rs.add_subparsers(dest="action", metavar="ACTION")
+    rsub.required = True
+    p = rsub.add_parser("list", help="Runs, newest first.")
+    p.add_argument("--kind", default=None, help="Only runs of this kind.")
+    p.add_argument("--limit", type=int, default=50, help="At most this many runs.")
+    add_common(p)
+    p.set_defaults(func=cmd_runs_list)
+    p = rsub.add_parser("show", help="A run's row and its latest log lines.")
+    p.add_argument("run_id", type=int, help="Run id.")
+    p.add_argument("--logs", type=int, default=20, help="Log lines to show.")
+    add_common(p)
+    p.set_defaults(func=cmd_runs_show)
+    p = rsub.add_parser("cancel", help="Ask a run to stop; it stops between batches.")
+    p.add_argument("run_id", type=int, help="Run id.")
+    add_common(p)
+    p.set_defaults(func=cmd_runs_cancel)
+    p = rsub.add_parser("resume", help="Relaunch a failed, cancelled or interrupted run; finished work is kept.")
+    p.add_argument("run_id", type=int, help="Run id.")
+    p.add_argument("--detach", action="store_true", help="Return at once; the worker keeps going.")
+    add_common(p)
+    p.set_defaults(func=cmd_runs_resume)
+
+    ch = sub.add_parser("chains", help="SL critique/revision chains: list, show, export.")
+    csub = ch.add_subparsers(dest="action", metavar="ACTION")
+    csub.required = True
+    p = csub.add_parser("list", help="Chains, oldest first.")
+    p.add_argument("--run", type=int, default=None, help="Only chains of this SL run.")
+    p.add_argument("--limit", type=int, default=100, help="At most this many chains.")
+    add_common(p)
+    p.set_defaults(func=cmd_chains_list)
+    p = csub.add_parser("show", help="A chain: initial -> critique -> revision, with each step's principle.")
+    p.add_argument("chain_id", type=int, help="Chain id.")
+    p.add_argument("--sent", action="store_true", help="Also print the exact text sent for each step.")
+    add_common(p)
+    p.set_defaults(func=cmd_chains_show)
+    p = csub.add_parser("export", help="Write JSONL with TRL's prompt/completion columns (final revisions).")
+    p.add_argument("path", help="Output JSONL file.")
+    p.add_argument("--run", type=int, required=True, help="The SL run to export.")
+    add_common(p)
+    p.set_defaults(func=cmd_chains_export)
+
+
+# ----------------------------------------------------------------------------- config flags
+
+KIND_HELP = {
+    "sl": "SL-CAI: critique -> revision chains on red-team prompts",
+    "sft": "supervised fine-tuning on the final revisions of an SL run",
+    "pairs": "response pairs sampled from a policy",
+    "label": "AI preference labels for response pairs",
+    "pm": "preference model training",
+    "rl": "RL against the preference model (RLOO/GRPO)",
+    "dpo": "DPO on AI preference labels",
+    "hhh": "the HHH eval of a feedback model",
+    "agreement": "agreement of AI labels with human preferences",
+    "revision-scores": "preference-model scores of every step of an SL run's chains",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type[StageConfig]) -> None:
+    """One flag per config field: --field-name, typed, help from the field's metadata."""
+    for f in fields_help(cls):
+        flag = "--" + f["name"].replace("_", "-")
+        base = _base_type(f["type"])
+        extra = []
+        if f.get("choices"):
+            extra.append("one of " + ", ".join(map(str, f["choices"])))
+        if f["default"] not in (None, ""):
+            extra.append(f"default: {f['default']}")
+        help_text = f["help"] + (f" ({'; '.join(extra)})" if extra else "")
+        if f["name"] == "constitution":
+            help_text += " Accepts NAME, NAME@VERSION or a version number."
+        kw: dict[str, Any] = {"dest": f"cfg_{f['name']}", "default": None, "help": help_text}
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            parser.add_argument(flag, type=base, metavar=f["name"].upper(), **kw)
+
+
+def _base_type(hint: Any) -> type:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint  # type: ignore[no-any-return]
+
+
+def config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given on the command line (the rest keep the dataclass defaults)."""
+    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    if "constitution" in values:
+        name, version = parse_constitution(values["constitution"])
+        values["constitution"] = name
+        if version is not None:
+            values["constitution_version"] = version
+    return values
+
+
+def parse_constitution(text: str) -> tuple[str, int | None]:
+    """NAME -> (NAME, None); NAME@3 -> (NAME, 3); 3 -> ("", 3) (version 3 of the current constitution)."""
+    text = text.strip()
+    if text.isdigit():
+        return "", int(text)
+    name, at, version = text.rpartition("@")
+    if at:
+        if not version.isdigit():
+            raise ValueError(f"--constitution: {text!r}: the part after '@' must be a version number")
+        return name, int(version)
+    return text, None
+
+
+# ----------------------------------------------------------------------------- run / runs
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = args.config_cls.from_dict(config_values(args))
+    db = store.connect(args.db)
+    run_id, _proc = runs.start(db, store.db_path(args.db), config)
+    if args.detach:
+        emit(args, {"id": run_id, "kind": config.kind, "status": "queued"}, lambda d: str(d["id"]))
+        return 0
+    return follow(args, db, run_id)
+
+
+def follow(args: argparse.Namespace, db: Any, run_id: int, poll: float = 0.5) -> int:
+    """Print progress and log lines (to stderr) until the run ends; then the final row (--json) or summary."""
+    last_log, last_line = 0, ""
+    try:
+        while True:
+            run = runs.get_run(db, run_id)
+            for row in db["run_logs"].rows_where("run_id = ? and id > ?", [run_id, last_log], order_by="id"):
+                print(f"[{row['level']}] {row['line']}", file=sys.stderr)
+                last_log = row["id"]
+            line = progress_line(run)
+            if line != last_line:
+                print(line, file=sys.stderr)
+                last_line = line
+            if run["status"] not in runs.ACTIVE:
+                break
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        print(f"run {run_id} goes on in the background: cai runs show {run_id}", file=sys.stderr)
+        return 130
+    if run["status"] == "interrupted":
+        tail = _tail(runs.worker_log(store.db_path(args.db), run_id))
+        print(f"run {run_id}: the worker died" + (f"; its output ends:\n{tail}" if tail else ""), file=sys.stderr)
+    emit(args, run, lambda r: f"run {r['id']} {r['kind']} {r['status']}"
+         + (f": {json.dumps(r['result'])}" if r["result"] is not None else "")
+         + (f"\nerror: {r['error']}" if r["error"] else ""))
+    return 0 if run["status"] == "done" else 1
+
+
+def progress_line(run: dict[str, Any]) -> str:
+    """One line: status, items done / total, tokens/s, ETA."""
+    parts = [f"run {run['id']} {run['kind']} {run['status']}: {run['done'] or 0}/{run['total'] or 0}"]
+    if run.get("tokens_per_s"):
+        parts.append(f"{run['tokens_per_s']:.1f} tok/s")
+    if run.get("eta_s") is not None and run["status"] == "running":
+        parts.append(f"ETA {run['eta_s']:.0f} s")
+    return "  ".join(parts)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    rows = runs.list_runs(store.connect(args.db), kind=args.kind, limit=args.limit)
+    for r in rows:
+        r["progress"] = f"{r['done'] or 0}/{r['total'] or 0}"
+    emit(args, rows, lambda rs: table(rs, ["id", "kind", "status", "progress", "model_id", "created_at", "error"]))
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    db = store.connect(args.db)
+    run = runs.get_run(db, args.run_id)
+    run["logs"] = runs.logs(db, args.run_id, tail=args.logs)
+
+    def text(r: dict[str, Any]) -> str:
+        head = [progress_line(r)]
+        for key in ("model_id", "constitution_version_id", "seed", "created_at", "started_at", "finished_at", "error"):
+            if r.get(key) is not None:
+                head.append(f"{key}: {r[key]}")
+        head.append("config: " + json.dumps(r["config"], sort_keys=True))
+        if r["result"] is not None:
+            head.append("result: " + json.dumps(r["result"], sort_keys=True))
+        head += [f"  {g['ts']} [{g['level']}] {g['line']}" for g in r["logs"]]
+        return "\n".join(head)
+
+    emit(args, run, text)
+    return 0
+
+
+def cmd_runs_cancel(args: argparse.Namespace) -> int:
+    db = store.connect(args.db)
+    runs.request_cancel(db, args.run_id)
+    emit(args, runs.get_run(db, args.run_id), lambda r: f"run {r['id']}: cancel requested ({r['status']})")
+    return 0
+
+
+def cmd_runs_resume(args: argparse.Namespace) -> int:
+    db = store.connect(args.db)
+    runs.resume(db, store.db_path(args.db), args.run_id)
+    if args.detach:
+        emit(args, {"id": args.run_id, "status": "queued"}, lambda d: f"run {d['id']} resumed")
+        return 0
+    return follow(args, db, args.run_id)
+
+
+# ----------------------------------------------------------------------------- chains
+
+
+def cmd_chains_list(args: argparse.Namespace) -> int:
+    rows = sl.list_chains(store.connect(args.db), run_id=args.run, limit=args.limit)
+    for r in rows:
+        r["final_text"] = _short(r["final"])
+        r["flag_list"] = ",".join(r["flags"])
+    emit(args, rows, lambda rs: table(
+        rs, ["id", "run_id", "prompt_id", "sample", "mode", "n_revisions", "flag_list", "final_text"]))
+    return 0
+
+
+def cmd_chains_show(args: argparse.Namespace) -> int:
+    chain = sl.get_chain(store.connect(args.db), args.chain_id)
+    emit(args, chain, lambda c: format_chain(c, sent=args.sent))
+    return 0
+
+
+def format_chain(chain: dict[str, Any], sent: bool = False) -> str:
+    """A chain as text: the prompt, then each step headed by its kind, round and principle."""
+    lines = [
+        f"chain {chain['id']}  run {chain['run_id']}  prompt {chain['prompt_id']}  sample {chain['sample']}  "
+        f"mode {chain['mode']}  model {chain.get('model')}  constitution {chain.get('constitution')}",
+        "prompt:" + chain["prompt"].rstrip(),
+    ]
+    for s in chain["steps"]:
+        head = s["kind"] if s["kind"] == "initial" else f"{s['kind']} {s['round']}"
+        if s["principle"]:
+            head += f" [{s['principle']}]"
+        if s["flags"]:
+            head += "  flags: " + ",".join(s["flags"])
+        lines.append(f"--- {head} ---")
+        if sent:
+            lines += ["sent:", s["sent"], "output:"]
+        lines.append(s["output"].strip() or "(empty)")
+    return "\n".join(lines)
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def cmd_chains_export(args: argparse.Namespace) -> int:
+    db = store.connect(args.db)
+    runs.get_run(db, args.run)  # a clear error for an unknown run
+    rows, skipped = sl.sft_records(db, args.run)
+    path = Path(args.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    emit(args, {"path": str(path), "rows": len(rows), "skipped_empty": skipped},
+         lambda d: f"wrote {d['rows']} rows to {d['path']}" + (f" ({skipped} empty finals left out)" if skipped else ""))
+    return 0

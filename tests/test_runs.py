@@ -1,0 +1,181 @@
+"""SL runs end to end: in-process with a scripted backend (progress, links, cancel, resume) and a real
+worker process on the tiny model killed with SIGKILL mid-run, then resumed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from cai import runs, sl
+from cai.backends.base import ScriptedBackend
+from cai.config import SLConfig
+from cai.constitution import create_constitution
+from cai.data import create_prompt_set
+
+CONSTITUTION = {
+    "principles": [
+        {"kind": "critique", "name": "harm", "critique": "Say how it harms.", "revision": "Rewrite it harmlessly."},
+        {"kind": "critique", "name": "rude", "critique": "Say how it is rude.", "revision": "Rewrite it politely."},
+        {"kind": "comparison", "name": "cmp", "text": "Which is more harmless?"},
+    ],
+    "exemplars": [
+        {"kind": "critique", "data": "\n\nHuman: Hi?\n\nAssistant: Go away.\n\nCritiqueRequest: Is it rude?"
+         "\n\nCritique: Yes.\n\nRevisionRequest: Be kind.\n\nRevision: Hello!\n\nHuman:"},
+    ],
+}
+
+
+def seed(db, n_prompts: int = 5, helpful: int = 0) -> None:
+    create_constitution(db, "test", principles=CONSTITUTION["principles"], exemplars=CONSTITUTION["exemplars"])
+    create_prompt_set(db, "red", "red-team", [f"\n\nHuman: Bad question {i}?\n\nAssistant:" for i in range(n_prompts)])
+    if helpful:
+        create_prompt_set(db, "help", "helpful", [f"\n\nHuman: Nice question {i}?\n\nAssistant:" for i in range(helpful)])
+
+
+def use_backend(monkeypatch, backend) -> None:
+    monkeypatch.setattr(sl, "load_backend", lambda spec, db: backend)
+
+
+def chains_per_prompt(db, run_id: int) -> dict[int, int]:
+    rows = db.execute("select prompt_id, count(*) from chains where run_id = ? group by prompt_id", [run_id])
+    return dict(rows.fetchall())
+
+
+def test_sl_run_stores_linked_chains_and_progress(db, monkeypatch):
+    seed(db, n_prompts=5)
+    backend = ScriptedBackend(respond=lambda p: " fine")
+    use_backend(monkeypatch, backend)
+    config = SLConfig(prompts="red", model="tiny", constitution="test", revisions=2, batch_size=2)
+    run_id = runs.create_run(db, config, **runs.resolve_links(db, config))
+    run = runs.execute(db, run_id)
+    assert (run["status"], run["done"], run["total"], run["error"]) == ("done", 5, 5, None)
+    assert run["result"] == {"chains": 5, "modes": {"critique": 5}, "flagged": 0,
+                             "steps": {"critique": 10, "initial": 5, "revision": 10}}
+    # 3 chunks (2, 2, 1 prompts) x 5 steps, each step one call of at most batch_size prompts.
+    assert [len(p) for _, p in backend.calls] == [2] * 10 + [1] * 5
+    cv = db.execute("select id from constitution_versions").fetchone()[0]
+    model = db.execute("select id from models where name = 'tiny'").fetchone()[0]
+    assert (run["model_id"], run["constitution_version_id"]) == (model, cv)
+    rows = list(db["chains"].rows_where("run_id = ?", [run_id], order_by="prompt_id"))
+    assert {(r["model_id"], r["constitution_version_id"], r["mode"], r["n_revisions"]) for r in rows} == \
+        {(model, cv, "critique", 2)}
+    lines = [g["line"] for g in runs.logs(db, run_id)]
+    assert lines[0] == "5 chains (0 stored), 5 to build with tiny, constitution test@1, 2 revisions"
+    assert lines[1:] == ["chains 2/5", "chains 4/5", "chains 5/5"]
+    chain = sl.get_chain(db, rows[0]["id"])
+    assert [(s["kind"], s["round"]) for s in chain["steps"]] == \
+        [("initial", 0), ("critique", 1), ("revision", 1), ("critique", 2), ("revision", 2)]
+    assert (chain["model"], chain["constitution"]) == ("tiny", "test@1")
+
+
+def test_helpful_prompts_give_k_samples_without_revisions(db, monkeypatch):
+    seed(db, n_prompts=2, helpful=2)
+    use_backend(monkeypatch, ScriptedBackend(respond=lambda p: " sure"))
+    config = SLConfig(prompts="red", model="tiny", constitution="test", revisions=1, helpful_prompts="help",
+                      helpful_samples=3)
+    run = runs.execute(db, runs.create_run(db, config))
+    assert run["result"]["modes"] == {"critique": 2, "helpful": 6}
+    rows = db.execute("select mode, sample, n_revisions from chains where mode = 'helpful' order by id").fetchall()
+    assert rows == [("helpful", k, 0) for k in range(3)] * 2
+    assert "helpful samples are drawn at temperature 0.7 so the k samples differ" in \
+        [g["line"] for g in runs.logs(db, run["id"])]
+
+
+def test_same_set_as_helpful_and_red_team_is_an_error(db, monkeypatch):
+    seed(db, n_prompts=2)
+    use_backend(monkeypatch, ScriptedBackend())
+    config = SLConfig(prompts="red", model="tiny", constitution="test", helpful_prompts="red")
+    run = runs.execute(db, runs.create_run(db, config))
+    assert (run["status"], run["error"]) == \
+        ("failed", "SLError: helpful_prompts: must be a different prompt set from prompts")
+
+
+def test_cancel_stops_between_batches_and_resume_completes_exactly_once(db, monkeypatch):
+    seed(db, n_prompts=5)
+    state = {"calls": 0, "run": None}
+
+    def respond(prompt: str) -> str:
+        return " ok"
+
+    class Cancelling(ScriptedBackend):
+        def generate(self, prompts, params):
+            state["calls"] += 1
+            if state["calls"] == 4:  # the second chunk's initial responses
+                runs.request_cancel(db, state["run"])
+            return super().generate(prompts, params)
+
+    backend = Cancelling(respond=respond)
+    use_backend(monkeypatch, backend)
+    config = SLConfig(prompts="red", model="tiny", constitution="test", revisions=1, batch_size=2)
+    state["run"] = run_id = runs.create_run(db, config)
+    run = runs.execute(db, run_id)
+    assert (run["status"], run["done"]) == ("cancelled", 2)
+    assert chains_per_prompt(db, run_id) == {1: 1, 2: 1}
+    first_ids = [r[0] for r in db.execute("select id from chains order by id")]
+    assert state["calls"] == 4  # nothing was sent after the batch during which the cancel came
+
+    runs.prepare_resume(db, run_id)
+    run = runs.execute(db, run_id)
+    assert (run["status"], run["done"], run["total"]) == ("done", 5, 5)
+    assert chains_per_prompt(db, run_id) == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
+    assert [r[0] for r in db.execute("select id from chains order by id limit 2")] == first_ids
+    assert db.execute("select count(*) from chain_steps").fetchone()[0] == 5 * 3
+    assert [g["line"] for g in runs.logs(db, run_id)] == [
+        "5 chains (0 stored), 5 to build with tiny, constitution test@1, 1 revisions", "chains 2/5", "cancelled",
+        "resumed", "5 chains (2 stored), 3 to build with tiny, constitution test@1, 1 revisions",
+        "chains 4/5", "chains 5/5",
+    ]
+
+
+def test_cancel_of_a_queued_run_without_worker_is_immediate(db):
+    seed(db, n_prompts=1)
+    run_id = runs.create_run(db, SLConfig(prompts="red", model="tiny"))
+    runs.request_cancel(db, run_id)
+    assert runs.get_run(db, run_id)["status"] == "cancelled"
+    with pytest.raises(runs.RunError, match="only queued or running runs can be cancelled"):
+        runs.request_cancel(db, run_id)
+
+
+def test_resolve_links_reports_unknown_constitution(db):
+    seed(db, n_prompts=1)
+    with pytest.raises(LookupError, match="no constitution named 'nope'"):
+        runs.resolve_links(db, SLConfig(prompts="red", constitution="nope"))
+    links = runs.resolve_links(db, SLConfig(prompts="red", model="not-a-model", constitution="test"))
+    assert links["model_id"] is None and links["constitution_version_id"] == 1
+
+
+@pytest.mark.timeout(180)
+def test_kill_9_mid_run_then_resume_gives_exactly_one_chain_per_prompt(db, db_path):
+    """A real worker on the tiny model is SIGKILLed between chain writes; the resumed run completes the set."""
+    n = 24
+    seed(db, n_prompts=n)
+    config = SLConfig(prompts="red", model="tiny", constitution="test", revisions=1, batch_size=2,
+                      max_new_tokens=12, few_shot=1)
+    run_id, proc = runs.start(db, db_path, config)
+    deadline = time.monotonic() + 120
+    while db["chains"].count_where("run_id = ?", [run_id]) < 2:
+        assert proc.poll() is None, runs.worker_log(db_path, run_id).read_text()
+        assert time.monotonic() < deadline, "the worker stored no chains in time"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = runs.get_run(db, run_id)
+    stored = db["chains"].count_where("run_id = ?", [run_id])
+    assert killed["status"] == "interrupted"
+    assert 2 <= stored < n, "the run finished before it could be killed; make it longer"
+    # No chain lost half its steps: every stored chain has initial + critique + revision.
+    assert db.execute(
+        "select count(*) from chains c where run_id = ? and (select count(*) from chain_steps s "
+        "where s.chain_id = c.id) != 3", [run_id]).fetchone()[0] == 0
+
+    proc = runs.resume(db, db_path, run_id)
+    run = runs.wait(db, run_id, timeout=150)
+    proc.wait()
+    assert (run["status"], run["done"], run["total"]) == ("done", n, n), run["error"]
+    counts = chains_per_prompt(db, run_id)
+    assert sorted(counts) == [r[0] for r in db.execute("select id from prompts order by id")]
+    assert set(counts.values()) == {1}
+    assert db.execute("select count(*) from chain_steps").fetchone()[0] == 3 * n
