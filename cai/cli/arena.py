@@ -1,7 +1,192 @@
-"""`cai` commands: arena (being written)."""
+"""`cai ratings` and `cai arena ...`: rate battles, run rating campaigns, hand out invites, export preferences.
+
+Thin over `cai.arena` and `cai.evals.ratings`: `cai ratings --votes FILE` rates any FastChat-format
+battles file, and without `--votes` it rates the workbench's own arena votes.
+"""
+
+from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cai import arena, store
+from cai.cli import add_common, emit, table
+from cai.evals import ratings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this module's commands to the `cai` parser."""
+    p = sub.add_parser("ratings", help="Elo or Bradley-Terry ratings with bootstrap intervals.")
+    p.add_argument("--votes", help="Battles file (FastChat format: model_a, model_b, winner): JSON, JSONL, CSV, Parquet.")
+    p.add_argument("--campaign", help="Without --votes: rate this arena campaign's votes (default: all campaigns).")
+    p.add_argument("--dimension", help="Only votes on this dimension (helpfulness, harmlessness).")
+    p.add_argument("--method", choices=["elo", "bt"], default="bt", help="Online Elo or Bradley-Terry MLE.")
+    p.add_argument("--bootstrap", type=int, default=100, help="Bootstrap rounds for the 95%% intervals (0: none).")
+    p.add_argument("--seed", type=int, default=0, help="Bootstrap seed.")
+    p.add_argument("--k", type=float, default=4.0, help="Elo K factor.")
+    p.add_argument("--scale", type=float, default=400.0, help="Rating points per factor of `base` in odds.")
+    p.add_argument("--base", type=float, default=10.0, help="Odds base of the rating scale.")
+    p.add_argument("--init", type=float, default=1000.0, help="Initial (Elo) / mean (BT) rating.")
+    p.add_argument("--include-leaks", action="store_true", help="Keep votes on turns flagged as identity leaks.")
+    add_common(p)
+    p.set_defaults(func=cmd_ratings)
+
+    a = sub.add_parser("arena", help="Blind A/B rating campaigns: campaigns, invites, export.")
+    asub = a.add_subparsers(dest="arena_command", metavar="ACTION")
+    asub.required = True
+
+    c = asub.add_parser("campaign", help="Create, list, show, close or reopen campaigns.")
+    csub = c.add_subparsers(dest="campaign_command", metavar="ACTION")
+    csub.required = True
+    cc = csub.add_parser("create", help="Create a campaign.")
+    cc.add_argument("name", help="Campaign name (raters see it).")
+    cc.add_argument("--models", required=True, help="Comma-separated registered model names (at least two).")
+    cc.add_argument("--dimension", required=True, choices=arena.DIMENSIONS, help="What raters judge.")
+    cc.add_argument("--prompts", default=None, help="Prompt set that seeds each battle (default: free chat).")
+    cc.add_argument("--vote-cap", type=int, default=0, help="Votes per rater in this campaign (0: no cap).")
+    cc.add_argument("--pairing", choices=arena.PAIRINGS, default="uniform",
+                    help="uniform, or uncertain: favour pairs whose order is least certain.")
+    cc.add_argument("--instructions-file", default=None, help="Markdown instructions (default: the built-in text).")
+    cc.add_argument("--max-turns", type=int, default=3, help="Turns (votes) per battle.")
+    cc.add_argument("--max-new-tokens", type=int, default=128, help="Longest answer, in tokens.")
+    cc.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature (0: greedy).")
+    add_common(cc)
+    cc.set_defaults(func=cmd_campaign_create)
+    cl = csub.add_parser("list", help="List campaigns.")
+    add_common(cl)
+    cl.set_defaults(func=cmd_campaign_list)
+    cs = csub.add_parser("show", help="A campaign's settings and progress (votes, raters, votes per pair).")
+    cs.add_argument("name", help="Campaign name.")
+    add_common(cs)
+    cs.set_defaults(func=cmd_campaign_show)
+    for action, status in (("close", "closed"), ("open", "active")):
+        cx = csub.add_parser(action, help=f"Mark a campaign {status}.")
+        cx.add_argument("name", help="Campaign name.")
+        add_common(cx, json_flag=False)
+        cx.set_defaults(func=cmd_campaign_status, status=status)
+
+    i = asub.add_parser("invite", help="Single-use invite codes that create rater accounts.")
+    i.add_argument("--count", type=int, default=1, help="How many codes.")
+    i.add_argument("--campaign", default=None, help="Campaign the invites are for (informational).")
+    i.add_argument("--note", default="", help="A note kept with the codes (who they were sent to).")
+    add_common(i)
+    i.set_defaults(func=cmd_invite)
+
+    e = asub.add_parser("export", help="Decisive votes as a preference dataset (prompt, chosen, rejected).")
+    e.add_argument("out", help="Output file: .jsonl, .csv or .parquet.")
+    e.add_argument("--campaign", default=None, help="Only this campaign.")
+    e.add_argument("--dimension", default=None, help="Only this dimension.")
+    e.add_argument("--include-leaks", action="store_true", help="Keep votes on turns flagged as identity leaks.")
+    add_common(e)
+    e.set_defaults(func=cmd_export)
+
+
+def _params(args: argparse.Namespace) -> ratings.RatingParams:
+    return ratings.RatingParams(k=args.k, scale=args.scale, base=args.base, init=args.init)
+
+
+def cmd_ratings(args: argparse.Namespace) -> int:
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    if args.votes:
+        df = ratings.read_votes(args.votes)
+    else:
+        df = arena.votes_frame(store.connect(args.db), campaign=args.campaign, exclude_leaks=not args.include_leaks)
+    if args.dimension:
+        if "dimension" not in df.columns:
+            raise ValueError(f"{args.votes}: no dimension column, so --dimension cannot select votes")
+        df = df[df["dimension"] == args.dimension]
+    elif "dimension" in df.columns and df["dimension"].nunique() > 1:
+        dims = ", ".join(sorted(map(str, df["dimension"].unique())))
+        raise ValueError(f"the votes cover several dimensions ({dims}): choose one with --dimension")
+    rows = [r.to_dict() for r in ratings.rate(df, args.method, args.bootstrap, args.seed, _params(args))]
+    emit(args, rows, lambda rs: table([_rounded(r) for r in rs], ["model", "rating", "ci_low", "ci_high", "n"]))
+    return 0
+
+
+def _rounded(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def cmd_campaign_create(args: argparse.Namespace) -> int:
+    instructions = None
+    if args.instructions_file:
+        instructions = Path(args.instructions_file).read_text(encoding="utf-8")
+    camp = arena.create_campaign(
+        store.connect(args.db),
+        args.name,
+        [m.strip() for m in args.models.split(",") if m.strip()],
+        args.dimension,
+        prompt_set=args.prompts,
+        vote_cap=args.vote_cap,
+        pairing=args.pairing,
+        instructions=instructions,
+        max_turns=args.max_turns,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+    )
+    emit(args, camp, lambda c: f"created campaign {c['name']!r} (id {c['id']}): {', '.join(c['models'])}")
+    return 0
+
+
+def cmd_campaign_list(args: argparse.Namespace) -> int:
+    db = store.connect(args.db)
+    rows = []
+    for c in arena.list_campaigns(db):
+        n = db.execute("select count(*) from votes v join battles b on b.id = v.battle_id where b.campaign_id = ?",
+                       [c["id"]]).fetchone()[0]
+        rows.append({**c, "models": ",".join(c["models"]), "votes": n, "prompts": c["prompt_set"] or "free"})
+    cols = ["name", "dimension", "status", "models", "prompts", "pairing", "vote_cap", "votes"]
+    emit(args, rows, lambda rs: table(rs, cols))
+    return 0
+
+
+def cmd_campaign_show(args: argparse.Namespace) -> int:
+    db = store.connect(args.db)
+    camp = arena.get_campaign(db, args.name)
+    data = {"settings": camp, "progress": arena.campaign_progress(db, args.name)}
+
+    def text(d: dict[str, Any]) -> str:
+        p = d["progress"]
+        head = (f"{p['campaign']} ({p['dimension']}, {p['status']}): {p['votes']} votes from {p['raters']} raters "
+                f"in {p['battles']} battles; {p['leaky_votes']} on leak-flagged turns")
+        return head + "\n" + table(p["pairs"], ["model_a", "model_b", "votes"])
+
+    emit(args, data, text)
+    return 0
+
+
+def cmd_campaign_status(args: argparse.Namespace) -> int:
+    arena.set_campaign_status(store.connect(args.db), args.name, args.status)
+    print(f"campaign {args.name!r} is now {args.status}")
+    return 0
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    codes = arena.create_invites(store.connect(args.db), args.count, campaign=args.campaign, note=args.note)
+    emit(args, codes, lambda cs: "\n".join(cs))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
+        raise ValueError(f"{out}: the output must end in .jsonl, .csv or .parquet")
+    db = store.connect(args.db)
+    df = arena.votes_frame(db, campaign=args.campaign, dimension=args.dimension, exclude_leaks=not args.include_leaks)
+    pairs = arena.preference_pairs(df)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        pairs.to_csv(out, index=False)
+    elif out.suffix.lower() == ".parquet":
+        pairs.to_parquet(out, index=False)
+    else:
+        with out.open("w", encoding="utf-8") as fh:
+            for rec in pairs.to_dict(orient="records"):
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    summary = {"path": str(out), "pairs": len(pairs), "votes": len(df), "skipped_ties": len(df) - len(pairs)}
+    emit(args, summary, lambda s: f"wrote {s['pairs']} preference pairs to {s['path']} "
+                                  f"({s['skipped_ties']} tie votes left out)")
+    return 0
