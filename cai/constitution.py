@@ -573,7 +573,14 @@ def export(
             )
         text = json.dumps(to_paper(v, kind))
     elif format == "cai":
-        text = json.dumps(to_cai(v), indent=2, ensure_ascii=False) + "\n"
+        obj = to_cai(v)
+        if kind:
+            if kind not in PRINCIPLE_KINDS:
+                raise DataError(
+                    f"with the cai format --kind filters principles: {', '.join(PRINCIPLE_KINDS)}"
+                )
+            obj["principles"] = [x for x in obj["principles"] if x["kind"] == kind]
+        text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
     else:
         raise DataError(f"format must be 'paper' or 'cai', got {format!r}")
     p.parent.mkdir(parents=True, exist_ok=True)
