@@ -1,0 +1,52 @@
+"""`python app.py`: the workbench web app on a database that is ready to look at.
+
+On a fresh database it seeds what `cai init` seeds (the default constitution and the sample prompts
+from data/) and, when no users exist, creates an `admin` account whose password is printed once (or
+taken from $CAI_ADMIN_PASSWORD), so the README's one command just works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def prepare(db_path: str | None) -> tuple[str, str | None]:
+    """Create/migrate the database, seed it, ensure an admin; returns (path, new admin password or None)."""
+    from cai import constitution, data, store, users
+
+    path = str(store.db_path(db_path))
+    db = store.connect(path)
+    constitution.seed_default(db)  # what `cai init` installs: the default constitution ...
+    data.seed_samples(db)  # ... and the sample red-team and helpful prompt sets
+    password = users.ensure_admin(db, os.environ.get("CAI_ADMIN_PASSWORD") or None)
+    db.close()
+    return path, password
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python app.py", description="Constitutional AI Workbench web app.")
+    parser.add_argument("--db", default=None, help="Workbench database (default: $CAI_DB or ./data/workbench.db).")
+    parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0 for all).")
+    parser.add_argument("--port", type=int, default=7860, help="Port to listen on.")
+    parser.add_argument("--model", default="default", help="Default model for chat and forms (name, path or hub id).")
+    args = parser.parse_args(argv)
+
+    path, password = prepare(args.db)
+    if password and not os.environ.get("CAI_ADMIN_PASSWORD"):
+        print(f"Created user 'admin' with password: {password}  (shown once; change it with `cai users passwd admin`)")
+    elif password:
+        print("Created user 'admin' with the password from $CAI_ADMIN_PASSWORD")
+    print(f"Workbench database: {path}", flush=True)
+
+    from ui.app import build_app, launch
+
+    launch(build_app(path, args.model), path, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
