@@ -123,9 +123,9 @@ def _bt_newton(
     theta = np.zeros((rounds, m))
     for _ in range(200):
         d = theta @ inc.T  # (R, U)
-        prob = 1.0 / (1.0 + np.exp(-d))
+        prob = 1.0 / (1.0 + np.exp(-np.clip(d, -50, 50)))
         grad = ((outcomes - prob) * weights) @ inc - 2 * reg * theta  # ascent direction
-        hess = ((prob * (1 - prob) * weights) @ outer).reshape(rounds, m, m) + 2 * reg * np.eye(m) + pin
+        hess = ((prob * (1 - prob) * weights) @ outer).reshape(rounds, m, m) + (2 * reg + 1e-9) * np.eye(m) + pin
         step = np.linalg.solve(hess, grad[..., None])[..., 0]
         step = np.clip(step, -5.0, 5.0)  # damping: separable data (an undefeated model) cannot explode
         theta = theta + step
