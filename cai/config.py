@@ -214,6 +214,7 @@ class RLConfig(StageConfig):
     max_steps: int = _f(100, "Optimizer steps.", min=1)
     batch_size: int = _f(4, "Prompts per device per step (times num_generations completions).", min=1)
     max_new_tokens: int = _f(64, "Completion length.", min=1)
+    temperature: float = _f(1.0, "Sampling temperature of the policy's completions.", min=0.0)
     learning_rate: float = _f(1e-6, "Learning rate.", min=0.0)
     lora: bool = _f(False, "Train LoRA adapters.")
     limit: int | None = _f(None, "Use only the first N prompts.", min=1)
@@ -228,7 +229,8 @@ class DPOConfig(StageConfig):
     name: str = _f("", "Name for the new policy; empty = dpo-<run id>.")
     soft: str = _f(
         "label_smoothing",
-        "How soft labels enter: label_smoothing (mean 1-p as TRL's label_smoothing) or threshold (drop pairs with p below it).",
+        "How soft labels enter: label_smoothing (TRL's sigmoid loss with label_smoothing = the set's mean 1-p,"
+        " i.e. a soft target) or threshold (hard labels; drop pairs with p below the threshold).",
         choices=("label_smoothing", "threshold"),
     )
     threshold: float = _f(0.6, "With soft=threshold: keep pairs whose p >= this.", min=0.5, max=1.0)

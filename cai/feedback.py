@@ -348,6 +348,10 @@ def run_labels(ctx: Any) -> dict[str, Any]:
     exemplars = comparison_exemplars(version, cfg.few_shot, cfg.cot)
     model = models.ensure_model(db, cfg.feedback_model)
     db["runs"].update(ctx.run_id, {"model_id": model["id"], "constitution_version_id": version["id"]})
+    name = cfg.name or f"labels-{ctx.run_id}"
+    owner = [r["run_id"] for r in db["pref_sets"].rows_where("name = ?", [name], select="run_id")]
+    if owner and owner[0] != ctx.run_id:
+        raise ValueError(f"preference set {name!r} already exists (from run {owner[0]}); choose another name")
     pairs = list(db["response_pairs"].rows_where("run_id = ?", [cfg.pairs], order_by="prompt_id"))
     if not pairs:
         raise ValueError(f"run {cfg.pairs} has no response pairs (is it a finished 'pairs' run?)")
@@ -374,15 +378,13 @@ def run_labels(ctx: Any) -> dict[str, Any]:
         done |= {p["id"] for p in chunk}
         tokens = sum(len(r.cot or "") // 4 for lab in labels for r in lab.readings)
         ctx.progress(len(done), len(pairs), tokens=tokens)
-    name = cfg.name or f"labels-{ctx.run_id}"
     stored = {r["pair_id"]: r for r in db["feedback_labels"].rows_where("run_id = ?", [ctx.run_id])}
     prefs = []
     for p in pairs:
         row = stored[p["id"]]
         meta = {**store.loads(row["meta"]), "response_pair_id": p["id"], "prompt_id": p["prompt_id"]}
         prefs.append(to_preference(p["prompt"], p["response_a"], p["response_b"], row["p"], meta))
-    if db["pref_sets"].count_where("name = ?", [name]):
-        ctx.log(f"preference set {name!r} already exists; not written again")
+    if owner:  # a resumed run that had already written its set
         set_id = next(db["pref_sets"].rows_where("name = ?", [name]))["id"]
     else:
         provenance = {

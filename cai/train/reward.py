@@ -1,0 +1,264 @@
+"""The preference model: TRL's RewardTrainer with a soft-target loss on AI labels mixed with human pairs.
+
+Only `compute_loss` (and the collator, so the soft label `p` reaches it) differ from TRL; the loss is
+the cross-entropy of the Bradley-Terry probability sigma(r_chosen - r_rejected) against p, with hard
+(p rounded) and margin (TRL's margin = logit p) variants for ablation. `score` reads a trained PM.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+from trl import RewardConfig, RewardTrainer
+from trl.trainer.reward_trainer import DataCollatorForPreference
+
+LOSSES = ("soft", "hard", "margin")
+MAX_MARGIN = 5.0  # |logit p| cap for the margin variant: p = 1 would give an infinite margin
+
+
+# ----------------------------------------------------------------------------- the loss
+def soft_preference_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """-[p log sigma(r_c - r_r) + (1 - p) log sigma(r_r - r_c)], averaged over the batch."""
+    delta = r_chosen - r_rejected
+    return -(p * nn.functional.logsigmoid(delta) + (1 - p) * nn.functional.logsigmoid(-delta)).mean()
+
+
+def margin_of(p: float) -> float:
+    """The margin variant's target reward gap: logit(p), capped at MAX_MARGIN."""
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return max(-MAX_MARGIN, min(MAX_MARGIN, math.log(p / (1 - p))))
+
+
+def preference_loss(
+    r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor, kind: str = "soft"
+) -> torch.Tensor:
+    """The PM loss of each variant: soft (target p), hard (target round(p)), margin (TRL's, margin = logit p)."""
+    if kind == "soft":
+        return soft_preference_loss(r_chosen, r_rejected, p)
+    if kind == "hard":
+        return soft_preference_loss(r_chosen, r_rejected, (p >= 0.5).to(p.dtype))
+    if kind == "margin":
+        margin = torch.tensor([margin_of(float(x)) for x in p], dtype=r_chosen.dtype, device=r_chosen.device)
+        return -nn.functional.logsigmoid(r_chosen - r_rejected - margin).mean()
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {kind!r}")
+
+
+@dataclass
+class SoftPreferenceCollator(DataCollatorForPreference):
+    """TRL's preference collator, also passing each pair's soft label `p` through."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super().torch_call([{k: v for k, v in e.items() if k != "p"} for e in examples])
+        out["p"] = torch.tensor([float(e["p"]) for e in examples], dtype=torch.float)
+        return out
+
+
+class SoftRewardTrainer(RewardTrainer):
+    """RewardTrainer whose loss reads the soft label `p` of each pair (see `preference_loss`)."""
+
+    def __init__(self, *args: Any, loss_kind: str = "soft", **kwargs: Any) -> None:
+        if loss_kind not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss_kind!r}")
+        self.loss_kind = loss_kind
+        super().__init__(*args, **kwargs)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = ["chosen_ids", "rejected_ids", "p"]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+        mode = "train" if self.model.training else "eval"
+        p = inputs.pop("p")
+        outputs = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
+        )
+        r_chosen, r_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+        loss = preference_loss(r_chosen, r_rejected, p.to(r_chosen.dtype), self.loss_kind)
+        if self.args.center_rewards_coefficient is not None:
+            loss += self.args.center_rewards_coefficient * torch.mean((r_chosen + r_rejected) ** 2)
+        with torch.no_grad():
+            self._metrics[mode]["accuracy"].append((r_chosen > r_rejected).float().mean().item())
+            self._metrics[mode]["margin"].append((r_chosen - r_rejected).mean().item())
+            self._metrics[mode]["mean_reward"].append(outputs.logits.mean().item())
+        return (loss, outputs) if return_outputs else loss
+
+
+# ----------------------------------------------------------------------------- data
+def pm_text(prompt: str, response: str) -> str:
+    """What the PM reads: the conversation and the response, exactly as in training."""
+    return prompt + " " + response.strip()
+
+
+def mix(
+    ai: list[dict[str, Any]], human: list[dict[str, Any]], human_ratio: float, seed: int
+) -> list[dict[str, Any]]:
+    """As many pairs as the two sets allow with a `human_ratio` share of human pairs, shuffled (seeded)."""
+    rng = random.Random(seed)
+    if not human or human_ratio == 0:
+        n_ai, n_h = len(ai), 0
+    elif not ai or human_ratio == 1:
+        n_ai, n_h = 0, len(human)
+    else:
+        total = min(len(ai) / (1 - human_ratio), len(human) / human_ratio)
+        n_h = round(total * human_ratio)
+        n_ai = min(len(ai), round(total) - n_h)
+    picked = rng.sample(ai, n_ai) + rng.sample(human, n_h)
+    rng.shuffle(picked)
+    return picked
+
+
+def split_heldout(pairs: list[dict[str, Any]], fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held-out): a seeded `fraction` of the pairs (at least one when there are two or more)."""
+    idx = list(range(len(pairs)))
+    random.Random(seed).shuffle(idx)
+    n = max(1, round(len(pairs) * fraction)) if len(pairs) > 1 else 0
+    held = set(idx[:n])
+    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+
+
+def to_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pairs as the trainer's rows: full texts (no `prompt` column, so TRL adds EOS like `score` does)."""
+    return [
+        {
+            "chosen": pm_text(x["prompt"], x["chosen"]),
+            "rejected": pm_text(x["prompt"], x["rejected"]),
+            "p": x["p"],
+        }
+        for x in pairs
+    ]
+
+
+# ----------------------------------------------------------------------------- scoring
+@lru_cache(maxsize=2)
+def _load_pm(path: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model.eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def score(
+    pm_spec: str, prompts: list[str], responses: list[str], db: Any = None, batch_size: int = 8
+) -> list[float]:
+    """The PM's reward for each (prompt, response), batched; higher = preferred."""
+    from cai.backends import model_path
+
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    model, tok = _load_pm(model_path(pm_spec, db))
+    return score_texts(
+        model, tok, [pm_text(p, r) for p, r in zip(prompts, responses, strict=True)], batch_size
+    )
+
+
+def score_texts(model: Any, tok: Any, texts: list[str], batch_size: int = 8) -> list[float]:
+    """Rewards of full texts (EOS appended as in training), right-padded batches."""
+    out: list[float] = []
+    eos = tok.eos_token or ""
+    for i in range(0, len(texts), batch_size):
+        chunk = [t if t.endswith(eos) else t + eos for t in texts[i : i + batch_size]]
+        enc = tok(chunk, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=True)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        with torch.inference_mode():
+            out += model(**enc).logits[:, 0].float().tolist()
+    return out
+
+
+def accuracy(pm_spec: str, pairs: list[dict[str, Any]], db: Any = None, batch_size: int = 8) -> float | None:
+    """Share of pairs whose chosen response the PM scores higher (None for no pairs)."""
+    if not pairs:
+        return None
+    prompts = [p["prompt"] for p in pairs]
+    chosen = score(pm_spec, prompts, [p["chosen"] for p in pairs], db, batch_size)
+    rejected = score(pm_spec, prompts, [p["rejected"] for p in pairs], db, batch_size)
+    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs)
+
+
+# ----------------------------------------------------------------------------- the stage
+def run_stage(ctx: Any) -> dict[str, Any]:
+    """Stage "pm": mix, train (resuming from the last checkpoint), save, register, report held-out accuracy."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from cai.train import common
+
+    cfg, db = ctx.config, ctx.db
+    ai = common.load_pairs(db, cfg.ai_prefs) if cfg.ai_prefs else []
+    human = common.load_pairs(db, cfg.human_prefs) if cfg.human_prefs else []
+    if cfg.heldout_prefs:
+        heldout = common.load_pairs(db, cfg.heldout_prefs)
+    else:
+        human, heldout = split_heldout(human, 0.2, cfg.seed)
+    train = mix(ai, human, cfg.human_ratio if ai else 1.0, cfg.seed)
+    if not train:
+        raise ValueError("no training pairs: the preference sets are empty")
+    n_ai = sum(1 for x in train if x["_source"] == "ai")
+    ctx.log(f"training on {len(train)} pairs ({n_ai} AI, {len(train) - n_ai} human); {len(heldout)} held out")
+    name = cfg.name or f"pm-{ctx.run_id}"
+    done = common.check_name(db, name, ctx.run_id)
+    base = common.base_model(db, cfg.model)
+    db["runs"].update(ctx.run_id, {"model_id": base["id"]})
+    train_loss = None
+    if done is None:
+        out_dir = common.run_dir(db, ctx.run_id)
+        args = RewardConfig(
+            output_dir=str(out_dir),
+            max_length=cfg.max_length,
+            disable_dropout=True,
+            **common.training_args(cfg),
+        )
+        tok = AutoTokenizer.from_pretrained(base["folder"])
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base["folder"], num_labels=1, dtype=torch.float32
+        )
+        trainer = SoftRewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(to_rows(train)),
+            processing_class=tok,
+            data_collator=SoftPreferenceCollator(pad_token_id=tok.pad_token_id or tok.eos_token_id),
+            peft_config=common.lora_config(cfg, task_type="SEQ_CLS") if cfg.lora else None,
+            callbacks=[common.ProgressCallback(ctx)],
+            loss_kind=cfg.loss,
+        )
+        common.train(trainer, out_dir)
+        path = common.save_model(trainer, tok, db, name)
+        _load_pm.cache_clear()
+        train_loss = common.last_loss(trainer)
+        model_id = common.register(
+            db,
+            name,
+            path,
+            parent=base,
+            run_id=ctx.run_id,
+            constitution_version_id=common.constitution_of(db, cfg.ai_prefs),
+            meta={"kind": "preference-model", "loss": cfg.loss, "lora": cfg.lora, "train_loss": train_loss},
+        )
+    else:
+        path, model_id = done["path"], done["id"]
+    acc = accuracy(path, heldout, batch_size=cfg.batch_size)
+    common.update_meta(db, model_id, heldout_accuracy=acc, heldout_pairs=len(heldout))
+    ctx.log(f"held-out accuracy {acc if acc is None else round(acc, 4)} on {len(heldout)} human pairs")
+    return {
+        "model": name,
+        "model_id": model_id,
+        "path": path,
+        "train_pairs": len(train),
+        "ai_pairs": n_ai,
+        "human_pairs": len(train) - n_ai,
+        "heldout_pairs": len(heldout),
+        "heldout_accuracy": acc,
+        "train_loss": train_loss,
+        "loss": cfg.loss,
+    }

@@ -1,0 +1,187 @@
+"""RL-CAI: TRL's RLOOTrainer (default) or GRPOTrainer with the preference model as the reward.
+
+TRL 1.16 has no PPO; both trainers sample `num_generations` completions per prompt, score them with
+`PMReward` and keep the policy near the reference (the starting policy) with a KL penalty `beta`.
+The reward function also records the Goodhart watch on every generation step's samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from cai import store
+from cai.backends.base import HUMAN_STOP, cut_at_stop
+from cai.evals import goodhart
+from cai.train.reward import _load_pm, pm_text, score_texts
+from cai.transcript import parse_hh, to_hh
+
+ALGORITHMS = ("rloo", "grpo")
+SAMPLES_KEPT = 8  # completions stored per Goodhart row, for reading them in the UI
+
+
+def as_text(value: Any) -> str:
+    """A prompt or completion as plain text: conversational ones (lists of messages) become HH text."""
+    if isinstance(value, list):
+        return (
+            to_hh(value, open_assistant=True)
+            if value and value[-1]["role"] == "user"
+            else value[-1]["content"]
+        )
+    return str(value)
+
+
+class PMReward:
+    """A TRL reward function: the preference model's score of (prompt, completion cut at "Human:").
+
+    Every call stores the Goodhart statistics of its completions as the row of the current step.
+    """
+
+    __name__ = "preference_model"
+
+    def __init__(
+        self, model: Any, tokenizer: Any, db: Any = None, run_id: int | None = None, batch_size: int = 8
+    ):
+        self.model, self.tokenizer, self.db, self.run_id, self.batch_size = (
+            model,
+            tokenizer,
+            db,
+            run_id,
+            batch_size,
+        )
+
+    def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        texts = [cut_at_stop(as_text(c), (HUMAN_STOP,))[0].strip() for c in completions]
+        convs = [as_text(p) for p in prompts]
+        rewards = score_texts(
+            self.model, self.tokenizer, [pm_text(p, t) for p, t in zip(convs, texts, strict=True)]
+        )
+        state = kwargs.get("trainer_state")
+        if self.db is not None and self.run_id is not None:
+            self.record(state.global_step if state else 0, convs, texts, rewards)
+        return rewards
+
+    def record(self, step: int, prompts: list[str], texts: list[str], rewards: list[float]) -> None:
+        samples = [
+            {"prompt": p, "completion": t, "reward": round(r, 4)}
+            for p, t, r in list(zip(prompts, texts, rewards, strict=True))[:SAMPLES_KEPT]
+        ]
+        row = {
+            "run_id": self.run_id,
+            "step": step,
+            "metrics": store.dumps(goodhart.stats(texts, rewards).to_dict()),
+            "samples": store.dumps(samples),
+            "created_at": store.now(),
+        }
+        existing = list(
+            self.db["goodhart"].rows_where("run_id = ? and step = ?", [self.run_id, step], select="id")
+        )
+        if existing:
+            self.db["goodhart"].update(existing[0]["id"], row)
+        else:
+            self.db["goodhart"].insert(row)
+
+
+def prompt_rows(texts: list[str], chat: bool) -> list[dict[str, Any]]:
+    """The trainer's prompt column: HH text for base models, chat messages for chat models."""
+    if chat:
+        return [{"prompt": [m for m in parse_hh(t) if m["content"] or m["role"] == "user"]} for t in texts]
+    return [{"prompt": t} for t in texts]
+
+
+def trainer_class(algorithm: str) -> tuple[type, type]:
+    """(Config, Trainer) of TRL for the algorithm."""
+    if algorithm == "rloo":
+        from trl import RLOOConfig, RLOOTrainer
+
+        return RLOOConfig, RLOOTrainer
+    if algorithm == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOConfig, GRPOTrainer
+    raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+
+
+def run_stage(ctx: Any) -> dict[str, Any]:
+    """Stage "rl": RLOO/GRPO on the prompt set against the PM; saves and registers the new policy."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cai import data, models
+    from cai.backends import model_path
+    from cai.train import common
+
+    cfg, db = ctx.config, ctx.db
+    if not (cfg.policy and cfg.reward_model and cfg.prompts):
+        raise ValueError("rl needs a policy, a reward_model and a prompts set")
+    name = cfg.name or f"rl-{ctx.run_id}"
+    done = common.check_name(db, name, ctx.run_id)
+    base = common.base_model(db, cfg.policy)
+    pm_row = models.ensure_model(db, cfg.reward_model)
+    db["runs"].update(ctx.run_id, {"model_id": base["id"]})
+    texts = [r["text"] for r in data.list_prompts(db, cfg.prompts, limit=cfg.limit)]
+    if not texts:
+        raise ValueError(f"prompt set {cfg.prompts!r} has no prompts")
+    ctx.log(
+        f"{cfg.algorithm.upper()} on {len(texts)} prompts, beta {cfg.beta}, {cfg.num_generations} per prompt"
+    )
+    if done is not None:
+        return {"model": name, "model_id": done["id"], "path": done["path"], "algorithm": cfg.algorithm}
+    pm_model, pm_tok = _load_pm(model_path(cfg.reward_model, db))
+    reward = PMReward(pm_model, pm_tok, db, ctx.run_id)
+    config_cls, trainer_cls = trainer_class(cfg.algorithm)
+    out_dir = common.run_dir(db, ctx.run_id)
+    args = config_cls(
+        output_dir=str(out_dir),
+        beta=cfg.beta,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        gradient_checkpointing=False,
+        **common.training_args(cfg, per_device_train_batch_size=cfg.batch_size * cfg.num_generations),
+    )
+    tok = AutoTokenizer.from_pretrained(base["folder"])
+    model = AutoModelForCausalLM.from_pretrained(base["folder"], dtype=torch.float32)
+    trainer = trainer_cls(
+        model=model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=Dataset.from_list(prompt_rows(texts, bool(base["chat"]))),
+        processing_class=tok,
+        peft_config=common.lora_config(cfg, task_type="CAUSAL_LM") if cfg.lora else None,
+        callbacks=[common.ProgressCallback(ctx)],
+    )
+    common.train(trainer, out_dir)
+    path = common.save_model(trainer, tok, db, name)
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    model_id = common.register(
+        db,
+        name,
+        path,
+        parent=base,
+        run_id=ctx.run_id,
+        constitution_version_id=pm_row["constitution_version_id"],
+        meta={
+            "kind": "policy",
+            "algorithm": cfg.algorithm,
+            "reward_model": cfg.reward_model,
+            "reward_model_id": pm_row["id"],
+            "beta": cfg.beta,
+            "lora": cfg.lora,
+        },
+    )
+    watch = [
+        store.loads(r["metrics"])
+        for r in db["goodhart"].rows_where("run_id = ?", [ctx.run_id], order_by="step")
+    ]
+    return {
+        "model": name,
+        "model_id": model_id,
+        "path": path,
+        "algorithm": cfg.algorithm,
+        "steps": trainer.state.global_step,
+        "reward_first": rewards[0] if rewards else None,
+        "reward_last": rewards[-1] if rewards else None,
+        "goodhart_last": watch[-1] if watch else None,
+    }
