@@ -227,8 +227,9 @@ def redeem_invite(db: Database, code: str, name: str, password: str) -> dict[str
 def pair_weights(model_names: list[str], votes: pd.DataFrame, policy: str) -> dict[tuple[str, str], float]:
     """Sampling weight of each unordered pair: equal, or larger where the pair's order is least certain.
 
-    "uncertain": with BT strengths d apart and n direct votes, the chance the observed order is wrong is
-    about erfc(z / sqrt 2) for z = |d| sqrt((n + 1) p (1 - p)); a floor keeps every pair possible.
+    "uncertain": with BT win probability p (clipped to [0.02, 0.98]), d = logit(p) and n direct votes,
+    the chance the order is wrong is about erfc(z / sqrt 2) for z = |d| sqrt((n + 1) p (1 - p)),
+    shrunk by sqrt(n + 1) so unplayed pairs come first; a floor of 0.05 keeps every pair possible.
     """
     pairs = [(a, b) for i, a in enumerate(model_names) for b in model_names[i + 1 :]]
     if policy == "uniform" or votes.empty:
@@ -242,8 +243,9 @@ def pair_weights(model_names: list[str], votes: pd.DataFrame, policy: str) -> di
         counts[tuple(sorted((a, b)))] = counts.get(tuple(sorted((a, b))), 0) + 1  # type: ignore[index]
     out = {}
     for a, b in pairs:
-        d = strength.get(a, 0.0) - strength.get(b, 0.0)
-        p = 1.0 / (1.0 + math.exp(-d))
+        # Clip: an undefeated pair's MLE runs off to infinity, which must read as certain, not unknown.
+        p = min(max(1.0 / (1.0 + math.exp(-(strength.get(a, 0.0) - strength.get(b, 0.0)))), 0.02), 0.98)
+        d = math.log(p / (1 - p))
         n = counts.get(tuple(sorted((a, b))), 0)  # type: ignore[arg-type]
         z = abs(d) * math.sqrt((n + 1) * p * (1 - p))
         out[(a, b)] = 0.05 + math.erfc(z / math.sqrt(2)) / math.sqrt(n + 1)
