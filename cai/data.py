@@ -150,21 +150,29 @@ def read_prompts(path: PathLike) -> list[str]:
 
 
 def _read_csv_prompts(p: Path, text: str) -> list[str]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    columns = reader.fieldnames or []
+    # The csv module's own cap (128 kB) would hide our size check behind a vaguer error.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        columns = reader.fieldnames or []
+    except csv.Error as exc:
+        raise DataError(f"{p}:1: bad CSV header ({exc})") from None
     column = next((c for c in ("prompt", "text") if c in columns), None)
     if column is None:
         raise DataError(f"{p}:1: missing column: expected 'prompt' or 'text', found {', '.join(columns)}")
     out = []
-    try:
-        for row in reader:
-            where = f"{p}:{reader.line_num}"
-            if row.get(column) is None:
-                raise DataError(f"{where}: missing field {column!r} (too few columns)")
-            out.append(_canonical(where, column, row[column]))
-    except csv.Error as exc:
-        raise DataError(f"{p}:{reader.line_num}: bad CSV ({exc})") from None
-    return out
+    while True:
+        start = reader.line_num + 1  # the line this record starts on
+        try:
+            row = next(reader)
+        except StopIteration:
+            return out
+        except csv.Error as exc:
+            raise DataError(f"{p}:{start}: bad CSV ({exc})") from None
+        where = f"{p}:{start}"
+        if row.get(column) is None:
+            raise DataError(f"{where}: missing field {column!r} (too few columns)")
+        out.append(_canonical(where, column, row[column]))
 
 
 def create_prompt_set(

@@ -48,7 +48,10 @@ def as_prompt(text: str) -> str:
     if not _TURN.search(text):
         return f"{HUMAN} {text.strip()}{ASSISTANT}"
     messages = parse_hh(text if text.startswith("\n\n") else "\n\n" + text.lstrip())
-    last_human = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    humans = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not humans:
+        raise ValueError("not an HH transcript: it has no Human turn")
+    last_human = humans[-1]
     return to_hh(messages[: last_human + 1])
 
 
