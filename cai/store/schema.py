@@ -411,3 +411,10 @@ def m007_chain_browsing(db: Database) -> None:
     )
     db["chain_steps"].create_index(["principle", "chain_id"], index_name="idx_chain_steps_principle", if_not_exists=True)
     db["chains"].enable_fts(["prompt", "final"], create_triggers=True)
+
+
+@migrations()
+def m009_chain_step_pm_run(db: Database) -> None:
+    # Which revision-scores run wrote chain_steps.pm_score (owner: SL engineer): a new scoring run with
+    # another preference model rescores every step, a resumed one skips the steps it already scored.
+    db["chain_steps"].add_column("pm_run_id", int)
