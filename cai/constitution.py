@@ -70,7 +70,7 @@ def normalize_exemplar(e: Mapping[str, Any], where: str = "exemplar") -> dict[st
     if kind not in EXEMPLAR_KINDS:
         raise DataError(f"{where}: kind must be one of {', '.join(EXEMPLAR_KINDS)}, got {kind!r}")
     if kind == "critique":
-        check_text(where, "data", data)
+        data = check_text(where, "data", data)
         if "CritiqueRequest:" not in data or "RevisionRequest:" not in data:
             raise DataError(f"{where}: a critique exemplar needs CritiqueRequest: and RevisionRequest: turns")
     else:
@@ -108,9 +108,9 @@ def _constitution(db: Database, name: str = "") -> dict[str, Any]:
         if not rows:
             raise LookupError("there is no constitution yet: run `cai init`")
         return rows[0]
-    rows = list(db["constitutions"].rows_where("name = ?", [name]))
+    rows = list(db.table("constitutions").rows_where("name = ?", [name]))
     if not rows:
-        known = ", ".join(r["name"] for r in db["constitutions"].rows) or "none"
+        known = ", ".join(r["name"] for r in db.table("constitutions").rows) or "none"
         raise LookupError(f"no constitution named {name!r} (known: {known})")
     return rows[0]
 
@@ -121,7 +121,7 @@ def resolve_version(db: Database, name: str = "", version: int | None = None) ->
     where, params = "constitution_id = ?", [c["id"]]
     if version is not None:
         where, params = where + " and version = ?", [c["id"], int(version)]
-    rows = list(db["constitution_versions"].rows_where(where, params, order_by="version desc", limit=1))
+    rows = list(db.table("constitution_versions").rows_where(where, params, order_by="version desc", limit=1))
     if not rows:
         raise LookupError(f"constitution {c['name']!r} has no version {version}")
     v = rows[0]
@@ -138,11 +138,11 @@ def resolve_version(db: Database, name: str = "", version: int | None = None) ->
             "enabled": bool(r["enabled"]),
             "alternatives": json.loads(r["alternatives"]) if r["alternatives"] else [],
         }
-        for r in db["principles"].rows_where("version_id = ?", [v["id"]], order_by=order)
+        for r in db.table("principles").rows_where("version_id = ?", [v["id"]], order_by=order)
     ]
     exemplars = [
         {"kind": r["kind"], "position": r["position"], "data": json.loads(r["data"])}
-        for r in db["exemplars"].rows_where("version_id = ?", [v["id"]], order_by="kind, position")
+        for r in db.table("exemplars").rows_where("version_id = ?", [v["id"]], order_by="kind, position")
     ]
     return {
         "id": v["id"],
@@ -160,8 +160,8 @@ def resolve_version(db: Database, name: str = "", version: int | None = None) ->
 
 def version_by_id(db: Database, version_id: int) -> dict[str, Any]:
     """The version a run recorded (by its row id)."""
-    row = db["constitution_versions"].get(version_id)
-    c = db["constitutions"].get(row["constitution_id"])
+    row = db.table("constitution_versions").get(version_id)
+    c = db.table("constitutions").get(row["constitution_id"])
     return resolve_version(db, c["name"], row["version"])
 
 
@@ -208,7 +208,7 @@ def _insert_version(
     ).fetchone()[0]
     stamp = now()
     version_id = (
-        db["constitution_versions"]
+        db.table("constitution_versions")
         .insert(
             {
                 "constitution_id": constitution_id,
@@ -236,7 +236,7 @@ def _insert_version(
         )
         positions[p["kind"]] += 1
     if rows:
-        db["principles"].insert_all(rows)
+        db.table("principles").insert_all(rows)
     ex_pos = dict.fromkeys(EXEMPLAR_KINDS, 0)
     ex_rows = []
     for e in es:
@@ -251,9 +251,9 @@ def _insert_version(
         )
         ex_pos[e["kind"]] += 1
     if ex_rows:
-        db["exemplars"].insert_all(ex_rows)
-    db["constitutions"].update(constitution_id, {"updated_at": stamp})
-    return int(version_id)
+        db.table("exemplars").insert_all(ex_rows)
+    db.table("constitutions").update(constitution_id, {"updated_at": stamp})
+    return int(version_id or 0)
 
 
 def create_constitution(
@@ -268,15 +268,15 @@ def create_constitution(
     if not name.strip():
         raise DataError("a constitution needs a name")
     with db.atomic():
-        if db["constitutions"].count_where("name = ?", [name]):
+        if db.table("constitutions").count_where("name = ?", [name]):
             raise DataError(f"a constitution named {name!r} already exists")
         stamp = now()
         cid = (
-            db["constitutions"]
+            db.table("constitutions")
             .insert({"name": name, "description": description, "created_at": stamp, "updated_at": stamp})
             .last_pk
         )
-        _insert_version(db, int(cid), principles, exemplars, note, None)
+        _insert_version(db, int(cid or 0), principles, exemplars, note, None)
     return resolve_version(db, name)
 
 
@@ -536,7 +536,7 @@ def import_file(db: Database, path: PathLike, into: str | None = None) -> dict[s
         items = from_paper(obj, fmt, str(p))
         count = len(items)
         ps, es = [], []
-        if db["constitutions"].count_where("name = ?", [name]):
+        if db.table("constitutions").count_where("name = ?", [name]):
             ps, es = content(resolve_version(db, name))
         if fmt in PRINCIPLE_KINDS:
             ps = [x for x in ps if x["kind"] != fmt] + items
@@ -545,7 +545,7 @@ def import_file(db: Database, path: PathLike, into: str | None = None) -> dict[s
             es = [x for x in es if x["kind"] != items[0]["kind"]] + items
             es = [normalize_exemplar(x, f"{p}: exemplar {i}") for i, x in enumerate(es)]
     note = f"import {p.name} ({fmt})"
-    if db["constitutions"].count_where("name = ?", [name]):
+    if db.table("constitutions").count_where("name = ?", [name]):
         v = new_version(db, name, ps, es, note)
     else:
         v = create_constitution(db, name, obj.get("description", "") if fmt == "cai" else "", ps, es, note)
@@ -590,6 +590,6 @@ def export(
 
 def seed_default(db: Database) -> dict[str, Any]:
     """Install the default constitution from data/constitution.json unless it exists; return its newest version."""
-    if not db["constitutions"].count_where("name = ?", [DEFAULT_NAME]):
+    if not db.table("constitutions").count_where("name = ?", [DEFAULT_NAME]):
         import_file(db, DEFAULT_FILE, into=DEFAULT_NAME)
     return resolve_version(db, DEFAULT_NAME)

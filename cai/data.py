@@ -160,7 +160,7 @@ def _read_csv_prompts(p: Path, text: str) -> list[str]:
     column = next((c for c in ("prompt", "text") if c in columns), None)
     if column is None:
         raise DataError(f"{p}:1: missing column: expected 'prompt' or 'text', found {', '.join(columns)}")
-    out = []
+    out: list[str] = []
     while True:
         start = reader.line_num + 1  # the line this record starts on
         try:
@@ -186,18 +186,18 @@ def create_prompt_set(
     if not prompts:
         raise DataError(f"prompt set {name!r}: no prompts")
     with db.atomic():
-        if db["prompt_sets"].count_where("name = ?", [name]):
+        if db.table("prompt_sets").count_where("name = ?", [name]):
             raise DataError(f"prompt set {name!r} already exists; choose another --name")
         set_id = (
-            db["prompt_sets"]
+            db.table("prompt_sets")
             .insert({"name": name, "kind": kind, "source": source, "created_at": now()})
             .last_pk
         )
-        db["prompts"].insert_all(
+        db.table("prompts").insert_all(
             {"set_id": set_id, "position": i, "text": t, "meta": dumps((meta or [{}] * len(prompts))[i])}
             for i, t in enumerate(prompts)
         )
-    return int(set_id)
+    return int(set_id or 0)
 
 
 def import_prompts(db: Database, path: PathLike, name: str, kind: str) -> int:
@@ -208,12 +208,12 @@ def import_prompts(db: Database, path: PathLike, name: str, kind: str) -> int:
 
 
 def get_prompt_set(db: Database, name: str) -> dict[str, Any]:
-    rows = list(db["prompt_sets"].rows_where("name = ?", [name]))
+    rows = list(db.table("prompt_sets").rows_where("name = ?", [name]))
     if not rows:
-        known = ", ".join(r["name"] for r in db["prompt_sets"].rows) or "none"
+        known = ", ".join(r["name"] for r in db.table("prompt_sets").rows) or "none"
         raise LookupError(f"no prompt set named {name!r} (known: {known})")
     row = rows[0]
-    row["count"] = db["prompts"].count_where("set_id = ?", [row["id"]])
+    row["count"] = db.table("prompts").count_where("set_id = ?", [row["id"]])
     return row
 
 
@@ -227,7 +227,7 @@ def list_prompt_sets(db: Database) -> list[dict[str, Any]]:
 
 def list_prompts(db: Database, name: str, limit: int | None = None) -> list[dict[str, Any]]:
     set_id = get_prompt_set(db, name)["id"]
-    rows = db["prompts"].rows_where("set_id = ?", [set_id], order_by="position", limit=limit)
+    rows = db.table("prompts").rows_where("set_id = ?", [set_id], order_by="position", limit=limit)
     return [{**r, "meta": loads(r["meta"], {})} for r in rows]
 
 
@@ -238,7 +238,7 @@ def seed_samples(db: Database) -> dict[str, int]:
         by_kind[rec["kind"]].append(_canonical(f"{SAMPLE_PROMPTS}:{lineno}", "prompt", rec["prompt"]))
     out = {}
     for kind, set_name in SAMPLE_SETS.items():
-        if not db["prompt_sets"].count_where("name = ?", [set_name]):
+        if not db.table("prompt_sets").count_where("name = ?", [set_name]):
             create_prompt_set(db, set_name, kind, by_kind[kind], source="data/sample_prompts.jsonl")
         out[set_name] = get_prompt_set(db, set_name)["count"]
     return out
@@ -305,10 +305,10 @@ def create_pref_set(
         if not 0.0 <= float(pair["p"]) <= 1.0:
             raise DataError(f"preference set {name!r}, pair {i}: p must be in [0, 1], got {pair['p']}")
     with db.atomic():
-        if db["pref_sets"].count_where("name = ?", [name]):
+        if db.table("pref_sets").count_where("name = ?", [name]):
             raise DataError(f"preference set {name!r} already exists; choose another --name")
         set_id = (
-            db["pref_sets"]
+            db.table("pref_sets")
             .insert(
                 {
                     "name": name,
@@ -321,7 +321,7 @@ def create_pref_set(
             )
             .last_pk
         )
-        db["pairs"].insert_all(
+        db.table("pairs").insert_all(
             {
                 "set_id": set_id,
                 "position": i,
@@ -333,7 +333,7 @@ def create_pref_set(
             }
             for i, pair in enumerate(pairs)
         )
-    return int(set_id)
+    return int(set_id or 0)
 
 
 def import_prefs(
@@ -346,13 +346,13 @@ def import_prefs(
 
 
 def get_pref_set(db: Database, name: str) -> dict[str, Any]:
-    rows = list(db["pref_sets"].rows_where("name = ?", [name]))
+    rows = list(db.table("pref_sets").rows_where("name = ?", [name]))
     if not rows:
-        known = ", ".join(r["name"] for r in db["pref_sets"].rows) or "none"
+        known = ", ".join(r["name"] for r in db.table("pref_sets").rows) or "none"
         raise LookupError(f"no preference set named {name!r} (known: {known})")
     row = rows[0]
     row["provenance"] = loads(row["provenance"], {})
-    row["count"] = db["pairs"].count_where("set_id = ?", [row["id"]])
+    row["count"] = db.table("pairs").count_where("set_id = ?", [row["id"]])
     return row
 
 
@@ -366,7 +366,7 @@ def list_pref_sets(db: Database) -> list[dict[str, Any]]:
 
 def list_pairs(db: Database, name: str, limit: int | None = None) -> list[dict[str, Any]]:
     set_id = get_pref_set(db, name)["id"]
-    rows = db["pairs"].rows_where("set_id = ?", [set_id], order_by="position", limit=limit)
+    rows = db.table("pairs").rows_where("set_id = ?", [set_id], order_by="position", limit=limit)
     return [{**r, "meta": loads(r["meta"], {})} for r in rows]
 
 
@@ -388,10 +388,10 @@ def pref_records(db: Database, name: str) -> list[dict[str, Any]]:
 
 def chain_records(db: Database, run_id: int, mode: str | None = None) -> list[dict[str, Any]]:
     """The SL chains of a run as TRL prompt/completion rows (completion = the final revision)."""
-    where, params = "run_id = ?", [run_id]
+    where, params = "run_id = ?", list[Any]([run_id])
     if mode:
         where, params = where + " and mode = ?", [run_id, mode]
-    rows = list(db["chains"].rows_where(where, params, order_by="prompt_id, sample"))
+    rows = list(db.table("chains").rows_where(where, params, order_by="prompt_id, sample"))
     if not rows:
         raise LookupError(f"run {run_id} has no chains" + (f" with mode {mode!r}" if mode else ""))
     return [{"prompt": r["prompt"], "completion": " " + (r["final"] or "").strip()} for r in rows]
