@@ -179,3 +179,53 @@ def test_kill_9_mid_run_then_resume_gives_exactly_one_chain_per_prompt(db, db_pa
     assert sorted(counts) == [r[0] for r in db.execute("select id from prompts order by id")]
     assert set(counts.values()) == {1}
     assert db.execute("select count(*) from chain_steps").fetchone()[0] == 3 * n
+
+
+def test_revision_scores_score_each_response_step_and_resume(db, monkeypatch):
+    from cai.config import RevisionScoresConfig
+    from cai.evals import revisions
+
+    seed(db, n_prompts=3)
+    answers = {"initial": " no", "revision": " a longer, better answer"}
+    use_backend(monkeypatch, ScriptedBackend(respond=lambda p: answers["revision"] if p.endswith("Revision:")
+                                             else " a critique" if p.endswith("Critique:") else answers["initial"]))
+    sl_run = runs.execute(db, runs.create_run(db, SLConfig(prompts="red", model="tiny", constitution="test",
+                                                           revisions=2)))
+    calls = []
+
+    def fake_score(pm, prompts, responses, db=None, batch_size=8):
+        calls.append((pm, len(prompts)))
+        if len(calls) == 2:
+            runs.request_cancel(db, run_id)
+        return [float(len(r.split())) for r in responses]
+
+    monkeypatch.setattr(revisions, "score_fn", lambda: fake_score)
+    run_id = runs.create_run(db, RevisionScoresConfig(run=sl_run["id"], pm="pm-x", batch_size=4))
+    run = runs.execute(db, run_id)
+    assert (run["status"], run["done"], run["total"]) == ("cancelled", 8, 9)
+    runs.prepare_resume(db, run_id)
+    run = runs.execute(db, run_id)
+    assert (run["status"], run["done"]) == ("done", 9)
+    assert calls == [("pm-x", 4), ("pm-x", 4), ("pm-x", 1)]
+    assert run["result"] == {"run": sl_run["id"], "pm": "pm-x", "steps": 9, "by_revision": [
+        {"revision": 0, "mean": 1.0, "n": 3}, {"revision": 1, "mean": 4.0, "n": 3}, {"revision": 2, "mean": 4.0, "n": 3}]}
+    assert db.execute("select count(*) from chain_steps where kind = 'critique' and pm_score is not null"
+                      ).fetchone()[0] == 0
+    # A new scoring run rescores every step.
+    again = runs.execute(db, runs.create_run(db, RevisionScoresConfig(run=sl_run["id"], pm="pm-y")))
+    assert again["status"] == "done" and calls[3:] == [("pm-y", 8), ("pm-y", 1)]
+
+
+def test_revision_scores_with_a_real_sequence_classifier(db, monkeypatch):
+    """The RL stage's `score` on the tiny model as a (random-headed) PM: a float per response step, stored."""
+    from cai.config import RevisionScoresConfig
+
+    seed(db, n_prompts=2)
+    use_backend(monkeypatch, ScriptedBackend(respond=lambda p: " text"))
+    sl_run = runs.execute(db, runs.create_run(db, SLConfig(prompts="red", model="tiny", constitution="test",
+                                                           revisions=1)))
+    run = runs.execute(db, runs.create_run(db, RevisionScoresConfig(run=sl_run["id"], pm="tiny")))
+    assert run["status"] == "done", run["error"]
+    assert [(r["revision"], r["n"]) for r in run["result"]["by_revision"]] == [(0, 2), (1, 2)]
+    scores = [r[0] for r in db.execute("select pm_score from chain_steps where kind != 'critique'")]
+    assert len(scores) == 4 and all(isinstance(s, float) for s in scores)

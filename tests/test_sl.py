@@ -175,3 +175,12 @@ def test_store_chain_writes_chain_and_steps_once(db):
         (2, "revision", 1, "rude", " I can't help with that."),
     ]
     assert sl.stored_keys(db, run_id) == {(9, 0)}
+
+
+def test_mean_by_revision_groups_scores_by_revision_index():
+    from cai.evals.revisions import RevisionScore, mean_by_revision
+
+    rows = [{"round": 0, "pm_score": 1.0}, {"round": 0, "pm_score": 2.0}, {"round": 1, "pm_score": 4.0},
+            {"round": 2, "pm_score": None}, {"round": 2, "pm_score": -1.5}]
+    assert mean_by_revision(rows) == [RevisionScore(0, 1.5, 2), RevisionScore(1, 4.0, 1), RevisionScore(2, -1.5, 1)]
+    assert mean_by_revision([]) == []
