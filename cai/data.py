@@ -117,7 +117,8 @@ def read_prompts(path: PathLike) -> list[str]:
     """Prompts of a file in canonical form (HH transcript ending "\\n\\nAssistant:").
 
     .jsonl (field prompt, text or hh-rlhf chosen), .json (a list of strings or such objects),
-    .csv (column prompt or text), anything else: plain text, one prompt per non-blank line.
+    .csv (column prompt or text), anything else: plain text, one prompt per non-blank line, or, when the
+    file starts with "Human:", HH transcripts separated by lines holding only "---".
     """
     p = Path(path)
     text = read_text(p)
@@ -144,9 +145,25 @@ def read_prompts(path: PathLike) -> list[str]:
         return out
     if name.endswith(".csv"):
         return _read_csv_prompts(p, text)
+    if text.lstrip().startswith("Human:"):
+        return _read_hh_text(p, text)
     return [
         _canonical(f"{p}:{n}", "line", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()
     ]
+
+
+def _read_hh_text(p: Path, text: str) -> list[str]:
+    """HH transcripts written out as text, conversations separated by "---" lines."""
+    out, chunk, start = [], [], 1
+    for n, line in enumerate([*text.splitlines(), "---"], 1):
+        if line.strip() != "---":
+            chunk.append(line)
+            continue
+        body = "\n".join(chunk).strip()
+        if body:
+            out.append(_canonical(f"{p}:{start}", "transcript", "\n\n" + body))
+        chunk, start = [], n + 1
+    return out
 
 
 def _read_csv_prompts(p: Path, text: str) -> list[str]:

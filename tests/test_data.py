@@ -43,6 +43,7 @@ def test_import_prompts_every_format(db, tmp_path):
         "b.csv": 'id,prompt\n1,"Why is the sky blue?"\n2,"Two, with comma"\n',
         "c.txt": "first prompt\n\n  second prompt  \n",
         "d.json": json.dumps(["one", {"prompt": "two"}]),
+        "e.txt": "Human: hi\n\nAssistant: hello\n\nHuman: and?\n---\n\nHuman: second\n\nAssistant: ok\n",
     }
     got = {}
     for name, text in files.items():
@@ -61,6 +62,10 @@ def test_import_prompts_every_format(db, tmp_path):
         ],
         "c.txt": ["\n\nHuman: first prompt\n\nAssistant:", "\n\nHuman: second prompt\n\nAssistant:"],
         "d.json": ["\n\nHuman: one\n\nAssistant:", "\n\nHuman: two\n\nAssistant:"],
+        "e.txt": [
+            "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?\n\nAssistant:",
+            "\n\nHuman: second\n\nAssistant:",
+        ],
     }
     s = D.get_prompt_set(db, "b.csv")
     assert (s["kind"], s["count"], s["source"]) == ("red-team", 2, str(tmp_path / "b.csv"))
@@ -70,6 +75,7 @@ def test_import_prompts_every_format(db, tmp_path):
         ("b.csv", 2),
         ("c.txt", 2),
         ("d.json", 2),
+        ("e.txt", 2),
     ]
 
 
@@ -143,6 +149,7 @@ BIG = "x" * 5_000_000
         ("bad.csv", "prompt\na\n" + BIG + "\n", r"bad.csv:3: field 'prompt' is 5,000,000 bytes"),
         ("bad.txt", "a\nb\nc\xe9\n".encode("latin-1"), r"bad.txt:3: not UTF-8 text \(byte 0xe9\)"),
         ("bad.txt", "", r"bad.txt: the file is empty"),
+        ("bad.txt", "Human: a\n---\nHuman: b\n---\n\nAssistant: c\n", r"bad.txt:5: not an HH transcript"),
         ("bad.txt", "a\nb\n" + BIG, r"bad.txt:3: field 'line' is 5,000,000 bytes"),
         ("bad.json", '[\n"a",\n,\n]', r"bad.json:3: not valid JSON"),
         ("bad.json", '[{"q": 1}]', r"bad.json: item 0: missing field"),
