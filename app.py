@@ -14,14 +14,16 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
-def prepare(db_path: str | None) -> tuple[str, str | None]:
+def prepare(db_path: str | None, model: str = "default") -> tuple[str, str | None]:
     """Create/migrate the database, seed it, ensure an admin; returns (path, new admin password or None)."""
-    from cai import constitution, data, store, users
+    from cai import constitution, data, models, store, users
 
     path = str(store.db_path(db_path))
     db = store.connect(path)
     constitution.seed_default(db)  # what `cai init` installs: the default constitution ...
     data.seed_samples(db)  # ... and the sample red-team and helpful prompt sets
+    for spec in dict.fromkeys(["default", "tiny", model]):  # so the Models tab can chat with them at once
+        models.ensure_model(db, spec)
     password = users.ensure_admin(db, os.environ.get("CAI_ADMIN_PASSWORD") or None)
     db.close()
     return path, password
@@ -35,16 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default", help="Default model for chat and forms (name, path or hub id).")
     args = parser.parse_args(argv)
 
-    path, password = prepare(args.db)
+    path, password = prepare(args.db, args.model)
     if password and not os.environ.get("CAI_ADMIN_PASSWORD"):
         print(f"Created user 'admin' with password: {password}  (shown once; change it with `cai users passwd admin`)")
     elif password:
         print("Created user 'admin' with the password from $CAI_ADMIN_PASSWORD")
     print(f"Workbench database: {path}", flush=True)
 
-    from ui.app import build_app, launch
+    from ui.app import launch
 
-    launch(build_app(path, args.model), path, host=args.host, port=args.port)
+    launch(path, args.model, host=args.host, port=args.port)
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -94,17 +95,34 @@ def auth_function(db_path: str | Path):  # type: ignore[no-untyped-def]
     return check
 
 
-def launch(demo: gr.Blocks, db_path: str | Path, *, host: str = "127.0.0.1", port: int = 7860, **kw) -> None:  # type: ignore[no-untyped-def]
-    demo.queue(default_concurrency_limit=8).launch(
-        server_name=host,
-        server_port=port,
+def server(db_path: str | Path, model: str = "default") -> Any:
+    """The ASGI app: the rater page at /arena (its own sign-in, invite codes) and the workbench at / behind
+    Gradio's login over the users table."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    if _present("ui.arena"):
+        arena_page = importlib.import_module("ui.arena").page_for(db_path)
+        app = gr.mount_gradio_app(app, arena_page.queue(default_concurrency_limit=8), path="/arena", **_look())
+    demo = build_app(db_path, model).queue(default_concurrency_limit=8)
+    return gr.mount_gradio_app(
+        app,
+        demo,
+        path="",
         auth=auth_function(db_path),
         auth_message="Constitutional AI Workbench: sign in (users are managed with `cai users`).",
-        ssr_mode=False,
-        css=CSS,
-        theme=gr.themes.Soft(),
-        footer_links=[],
         max_file_size="5mb",
-        show_error=True,
-        **kw,
+        **_look(),
     )
+
+
+def _look() -> dict[str, Any]:
+    return {"css": CSS, "theme": gr.themes.Soft(), "footer_links": [], "ssr_mode": False, "show_error": True}
+
+
+def launch(db_path: str | Path, model: str = "default", *, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Serve the app until interrupted."""
+    import uvicorn
+
+    print(f"* Workbench at http://{host}:{port}/  (rater page: http://{host}:{port}/arena/)", flush=True)
+    uvicorn.run(server(db_path, model), host=host, port=port, log_level="warning")

@@ -98,13 +98,22 @@ def page_frame(p: ChainPage) -> pd.DataFrame:
             "constitution": r["constitution"] or "",
             "mode": r["mode"] or "",
             "revisions": r["n_revisions"],
-            "flags": ", ".join(store.loads(r["flags"], [])),
+            "flags": flag_summary(store.loads(r["flags"], [])),
             "prompt": _clip(last_human_turn(r["prompt_tail"] or ""), 120),
             "final": _clip((r["final"] or "").strip(), 120),
         }
         for r in p.rows
     ]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def flag_summary(flags: list[str]) -> str:
+    """Step flags ("critique1:truncated", ...) as kinds with counts: "truncated ×5, empty"."""
+    counts: dict[str, int] = {}
+    for f in flags:
+        kind = f.rsplit(":", 1)[-1]
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in sorted(counts.items()))
 
 
 def _clip(text: str, n: int) -> str:

@@ -1,0 +1,158 @@
+"""Models tab: the registry with each model's lineage, registering a model, and a quick chat with any of them.
+
+Chat renders the conversation as an HH transcript (`cai.transcript.to_hh`) through the backend's own
+`render` (raw for base models, chat template for chat models) and cuts at the next "Human:" turn; loaded
+backends are shared through one `BackendPool` per app, built in `build`, never a module global.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from sqlite_utils import Database
+
+from cai import models
+from cai.arena_models import BackendPool
+from cai.backends.base import HUMAN_STOP, SamplingParams
+from cai.transcript import to_hh
+from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, require
+from ui.lineage import lineage_html
+
+MODEL_COLUMNS = ["id", "name", "path", "backend", "chat", "parent", "run", "constitution", "created"]
+
+
+def registry_frame(db: Database) -> pd.DataFrame:
+    sql = (
+        "select m.id, m.name, m.path, m.backend, m.chat, p.name as parent, r.kind || ' #' || r.id as run, "
+        "k.name || ' v' || v.version as constitution, m.created_at from models m "
+        "left join models p on p.id = m.parent_id left join runs r on r.id = m.run_id "
+        "left join constitution_versions v on v.id = m.constitution_version_id "
+        "left join constitutions k on k.id = v.constitution_id order by m.id"
+    )
+    rows = [
+        {
+            "id": r[0], "name": r[1], "path": r[2], "backend": r[3], "chat": "yes" if r[4] else "no",
+            "parent": r[5] or "", "run": r[6] or "", "constitution": r[7] or "",
+            "created": (r[8] or "")[:19].replace("T", " "),
+        }
+        for r in db.execute(sql).fetchall()
+    ]
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS)
+
+
+def chat_prompt(history: list[dict[str, Any]], message: str) -> str:
+    """The HH transcript for the next assistant turn."""
+    turns = [{"role": m["role"], "content": _text(m["content"])} for m in history if m.get("role") in ("user", "assistant")]
+    return to_hh([*turns, {"role": "user", "content": message.strip()}])
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # Gradio 6 may hand back [{"type": "text", "text": ...}]
+        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
+    return str(content)
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def registry(ctx: AppContext, request: gr.Request) -> list[Any]:
+    require(ctx, request, BROWSE_ROLES)
+    db = ctx.db()
+    choices = [(f"{m['name']} (#{m['id']})", m["id"]) for m in models.list_models(db)]
+    return [registry_frame(db), gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)]
+
+
+def show_lineage(ctx: AppContext, model_id: float | None, request: gr.Request) -> str:
+    require(ctx, request, BROWSE_ROLES)
+    return lineage_html(ctx.db(), int(model_id)) if model_id else "<p>Pick a model.</p>"
+
+
+def register(ctx: AppContext, name: str, path: str, backend: str, chat: bool, request: gr.Request) -> str:
+    require(ctx, request, EDIT_ROLES)
+    try:
+        model_id = models.register_model(ctx.db(), (name or "").strip(), (path or "").strip() or (name or "").strip(),
+                                         backend=backend, chat=chat)
+    except models.ModelError as exc:
+        return f"❌ {esc(exc)}"
+    return f"✅ Registered {esc(name)} as model #{model_id}"
+
+
+def chat(
+    ctx: AppContext, pool: BackendPool, model_id: float | None, history: list[dict[str, Any]], message: str,
+    max_new_tokens: float, temperature: float, request: gr.Request,
+) -> tuple[list[dict[str, Any]], str]:
+    """One chat turn: the model's reply appended to the history (and the input box cleared)."""
+    require(ctx, request, BROWSE_ROLES)
+    if not model_id:
+        raise gr.Error("Pick a model to chat with.")
+    if not (message or "").strip():
+        return history, ""
+    row = models.get_model_by_id(ctx.db(), int(model_id))
+    prompt = chat_prompt(history or [], message)
+    try:
+        backend, lock = pool.get(row)
+    except Exception as exc:  # a missing folder or an unreachable hub id: say so on the page
+        raise gr.Error(f"Could not load {row['name']}: {exc}") from None
+    params = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature), stop=(HUMAN_STOP,))
+    with lock:
+        reply = backend.generate([backend.render(prompt)], params)[0].text.strip()
+    return [*(history or []), {"role": "user", "content": message.strip()}, {"role": "assistant", "content": reply}], ""
+
+
+def _chat_handler(ctx: AppContext, pool: BackendPool):  # type: ignore[no-untyped-def]
+    def handler(
+        model_id: float | None, history: list[dict[str, Any]], message: str, max_new_tokens: float,
+        temperature: float, request: gr.Request,
+    ) -> tuple[list[dict[str, Any]], str]:
+        return chat(ctx, pool, model_id, history, message, max_new_tokens, temperature, request)
+
+    return handler
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
+    pool = pool or BackendPool()
+    table = gr.Dataframe(pd.DataFrame(columns=MODEL_COLUMNS), interactive=False, wrap=True, max_height=300,
+                         label="Registry (click a model for its lineage)", elem_id="models-table")
+    with gr.Row():
+        with gr.Column(scale=3):
+            lineage_view = gr.HTML("<p>Pick a model.</p>")
+        with gr.Column(scale=2), gr.Accordion("Register a model (admin)", open=False):
+            r_name = gr.Textbox(label="Name")
+            r_path = gr.Textbox(label="Path or hub id (empty: same as the name)")
+            with gr.Row():
+                r_backend = gr.Radio(["hf", "vllm"], value="hf", label="Backend")
+                r_chat = gr.Checkbox(label="Chat model (use its chat template)")
+            r_btn = gr.Button("Register")
+            r_msg = gr.Markdown()
+    gr.Markdown("### Quick chat")
+    with gr.Row():
+        model = gr.Dropdown([], label="Model", scale=2)
+        max_new = gr.Slider(8, 512, value=128, step=8, label="Max new tokens", scale=2)
+        temp = gr.Slider(0.0, 1.5, value=0.0, step=0.1, label="Temperature (0 = greedy)", scale=2)
+    bot = gr.Chatbot(label="Conversation", height=360, sanitize_html=True, render_markdown=False,
+                     elem_id="chat-box")
+    with gr.Row():
+        msg = gr.Textbox(label="Message", placeholder="Ask something and press Enter", scale=5)
+        send = gr.Button("Send", variant="primary", scale=0)
+        clear = gr.Button("Clear", scale=0)
+
+    def pick(evt: gr.SelectData) -> int | None:
+        return int(evt.row_value[0]) if evt.row_value else None
+
+    picked = gr.Number(visible=False)
+    table.select(pick, None, picked).then(bind(show_lineage, ctx), picked, lineage_view).then(
+        lambda m: m, picked, model)
+    do_reg = bind(registry, ctx)
+    r_btn.click(bind(register, ctx), [r_name, r_path, r_backend, r_chat], r_msg).then(do_reg, None, [table, model])
+    on_page_load(do_reg, None, [table, model])
+    handler = _chat_handler(ctx, pool)
+    send.click(handler, [model, bot, msg, max_new, temp], [bot, msg])
+    msg.submit(handler, [model, bot, msg, max_new, temp], [bot, msg])
+    clear.click(lambda: [], None, bot)
