@@ -234,3 +234,32 @@ def test_visible_hides_a_half_written_stop_string():
     assert visible("Sure.\n\nHum") == "Sure."
     assert visible("Sure.\n\nHuman: next") == "Sure."
     assert visible("Sure.") == "Sure."
+
+
+def test_arena_tab_admin_handlers_and_role_checks(setup, db_path):
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from ui import arena as ui_arena
+    from ui.common import AppContext
+
+    db, uid = setup
+    users.add_user(db, "ada", "admin", "password1")
+    ctx = AppContext(db_path)
+    admin, rater = SimpleNamespace(username="ada"), SimpleNamespace(username="rita")
+    pool = scripted_pool({"quokka-7b": " a", "wombat-3b": " b"})
+    bid = arena.start_battle(db, "help", uid, seed=9)["battle_id"]
+    play_turn(db, bid, uid, "hi", pool)
+    arena.cast_vote(db, bid, uid, 1, "A")
+    table, _ = ui_arena.campaigns_table(ctx, admin)
+    assert table[["campaign", "votes", "raters"]].to_dict("records") == [{"campaign": "help", "votes": 1, "raters": 1}]
+    ratings_table, matrix, fig = ui_arena.ratings_view(ctx, "help", "bt", 0, False, admin)
+    assert list(ratings_table["n"]) == [1, 1] and fig is None and list(matrix["model"]) == NAMES[:2]
+    assert len(ui_arena.make_invites(ctx, 2, "help", admin).splitlines()) == 2
+    for handler, args in ((ui_arena.campaigns_table, ()), (ui_arena.make_invites, (1, "help"))):
+        with pytest.raises(gr.Error, match="Not allowed"):
+            handler(ctx, *args, rater)
+    assert ui_arena.app_user(ctx)({}, rater)["name"] == "rita"
+    with pytest.raises(gr.Error, match="Not allowed"):
+        ui_arena.app_user(ctx)({}, SimpleNamespace(username=None))
