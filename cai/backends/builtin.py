@@ -9,6 +9,7 @@ in `<root>/models/<name>`.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -17,6 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 BUILTINS = ("default", "tiny")
+# Bump a builtin's version when its builder changes: caches holding an older build are rebuilt.
+BUILD_VERSIONS = {"default": 2, "tiny": 1}
+MARKER = "cai-build.json"
 
 # A fixed corpus for the tiny tokenizer: HH-style text, so common words and the turn tags get merges.
 TINY_CORPUS = [
@@ -47,29 +51,44 @@ def cache_root() -> Path:
 
 
 def builtin_path(name: str) -> Path:
-    """The cache folder of a builtin model, building it first if it is missing."""
+    """The cache folder of a builtin model, building it first if it is missing or outdated."""
     if name not in BUILTINS:
         raise ValueError(f"not a builtin model: {name!r} (builtins: {', '.join(BUILTINS)})")
     builder = {"default": build_default, "tiny": build_tiny}[name]
-    return ensure_built(cache_root() / "models" / name, builder)
+    return ensure_built(cache_root() / "models" / name, builder, version=BUILD_VERSIONS[name])
 
 
-def ensure_built(target: Path, builder: Callable[[Path], None]) -> Path:
-    """`target`, built by `builder(tmpdir)` and renamed into place if it does not exist yet."""
-    if (target / "config.json").exists():
+def _is_current(target: Path, version: int) -> bool:
+    try:
+        return bool(json.loads((target / MARKER).read_text()).get("version") == version)
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_built(target: Path, builder: Callable[[Path], None], *, version: int = 1) -> Path:
+    """`target`, built by `builder(tmpdir)` and renamed into place unless a current build is there.
+
+    A build is current when its marker file names `version`. An outdated build is moved aside and
+    deleted after the new one is in place (processes that still read it keep their open files).
+    """
+    if _is_current(target, version):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target.parent / f".{target.name}.lock"):
-        if (target / "config.json").exists():  # another process built it while we waited
+        if _is_current(target, version):  # another process built it while we waited
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
+        old = target.parent / f"{tmp.name}-old"
         try:
             builder(tmp)
-            if target.exists():  # a broken leftover without config.json
-                shutil.rmtree(target)
+            (tmp / MARKER).write_text(json.dumps({"version": version}))
+            if target.exists():
+                os.rename(target, old)
             os.rename(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
     return target
 
 
@@ -156,7 +175,11 @@ def build_default(out: Path) -> None:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
+        # The GGUF tokenizer comes without a BOS post-processor; Gemma's output is garbage without <bos>.
+        tokenizer.add_bos_token = True
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+        reloaded = AutoTokenizer.from_pretrained(out).encode("Hi")
+        assert reloaded[0] == tokenizer.bos_token_id, f"saved tokenizer does not add <bos>: {reloaded}"
     finally:
         shutil.rmtree(gguf.parent, ignore_errors=True)

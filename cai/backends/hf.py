@@ -1,19 +1,20 @@
 """The transformers backend: batched `generate` with left padding and stop strings, and option scoring.
 
 Option scoring runs each prompt+option once with `logits_to_keep`, so the output layer (262k columns
-for Gemma) only runs on the option positions; see `option_tokens` for the tokenization rule.
+for Gemma) only runs on the option positions; the tokenization rule is in tokens.py.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
 
+from cai.backends import tokens
 from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
+from cai.backends.tokens import OptionTokens
 
 # Scoring budget: rows x kept positions of full-vocabulary float32 log-probs held at once.
 SCORE_LOGIT_ROWS = 512
@@ -33,14 +34,6 @@ def pick_dtype(device: str) -> torch.dtype | str:
     if env:
         return getattr(torch, env)
     return torch.bfloat16 if device == "cuda" else "auto"
-
-
-@dataclass(frozen=True)
-class OptionTokens:
-    """A prompt+option as token ids, and how many of the trailing ids are the option's."""
-
-    ids: list[int]
-    n_option: int
 
 
 class _StopOnStrings(StoppingCriteria):
@@ -85,12 +78,7 @@ class HFBackend:
         ).to(self.device)
         self.model.eval()
         self.batch_size = batch_size or (64 if self.device == "cuda" else 16)
-        probe = self.tokenizer("x").input_ids
-        self._bos = (
-            [probe[0]]
-            if self.tokenizer.bos_token_id is not None and probe[0] == self.tokenizer.bos_token_id
-            else []
-        )
+        self._bos = tokens.bos_prefix(self.tokenizer)
         eos = self.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
@@ -165,24 +153,11 @@ class HFBackend:
 
     def encode(self, text: str) -> list[int]:
         """Token ids as the model sees a prompt: BOS (if the tokenizer adds one) + the text's tokens."""
-        return self._bos + self.tokenizer(text, add_special_tokens=False).input_ids
+        return tokens.encode(self.tokenizer, text, self._bos)
 
     def option_tokens(self, prompt: str, option: str, prompt_ids: list[int] | None = None) -> OptionTokens:
-        """The tokenization rule for scoring `option` after `prompt`.
-
-        Tokenize prompt+option together; when the prompt's own tokens are a prefix of that, the option's
-        tokens are the rest (the natural tokenization of the whole text). When they are not (a merge
-        across the boundary, e.g. prompt "(" + option "A)"), keep the prompt's own tokens, which are
-        what generation would continue from, and append the option tokenized alone.
-        """
-        p = prompt_ids if prompt_ids is not None else self.encode(prompt)
-        if not option:
-            return OptionTokens(p, 0)
-        whole = self.encode(prompt + option)
-        if len(whole) > len(p) and whole[: len(p)] == p:
-            return OptionTokens(whole, len(whole) - len(p))
-        alone = self.tokenizer(option, add_special_tokens=False).input_ids
-        return OptionTokens(p + alone, len(alone))
+        """See `cai.backends.tokens.option_tokens` for the rule."""
+        return tokens.option_tokens(self.tokenizer, self._bos, prompt, option, prompt_ids)
 
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
         if len(prompts) != len(options):
