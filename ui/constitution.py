@@ -184,9 +184,12 @@ def save_principle(
         newest = C.resolve_version(db, name)
         exists = any(p["name"] == original for p in newest["principles"]) if original else False
         note = (note or "").strip() or None
-        if exists:
-            v = C.edit_principle(db, name, original, _note(note, user, f"edit {pname!r}"), name=pname, enabled=enabled,
-                                 **fields)
+        if exists and pname == original:
+            v = C.edit_principle(db, name, original, _note(note, user, f"edit {pname!r}"), enabled=enabled, **fields)
+        elif exists:  # a rename: edit_principle's own `name` parameter is the constitution's
+            ps, es = C.content(newest)
+            ps = [{**p, "name": pname, "enabled": enabled, **fields} if p["name"] == original else p for p in ps]
+            v = C.new_version(db, name, ps, es, _note(note, user, f"rename {original!r} to {pname!r}"))
         else:
             v = C.add_principle(db, name, {"kind": kind, "name": pname, "enabled": enabled, **fields},
                                 _note(note, user, f"add {kind} principle {pname!r}"))
