@@ -92,7 +92,7 @@ def create_campaign(
     """A new active campaign; models are registry names (builtins and local folders register on use)."""
     if not name or not name.strip():
         raise ArenaError("a campaign needs a name")
-    if db["campaigns"].count_where("name = ?", [name]):
+    if db.table("campaigns").count_where("name = ?", [name]):
         raise ArenaError(f"a campaign named {name!r} already exists")
     if dimension not in DIMENSIONS:
         raise ArenaError(f"dimension {dimension!r} is not one of {', '.join(DIMENSIONS)}")
@@ -102,7 +102,7 @@ def create_campaign(
         raise ArenaError("a campaign needs at least two different models, each named once")
     if vote_cap < 0 or max_turns < 1 or max_new_tokens < 1 or temperature < 0:
         raise ArenaError("need vote_cap >= 0, max_turns >= 1, max_new_tokens >= 1 and temperature >= 0")
-    if prompt_set and not db["prompt_sets"].count_where("name = ?", [prompt_set]):
+    if prompt_set and not db.table("prompt_sets").count_where("name = ?", [prompt_set]):
         raise ArenaError(f"no prompt set named {prompt_set!r}")
     ids = [_model_id(db, m) for m in model_names]
     row = {
@@ -120,7 +120,7 @@ def create_campaign(
         "created_by": created_by,
         "created_at": store.now(),
     }
-    db["campaigns"].insert(row)
+    db.table("campaigns").insert(row)
     return get_campaign(db, name)
 
 
@@ -136,7 +136,7 @@ def _model_id(db: Database, name: str) -> int:
 def get_campaign(db: Database, ref: str | int) -> dict[str, Any]:
     """A campaign by name or id, with `model_ids` decoded and `models` (names) added: admin view only."""
     where, arg = ("id = ?", ref) if isinstance(ref, int) else ("name = ?", ref)
-    rows = list(db["campaigns"].rows_where(where, [arg], limit=1))
+    rows = list(db.table("campaigns").rows_where(where, [arg], limit=1))
     if not rows:
         raise ArenaError(f"no campaign {ref!r}")
     row = dict(rows[0])
@@ -147,7 +147,7 @@ def get_campaign(db: Database, ref: str | int) -> dict[str, Any]:
 
 def list_campaigns(db: Database, *, active_only: bool = False) -> list[dict[str, Any]]:
     where = "status = 'active'" if active_only else None
-    return [get_campaign(db, int(r["id"])) for r in db["campaigns"].rows_where(where, order_by="id")]
+    return [get_campaign(db, int(r["id"])) for r in db.table("campaigns").rows_where(where, order_by="id")]
 
 
 def rater_campaigns(db: Database) -> list[dict[str, Any]]:
@@ -159,7 +159,7 @@ def rater_campaigns(db: Database) -> list[dict[str, Any]]:
 def set_campaign_status(db: Database, name: str, status: str) -> None:
     if status not in ("active", "closed"):
         raise ArenaError(f"status must be 'active' or 'closed', got {status!r}")
-    db["campaigns"].update(get_campaign(db, name)["id"], {"status": status})
+    db.table("campaigns").update(get_campaign(db, name)["id"], {"status": status})
 
 
 def campaign_progress(db: Database, name: str) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def campaign_progress(db: Database, name: str) -> dict[str, Any]:
         "dimension": camp["dimension"],
         "status": camp["status"],
         "models": camp["models"],
-        "battles": db["battles"].count_where("campaign_id = ?", [camp["id"]]),
+        "battles": db.table("battles").count_where("campaign_id = ?", [camp["id"]]),
         "votes": len(df),
         "raters": int(df["user"].nunique()) if len(df) else 0,
         "leaky_votes": int(df["leak"].sum()) if len(df) else 0,
@@ -199,7 +199,7 @@ def create_invites(
         raise ArenaError(f"invite count must be 1..1000, got {n}")
     campaign_id = get_campaign(db, campaign)["id"] if campaign else None
     codes = [secrets.token_urlsafe(9) for _ in range(n)]
-    db["invites"].insert_all(
+    db.table("invites").insert_all(
         {"code_hash": _hash_code(c), "campaign_id": campaign_id, "role": "rater", "note": note,
          "created_by": created_by, "created_at": store.now()}
         for c in codes
@@ -210,14 +210,14 @@ def create_invites(
 def redeem_invite(db: Database, code: str, name: str, password: str) -> dict[str, Any]:
     """Create a rater account from an unused code; the code is spent in the same transaction."""
     with _immediate(db):
-        rows = list(db["invites"].rows_where("code_hash = ?", [_hash_code(code or "")], limit=1))
+        rows = list(db.table("invites").rows_where("code_hash = ?", [_hash_code(code or "")], limit=1))
         if not rows or rows[0]["used_by"] is not None:
             raise ArenaError("that invite code is not valid or has already been used")
         try:
             user_id = users.add_user(db, name, rows[0]["role"] or "rater", password)
         except users.UserError as exc:
             raise ArenaError(str(exc)) from None
-        db["invites"].update(rows[0]["id"], {"used_by": user_id, "used_at": store.now()})
+        db.table("invites").update(rows[0]["id"], {"used_by": user_id, "used_at": store.now()})
     return {"id": user_id, "name": name, "role": rows[0]["role"] or "rater"}
 
 
@@ -299,7 +299,7 @@ def start_battle(db: Database, campaign: str, user_id: int, *, seed: int | None 
         "dimension": camp["dimension"], "status": "open", "created_at": store.now(), "prompt_id": prompt_id,
         "seed": seed,
     }
-    battle_id = int(db["battles"].insert(battle).last_pk)
+    battle_id = int(db.table("battles").insert(battle).last_pk or 0)
     return battle_view(db, battle_id, user_id)
 
 
@@ -315,14 +315,14 @@ def _pick_prompt(db: Database, camp: dict[str, Any], rng: random.Random) -> int:
 
 
 def _battle(db: Database, battle_id: int, user_id: int) -> dict[str, Any]:
-    rows = list(db["battles"].rows_where("id = ?", [battle_id], limit=1))
+    rows = list(db.table("battles").rows_where("id = ?", [battle_id], limit=1))
     if not rows or rows[0]["user_id"] != user_id:
         raise ArenaError("no such battle for this rater")
     return rows[0]
 
 
 def _turns(db: Database, battle_id: int) -> list[dict[str, Any]]:
-    return list(db["battle_turns"].rows_where("battle_id = ?", [battle_id], order_by="turn"))
+    return list(db.table("battle_turns").rows_where("battle_id = ?", [battle_id], order_by="turn"))
 
 
 def battle_view(db: Database, battle_id: int, user_id: int) -> dict[str, Any]:
@@ -330,7 +330,7 @@ def battle_view(db: Database, battle_id: int, user_id: int) -> dict[str, Any]:
     b = _battle(db, battle_id, user_id)
     camp = get_campaign(db, int(b["campaign_id"]))
     turns = _turns(db, battle_id)
-    voted = {r["turn"]: r["winner"] for r in db["votes"].rows_where("battle_id = ?", [battle_id])}
+    voted = {r["turn"]: r["winner"] for r in db.table("votes").rows_where("battle_id = ?", [battle_id])}
     chat_a: list[dict[str, str]] = []
     chat_b: list[dict[str, str]] = []
     for t in turns:
@@ -341,7 +341,7 @@ def battle_view(db: Database, battle_id: int, user_id: int) -> dict[str, Any]:
         chat_b += [{"role": "user", "content": human}, {"role": "assistant", "content": t["response_b"]}]
     seeded = None
     if b["prompt_id"] and not turns:
-        seeded = parse_hh(db["prompts"].get(b["prompt_id"])["text"])[-2]["content"]
+        seeded = parse_hh(db.table("prompts").get(b["prompt_id"])["text"])[-2]["content"]
     shown = [t["turn"] for t in turns if t["shown_at"]]
     view = {
         "battle_id": battle_id,
@@ -381,14 +381,14 @@ def _begin_turn(db: Database, battle_id: int, user_id: int, message: str) -> Tur
     if b["status"] != "open":
         raise ArenaError("this battle has ended; start a new one")
     turns = _turns(db, battle_id)
-    voted = {r["turn"] for r in db["votes"].rows_where("battle_id = ?", [battle_id])}
+    voted = {r["turn"] for r in db.table("votes").rows_where("battle_id = ?", [battle_id])}
     if turns and turns[-1]["turn"] not in voted:
         raise ArenaError("vote on the last answers before sending another message")
     if len(turns) >= camp["max_turns"]:
         raise ArenaError(f"this battle has reached its {camp['max_turns']} turns; end it to see the models")
     message = (message or "").strip()
     if b["prompt_id"] and not turns:
-        prompt = as_prompt(db["prompts"].get(b["prompt_id"])["text"])
+        prompt = as_prompt(db.table("prompts").get(b["prompt_id"])["text"])
     elif not message:
         raise ArenaError("type a message first")
     elif not turns:
@@ -399,7 +399,7 @@ def _begin_turn(db: Database, battle_id: int, user_id: int, message: str) -> Tur
         prompt = f"{last['prompt']} {chosen.strip()}{HUMAN} {message}{ASSISTANT}"
     turn = len(turns) + 1
     try:
-        db["battle_turns"].insert(
+        db.table("battle_turns").insert(
             {"battle_id": battle_id, "turn": turn, "prompt": prompt, "created_at": store.now()}
         )
     except sqlite3.IntegrityError:
@@ -416,12 +416,12 @@ def finish_turn(
     error: str | None = None,
 ) -> dict[str, Any]:
     """Store both answers; mark them shown (votable) unless a side failed; flag identity leaks."""
-    row_id = next(db["battle_turns"].pks_and_rows_where("battle_id = ? and turn = ?", [job.battle_id, job.turn]))[0]
+    row_id = next(db.table("battle_turns").pks_and_rows_where("battle_id = ? and turn = ?", [job.battle_id, job.turn]))[0]
     update = {"response_a": text_a, "response_b": text_b, "seconds_a": seconds[0], "seconds_b": seconds[1]}
     if error:
         update["error"] = error
-        db["battle_turns"].update(row_id, update)
-        db["battles"].update(job.battle_id, {"status": "ended", "ended_at": store.now()})
+        db.table("battle_turns").update(row_id, update)
+        db.table("battles").update(job.battle_id, {"status": "ended", "ended_at": store.now()})
         return {"leaks": {}, "shown": False}
     terms = leak_terms_for(db, job.model_ids)
     leaks = {}
@@ -429,13 +429,13 @@ def finish_turn(
         found = find_leaks(text, terms)
         if found:
             leaks[side] = found
-            db["leak_flags"].insert(
+            db.table("leak_flags").insert(
                 {"battle_id": job.battle_id, "turn": job.turn, "side": side, "model_id": mid,
                  "terms": store.dumps(found), "created_at": store.now()},
                 replace=True,
             )
     update["shown_at"] = store.now()
-    db["battle_turns"].update(row_id, update)
+    db.table("battle_turns").update(row_id, update)
     return {"leaks": leaks, "shown": True}
 
 
@@ -451,25 +451,25 @@ def cast_vote(
         camp = get_campaign(db, int(b["campaign_id"]))
         if b["status"] != "open":
             raise ArenaError("this battle has ended")
-        rows = list(db["battle_turns"].rows_where("battle_id = ? and turn = ?", [battle_id, turn], limit=1))
+        rows = list(db.table("battle_turns").rows_where("battle_id = ? and turn = ?", [battle_id, turn], limit=1))
         if not rows or not rows[0]["shown_at"]:
             raise ArenaError(f"turn {turn} has not been shown to you, so it cannot be voted on")
-        if db["votes"].count_where("battle_id = ? and turn = ?", [battle_id, turn]):
+        if db.table("votes").count_where("battle_id = ? and turn = ?", [battle_id, turn]):
             raise ArenaError(f"you have already voted on turn {turn}")
         used = _user_votes(db, camp["id"], user_id)
         if camp["vote_cap"] and used >= camp["vote_cap"]:
             raise ArenaError(f"you have cast all {camp['vote_cap']} votes this campaign allows")
-        db["votes"].insert(
+        db.table("votes").insert(
             {"battle_id": battle_id, "turn": turn, "user_id": user_id, "winner": winner,
              "comment": (comment or "").strip()[:2000], "created_at": store.now()}
         )
         side = {"model_a": "a", "model_b": "b"}.get(winner) or random.Random(int(b["seed"] or 0) + turn).choice("ab")
-        db["battle_turns"].update(rows[0]["id"], {"continued_with": side})
+        db.table("battle_turns").update(rows[0]["id"], {"continued_with": side})
         used += 1
         capped = bool(camp["vote_cap"]) and used >= camp["vote_cap"]
         last = turn >= camp["max_turns"]
         if capped or last:
-            db["battles"].update(battle_id, {"status": "ended", "ended_at": store.now()})
+            db.table("battles").update(battle_id, {"status": "ended", "ended_at": store.now()})
     left = max(camp["vote_cap"] - used, 0) if camp["vote_cap"] else None
     return {"turn": turn, "winner": winner, "continued_with": side, "ended": capped or last, "votes_left": left}
 
@@ -478,7 +478,7 @@ def end_battle(db: Database, battle_id: int, user_id: int) -> dict[str, str]:
     """End the battle (if still open) and reveal which model was A and which was B."""
     b = _battle(db, battle_id, user_id)
     if b["status"] == "open":
-        db["battles"].update(battle_id, {"status": "ended", "ended_at": store.now()})
+        db.table("battles").update(battle_id, {"status": "ended", "ended_at": store.now()})
     return _reveal(db, b)
 
 
