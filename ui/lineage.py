@@ -87,7 +87,7 @@ def model_node(db: Database, model_id: int, seen: set[str] | None = None) -> dic
     seen.add(key)
     if m["run_id"]:
         node["children"].append({**run_node(db, m["run_id"], seen), "via": "made by"})
-    if m["parent_id"] and f"model:{m['parent_id']}" not in seen:
+    if m["parent_id"]:  # an ancestor already shown elsewhere in the tree appears again as a leaf
         node["children"].append({**model_node(db, m["parent_id"], seen), "via": "parent"})
     cv = _version_node(db, m["constitution_version_id"])
     if cv and not m["run_id"]:
