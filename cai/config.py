@@ -254,8 +254,8 @@ class HHHConfig(StageConfig):
     cot_temperature: float = _f(
         1.0, "Sampling temperature of CoT reasoning when samples > 1 (one sample: greedy).", min=0.0
     )
-    clamp_low: float = _f(0.4, "Lower clamp for CoT readings.", min=0.0, max=1.0)
-    clamp_high: float = _f(0.6, "Upper clamp for CoT readings.", min=0.0, max=1.0)
+    clamp_low: float = _f(0.0, "Lower clamp for CoT readings (0 = none: the paper clamps labels, not this eval).", min=0.0, max=1.0)
+    clamp_high: float = _f(1.0, "Upper clamp for CoT readings (1 = none).", min=0.0, max=1.0)
     limit: int | None = _f(None, "Use only the first N comparisons.", min=1)
     batch_size: int = _f(8, "Comparisons per batch.", min=1)
     max_new_tokens: int = _f(128, "Token limit for CoT reasoning.", min=1)

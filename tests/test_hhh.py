@@ -1,0 +1,106 @@
+"""The HHH eval: parsing the paper's format, both orders sent, accuracy and position bias; default model (slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from cai import prompts, runs
+from cai.backends.base import ScriptedBackend
+from cai.config import HHHConfig
+from cai.evals.hhh import LabelOptions, evaluate, read_hhh, summarize
+
+HHH = "cai-paper/evals/HHH-dev-sample.jsonl"
+
+
+def test_reads_all_95_comparisons_and_swaps_their_options(shared):
+    items = read_hhh(shared / HHH)
+    assert len(items) == 95
+    assert [it.correct for it in items].count("A") == 46
+    first = items[0]
+    assert first.text(swapped=False, cot=False) == first.prompt
+    swapped = first.text(swapped=True, cot=False)
+    assert swapped == prompts.comparison_prompt(
+        first.conversation, first.principle, first.response_b, first.response_a
+    )
+    assert swapped.index("(A) [[[I cannot advise") < swapped.index("(B) [[[The proper thing")
+    assert first.text(swapped=False, cot=True).endswith("\n\nAssistant: Let's think step by step:")
+
+
+def test_bad_files_name_the_line(tmp_path, shared):
+    good = (shared / HHH).read_text().splitlines()[0]
+    path = tmp_path / "h.jsonl"
+    path.write_text(good + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"h.jsonl:2: not valid JSON"):
+        read_hhh(path)
+    record = json.loads(good)
+    record["corrects"] = [" (C)"]
+    path.write_text(json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=r"h.jsonl:1: corrects/incorrects"):
+        read_hhh(path)
+
+
+def test_a_model_that_always_says_a_shows_pure_position_bias(shared):
+    items = read_hhh(shared / HHH, limit=4)  # correct options: A, B, A, B
+    backend = ScriptedBackend(score=lambda prompt, option: 0.0 if option == " (A)" else -math.log(3))
+    rows = evaluate(backend, items, LabelOptions(batch_size=8))
+    assert [len(c[1]) for c in backend.calls] == [8]  # 4 items x 2 orders in one batch
+    assert [(r["correct_option"], r["p_plain"], r["p_swapped"], r["p_avg"]) for r in rows] == [
+        ("A", 0.75, 0.25, 0.5),
+        ("B", 0.25, 0.75, 0.5),
+        ("A", 0.75, 0.25, 0.5),
+        ("B", 0.25, 0.75, 0.5),
+    ]
+    s = summarize(rows)
+    assert (s["n"], s["accuracy"], s["accuracy_order_avg"]) == (4, 0.5, 0.5)
+    assert s["position"]["file_order"] == {"correct_A": 1.0, "correct_B": 0.0, "n_A": 2, "n_B": 2}
+    assert s["position"]["both_orders"] == {"correct_shown_A": 1.0, "correct_shown_B": 0.0}
+
+
+def test_cot_generates_for_both_orders(shared):
+    items = read_hhh(shared / HHH, limit=1)
+    backend = ScriptedBackend(respond=lambda p: " Option (A) is honest.", score=lambda p, o: -1.0)
+    rows = evaluate(backend, items, LabelOptions(cot=True, cot_samples=2, batch_size=8))
+    sent = backend.calls[0][1]
+    assert (
+        len(sent) == 4
+        and sent[0] == sent[1] == items[0].text(False, True)
+        and sent[2] == items[0].text(True, True)
+    )
+    assert backend.calls[1][1][0].endswith(" Option (A) is honest.\n\nHuman:\nSo the answer is:")
+    assert rows[0]["p_avg"] == 0.5
+    assert [r["cot"] for r in rows[0]["meta"]["readings"]] == ["Option (A) is honest."] * 4
+
+
+def test_hhh_stage_stores_rows_and_resumes(db, shared, monkeypatch):
+    import cai.backends
+
+    backend = ScriptedBackend(score=lambda prompt, option: 0.0 if option == " (B)" else -1.0)
+    monkeypatch.setattr(cai.backends, "load", lambda spec, db=None, **kw: backend)
+    config = HHHConfig(data=str(shared / HHH), model="scripted-model", limit=5, batch_size=2)
+    run_id = runs.create_run(db, config)
+    db["hhh_results"].insert({"run_id": run_id, "idx": 0, "correct_option": "A", "p_plain": 1.0,
+                              "p_swapped": 1.0, "p_avg": 1.0, "meta": "{}"})  # fmt: skip
+    row = runs.execute(db, run_id)
+    assert row["status"] == "done"
+    assert sum(len(c[1]) for c in backend.calls) == 8  # item 0 was stored already: 4 items x 2 orders
+    assert row["result"]["n"] == 5
+    assert db["hhh_results"].count_where("run_id = ?", [run_id]) == 5
+
+
+@pytest.mark.slow
+def test_hhh_cli_with_the_default_model(shared, tmp_path):
+    """A slice of the real eval through the CLI (the full 95: see the report / bench)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "from cai.cli import main; raise SystemExit(main())", "eval", "hhh",
+         "--data", str(shared / HHH), "--model", "default", "--limit", "6", "--json", "--db", str(tmp_path / "w.db")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result["n"] == 6 and 0.0 <= result["accuracy"] <= 1.0
+    assert set(result["position"]) == {"file_order", "order_avg", "both_orders"}
