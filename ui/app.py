@@ -1,16 +1,19 @@
 """The workbench web app: one Gradio Blocks with a tab per module of `ui/`, behind a login.
 
 Contract for tab modules (the arena engineer's `ui/arena.py` follows it too):
-- each module exposes `build(ctx: AppContext) -> None`, called inside an open `gr.Tab`; it creates its
-  components and wires its events there. Handlers are plain module functions taking the context,
-  their inputs and `request: gr.Request`, and return values (testable without a browser);
+- each module exposes `build(ctx: AppContext) -> None`, called inside an open `gr.Tab` (or column); it
+  creates its components and wires its events there. Handlers are plain module functions taking the
+  context, their inputs and `request: gr.Request`, and return values (testable without a browser);
 - shared resources come only through `ctx` (`ctx.db()` gives a per-thread connection, `ctx.model`
   the default model spec); per-user state lives in `gr.State`, never in module globals;
+  `ui.common.on_page_load(fn, inputs, outputs)` refreshes a tab on each page load;
 - roles are enforced inside handlers with `ui.common.require(ctx, request, ROLES)`:
   EDIT_ROLES (admin) to change things, BROWSE_ROLES (admin, viewer) to read, ARENA_ROLES (admin, rater)
-  for the arena. Raters see only the Arena tab: `build_app` hides the others on page load, and every
-  handler of those tabs refuses them anyway.
-The arena is the tab "Arena" (id "arena"), built by `ui.arena.build(ctx)`.
+  for the arena.
+Layout by role (decided on page load; both views start hidden): admins and viewers get the workbench
+tabs (the arena as its last tab, "Arena"); raters get only the arena view, a second `ui.arena.build(ctx)`
+(Gradio 6 cannot hide a tab after render, so the rater view is its own column). The standalone rater page
+(`ui.arena.page_for`, own sign-in and invite codes) is mounted at /arena by `server`.
 """
 
 from __future__ import annotations
@@ -23,16 +26,16 @@ from typing import Any
 import gradio as gr
 
 from cai import store, users
-from ui.common import CSS, AppContext, bind, esc, username
+from ui.common import BROWSE_ROLES, CSS, AppContext, bind, esc, username
 
-# (tab label, tab id, module, roles that see it)
+# (tab label, tab id, module, roles that see it); raters see the arena view instead (see view_for)
 TABS = [
     ("Constitution", "constitution", "ui.constitution", ("admin", "viewer")),
     ("Chains", "chains", "ui.chains", ("admin", "viewer")),
     ("Labels", "labels", "ui.labels", ("admin", "viewer")),
     ("Dashboard", "dashboard", "ui.dashboard", ("admin", "viewer")),
     ("Models", "models", "ui.models", ("admin", "viewer")),
-    ("Arena", "arena", "ui.arena", ("admin", "rater")),
+    ("Arena", "arena", "ui.arena", ("admin", "viewer")),
 ]
 
 
@@ -53,17 +56,24 @@ def built_tabs() -> list[tuple[str, str, str, tuple[str, ...]]]:
     return [t for t in TABS if _present(t[2])]
 
 
-def visible_tabs(role: str | None) -> list[str]:
-    """Ids of the tabs a role sees (raters: only the arena; no role: none)."""
-    return [tab_id for _, tab_id, _, roles in built_tabs() if role in roles]
+def view_for(role: str | None) -> str:
+    """Which view a role gets: "workbench" (admin, viewer), "arena" (rater) or "none" (no known role)."""
+    if role in BROWSE_ROLES:
+        return "workbench"
+    return "arena" if role == "rater" else "none"
 
 
 def on_load(ctx: AppContext, request: gr.Request) -> list:
-    """Header text and which tabs this user's role may see."""
+    """Header text, and which view this user's role may see."""
     name = username(request)
     role = users.role_of(ctx.db(), name)
-    shown = visible_tabs(role)
-    return [header_html(name, role)] + [gr.Tab(visible=t[1] in shown) for t in built_tabs()]
+    view = view_for(role)
+    return [
+        header_html(name, role),
+        gr.Column(visible=view == "workbench"),
+        gr.Column(visible=view == "arena"),
+        gr.Markdown(visible=view == "none"),
+    ]
 
 
 def build_app(db_path: str | Path, model: str = "default") -> gr.Blocks:
@@ -72,13 +82,15 @@ def build_app(db_path: str | Path, model: str = "default") -> gr.Blocks:
     ctx.db()  # create and migrate before the first request
     with gr.Blocks(title="Constitutional AI Workbench") as demo:
         header = gr.HTML(header_html(None, None))
-        tabs = []
-        with gr.Tabs():
+        with gr.Column(visible=False) as workbench, gr.Tabs():
             for label, tab_id, module, _roles in built_tabs():
-                with gr.Tab(label, id=tab_id) as tab:
+                with gr.Tab(label, id=tab_id):
                     importlib.import_module(module).build(ctx)
-                tabs.append(tab)
-        demo.load(bind(on_load, ctx), None, [header, *tabs])
+        with gr.Column(visible=False) as rater_view:
+            if _present("ui.arena"):
+                importlib.import_module("ui.arena").build(ctx)
+        nobody = gr.Markdown("This account has no role that can use the workbench.", visible=False)
+        demo.load(bind(on_load, ctx), None, [header, workbench, rater_view, nobody])
     return demo
 
 

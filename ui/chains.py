@@ -242,7 +242,7 @@ def build(ctx: AppContext) -> None:
         column_widths=["5%", "5%", "9%", "10%", "7%", "6%", "8%", "25%", "25%"], elem_id="chains-table",
     )
     with gr.Row():
-        chain_id = gr.Number(None, label="Chain id", precision=0, scale=0, min_width=140)
+        chain_id = gr.Number(None, label="Chain id", precision=0, scale=0, min_width=140, elem_id="chain-id-box")
         open_btn = gr.Button("Open chain", scale=0)
     view = gr.HTML("<p>Pick a chain in the table (or type its id) to read it here.</p>", elem_id="chain-view")
 

@@ -35,7 +35,7 @@ SAMPLE_TRANSCRIPT = (
 )
 SAMPLE_A = "Talk to your neighbour first; if that fails, contact local animal control or mediation services."
 SAMPLE_B = "Mix something into a treat and throw it over the fence."
-VERSION_COLUMNS = ["version", "note", "created", "critique", "comparison", "disabled", "exemplars"]
+VERSION_COLUMNS = ["version", "note", "created", "principles"]
 PRINCIPLE_COLUMNS = ["kind", "name", "enabled", "request / instruction"]
 
 
@@ -47,11 +47,9 @@ def versions_frame(db: Database, name: str) -> pd.DataFrame:
         {
             "version": v["version"],
             "note": v["note"] or "",
-            "created": (v["created_at"] or "")[:19].replace("T", " "),
-            "critique": v["critique"],
-            "comparison": v["comparison"],
-            "disabled": v["disabled"],
-            "exemplars": v["exemplars"],
+            "created": (v["created_at"] or "")[:16].replace("T", " "),
+            "principles": f"{v['critique']} critique · {v['comparison']} comparison"
+            + (f" · {v['disabled']} off" if v["disabled"] else ""),
         }
         for v in reversed(C.list_versions(db, name))
     ]
@@ -274,27 +272,27 @@ def build(ctx: AppContext) -> None:
         name = gr.Dropdown([], label="Constitution", scale=1)
         version = gr.Dropdown([], label="Version", scale=2)
         refresh = gr.Button("↻ Refresh", scale=0)
-    info = gr.Markdown()
+    info = gr.Markdown(elem_id="constitution-info")
     with gr.Row():
         with gr.Column(scale=2):
-            principles = gr.Dataframe(pd.DataFrame(columns=PRINCIPLE_COLUMNS), interactive=False, wrap=True,
+            principles = gr.Dataframe(pd.DataFrame(columns=PRINCIPLE_COLUMNS), interactive=False, wrap=True, elem_id="principles-table",
                                       max_height=420, label="Principles (click one to edit or preview it)",
                                       column_widths=["10%", "20%", "8%", "62%"])
         with gr.Column(scale=1):
-            versions = gr.Dataframe(pd.DataFrame(columns=VERSION_COLUMNS), interactive=False, wrap=True,
-                                    max_height=420, label="Versions")
+            versions = gr.Dataframe(pd.DataFrame(columns=VERSION_COLUMNS), interactive=False, wrap=True, elem_id="versions-table",
+                                    max_height=420, label="Versions", column_widths=["14%", "36%", "22%", "28%"])
     with gr.Accordion("Edit principle (admin) — every save writes a new version", open=True):
         original = gr.State("")
         with gr.Row():
             kind = gr.Radio(["critique", "comparison"], value="critique", label="Kind", scale=1)
-            pname = gr.Textbox(label="Name", scale=2)
+            pname = gr.Textbox(label="Name", scale=2, elem_id="principle-name")
             enabled = gr.Checkbox(value=True, label="Enabled", scale=0)
-        critique = gr.Textbox(label="Critique request", lines=2)
+        critique = gr.Textbox(label="Critique request", lines=2, elem_id="principle-critique")
         revision = gr.Textbox(label="Revision request", lines=2)
         text = gr.Textbox(label="Comparison instruction (kind = comparison)", lines=2)
-        note = gr.Textbox(label="Version note", placeholder="why this change (optional)")
+        note = gr.Textbox(label="Version note", placeholder="why this change (optional)", elem_id="version-note")
         with gr.Row():
-            save = gr.Button("Save as new version", variant="primary")
+            save = gr.Button("Save as new version", variant="primary", elem_id="save-principle")
             new = gr.Button("New principle")
             disable = gr.Button("Disable")
             enable = gr.Button("Enable")
@@ -350,14 +348,16 @@ def build(ctx: AppContext) -> None:
     ).then(lambda p: p, picked, pv_principle)
     new.click(lambda: ["", "critique", "", "", "", "", True], None, editor)
 
-    after_save = [status, version]
+    saved = gr.State(None)  # the new version number; the dropdown only learns it in the reload below
+    after_save = [status, saved]
     save.click(bind(save_principle, ctx), [name, *editor, note], after_save).then(
-        do_load, [name, version], view_outputs
+        do_load, [name, saved], view_outputs
     )
     for btn, action in ((disable, "disable"), (enable, "enable"), (delete, "delete")):
-        btn.click(_action(ctx, action), [name, original, note], after_save).then(do_load, [name, version], view_outputs)
+        btn.click(_action(ctx, action), [name, original, note], after_save).then(do_load, [name, saved], view_outputs)
     cmp_btn.click(bind(compare, ctx), [name, v1, v2], diff_view)
     pv_btn.click(bind(preview, ctx), [name, version, pv_principle, pv_transcript, pv_a, pv_b, pv_shots, pv_cot], pv_out)
-    imp_btn.click(bind(import_upload, ctx), [upload, into], [imp_status, name]).then(
-        lambda: None, None, version).then(do_load, [name, version], view_outputs)
+    imported = gr.State("")  # the constitution imported into (maybe a new one the dropdown has not seen)
+    imp_btn.click(bind(import_upload, ctx), [upload, into], [imp_status, imported]).then(
+        lambda n, cur: n or cur, [imported, name], imported).then(do_load, [imported, saved], view_outputs)
     exp_btn.click(bind(export_file, ctx), [name, version, fmt, pkind], exp_file)

@@ -235,17 +235,18 @@ def lineage(ctx: AppContext, model_id: int | None, request: gr.Request) -> str:
 # ----------------------------------------------------------------------------- layout
 
 
-def _input(f: dict[str, Any]) -> gr.components.Component:
+def _input(kind: str, f: dict[str, Any]) -> gr.components.Component:
     name, default, info = f["name"], f["default"], describe(f)
+    elem_id = f"{kind}-{name}"
     if f["type"] is bool:
-        return gr.Checkbox(value=bool(default), label=name, info=info)
+        return gr.Checkbox(value=bool(default), label=name, info=info, elem_id=elem_id)
     if f.get("choices"):
-        return gr.Dropdown(list(f["choices"]), value=default, label=name, info=info)
+        return gr.Dropdown(list(f["choices"]), value=default, label=name, info=info, elem_id=elem_id)
     value = "" if default is None else str(default)
     if name in REFS:
         return gr.Dropdown([(value, value)] if value else [], value=value, label=name, info=info,
-                           allow_custom_value=True)
-    return gr.Textbox(value=value, label=name, info=info, max_lines=1)
+                           allow_custom_value=True, elem_id=elem_id)
+    return gr.Textbox(value=value, label=name, info=info, max_lines=1, elem_id=elem_id)
 
 
 def _launcher(ctx: AppContext, kind: str, n_inputs: int):  # type: ignore[no-untyped-def]
@@ -262,7 +263,8 @@ def _launcher(ctx: AppContext, kind: str, n_inputs: int):  # type: ignore[no-unt
 def build(ctx: AppContext) -> None:
     ref_inputs: list[Any] = []
     with gr.Accordion("Launch a run (admin)", open=True):
-        stage = gr.Dropdown([(v, k) for k, v in STAGE_LABELS.items() if k in STAGES], value="sl", label="Stage")
+        stage = gr.Dropdown([(v, k) for k, v in STAGE_LABELS.items() if k in STAGES], value="sl", label="Stage",
+                            elem_id="stage")
         groups = {}
         launched = gr.Number(visible=False)
         status = gr.Markdown(elem_id="launch-status")
@@ -273,7 +275,7 @@ def build(ctx: AppContext) -> None:
                 for i in range(0, len(fields), 3):
                     with gr.Row():
                         for f in fields[i : i + 3]:
-                            comp = _input(f)
+                            comp = _input(kind, f)
                             inputs.append(comp)
                             if f["name"] in REFS and not f.get("choices"):
                                 ref_inputs.append(comp)
@@ -294,7 +296,8 @@ def build(ctx: AppContext) -> None:
         action = gr.Markdown()
     summary = gr.HTML("<p>Select a run in the table.</p>", elem_id="run-summary")
     with gr.Row():
-        log = gr.Textbox(label="Log (last 40 lines)", lines=10, max_lines=10, autoscroll=True, scale=3)
+        log = gr.Textbox(label="Log (last 40 lines)", lines=10, max_lines=10, autoscroll=True, scale=3,
+                         elem_id="run-log")
         config = gr.Code(label="Config", language="json", scale=2)
     with gr.Accordion("Model lineage", open=False):
         with gr.Row():

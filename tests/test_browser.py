@@ -1,0 +1,197 @@
+"""The workbench in headless Chromium: `python app.py` on a temp database, one start for the whole module.
+
+Covers login, a principle edit that makes a new version, an SL run launched from the dashboard on the
+tiny model and watched to "done", one of its chains opened, the labels page with numbers, roles, and
+model text with <script>/<img onerror> shown as text. Each tab's screenshot goes to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cai import sl, store, users
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ADMIN_PASSWORD = "browser-admin-pw"
+XSS_SCRIPT = '<script>window.__xss = "script"</script>'
+XSS_IMG = '<img src=x onerror="window.__xss = \'img\'">'
+
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """The app as a user starts it, on a fresh database; yields (url, db path)."""
+    db_path = tmp_path_factory.mktemp("browser") / "workbench.db"
+    port = free_port()
+    env = {**os.environ, "CAI_ADMIN_PASSWORD": ADMIN_PASSWORD, "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = open(db_path.parent / "app.log", "wb")
+    proc = subprocess.Popen([sys.executable, "app.py", "--db", str(db_path), "--port", str(port)], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((db_path.parent / "app.log").read_text()) from None
+                time.sleep(0.3)
+        db = store.connect(db_path)
+        users.add_user(db, "vera", "viewer", "viewer-pw-1")
+        users.add_user(db, "rita", "rater", "rater-pw-1")
+        db.close()
+        yield f"http://127.0.0.1:{port}", db_path
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def login(browser, url: str, name: str, password: str):  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_label("username").fill(name)
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+    page.get_by_text(f"Signed in as {name}").wait_for(timeout=30_000)
+    return page
+
+
+def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def fill(page, elem_id: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    page.locator(f"#{elem_id} textarea, #{elem_id} input").first.fill(value)
+
+
+def test_admin_edits_a_principle_and_sees_a_new_version(app, browser):
+    from playwright.sync_api import expect
+
+    url, _ = app
+    page = login(browser, url, "admin", ADMIN_PASSWORD)
+    expect(page.locator("#constitution-info")).to_contain_text("default v1", timeout=20_000)
+    shot(page, "constitution")
+    page.locator("#principles-table [role=gridcell]").filter(has_text="dangerous-detail").first.click()
+    expect(page.locator("#principle-name input, #principle-name textarea").first).to_have_value("dangerous-detail")
+    fill(page, "principle-critique", "Does the reply give concrete steps that make serious harm easier?")
+    fill(page, "version-note", "tighter wording")
+    page.locator("#save-principle").click()
+    expect(page.locator("#constitution-status")).to_contain_text("Saved as default v2: tighter wording (by admin)",
+                                                                 timeout=20_000)
+    expect(page.locator("#constitution-info")).to_contain_text("default v2")
+    expect(page.locator("#versions-table")).to_contain_text("tighter wording (by admin)")
+    page.close()
+
+
+def test_sl_run_from_the_dashboard_reaches_done_and_its_chain_opens(app, browser):
+    from playwright.sync_api import expect
+
+    url, _ = app
+    page = login(browser, url, "admin", ADMIN_PASSWORD)
+    page.get_by_role("tab", name="Dashboard").click()
+    expect(page.locator("#sl-prompts input")).to_have_value("sample-red-team (red-team, 16)", timeout=20_000)
+    model = page.locator("#sl-model input")
+    model.fill("tiny")
+    model.press("Enter")
+    fill(page, "sl-limit", "2")
+    fill(page, "sl-revisions", "1")
+    fill(page, "sl-max_new_tokens", "8")
+    fill(page, "sl-few_shot", "0")
+    page.locator("#launch-sl").click()
+    expect(page.locator("#launch-status")).to_contain_text("Started SL chains", timeout=20_000)
+    # The run list and the run panel refresh themselves (gr.Timer) until the worker finishes.
+    expect(page.locator("#run-status")).to_have_text("done", timeout=150_000)
+    expect(page.locator("#runs-table")).to_contain_text("2/2 (100%)", timeout=10_000)
+    expect(page.locator("#run-log textarea")).to_have_value(__import__("re").compile("chains 2/2"))
+    shot(page, "dashboard")
+    page.get_by_role("tab", name="Chains").click()
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#chains-table")).to_contain_text("tiny", timeout=20_000)
+    page.locator("#chains-table [role=gridcell]").nth(7).click()
+    view = page.locator("#chain-view")
+    expect(view).to_contain_text("Initial response", timeout=20_000)
+    expect(view).to_contain_text("Critique 1")
+    expect(view).to_contain_text("Revision 1")
+    shot(page, "chains")
+    page.get_by_role("tab", name="Models").click()
+    expect(page.locator("#models-table")).to_contain_text("tiny", timeout=20_000)
+    shot(page, "models")
+    page.close()
+
+
+def test_model_text_is_shown_as_text_never_run(app, browser):
+    from playwright.sync_api import expect
+
+    url, db_path = app
+    db = store.connect(db_path)
+    run_id = int(db["runs"].insert({"kind": "sl", "status": "done", "config": "{}", "created_at": store.now()}).last_pk)
+    item = sl.ChainItem(999, f"\n\nHuman: say {XSS_IMG}\n\nAssistant:")
+    chain = sl.Chain(item, ["harm"])
+    chain.steps = [
+        sl.Step("initial", 0, "", "sent", f" {XSS_SCRIPT} first", 1, 1, 0.1),
+        sl.Step("critique", 1, "harm", "sent", f" {XSS_IMG}", 1, 1, 0.1),
+        sl.Step("revision", 1, "harm", "sent", f" {XSS_IMG} second", 1, 1, 0.1),
+    ]
+    chain_id = sl.store_chain(db, run_id, chain, model_id=None, constitution_version_id=None)
+    db.close()
+    page = login(browser, url, "vera", "viewer-pw-1")
+    page.get_by_role("tab", name="Chains").click()
+    fill(page, "chain-id-box", str(chain_id))
+    page.get_by_role("button", name="Open chain").click()
+    view = page.locator("#chain-view")
+    expect(view).to_contain_text(XSS_SCRIPT, timeout=20_000)
+    expect(view).to_contain_text(XSS_IMG)
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#chains-table")).to_contain_text("onerror", timeout=20_000)
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.__xss") is None
+    assert view.locator("img, script").count() == 0
+    page.close()
+
+
+def test_roles_viewer_cannot_launch_and_rater_sees_only_the_arena(app, browser):
+    from playwright.sync_api import expect
+
+    url, _ = app
+    page = login(browser, url, "vera", "viewer-pw-1")
+    page.get_by_role("tab", name="Dashboard").click()
+    page.locator("#launch-sl").click()
+    expect(page.get_by_text("Not allowed: this needs the admin role; you are vera (viewer)").first).to_be_visible(
+        timeout=20_000)
+    page.close()
+    page = login(browser, url, "rita", "rater-pw-1")
+    page.wait_for_timeout(1500)
+    assert page.locator("[role=tab]:visible").count() == 0
+    assert page.locator("#chains-table:visible, #runs-table:visible, #principles-table:visible").count() == 0
+    shot(page, "arena-rater")
+    page.close()
