@@ -60,7 +60,7 @@ class RunContext:
     _done_at_start: int | None = None
 
     def log(self, line: str, level: str = "info") -> None:
-        self.db["run_logs"].insert({"run_id": self.run_id, "ts": store.now(), "level": level, "line": line})
+        self.db.table("run_logs").insert({"run_id": self.run_id, "ts": store.now(), "level": level, "line": line})
 
     def check_cancel(self) -> None:
         row = self.db.execute("select cancel_requested from runs where id = ?", [self.run_id]).fetchone()
@@ -71,7 +71,7 @@ class RunContext:
         """Record where this execution starts (a resumed run starts with `done` items already stored)."""
         self._done_at_start = done
         self.started = time.monotonic()
-        self.db["runs"].update(self.run_id, {"done": done, "total": total, "eta_s": None})
+        self.db.table("runs").update(self.run_id, {"done": done, "total": total, "eta_s": None})
         self.check_cancel()
 
     def progress(self, done: int, total: int, tokens: int = 0) -> None:
@@ -83,7 +83,7 @@ class RunContext:
         done_now = done - self._done_at_start
         rate = done_now / elapsed if done_now > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else None
-        self.db["runs"].update(
+        self.db.table("runs").update(
             self.run_id,
             {"done": done, "total": total, "tokens_per_s": round(self.tokens / elapsed, 2), "eta_s": eta},
         )
@@ -112,7 +112,7 @@ def create_run(
         "cancel_requested": 0,
         "created_at": store.now(),
     }
-    return int(db["runs"].insert(row).last_pk)
+    return int(db.table("runs").insert(row).last_pk or 0)
 
 
 def resolve_links(db: Database, config: StageConfig) -> dict[str, int | None]:
@@ -157,7 +157,7 @@ def worker_log(db_path: str | os.PathLike[str], run_id: int) -> Path:
 
 def get_run(db: Database, run_id: int) -> dict[str, Any]:
     try:
-        run = dict(db["runs"].get(run_id))
+        run = dict(db.table("runs").get(run_id))
     except Exception:
         raise RunError(f"no run with id {run_id}") from None
     run["config"] = store.loads(run["config"], {})
@@ -169,12 +169,12 @@ def get_run(db: Database, run_id: int) -> dict[str, Any]:
 
 def list_runs(db: Database, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     where, args = ("kind = ?", [kind]) if kind else (None, [])
-    ids = [r["id"] for r in db["runs"].rows_where(where, args, order_by="id desc", limit=limit, select="id")]
+    ids = [r["id"] for r in db.table("runs").rows_where(where, args, order_by="id desc", limit=limit, select="id")]
     return [get_run(db, i) for i in ids]
 
 
 def logs(db: Database, run_id: int, tail: int = 50) -> list[dict[str, Any]]:
-    rows = db["run_logs"].rows_where("run_id = ?", [run_id], order_by="id desc", limit=tail)
+    rows = db.table("run_logs").rows_where("run_id = ?", [run_id], order_by="id desc", limit=tail)
     return list(reversed(list(rows)))
 
 
@@ -182,9 +182,9 @@ def request_cancel(db: Database, run_id: int) -> None:
     run = get_run(db, run_id)
     if run["status"] not in ACTIVE:
         raise RunError(f"run {run_id} is {run['status']}; only queued or running runs can be cancelled")
-    db["runs"].update(run_id, {"cancel_requested": 1})
+    db.table("runs").update(run_id, {"cancel_requested": 1})
     if run["status"] == "queued" and not run["pid"]:
-        db["runs"].update(run_id, {"status": "cancelled", "finished_at": store.now()})
+        db.table("runs").update(run_id, {"status": "cancelled", "finished_at": store.now()})
 
 
 def prepare_resume(db: Database, run_id: int) -> None:
@@ -192,8 +192,8 @@ def prepare_resume(db: Database, run_id: int) -> None:
     run = get_run(db, run_id)
     if run["status"] not in ("failed", "cancelled", "interrupted"):
         raise RunError(f"run {run_id} is {run['status']}; only failed, cancelled or interrupted runs resume")
-    db["runs"].update(run_id, {"status": "queued", "cancel_requested": 0, "error": None, "pid": None})
-    db["run_logs"].insert({"run_id": run_id, "ts": store.now(), "level": "info", "line": "resumed"})
+    db.table("runs").update(run_id, {"status": "queued", "cancel_requested": 0, "error": None, "pid": None})
+    db.table("run_logs").insert({"run_id": run_id, "ts": store.now(), "level": "info", "line": "resumed"})
 
 
 def launch(db_path: str | os.PathLike[str], run_id: int) -> subprocess.Popen[bytes]:
@@ -207,7 +207,7 @@ def launch(db_path: str | os.PathLike[str], run_id: int) -> subprocess.Popen[byt
         )
     db = store.connect(db_path)
     try:
-        db["runs"].update(run_id, {"pid": proc.pid})
+        db.table("runs").update(run_id, {"pid": proc.pid})
     finally:
         db.close()
     return proc
@@ -224,7 +224,7 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
     if run["status"] != "queued":
         raise RunError(f"run {run_id} is {run['status']}, not queued")
     config = STAGES[run["kind"]].from_dict(run["config"])
-    db["runs"].update(run_id, {"status": "running", "pid": os.getpid(), "started_at": store.now()})
+    db.table("runs").update(run_id, {"status": "running", "pid": os.getpid(), "started_at": store.now()})
     ctx = RunContext(db=db, run_id=run_id, config=config)
     try:
         ctx.check_cancel()
@@ -236,7 +236,7 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
     except Exception as exc:  # the run records any failure; the worker itself never hides it
         result, status, error = None, "failed", f"{type(exc).__name__}: {exc}"
         ctx.log(traceback.format_exc(), level="error")
-    db["runs"].update(
+    db.table("runs").update(
         run_id,
         {"status": status, "error": error, "result": store.dumps(result), "finished_at": store.now()},
     )

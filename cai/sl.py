@@ -7,6 +7,7 @@ chain with all its steps in one transaction, so a killed run resumes by skipping
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -244,7 +245,7 @@ def store_chain(
 ) -> int | None:
     """Write a chain and its steps in one transaction; returns its id, or None if the run already has it."""
     it = chain.item
-    if db["chains"].count_where("run_id = ? and prompt_id = ? and sample = ?", [run_id, it.prompt_id, it.sample]):
+    if db.table("chains").count_where("run_id = ? and prompt_id = ? and sample = ?", [run_id, it.prompt_id, it.sample]):
         return None
     row = {
         "run_id": run_id,
@@ -260,8 +261,8 @@ def store_chain(
         "created_at": store.now(),
     }
     with db.atomic():
-        chain_id = int(db["chains"].insert(row).last_pk)
-        db["chain_steps"].insert_all(
+        chain_id = int(db.table("chains").insert(row).last_pk or 0)
+        db.table("chain_steps").insert_all(
             {
                 "chain_id": chain_id,
                 "idx": i,
@@ -349,12 +350,17 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         helpful_opts = ChainOptions(**{**opts.__dict__, "temperature": HELPFUL_TEMPERATURE})
         ctx.log(f"helpful samples are drawn at temperature {HELPFUL_TEMPERATURE} so the k samples differ")
     backend = load_backend(cfg.model, db) if todo else None
+    ctx.begin(done, total)  # again: rates and ETA count from here, not from before the model loaded
     model_id = models.ensure_model(db, cfg.model)["id"]
-    db["runs"].update(ctx.run_id, {"model_id": model_id, "constitution_version_id": cv["id"]})
+    db.table("runs").update(ctx.run_id, {"model_id": model_id, "constitution_version_id": cv["id"]})
     ctx.log(
         f"{total} chains ({done} stored), {len(todo)} to build with {cfg.model}, "
         f"constitution {cv['name']}@{cv['version']}, {cfg.revisions} revisions"
     )
+
+    def report(done_now: int, comps: list[Completion]) -> None:  # after each backend call: tokens, cancel
+        ctx.progress(done_now, total, tokens=sum(c.completion_tokens for c in comps))
+
     for group in chunks(todo, cfg.batch_size):
         assert backend is not None
         chains = run_chains(
@@ -363,7 +369,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
             cv["principles"],
             [e for e in cv["exemplars"] if e["kind"] == "critique"],
             helpful_opts if group[0].mode == "helpful" else opts,
-            on_batch=lambda comps, d=done: ctx.progress(d, total, tokens=sum(c.completion_tokens for c in comps)),
+            on_batch=functools.partial(report, done),
         )
         for chain in chains:
             store_chain(db, ctx.run_id, chain, model_id=model_id, constitution_version_id=cv["id"])
@@ -394,17 +400,17 @@ def run_summary(db: Database, run_id: int) -> dict[str, Any]:
 
 def list_chains(db: Database, run_id: int | None = None, limit: int | None = 100) -> list[dict[str, Any]]:
     where, args = ("run_id = ?", [run_id]) if run_id else (None, [])
-    rows = db["chains"].rows_where(where, args, order_by="id", limit=limit)
+    rows = db.table("chains").rows_where(where, args, order_by="id", limit=limit)
     return [{**r, "flags": store.loads(r["flags"], [])} for r in rows]
 
 
 def get_chain(db: Database, chain_id: int) -> dict[str, Any]:
     """A chain with its steps in order, its model name and constitution version (for display)."""
-    rows = list(db["chains"].rows_where("id = ?", [chain_id]))
+    rows = list(db.table("chains").rows_where("id = ?", [chain_id]))
     if not rows:
         raise LookupError(f"no chain with id {chain_id}")
     chain = {**rows[0], "flags": store.loads(rows[0]["flags"], [])}
-    steps = db["chain_steps"].rows_where("chain_id = ?", [chain_id], order_by="idx")
+    steps = db.table("chain_steps").rows_where("chain_id = ?", [chain_id], order_by="idx")
     chain["steps"] = [{**s, "flags": store.loads(s["flags"], [])} for s in steps]
     model = db.execute("select name from models where id = ?", [chain["model_id"]]).fetchone()
     chain["model"] = model[0] if model else None

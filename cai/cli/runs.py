@@ -160,7 +160,7 @@ def follow(args: argparse.Namespace, db: Any, run_id: int, poll: float = 0.5) ->
     try:
         while True:
             run = runs.get_run(db, run_id)
-            for row in db["run_logs"].rows_where("run_id = ? and id > ?", [run_id, last_log], order_by="id"):
+            for row in db.table("run_logs").rows_where("run_id = ? and id > ?", [run_id, last_log], order_by="id"):
                 print(f"[{row['level']}] {row['line']}", file=sys.stderr)
                 last_log = row["id"]
             line = progress_line(run)

@@ -75,7 +75,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
                        batch_size=cfg.batch_size)
         with db.atomic():
             for s, v in zip(batch, values, strict=True):
-                db["chain_steps"].update(s["id"], {"pm_score": float(v), "pm_run_id": ctx.run_id})
+                db.table("chain_steps").update(s["id"], {"pm_score": float(v), "pm_run_id": ctx.run_id})
         done += len(batch)
         ctx.progress(done, total)
     by_revision = revision_scores(db, cfg.run)

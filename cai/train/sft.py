@@ -57,7 +57,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     if done:  # a resumed run that had already registered its model
         return {"model": name, "model_id": done["id"], "rows": len(rows), "skipped_empty": skipped}
     parent = common.base_model(db, cfg.model or source["config"]["model"])
-    db["runs"].update(
+    db.table("runs").update(
         ctx.run_id, {"model_id": parent["id"], "constitution_version_id": source["constitution_version_id"]}
     )
 
