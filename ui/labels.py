@@ -1,0 +1,287 @@
+"""Labels tab: how AI soft labels agree with human choices, where they disagree, and HHH accuracy per model.
+
+The numbers come from `cai.evals.agreement.summarize` over the stored `agreement_pairs` rows (so a run still
+in progress shows its partial figures) and from HHH runs' results; plots are plotly figures; pair texts,
+principles and chain-of-thought are escaped before they reach the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+from sqlite_utils import Database
+
+from cai import runs, store
+from cai.evals import agreement
+from ui.common import BROWSE_ROLES, AppContext, bind, esc, on_page_load, pre, require
+
+DISAGREE_COLUMNS = ["pair", "principle", "p(chosen)", "chosen as A", "chosen as B", "prompt"]
+HHH_COLUMNS = ["run", "model", "cot", "samples", "n", "accuracy", "order-averaged", "correct as A", "correct as B"]
+DISAGREE_LIMIT = 200
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def agreement_rows(db: Database, run_id: int) -> list[dict[str, Any]]:
+    return list(db["agreement_pairs"].rows_where("run_id = ?", [run_id], order_by="pair_id",
+                                                 select="pair_id, principle, p_chosen, p_first, p_second"))
+
+
+def confusion(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Human choice by AI choice, one count per scored order: chosen shown as (A) the human 'says A', as (B) 'B'."""
+    counts = {("A", "A"): 0, ("A", "B"): 0, ("A", "tie"): 0, ("B", "A"): 0, ("B", "B"): 0, ("B", "tie"): 0}
+    for r in rows:
+        if r["p_first"] is not None:
+            counts[("A", _pick(r["p_first"], "A", "B"))] += 1
+        if r["p_second"] is not None:
+            counts[("B", _pick(r["p_second"], "B", "A"))] += 1
+    return pd.DataFrame(
+        [{"human \\ AI": f"human chose {h}", **{f"AI chose {a}": counts[(h, a)] for a in ("A", "B", "tie")}}
+         for h in ("A", "B")]
+    )
+
+
+def _pick(p_chosen: float, chosen: str, other: str) -> str:
+    return chosen if p_chosen > 0.5 else other if p_chosen < 0.5 else "tie"
+
+
+def summary_markdown(s: dict[str, Any]) -> str:
+    pos = s.get("position", {})
+
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{x:.1%}"
+
+    return (
+        f"**{s['n']} pairs** · agreement with humans **{pct(s['agreement'])}** · mean p(chosen) "
+        f"{_num(s.get('mean_p_chosen'))} · ECE {_num(s.get('ece'))}  \n"
+        f"Position bias: agreement when the human's choice is shown as (A) **{pct(pos.get('chosen_shown_A'))}**, "
+        f"as (B) **{pct(pos.get('chosen_shown_B'))}** · mean p(option A) {_num(pos.get('mean_p_option_A'))} "
+        "(0.5 = no preference for a position)"
+    )
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def calibration_figure(bins: list[dict[str, Any]]) -> go.Figure:
+    """Reliability diagram: mean predicted p against how often that response was the human's choice."""
+    used = [b for b in bins if b["n"]]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                             line={"dash": "dash", "color": "#999"}))
+    fig.add_trace(go.Scatter(x=[b["mean_p"] for b in used], y=[b["frequency"] for b in used], mode="lines+markers",
+                             name="AI labels", text=[f"n={b['n']}" for b in used],
+                             marker={"size": [6 + min(b["n"], 40) / 2 for b in used]}))
+    fig.update_layout(title="Calibration (reliability diagram)", xaxis_title="predicted p",
+                      yaxis_title="frequency chosen by humans", xaxis={"range": [0, 1]}, yaxis={"range": [0, 1]},
+                      height=360, margin={"l": 50, "r": 20, "t": 50, "b": 50}, legend={"x": 0.02, "y": 0.98})
+    return fig
+
+
+def principle_figure(per: dict[str, dict[str, Any]]) -> go.Figure:
+    names = sorted(per, key=lambda n: (-(per[n]["agreement"] or 0), n))
+    fig = go.Figure(go.Bar(x=[per[n]["agreement"] for n in names], y=names, orientation="h",
+                           text=[f"{per[n]['agreement']:.0%} (n={per[n]['n']})" for n in names],
+                           textposition="auto"))
+    fig.add_vline(x=0.5, line_dash="dash", line_color="#999")
+    fig.update_layout(title="Agreement per comparison principle", xaxis={"range": [0, 1], "title": "agreement"},
+                      height=max(260, 40 + 28 * len(names)), margin={"l": 160, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def position_figure(pos: dict[str, Any]) -> go.Figure:
+    labels = ["human's choice shown as (A)", "human's choice shown as (B)", "mean p(option A)"]
+    values = [pos.get("chosen_shown_A"), pos.get("chosen_shown_B"), pos.get("mean_p_option_A")]
+    fig = go.Figure(go.Bar(x=labels, y=[v or 0 for v in values],
+                           text=["—" if v is None else f"{v:.2f}" for v in values], textposition="auto",
+                           marker_color=["#6366f1", "#a855f7", "#f59e0b"]))
+    fig.add_hline(y=0.5, line_dash="dash", line_color="#999")
+    fig.update_layout(title="Position bias", yaxis={"range": [0, 1]}, height=360,
+                      margin={"l": 40, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def disagreements(db: Database, run_id: int, limit: int = DISAGREE_LIMIT) -> pd.DataFrame:
+    """Pairs where the AI preferred the response the human rejected, most confident first (a page, not all)."""
+    sql = (
+        "select a.pair_id, a.principle, a.p_chosen, a.p_first, a.p_second, substr(p.prompt, -200) "
+        "from agreement_pairs a join pairs p on p.id = a.pair_id where a.run_id = ? and a.p_chosen < 0.5 "
+        "order by a.p_chosen, a.pair_id limit ?"
+    )
+    rows = [
+        {"pair": r[0], "principle": r[1], "p(chosen)": round(r[2], 3),
+         "chosen as A": None if r[3] is None else round(r[3], 3),
+         "chosen as B": None if r[4] is None else round(r[4], 3),
+         "prompt": _last_human(r[5] or "")}
+        for r in db.execute(sql, [run_id, limit]).fetchall()
+    ]
+    return pd.DataFrame(rows, columns=DISAGREE_COLUMNS)
+
+
+def _last_human(tail: str) -> str:
+    cut = tail.rfind("Human:")
+    text = tail[cut + 6:] if cut >= 0 else tail
+    end = text.rfind("\n\nAssistant:")
+    text = " ".join((text[:end] if end >= 0 else text).split())
+    return text if len(text) <= 110 else text[:109] + "…"
+
+
+def pair_html(db: Database, run_id: int, pair_id: int) -> str:
+    row = db.execute(
+        "select a.principle, a.p_chosen, a.p_first, a.p_second, a.meta, p.prompt, p.chosen, p.rejected "
+        "from agreement_pairs a join pairs p on p.id = a.pair_id where a.run_id = ? and a.pair_id = ?",
+        [run_id, pair_id],
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"run {run_id} has no label for pair {pair_id}")
+    principle, p, p_first, p_second, meta, prompt, chosen, rejected = row
+    verdict = "agrees" if p > 0.5 else "disagrees" if p < 0.5 else "is undecided"
+    parts = [
+        f"<h4>Pair {pair_id} · the AI {verdict} with the human "
+        f'<span class="cai-badge">p(human\'s choice better) = {p:.3f}</span></h4>',
+        f'<p class="cai-meta">principle: {esc(principle)} · chosen shown as (A): {_num(p_first)} · '
+        f"as (B): {_num(p_second)}</p>",
+        f"<h4>Conversation</h4>{pre(prompt.strip())}",
+        '<div style="display:flex;gap:12px"><div style="flex:1"><h4>Human\'s choice</h4>'
+        f"{pre(chosen.strip())}</div><div style=\"flex:1\"><h4>Rejected by the human</h4>{pre(rejected.strip())}</div></div>",
+    ]
+    for r in store.loads(meta, {}).get("readings", []):
+        cot = f"<div>Chain of thought:</div>{pre(r['cot'])}" if r.get("cot") else ""
+        parts.append(
+            f'<details open><summary>Reading: order {esc(r.get("order"))}, principle {esc(r.get("principle"))}, '
+            f"p(first better) = {_num(r.get('p'))}, log-probs {esc(r.get('logprobs'))}</summary>{cot}</details>"
+        )
+    return "".join(parts)
+
+
+def hhh_frame(db: Database) -> pd.DataFrame:
+    out = []
+    for r in runs.list_runs(db, kind="hhh", limit=200):
+        res = r["result"] or {}
+        if not res:
+            continue
+        both = res.get("position", {}).get("both_orders", {})
+        out.append({
+            "run": r["id"], "model": res.get("model") or r["config"].get("model"), "cot": bool(res.get("cot")),
+            "samples": res.get("samples"), "n": res.get("n"), "accuracy": res.get("accuracy"),
+            "order-averaged": res.get("accuracy_order_avg"), "correct as A": both.get("correct_shown_A"),
+            "correct as B": both.get("correct_shown_B"),
+        })
+    return pd.DataFrame(out, columns=HHH_COLUMNS)
+
+
+def hhh_figure(frame: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    labels = [f"{m} (#{r}{', CoT' if c else ''})" for r, m, c in zip(frame["run"], frame["model"], frame["cot"],
+                                                                     strict=True)]
+    fig.add_trace(go.Bar(x=labels, y=frame["accuracy"], name="file order"))
+    fig.add_trace(go.Bar(x=labels, y=frame["order-averaged"], name="order-averaged"))
+    fig.add_hline(y=0.5, line_dash="dash", line_color="#999")
+    fig.update_layout(title="HHH eval accuracy per model", yaxis={"range": [0, 1]}, barmode="group", height=340,
+                      margin={"l": 40, "r": 20, "t": 50, "b": 60})
+    return fig
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def human_sets(ctx: AppContext, request: gr.Request) -> Any:
+    require(ctx, request, BROWSE_ROLES)
+    rows = ctx.db().execute(
+        "select s.name, count(p.id) from pref_sets s left join pairs p on p.set_id = s.id where s.source = 'human' "
+        "group by s.id order by s.id desc"
+    ).fetchall()
+    choices = [(f"{n} ({c} pairs)", n) for n, c in rows]
+    return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+
+
+def label_runs(ctx: AppContext, prefs: str | None, request: gr.Request) -> Any:
+    """Agreement runs over the chosen human set, newest first."""
+    require(ctx, request, BROWSE_ROLES)
+    found = [r for r in runs.list_runs(ctx.db(), kind="agreement", limit=500) if r["config"].get("prefs") == prefs]
+    choices = [(f"#{r['id']} · {r['config'].get('feedback_model')} · {r['status']}", r["id"]) for r in found]
+    return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+
+
+def show_run(ctx: AppContext, run_id: int | None, request: gr.Request) -> list[Any]:
+    """Summary, confusion table, three figures and the disagreements of one agreement run."""
+    require(ctx, request, BROWSE_ROLES)
+    empty = pd.DataFrame(columns=DISAGREE_COLUMNS)
+    if not run_id:
+        return ["No agreement run for this preference set yet: launch one from the Dashboard (stage "
+                "“AI vs human agreement”).", confusion([]), None, None, None, empty]
+    db = ctx.db()
+    run = runs.get_run(db, int(run_id))
+    rows = agreement_rows(db, int(run_id))
+    if not rows:
+        return [f"Run #{run_id} is {run['status']} and has no labels yet.", confusion([]), None, None, None, empty]
+    s = agreement.summarize(rows, int(run["config"].get("bins") or 10))
+    head = f"Run #{run_id} ({esc(run['status'])}, feedback model {esc(run['config'].get('feedback_model'))}): "
+    return [head + summary_markdown(s), confusion(rows), calibration_figure(s["calibration"]),
+            principle_figure(s["per_principle"]), position_figure(s["position"]), disagreements(db, int(run_id))]
+
+
+def open_pair(ctx: AppContext, run_id: int | None, pair_id: float | None, request: gr.Request) -> str:
+    require(ctx, request, BROWSE_ROLES)
+    if not run_id or not pair_id:
+        return "<p>Pick a pair in the disagreements table (or type its id).</p>"
+    try:
+        return pair_html(ctx.db(), int(run_id), int(pair_id))
+    except LookupError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def hhh_view(ctx: AppContext, request: gr.Request) -> tuple[pd.DataFrame, Any]:
+    require(ctx, request, BROWSE_ROLES)
+    frame = hhh_frame(ctx.db())
+    return frame, (hhh_figure(frame) if len(frame) else None)
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def build(ctx: AppContext) -> None:
+    gr.Markdown("### AI labels against human choices")
+    with gr.Row():
+        prefs = gr.Dropdown([], label="Human preference set", scale=2)
+        run = gr.Dropdown([], label="Agreement run (AI labels of that set)", scale=2, elem_id="labels-run")
+        refresh = gr.Button("↻ Refresh", scale=0)
+    summary = gr.Markdown(elem_id="labels-summary")
+    with gr.Row():
+        calib = gr.Plot(label="Calibration")
+        position = gr.Plot(label="Position bias")
+    with gr.Row():
+        principle = gr.Plot(label="Per principle")
+        with gr.Column():
+            conf = gr.Dataframe(confusion([]), interactive=False, label="Confusion (one count per scored order)",
+                                elem_id="labels-confusion")
+    gr.Markdown(f"#### Disagreements (most confident first, up to {DISAGREE_LIMIT})")
+    table = gr.Dataframe(pd.DataFrame(columns=DISAGREE_COLUMNS), interactive=False, wrap=True, max_height=320,
+                         elem_id="labels-disagreements")
+    with gr.Row():
+        pair_id = gr.Number(None, label="Pair id", precision=0, scale=0, min_width=140, elem_id="labels-pair-id")
+        open_btn = gr.Button("Open pair", scale=0)
+    pair_view = gr.HTML(elem_id="labels-pair")
+    gr.Markdown("### HHH eval by model")
+    hhh_table = gr.Dataframe(pd.DataFrame(columns=HHH_COLUMNS), interactive=False, elem_id="labels-hhh")
+    hhh_plot = gr.Plot(label="HHH accuracy")
+
+    outputs = [summary, conf, calib, principle, position, table]
+    do_sets, do_runs, do_show = bind(human_sets, ctx), bind(label_runs, ctx), bind(show_run, ctx)
+    on_page_load(do_sets, None, [prefs])
+    on_page_load(bind(hhh_view, ctx), None, [hhh_table, hhh_plot])
+    prefs.change(do_runs, prefs, run)
+    run.change(do_show, run, outputs)
+    refresh.click(do_sets, None, prefs).then(do_runs, prefs, run).then(do_show, run, outputs).then(
+        bind(hhh_view, ctx), None, [hhh_table, hhh_plot])
+
+    def pick(evt: gr.SelectData) -> int | None:
+        return int(evt.row_value[0]) if evt.row_value else None
+
+    table.select(pick, None, pair_id).then(bind(open_pair, ctx), [run, pair_id], pair_view)
+    open_btn.click(bind(open_pair, ctx), [run, pair_id], pair_view)
