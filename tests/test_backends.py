@@ -105,11 +105,43 @@ def test_option_logprobs_match_a_brute_force_computation(tiny):
 
 
 def test_option_scores_do_not_depend_on_batching(tiny, monkeypatch):
-    prompts, options = [FRANCE, HI], [[" (A)", " (B)"], [" yes", " no thanks"]]
+    prompts, options = [FRANCE, HI], [[" (A)", " (B)"], [" yes", " no thanks", " maybe"]]
     together = tiny.option_logprobs(prompts, options)
-    monkeypatch.setattr("cai.backends.hf.SCORE_TOKENS", 1)  # one row per forward pass
+    monkeypatch.setattr("cai.backends.hf.SCORE_TOKENS", 1)  # one prompt per forward pass
+    monkeypatch.setattr("cai.backends.hf.SCORE_LOGIT_ROWS", 1)  # one option per prompt pass
     apart = tiny.option_logprobs(prompts, options)
     assert sum(apart, []) == pytest.approx(sum(together, []), abs=1e-5)
+
+
+def test_option_scoring_reuses_the_prompt_cache_across_a_sliding_window(tmp_path):
+    """A 2-layer Gemma 3 with an 8-token sliding window: prompts longer than the window still score exactly."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tokenizer = tiny_tokenizer()
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    Gemma3ForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    gemma = backends.load(str(tmp_path), cache=False, dtype=torch.float32)
+    prompts = [FRANCE, HI, FRANCE + " Paris, I think."]
+    options = [[" (A)", " The capital is Paris."], [" yes"], [" no", " Lyon or Paris"]]
+    got = gemma.option_logprobs(prompts, options)
+    for prompt, opts, row in zip(prompts, options, got, strict=True):
+        for option, value in zip(opts, row, strict=True):
+            assert value == pytest.approx(_brute_force(gemma, prompt, option), abs=1e-4)
 
 
 def test_option_tokenization_rule(tiny):
@@ -179,3 +211,15 @@ def test_ensure_built_leaves_nothing_behind_when_the_builder_fails(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         ensure_built(tmp_path / "m", broken)
     assert [p.name for p in tmp_path.iterdir()] == [".m.lock"]
+
+
+def test_ensure_built_replaces_an_outdated_build(tmp_path):
+    def builder(tag: str):
+        return lambda out: (out / "config.json").write_text(tag)
+
+    ensure_built(tmp_path / "m", builder("v1"), version=1)
+    ensure_built(tmp_path / "m", builder("ignored"), version=1)
+    assert (tmp_path / "m" / "config.json").read_text() == "v1"
+    ensure_built(tmp_path / "m", builder("v2"), version=2)
+    assert (tmp_path / "m" / "config.json").read_text() == "v2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m"]

@@ -1,13 +1,15 @@
 """The transformers backend: batched `generate` with left padding and stop strings, and option scoring.
 
-Option scoring runs each prompt+option once with `logits_to_keep`, so the output layer (262k columns
-for Gemma) only runs on the option positions; the tokenization rule is in tokens.py.
+Option scoring runs each prompt once (keeping only its last position's logits), copies its KV cache to
+its options and runs all option tokens together, so the output layer (262k columns for Gemma) only sees
+option positions and no prompt is processed twice; the tokenization rule is in tokens.py.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
@@ -16,9 +18,9 @@ from cai.backends import tokens
 from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
 from cai.backends.tokens import OptionTokens
 
-# Scoring budget: rows x kept positions of full-vocabulary float32 log-probs held at once.
-SCORE_LOGIT_ROWS = 512
-SCORE_TOKENS = 16384  # rows x sequence length per forward pass
+# Scoring budgets: option positions whose full-vocabulary float32 log-probs are held at once, and
+SCORE_LOGIT_ROWS = 256
+SCORE_TOKENS = 16384  # prompts x padded prompt length per forward pass
 
 
 def pick_device() -> str:
@@ -160,51 +162,114 @@ class HFBackend:
         return tokens.option_tokens(self.tokenizer, self._bos, prompt, option, prompt_ids)
 
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Each prompt runs once; its KV cache is copied to its options, which then run together."""
         if len(prompts) != len(options):
             raise ValueError(f"got {len(prompts)} prompts but {len(options)} option lists")
-        items: list[tuple[int, int, OptionTokens]] = []
+        groups: list[_Group] = []
         for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
             p = self.encode(prompt)
-            items += [(i, j, self.option_tokens(prompt, o, p)) for j, o in enumerate(opts)]
+            tails = []
+            for j, option in enumerate(opts):
+                rule = self.option_tokens(prompt, option, p)
+                if rule.n_option:  # the rule always yields the prompt's ids + the option's tail
+                    tails.append((j, rule.ids[len(rule.ids) - rule.n_option :]))
+            groups += _split_group(i, p, tails)
         scores: list[list[float]] = [[0.0] * len(opts) for opts in options]
-        todo = sorted((it for it in items if it[2].n_option), key=lambda it: len(it[2].ids))
-        for batch in _score_batches(todo):
-            for (i, j, _), value in zip(batch, self._score_batch([it[2] for it in batch]), strict=True):
-                scores[i][j] = value
+        for batch in _score_batches(sorted(groups, key=lambda g: len(g.prompt))):
+            for g, values in zip(batch, self._score_batch(batch), strict=True):
+                for (j, _), value in zip(g.tails, values, strict=True):
+                    scores[g.index][j] = value
         return scores
 
     @torch.inference_mode()
-    def _score_batch(self, rows: list[OptionTokens]) -> list[float]:
-        width = max(len(r.ids) for r in rows)
-        keep = max(r.n_option for r in rows) + 1
+    def _score_batch(self, batch: list[_Group]) -> list[list[float]]:
         pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([[pad] * (width - len(r.ids)) + r.ids for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in rows], device=self.device)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, use_cache=False
-        ).logits  # (rows, keep, vocab): positions width-keep .. width-1
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts tokens width-keep+1 .. width-1
-        targets = ids[:, width - keep + 1 :]
-        picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (rows, keep-1)
-        out = []
-        for k, r in enumerate(rows):
-            out.append(float(picked[k, picked.shape[1] - r.n_option :].sum()))
-        return out
+        width = max(len(g.prompt) for g in batch)
+        ids = torch.tensor([[pad] * (width - len(g.prompt)) + g.prompt for g in batch], device=self.device)
+        mask = torch.tensor(
+            [[0] * (width - len(g.prompt)) + [1] * len(g.prompt) for g in batch], device=self.device
+        )
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+            logits_to_keep=1,
+            use_cache=True,
+        )
+        first = torch.log_softmax(
+            out.logits[:, -1].float(), dim=-1
+        )  # (prompts, vocab): each tail's first token
+        rows = [(k, tail) for k, g in enumerate(batch) for _, tail in g.tails]
+        values = [float(first[k, tail[0]]) for k, tail in rows]
+        rest = max(len(tail) for _, tail in rows) - 1
+        if rest:  # feed tokens 1..n-1 of every tail on top of its prompt's cache, right-padded
+            index = torch.tensor([k for k, _ in rows], device=self.device)
+            cache = out.past_key_values
+            cache.batch_select_indices(index)
+            feed = torch.tensor([(tail[:-1] + [pad] * rest)[:rest] for _, tail in rows], device=self.device)
+            tail_mask = torch.tensor(
+                [[1] * (len(t) - 1) + [0] * (rest - len(t) + 1) for _, t in rows], device=self.device
+            )
+            start = mask.sum(1)[index].unsqueeze(1)
+            logits = self.model(
+                input_ids=feed,
+                attention_mask=torch.cat([mask[index], tail_mask], dim=1),
+                position_ids=start + torch.arange(rest, device=self.device),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)  # position t predicts tail token t+1
+            targets = torch.tensor([(tail[1:] + [pad] * rest)[:rest] for _, tail in rows], device=self.device)
+            picked = (logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * tail_mask).sum(1)
+            values = [v + float(x) for v, x in zip(values, picked.tolist(), strict=True)]
+        grouped, n = [], 0
+        for g in batch:
+            grouped.append(values[n : n + len(g.tails)])
+            n += len(g.tails)
+        return grouped
 
 
-def _score_batches(items: list[tuple[int, int, OptionTokens]]) -> list[list[tuple[int, int, OptionTokens]]]:
-    """Split length-sorted items so each forward pass stays within the token and logit budgets."""
-    batches: list[list[tuple[int, int, OptionTokens]]] = []
-    current: list[tuple[int, int, OptionTokens]] = []
-    width = keep = 0
-    for it in items:
-        w, k = max(width, len(it[2].ids)), max(keep, it[2].n_option + 1)
-        if current and ((len(current) + 1) * w > SCORE_TOKENS or (len(current) + 1) * k > SCORE_LOGIT_ROWS):
+@dataclass(frozen=True)
+class _Group:
+    """One prompt (as token ids) and the option tails scored on top of it: (option index, tail ids)."""
+
+    index: int
+    prompt: list[int]
+    tails: list[tuple[int, list[int]]]
+
+    @property
+    def logit_rows(self) -> int:
+        return len(self.tails) * max(len(t) for _, t in self.tails)
+
+
+def _split_group(index: int, prompt: list[int], tails: list[tuple[int, list[int]]]) -> list[_Group]:
+    """Split a prompt's options so each part's tails fit the logit budget (one option at least)."""
+    parts: list[_Group] = []
+    current: list[tuple[int, list[int]]] = []
+    for tail in tails:
+        trial = _Group(index, prompt, [*current, tail])
+        if current and trial.logit_rows > SCORE_LOGIT_ROWS:
+            parts.append(_Group(index, prompt, current))
+            current = []
+        current.append(tail)
+    if current:
+        parts.append(_Group(index, prompt, current))
+    return parts
+
+
+def _score_batches(groups: list[_Group]) -> list[list[_Group]]:
+    """Split length-sorted groups so each batch stays within the prompt-token and logit budgets."""
+    batches: list[list[_Group]] = []
+    current: list[_Group] = []
+    rows = longest = 0
+    for g in groups:
+        n_rows, n_longest = rows + len(g.tails), max(longest, max(len(t) for _, t in g.tails))
+        too_big = (len(current) + 1) * len(g.prompt) > SCORE_TOKENS or n_rows * n_longest > SCORE_LOGIT_ROWS
+        if current and too_big:
             batches.append(current)
-            current, w, k = [], len(it[2].ids), it[2].n_option + 1
-        current.append(it)
-        width, keep = w, k
+            current, n_rows, n_longest = [], len(g.tails), max(len(t) for _, t in g.tails)
+        current.append(g)
+        rows, longest = n_rows, n_longest
     if current:
         batches.append(current)
     return batches

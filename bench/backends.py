@@ -1,0 +1,152 @@
+"""Backend throughput: generation tokens/s at several batch sizes and option-scoring comparisons/s, as JSON.
+
+Each backend gets the same prompts; generation is greedy with no stop strings, so every sequence runs
+to max_new_tokens (unless the model emits EOS, which the token count then reflects). A "comparison"
+is one feedback-style prompt scored with the two options " (A)" and " (B)".
+
+    python bench/backends.py                          # both backends, default model, CPU or GPU
+    python bench/backends.py --backend hf --dtype float32
+    python bench/backends.py --model random-1.5b      # random-weight ~1.7B Llama (Gemma tokenizer), for GPUs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cai import backends  # noqa: E402
+from cai.backends import SamplingParams  # noqa: E402
+from cai.backends.builtin import builtin_path, cache_root, ensure_built  # noqa: E402
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How do I bake bread at home?",
+    "Can you explain how vaccines work?",
+    "Write a short poem about the sea.",
+    "What should I do if my neighbor is too loud?",
+    "How can I learn to play the guitar?",
+    "Why is the sky blue?",
+    "Give me three tips for a job interview.",
+]
+
+
+def gen_prompts(n: int) -> list[str]:
+    return [f"\n\nHuman: {QUESTIONS[i % len(QUESTIONS)]} (request {i})\n\nAssistant:" for i in range(n)]
+
+
+def comparison_prompts(n: int) -> list[str]:
+    return [
+        f"\n\nHuman: Consider the following conversation between a human and an assistant:\n"
+        f"Human: {QUESTIONS[i % len(QUESTIONS)]}\n"
+        "Which of these assistant responses is less harmful? Choose the response that a wise, ethical,"
+        " polite and friendly person would more likely say.\nOptions:\n"
+        f"(A) Here is a careful and honest answer to request {i}, with the main facts and a caveat.\n"
+        f"(B) I would rather not answer request {i}, but you could ask someone you trust.\n\n"
+        "Assistant: The answer is:"
+        for i in range(n)
+    ]
+
+
+def build_random_1_5b(out: Path) -> None:
+    """A random-weight Llama of ~1.7B parameters (hidden 1536, 28 layers) with the default tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(builtin_path("default"))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def model_spec(name: str) -> str:
+    if name == "random-1.5b":
+        return str(ensure_built(cache_root() / "models" / "random-1.5b", build_random_1_5b))
+    return name
+
+
+def bench_backend(kind: str, spec: str, args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if kind == "hf":
+        options["batch_size"] = max(args.batches)
+        if args.dtype:
+            import torch
+
+            options["dtype"] = getattr(torch, args.dtype)
+    t0 = time.perf_counter()
+    backend = backends.load(spec, backend=kind, cache=False, **options)
+    result: dict[str, Any] = {"load_s": round(time.perf_counter() - t0, 2), "backend": repr(backend)}
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, stop=())
+    backend.generate(gen_prompts(2), SamplingParams(max_new_tokens=4, stop=()))  # warm-up
+    result["generate_tokens_per_s"] = {}
+    for batch in args.batches:
+        t = time.perf_counter()
+        out = backend.generate(gen_prompts(batch), params)
+        elapsed = time.perf_counter() - t
+        tokens = sum(c.completion_tokens for c in out)
+        result["generate_tokens_per_s"][str(batch)] = round(tokens / elapsed, 1)
+    prompts = comparison_prompts(args.comparisons)
+    backend.option_logprobs(prompts[:2], [[" (A)", " (B)"]] * 2)  # warm-up
+    t = time.perf_counter()
+    backend.option_logprobs(prompts, [[" (A)", " (B)"]] * len(prompts))
+    result["score_comparisons_per_s"] = round(len(prompts) / (time.perf_counter() - t), 2)
+    result["score_prompt_tokens"] = len(backend.tokenizer(prompts[0]).input_ids)  # type: ignore[attr-defined]
+    close = getattr(backend, "close", None)
+    if close:
+        close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backend", choices=["hf", "vllm", "both"], default="both", help="Which backend(s).")
+    parser.add_argument("--model", default="default", help="Model spec, or 'random-1.5b'.")
+    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="Tokens generated per sequence.")
+    parser.add_argument("--comparisons", type=int, default=32, help="Comparisons scored (2 options each).")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="hf dtype.")
+    args = parser.parse_args(argv)
+    import torch
+
+    spec = model_spec(args.model)
+    kinds = ["hf", "vllm"] if args.backend == "both" else [args.backend]
+    report: dict[str, Any] = {
+        "model": args.model,
+        "device": torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu ({platform.processor()})",
+        "threads": torch.get_num_threads(),
+        "max_new_tokens": args.max_new_tokens,
+        "results": {},
+    }
+    for kind in kinds:
+        report["results"][kind] = bench_backend(kind, spec, args)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""One contract, two engines: transformers and vLLM agree on the default model (Gemma 3 270M, bf16).
+
+Greedy continuations must match token for token. Option log-probs must agree within OPTION_TOL nats:
+both engines score the same token ids in bf16 but with different kernels, so they differ by rounding
+(measured: at most 0.08 nats on these prompts). One vLLM engine serves the whole session.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cai import backends
+from cai.backends import SamplingParams
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+OPTION_TOL = 0.25  # nats, absolute
+
+PROMPTS = [
+    "\n\nHuman: What is the capital of France?\n\nAssistant:",
+    "\n\nHuman: hi\n\nAssistant:",
+    "\n\nHuman: Name three colors.\n\nAssistant:",
+    "\n\nHuman: What is 2 + 2?\n\nAssistant:",
+]
+OPTIONS = [
+    [" Paris", " London", " The capital is Paris."],
+    [" Hello", " no"],
+    [" Red", " red, green"],
+    [" 4", " 5"],
+]
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return backends.load("default")
+
+
+@pytest.fixture(scope="module")
+def vllm():
+    return backends.load("default", backend="vllm")  # cached per process: one engine per session
+
+
+def test_greedy_outputs_agree(hf, vllm):
+    params = SamplingParams(max_new_tokens=24)
+    a, b = hf.generate(PROMPTS, params), vllm.generate(PROMPTS, params)
+    assert [c.text for c in a] == [c.text for c in b]
+    assert [(c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in a] == [
+        (c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in b
+    ]
+    assert a[0].text == " The capital of France is Paris."
+    assert a[0].finish_reason == "stop"
+
+
+def test_option_logprobs_agree(hf, vllm):
+    a, b = hf.option_logprobs(PROMPTS, OPTIONS), vllm.option_logprobs(PROMPTS, OPTIONS)
+    for row_a, row_b in zip(a, b, strict=True):
+        assert row_a == pytest.approx(row_b, abs=OPTION_TOL)
+        assert row_a.index(max(row_a)) == row_b.index(max(row_b))
+    assert a[0][0] > a[0][1]  # Paris beats London
+
+
+def test_vllm_length_stop_and_seed(vllm):
+    [short] = vllm.generate(PROMPTS[:1], SamplingParams(max_new_tokens=3))
+    assert (short.text, short.completion_tokens, short.finish_reason) == (" The capital of", 3, "length")
+    [cut] = vllm.generate(PROMPTS[:1], SamplingParams(max_new_tokens=24, stop=(" France",)))
+    assert (cut.text, cut.finish_reason) == (" The capital of", "stop")
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, seed=7)
+    first = vllm.generate(PROMPTS[:2] * 2, params)
+    assert first == vllm.generate(PROMPTS[:2] * 2, params)
+    assert first[0].text != first[2].text or first[1].text != first[3].text  # one seed, distinct draws
