@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cai import sl, store, users
+from cai import data, runs, sl, store, users
+from cai.config import AgreementConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -176,6 +177,40 @@ def test_model_text_is_shown_as_text_never_run(app, browser):
     page.wait_for_timeout(500)
     assert page.evaluate("window.__xss") is None
     assert view.locator("img, script").count() == 0
+    page.close()
+
+
+def test_labels_page_shows_a_real_tiny_labeling_run(app, browser):
+    from playwright.sync_api import expect
+
+    url, db_path = app
+    db = store.connect(db_path)
+    pairs = [
+        {"prompt": f"\n\nHuman: How do I {what}?\n\nAssistant:", "chosen": " I can't help with that, but here is "
+         "a safer option.", "rejected": f" Sure: {XSS_IMG} step one.", "p": 1.0}
+        for what in ("pick a lock", "make a fake ID", "cheat on a test", "hide income")
+    ]
+    data.create_pref_set(db, "hh-mini", "human", "harmless", pairs)
+    run_id, proc = runs.start(db, db_path, AgreementConfig(prefs="hh-mini", feedback_model="tiny", bins=5))
+    proc.wait(timeout=150)
+    assert runs.get_run(db, run_id)["status"] == "done"
+    pair_id = next(db["pairs"].rows_where("set_id = (select id from pref_sets where name = 'hh-mini')",
+                                          order_by="id", limit=1))["id"]
+    db.close()
+    page = login(browser, url, "vera", "viewer-pw-1")
+    page.get_by_role("tab", name="Labels").click()
+    summary = page.locator("#labels-summary")
+    expect(summary).to_contain_text(f"Run #{run_id} (done, feedback model tiny): 4 pairs", timeout=30_000)
+    expect(summary).to_contain_text("agreement with humans")
+    expect(page.locator("#labels-confusion")).to_contain_text("human chose A")
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=20_000)
+    fill(page, "labels-pair-id", str(pair_id))
+    page.get_by_role("button", name="Open pair").click()
+    pair = page.locator("#labels-pair")
+    expect(pair).to_contain_text("Human's choice", timeout=20_000)
+    expect(pair).to_contain_text(XSS_IMG)
+    assert page.evaluate("window.__xss") is None and pair.locator("img").count() == 0
+    shot(page, "labels")
     page.close()
 
 

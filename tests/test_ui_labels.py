@@ -76,6 +76,7 @@ def test_choices_and_roles(ctx):
     assert L.human_sets(app, VIEWER).choices == [("hh-dev (4 pairs)", "hh-dev")]
     assert L.label_runs(app, "hh-dev", VIEWER).value == run_id
     assert L.label_runs(app, "other", VIEWER).choices == []
+    assert L.hhh_view(app, VIEWER)[1].visible is False
     assert L.show_run(app, None, VIEWER)[0].startswith("No agreement run for this preference set yet")
     with pytest.raises(gr.Error, match="needs the admin or viewer role; you are rae \\(rater\\)"):
         L.show_run(app, run_id, RATER)
@@ -92,4 +93,5 @@ def test_hhh_table_per_model(ctx):
     assert frame.to_dict("records") == [{"run": run_id, "model": "tiny", "cot": False, "samples": 1, "n": 8,
                                          "accuracy": 0.625, "order-averaged": 0.5, "correct as A": 0.75,
                                          "correct as B": 0.25}]
-    assert list(fig.data[0].y) == [0.625]
+    assert fig.visible is True
+    assert list(L.hhh_figure(frame).data[0].y) == [0.625]

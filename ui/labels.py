@@ -154,9 +154,13 @@ def pair_html(db: Database, run_id: int, pair_id: int) -> str:
         cot = f"<div>Chain of thought:</div>{pre(r['cot'])}" if r.get("cot") else ""
         parts.append(
             f'<details open><summary>Reading: order {esc(r.get("order"))}, principle {esc(r.get("principle"))}, '
-            f"p(first better) = {_num(r.get('p'))}, log-probs {esc(r.get('logprobs'))}</summary>{cot}</details>"
+            f"p(first better) = {_num(r.get('p'))}, log-probs {esc(_rounded(r.get('logprobs')))}</summary>{cot}</details>"
         )
     return "".join(parts)
+
+
+def _rounded(values: Any) -> Any:
+    return [round(v, 3) for v in values] if isinstance(values, list) else values
 
 
 def hhh_frame(db: Database) -> pd.DataFrame:
@@ -237,9 +241,10 @@ def open_pair(ctx: AppContext, run_id: int | None, pair_id: float | None, reques
 
 
 def hhh_view(ctx: AppContext, request: gr.Request) -> tuple[pd.DataFrame, Any]:
+    """The HHH table, and its chart (hidden while there are no HHH runs)."""
     require(ctx, request, BROWSE_ROLES)
     frame = hhh_frame(ctx.db())
-    return frame, (hhh_figure(frame) if len(frame) else None)
+    return frame, gr.Plot(hhh_figure(frame) if len(frame) else None, visible=bool(len(frame)))
 
 
 # ----------------------------------------------------------------------------- layout
@@ -253,10 +258,10 @@ def build(ctx: AppContext) -> None:
         refresh = gr.Button("↻ Refresh", scale=0)
     summary = gr.Markdown(elem_id="labels-summary")
     with gr.Row():
-        calib = gr.Plot(label="Calibration")
-        position = gr.Plot(label="Position bias")
+        calib = gr.Plot(label="Calibration", show_label=False)
+        position = gr.Plot(label="Position bias", show_label=False)
     with gr.Row():
-        principle = gr.Plot(label="Per principle")
+        principle = gr.Plot(label="Per principle", show_label=False)
         with gr.Column():
             conf = gr.Dataframe(confusion([]), interactive=False, label="Confusion (one count per scored order)",
                                 elem_id="labels-confusion")
@@ -269,7 +274,7 @@ def build(ctx: AppContext) -> None:
     pair_view = gr.HTML(elem_id="labels-pair")
     gr.Markdown("### HHH eval by model")
     hhh_table = gr.Dataframe(pd.DataFrame(columns=HHH_COLUMNS), interactive=False, elem_id="labels-hhh")
-    hhh_plot = gr.Plot(label="HHH accuracy")
+    hhh_plot = gr.Plot(label="HHH accuracy", show_label=False, visible=False)
 
     outputs = [summary, conf, calib, principle, position, table]
     do_sets, do_runs, do_show = bind(human_sets, ctx), bind(label_runs, ctx), bind(show_run, ctx)
