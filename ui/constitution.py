@@ -274,7 +274,7 @@ def build(ctx: AppContext) -> None:
         refresh = gr.Button("↻ Refresh", scale=0)
     info = gr.Markdown(elem_id="constitution-info")
     with gr.Row():
-        with gr.Column(scale=2):
+        with gr.Column(scale=3):
             principles = gr.Dataframe(pd.DataFrame(columns=PRINCIPLE_COLUMNS), interactive=False, wrap=True, elem_id="principles-table",
                                       max_height=420, label="Principles (click one to edit or preview it)",
                                       column_widths=["10%", "20%", "8%", "62%"])
@@ -287,8 +287,9 @@ def build(ctx: AppContext) -> None:
             kind = gr.Radio(["critique", "comparison"], value="critique", label="Kind", scale=1)
             pname = gr.Textbox(label="Name", scale=2, elem_id="principle-name")
             enabled = gr.Checkbox(value=True, label="Enabled", scale=0)
-        critique = gr.Textbox(label="Critique request", lines=2, elem_id="principle-critique")
-        revision = gr.Textbox(label="Revision request", lines=2)
+        with gr.Row():
+            critique = gr.Textbox(label="Critique request", lines=3, elem_id="principle-critique")
+            revision = gr.Textbox(label="Revision request", lines=3)
         text = gr.Textbox(label="Comparison instruction (kind = comparison)", lines=2)
         note = gr.Textbox(label="Version note", placeholder="why this change (optional)", elem_id="version-note")
         with gr.Row():

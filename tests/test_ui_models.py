@@ -1,0 +1,55 @@
+"""Models tab handlers: the registry view, registering (admin only) and a quick chat through a scripted backend."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from cai import models, users
+from cai.arena_models import BackendPool
+from cai.backends.base import ScriptedBackend
+from ui import models as M
+from ui.common import AppContext
+
+ADMIN, VIEWER = SimpleNamespace(username="ada"), SimpleNamespace(username="val")
+
+
+@pytest.fixture
+def ctx(db, db_path):
+    users.add_user(db, "ada", "admin", "password1")
+    users.add_user(db, "val", "viewer", "password1")
+    models.ensure_model(db, "tiny")
+    return AppContext(db_path)
+
+
+def test_registry_and_register(ctx):
+    assert M.register(ctx, "sl-cai", "/models/sl-cai", "hf", True, ADMIN) == "✅ Registered sl-cai as model #2"
+    assert M.register(ctx, "sl-cai", "/x", "hf", False, ADMIN) == "❌ a model named &#x27;sl-cai&#x27; already exists"
+    with pytest.raises(gr.Error, match="needs the admin role"):
+        M.register(ctx, "other", "/x", "hf", False, VIEWER)
+    frame, dropdown = M.registry(ctx, VIEWER)
+    assert frame[["id", "name", "path", "chat"]].to_dict("records") == [
+        {"id": 1, "name": "tiny", "path": "tiny", "chat": "no"},
+        {"id": 2, "name": "sl-cai", "path": "/models/sl-cai", "chat": "yes"},
+    ]
+    assert dropdown.choices == [("tiny (#1)", 1), ("sl-cai (#2)", 2)]
+    assert "<b>Ancestry:</b> sl-cai" in M.show_lineage(ctx, 2, VIEWER)
+
+
+def test_chat_sends_the_hh_transcript_and_cuts_at_the_next_turn(ctx):
+    backend = ScriptedBackend(respond=lambda prompt: " Paris.\n\nHuman: and Spain?")
+    pool = BackendPool(loader=lambda row: backend)
+    history, box = M.chat(ctx, pool, 1, [], "Capital of France?", 32, 0.0, VIEWER)
+    assert box == ""
+    assert history == [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]
+    history, _ = M.chat(ctx, pool, 1, history, "And of Italy?", 32, 0.0, VIEWER)
+    assert backend.calls[-1] == ("generate", ["\n\nHuman: Capital of France?\n\nAssistant: Paris.\n\nHuman: And of "
+                                              "Italy?\n\nAssistant:"])
+    assert len(history) == 4
+    with pytest.raises(gr.Error, match="Pick a model"):
+        M.chat(ctx, pool, None, [], "hi", 32, 0.0, VIEWER)
+    broken = BackendPool(loader=lambda row: (_ for _ in ()).throw(FileNotFoundError("no folder /nope")))
+    with pytest.raises(gr.Error, match="Could not load tiny: no folder /nope"):
+        M.chat(ctx, broken, 1, [], "hi", 32, 0.0, VIEWER)
