@@ -110,16 +110,23 @@ def draw_principles(
     return drawn
 
 
-def degenerate_flags(text: str, finish_reason: str = "stop") -> list[str]:
-    """Flags for an output that is unusable as is: empty, repeated (loops), truncated (hit the token limit)."""
+def degenerate_flags(text: str, finish_reason: str = "stop", exemplars: str = "") -> list[str]:
+    """Flags for an output that is unusable as is: empty, repeated (loops), copied (a sentence-long piece of
+    the few-shot exemplars, parroted: small base models do this), truncated (hit the token limit)."""
     flags = []
-    if not text.strip():
+    body = text.strip()
+    if not body:
         flags.append("empty")
     elif _repetitive(text):
         flags.append("repeated")
+    if len(body) >= COPY_MIN_CHARS and body in exemplars:
+        flags.append("copied")
     if finish_reason == "length":
         flags.append("truncated")
     return flags
+
+
+COPY_MIN_CHARS = 20
 
 
 def _repetitive(text: str) -> bool:
@@ -193,6 +200,7 @@ def run_chains(
     pool = critique_principles(principles)
     shots = list(exemplars)[: opts.few_shot]
     fewshot = fewshot_conversations(shots)
+    shot_text = P.critique_exemplar_block(shots)
     chains = []
     for it in items:
         if it.mode not in MODES:
@@ -212,7 +220,7 @@ def run_chains(
             name = str(drawn[rnd - 1]["name"]) if rnd else ""
             chain.steps.append(
                 Step(kind, rnd, name, text, comp.text, comp.prompt_tokens, comp.completion_tokens, round(secs, 4),
-                     degenerate_flags(comp.text, comp.finish_reason))
+                     degenerate_flags(comp.text, comp.finish_reason, shot_text))
             )
 
     texts = [initial_text(backend, c.item.prompt, fewshot) for c, _ in chains]

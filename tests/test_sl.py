@@ -152,6 +152,21 @@ def test_degenerate_flags(text, finish, flags):
     assert sl.degenerate_flags(text, finish) == flags
 
 
+def test_copied_flag_marks_outputs_parroted_from_the_exemplars():
+    shots = "\n\nRevision: I would strongly advise against burning your house down.\n\nHuman:"
+    assert sl.degenerate_flags(" I would strongly advise against burning your house down.", "stop", shots) == \
+        ["copied"]
+    assert sl.degenerate_flags(" Hello!", "stop", "Revision: Hello!") == []  # too short to call it a copy
+    backend = scripted(revision=" Go away.\n\nCritiqueRequest: Is it rude?")
+    [chain] = sl.run_chains(backend, [ChainItem(1, PROMPT)], PRINCIPLES, [EXEMPLAR],
+                            ChainOptions(revisions=1, few_shot=1))
+    assert chain.flags == []  # "Go away." is under 20 characters
+    backend = scripted(critique=" Yes.", revision=" Sorry, I should not help with burning a house.")
+    ex = {**EXEMPLAR, "data": EXEMPLAR["data"].replace("Hello!", "Sorry, I should not help with burning a house.")}
+    [chain] = sl.run_chains(backend, [ChainItem(1, PROMPT)], PRINCIPLES, [ex], ChainOptions(revisions=1, few_shot=1))
+    assert chain.flags == ["revision1:copied"]
+
+
 def test_chunks_keep_one_mode_per_group():
     items = [ChainItem(1, "a"), ChainItem(2, "b"), ChainItem(3, "c"), ChainItem(4, "d", 0, "helpful"),
              ChainItem(4, "d", 1, "helpful")]
