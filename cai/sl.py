@@ -71,7 +71,6 @@ class Chain:
 @dataclass(frozen=True)
 class ChainOptions:
     revisions: int = 4
-    direct: bool = False
     few_shot: int = 2
     batch_size: int = 8
     max_new_tokens: int = 128
@@ -230,12 +229,12 @@ def run_chains(
         if not group:
             break
         critiques: list[str | None] = [None] * len(group)
-        undirected = [(i, g) for i, g in enumerate(group) if g[0].item.mode == "critique"]
-        if undirected:
-            sub = [g for _, g in undirected]
+        with_critique = [(i, g) for i, g in enumerate(group) if g[0].item.mode == "critique"]
+        if with_critique:
+            sub = [g for _, g in with_critique]
             texts = [as_sent(backend, P.critique_prompt(c.item.prompt, c.response, d[rnd - 1], shots)) for c, d in sub]
             run_step(sub, "critique", rnd, texts, P.CRITIQUE_STOP)
-            for i, (c, _) in undirected:
+            for i, (c, _) in with_critique:
                 critiques[i] = c.steps[-1].output
         texts = [
             as_sent(backend, P.revision_prompt(c.item.prompt, c.response, d[rnd - 1], crit, shots))
@@ -346,7 +345,6 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     ctx.begin(done, total)
     opts = ChainOptions(
         revisions=cfg.revisions,
-        direct=cfg.direct,
         few_shot=cfg.few_shot,
         batch_size=cfg.batch_size,
         max_new_tokens=cfg.max_new_tokens,

@@ -229,3 +229,12 @@ def test_revision_scores_with_a_real_sequence_classifier(db, monkeypatch):
     assert [(r["revision"], r["n"]) for r in run["result"]["by_revision"]] == [(0, 2), (1, 2)]
     scores = [r[0] for r in db.execute("select pm_score from chain_steps where kind != 'critique'")]
     assert len(scores) == 4 and all(isinstance(s, float) for s in scores)
+
+
+def test_direct_run_stores_revisions_without_critiques(db, monkeypatch):
+    seed(db, n_prompts=2)
+    use_backend(monkeypatch, ScriptedBackend(respond=lambda p: " fine"))
+    config = SLConfig(prompts="red", model="tiny", constitution="test", revisions=2, direct=True)
+    run = runs.execute(db, runs.create_run(db, config))
+    assert run["result"] == {"chains": 2, "modes": {"direct": 2}, "flagged": 0,
+                             "steps": {"initial": 2, "revision": 4}}

@@ -91,7 +91,7 @@ def test_chain_sends_exact_texts_in_order():
 
 def test_direct_mode_revises_without_critique():
     backend = scripted()
-    opts = ChainOptions(revisions=1, few_shot=1, direct=True)
+    opts = ChainOptions(revisions=1, few_shot=1)
     [chain] = sl.run_chains(backend, [ChainItem(7, PROMPT, mode="direct")], PRINCIPLES, [EXEMPLAR], opts)
     assert [s.kind for s in chain.steps] == ["initial", "revision"]
     assert chain.steps[1].sent == (
