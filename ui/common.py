@@ -68,23 +68,26 @@ def bind(fn: Callable[..., Any], ctx: AppContext) -> Callable[..., Any]:
     return _like(fn, handler, drop_first=True)
 
 
-def on_page_load(fn: Callable[..., Any], inputs: list[Any] | None, outputs: list[Any]) -> None:
-    """Run `fn` each time the page loads (fresh choices, first page), from inside a tab's build().
-
-    A role refusal stays silent here (a rater's page loads every tab's hooks): outputs are left as is.
-    """
-    root = gr.context.Context.root_block
-    if root is None:
-        raise RuntimeError("on_page_load must be called inside a gr.Blocks context")
+def quietly(fn: Callable[..., Any], n_outputs: int) -> Callable[..., Any]:
+    """`fn` for events nobody clicked (page loads, timers): a role refusal leaves the outputs as they are
+    instead of raising an error toast (a rater's page holds every tab's hooks and timers)."""
 
     def quiet(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except gr.Error:
-            skips = [gr.skip() for _ in outputs]
-            return skips if len(skips) != 1 else skips[0]
+            skips = [gr.skip() for _ in range(n_outputs)]
+            return skips if n_outputs != 1 else skips[0]
 
-    root.load(_like(fn, quiet, drop_first=False), inputs, outputs)
+    return _like(fn, quiet, drop_first=False)
+
+
+def on_page_load(fn: Callable[..., Any], inputs: list[Any] | None, outputs: list[Any]) -> None:
+    """Run `fn` each time the page loads (fresh choices, first page), from inside a tab's build(); quietly."""
+    root = gr.context.Context.root_block
+    if root is None:
+        raise RuntimeError("on_page_load must be called inside a gr.Blocks context")
+    root.load(quietly(fn, len(outputs)), inputs, outputs)
 
 
 def username(request: gr.Request | None) -> str | None:

@@ -17,7 +17,7 @@ from sqlite_utils import Database
 
 from cai import runs
 from cai.config import STAGES, ConfigError, fields_help
-from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, require
+from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, require
 from ui.lineage import lineage_html
 
 STAGE_LABELS = {
@@ -306,8 +306,8 @@ def build(ctx: AppContext) -> None:
         lineage_view = gr.HTML()
 
     timer = gr.Timer(2.0)
-    timer.tick(bind(list_view, ctx), None, table, show_progress="hidden")
-    timer.tick(bind(run_detail, ctx), selected, [summary, log, config], show_progress="hidden")
+    timer.tick(quietly(bind(list_view, ctx), 1), None, table, show_progress="hidden")
+    timer.tick(quietly(bind(run_detail, ctx), 3), selected, [summary, log, config], show_progress="hidden")
 
     def pick(evt: gr.SelectData) -> int | None:
         return int(evt.row_value[0]) if evt.row_value else None
