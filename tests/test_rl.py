@@ -6,6 +6,7 @@ import pytest
 
 from cai import constitution, data, models, runs, store
 from cai.config import DPOConfig, LabelConfig, PairsConfig, PMConfig, RLConfig
+from cai.train import reward
 from cai.train.dpo import dpo_rows, soft_handling
 from cai.train.rl import PMReward, as_text, prompt_rows
 
@@ -100,6 +101,11 @@ def test_tiny_pipeline_end_to_end(stage_db):
     pm_row = models.get_model(db, "pm-tiny")
     assert (pm_row["run_id"], pm_row["parent_id"]) == (pm_run, models.get_model(db, "tiny")["id"])
     assert pm_row["constitution_version_id"] == constitution.resolve_version(db)["id"]
+    scores = reward.score("pm-tiny", [prefs[0]["prompt"]] * 2, [prefs[0]["chosen"], prefs[0]["rejected"]], db)
+    one_by_one = reward.score(
+        "pm-tiny", [prefs[0]["prompt"]] * 2, [prefs[0]["chosen"], prefs[0]["rejected"]], db, 1
+    )
+    assert len(scores) == 2 and scores == pytest.approx(one_by_one, abs=1e-5)
 
     rl_run, rl = run(
         db,

@@ -103,7 +103,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
         if logs:
-            short = {k: round(v, 5) if isinstance(v, float) else v for k, v in logs.items()}
+            short = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in logs.items()}
             self.ctx.log(f"step {state.global_step}: {json.dumps(short)}")
 
 
