@@ -177,3 +177,60 @@ def test_few_shot_exemplars_prefix_the_comparison():
     sent = backend.calls[0][1][0]
     assert sent == prompts.comparison_prompt(PROMPT, KIND, "a", "b", ex)
     assert sent.startswith("\n\nConsider the following conversation between a human and an assistant:\n\nP0")
+
+
+# ----------------------------------------------------------------------------- runners (scripted backend, real DB)
+def _stage_db(db, monkeypatch, backend):
+    import cai.backends
+    from cai import constitution, data
+
+    constitution.seed_default(db)
+    data.create_prompt_set(db, "rt", "red-team", ["\n\nHuman: one?\n\nAssistant:", "\n\nHuman: two?\n\nAssistant:",
+                                                  "\n\nHuman: three?\n\nAssistant:"])  # fmt: skip
+    monkeypatch.setattr(cai.backends, "load", lambda spec, db=None, **kw: backend)
+
+
+def test_pairs_runner_sends_each_prompt_twice_and_stores_pairs(db, monkeypatch):
+    from cai import runs
+    from cai.config import PairsConfig
+
+    answers = iter([" A1", " B1", " A2", " B2", " A3", " B3"])
+    backend = ScriptedBackend(respond=lambda p: next(answers))
+    _stage_db(db, monkeypatch, backend)
+    row = runs.execute(db, runs.create_run(db, PairsConfig(prompts="rt", model="m", batch_size=2)))
+    assert row["status"] == "done" and row["result"]["pairs"] == 3
+    assert backend.calls == [
+        ("generate", ["\n\nHuman: one?\n\nAssistant:"] * 2 + ["\n\nHuman: two?\n\nAssistant:"] * 2),
+        ("generate", ["\n\nHuman: three?\n\nAssistant:"] * 2),
+    ]
+    pairs = [
+        (r["response_a"], r["response_b"]) for r in db["response_pairs"].rows_where(order_by="prompt_id")
+    ]
+    assert pairs == [("A1", "B1"), ("A2", "B2"), ("A3", "B3")]
+
+
+def test_label_runner_cancels_between_batches_and_resumes(db, monkeypatch):
+    from cai import data, runs
+    from cai.config import LabelConfig, PairsConfig
+
+    backend = ScriptedBackend(respond=lambda p: " yes")
+    _stage_db(db, monkeypatch, backend)
+    pairs_run = runs.execute(db, runs.create_run(db, PairsConfig(prompts="rt", model="m")))["id"]
+    label_run = runs.create_run(db, LabelConfig(pairs=pairs_run, feedback_model="m", batch_size=2, name="ai"))
+
+    def cancel_after_first_batch(prompt: str, option: str) -> float:
+        db["runs"].update(label_run, {"cancel_requested": 1})
+        return 0.0 if option == " (A)" else -math.log(3)
+
+    backend.score = cancel_after_first_batch
+    assert runs.execute(db, label_run)["status"] == "cancelled"
+    assert db["feedback_labels"].count_where("run_id = ?", [label_run]) == 2
+    assert not db["pref_sets"].count_where("name = 'ai'")
+    backend.calls.clear()
+    backend.score = lambda prompt, option: 0.0 if option == " (A)" else -math.log(3)
+    runs.prepare_resume(db, label_run)
+    row = runs.execute(db, label_run)
+    assert row["status"] == "done" and row["result"]["labels"] == 3
+    assert [len(c[1]) for c in backend.calls] == [2]  # only the third pair, both orders
+    assert [p["p"] for p in data.list_pairs(db, "ai")] == [0.5, 0.5, 0.5]
+    assert row["constitution_version_id"] is not None
