@@ -54,45 +54,45 @@ def _check(name: str, role: str | None = None, password: str | None = None) -> N
 
 def add_user(db: Database, name: str, role: str, password: str) -> int:
     _check(name, role, password)
-    if db["users"].count_where("name = ?", [name]):
+    if db.table("users").count_where("name = ?", [name]):
         raise UserError(f"a user named {name!r} already exists")
     row = {"name": name, "role": role, "password_hash": hash_password(password), "created_at": store.now()}
-    return int(db["users"].insert(row).last_pk)
+    return int(db.table("users").insert(row).last_pk or 0)
 
 
 def _row(db: Database, name: str) -> dict[str, Any]:
-    rows = list(db["users"].rows_where("name = ?", [name], limit=1))
+    rows = list(db.table("users").rows_where("name = ?", [name], limit=1))
     if not rows:
         raise UserError(f"no user named {name!r}")
     return rows[0]
 
 
 def get_user(db: Database, name: str) -> dict[str, Any] | None:
-    rows = list(db["users"].rows_where("name = ?", [name], limit=1, select="id, name, role, created_at"))
+    rows = list(db.table("users").rows_where("name = ?", [name], limit=1, select="id, name, role, created_at"))
     return rows[0] if rows else None
 
 
 def list_users(db: Database) -> list[dict[str, Any]]:
-    return list(db["users"].rows_where(order_by="id", select="id, name, role, created_at"))
+    return list(db.table("users").rows_where(order_by="id", select="id, name, role, created_at"))
 
 
 def set_password(db: Database, name: str, password: str) -> None:
     _check(name, password=password)
-    db["users"].update(_row(db, name)["id"], {"password_hash": hash_password(password)})
+    db.table("users").update(_row(db, name)["id"], {"password_hash": hash_password(password)})
 
 
 def set_role(db: Database, name: str, role: str) -> None:
     _check(name, role=role)
-    db["users"].update(_row(db, name)["id"], {"role": role})
+    db.table("users").update(_row(db, name)["id"], {"role": role})
 
 
 def remove_user(db: Database, name: str) -> None:
-    db["users"].delete(_row(db, name)["id"])
+    db.table("users").delete(_row(db, name)["id"])
 
 
 def authenticate(db: Database, name: str, password: str) -> dict[str, Any] | None:
     """The user (id, name, role) when the password matches, else None."""
-    rows = list(db["users"].rows_where("name = ?", [name], limit=1))
+    rows = list(db.table("users").rows_where("name = ?", [name], limit=1))
     if not rows or not verify_password(password, rows[0]["password_hash"] or ""):
         return None
     return {k: rows[0][k] for k in ("id", "name", "role", "created_at")}
@@ -105,7 +105,7 @@ def role_of(db: Database, name: str | None) -> str | None:
 
 def ensure_admin(db: Database, password: str | None = None, name: str = "admin") -> str | None:
     """With no users at all, create an admin; returns its password (generated if not given), else None."""
-    if db["users"].count:
+    if db.table("users").count:
         return None
     password = password or secrets.token_urlsafe(12)
     add_user(db, name, "admin", password)

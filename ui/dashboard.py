@@ -235,8 +235,11 @@ def lineage(ctx: AppContext, model_id: int | None, request: gr.Request) -> str:
 # ----------------------------------------------------------------------------- layout
 
 
-def _input(kind: str, f: dict[str, Any]) -> gr.components.Component:
+def _input(kind: str, f: dict[str, Any], model: str = "default") -> gr.components.Component:
+    """One form input; model fields whose default is "default" start at the app's --model instead."""
     name, default, info = f["name"], f["default"], describe(f)
+    if default == "default" and name in ("model", "policy", "feedback_model"):
+        default = model
     elem_id = f"{kind}-{name}"
     if f["type"] is bool:
         return gr.Checkbox(value=bool(default), label=name, info=info, elem_id=elem_id)
@@ -275,7 +278,7 @@ def build(ctx: AppContext) -> None:
                 for i in range(0, len(fields), 3):
                     with gr.Row():
                         for f in fields[i : i + 3]:
-                            comp = _input(kind, f)
+                            comp = _input(kind, f, ctx.model)
                             inputs.append(comp)
                             if f["name"] in REFS and not f.get("choices"):
                                 ref_inputs.append(comp)

@@ -62,8 +62,10 @@ def _text(content: Any) -> str:
 def registry(ctx: AppContext, request: gr.Request) -> list[Any]:
     require(ctx, request, BROWSE_ROLES)
     db = ctx.db()
-    choices = [(f"{m['name']} (#{m['id']})", m["id"]) for m in models.list_models(db)]
-    return [registry_frame(db), gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)]
+    rows = models.list_models(db)
+    choices = [(f"{m['name']} (#{m['id']})", m["id"]) for m in rows]
+    preferred = next((m["id"] for m in rows if m["name"] == ctx.model), choices[0][1] if choices else None)
+    return [registry_frame(db), gr.Dropdown(choices=choices, value=preferred)]
 
 
 def show_lineage(ctx: AppContext, model_id: float | None, request: gr.Request) -> str:
