@@ -104,3 +104,16 @@ def test_hhh_cli_with_the_default_model(shared, tmp_path):
     result = json.loads(out.stdout)
     assert result["n"] == 6 and 0.0 <= result["accuracy"] <= 1.0
     assert set(result["position"]) == {"file_order", "order_avg", "both_orders"}
+
+
+def test_every_eval_command_and_flag_has_help():
+    from cai.cli import make_parser
+
+    parser = make_parser()
+    evals = next(a for a in parser._subparsers._group_actions[0].choices["eval"]._actions if a.dest == "eval")
+    assert set(evals.choices) == {"hhh", "agreement", "revisions"}
+    for name, sub in evals.choices.items():
+        assert sub.description is None or sub.description
+        for action in sub._actions:
+            assert action.help, f"cai eval {name} {action.option_strings} has no help"
+    assert {a.help for a in evals._choices_actions} and all(a.help for a in evals._choices_actions)

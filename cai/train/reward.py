@@ -70,7 +70,7 @@ class SoftRewardTrainer(RewardTrainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
-            self._signature_columns = ["chosen_ids", "rejected_ids", "p"]
+            self._signature_columns = ["chosen_ids", "rejected_ids", "p"]  # type: ignore[assignment]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
         mode = "train" if self.model.training else "eval"
