@@ -132,6 +132,7 @@ class Reading:
     p_option_a: float
     p: float  # p(first response better), clamped when CoT
     cot: str | None = None
+    cot_tokens: int = 0
 
 
 @dataclass
@@ -175,6 +176,7 @@ def read_queries(
     """
     texts = [q.text for q in queries]
     cots: list[str | None] = [None] * len(queries)
+    cot_tokens = [0] * len(queries)
     if opts.cot:
         sampled = opts.samples > 1
         for start in range(0, len(queries), opts.batch_size):
@@ -187,6 +189,7 @@ def read_queries(
             )
             for j, out in enumerate(backend.generate([q.text for q in chunk], params)):
                 cots[start + j] = out.text.strip()
+                cot_tokens[start + j] = out.completion_tokens
                 texts[start + j] = prompts.comparison_cot_answer_prompt(chunk[j].text, out.text)
     readings: list[Reading] = []
     for start in range(0, len(queries), opts.batch_size):
@@ -198,7 +201,19 @@ def read_queries(
             p = first_p(pa, q.order)
             if opts.cot:
                 p = clamp(p, opts.clamp_low, opts.clamp_high)
-            readings.append(Reading(q.item, q.order, q.principle, q.sample, list(lp), pa, p, cots[start + j]))
+            readings.append(
+                Reading(
+                    q.item,
+                    q.order,
+                    q.principle,
+                    q.sample,
+                    list(lp),
+                    pa,
+                    p,
+                    cots[start + j],
+                    cot_tokens[start + j],
+                )
+            )
         if on_batch:
             on_batch(len(chunk_texts))
     return readings
@@ -376,7 +391,7 @@ def run_labels(ctx: Any) -> dict[str, Any]:
             for p, lab in zip(chunk, labels, strict=True)
         )
         done |= {p["id"] for p in chunk}
-        tokens = sum(len(r.cot or "") // 4 for lab in labels for r in lab.readings)
+        tokens = sum(r.cot_tokens for lab in labels for r in lab.readings)
         ctx.progress(len(done), len(pairs), tokens=tokens)
     stored = {r["pair_id"]: r for r in db["feedback_labels"].rows_where("run_id = ?", [ctx.run_id])}
     prefs = []
