@@ -34,14 +34,14 @@ def ctx(db, db_path):
 def test_save_edit_disable_delete_each_make_a_version(ctx):
     status, v = T.save_principle(ctx, "mini", "harm", "critique", "harm", "Is it dangerous?", "Make it safe.", "",
                                  True, "sharper wording", ADMIN)
-    assert (status, v) == ("✅ Saved as mini v2: sharper wording (by ada)", 2)
+    assert (status, v) == ("Saved as mini v2: sharper wording (by ada)", 2)
     got = constitution.resolve_version(ctx.db(), "mini")
     assert got["principles"][0]["critique"] == "\n\nCritiqueRequest: Is it dangerous?\n\nCritique:"
     status, v = T.save_principle(ctx, "mini", "", "comparison", "honest", "", "", "Which is more honest?", True, "",
                                  ADMIN)
-    assert (status, v) == ("✅ Saved as mini v3: add comparison principle &#x27;honest&#x27; (by ada)", 3)
+    assert (status, v) == ("Saved as mini v3: add comparison principle &#x27;honest&#x27; (by ada)", 3)
     assert T.change_principle(ctx, "disable", "mini", "harm", "", ADMIN) == (
-        "✅ Disabled harm: now mini v4", 4)
+        "Disabled harm: now mini v4", 4)
     assert T.change_principle(ctx, "delete", "mini", "kinder", "", ADMIN)[1] == 5
     final = constitution.resolve_version(ctx.db(), "mini")
     assert [(p["name"], p["enabled"]) for p in final["principles"]] == [("harm", False), ("honest", True)]
@@ -53,7 +53,7 @@ def test_save_edit_disable_delete_each_make_a_version(ctx):
 
 def test_invalid_edits_are_rejected_inline_and_store_nothing(ctx):
     status, v = T.save_principle(ctx, "mini", "", "critique", "harm", "dup", "dup", "", True, "", ADMIN)
-    assert v is None and status.startswith("❌ Not saved: two principles are named")
+    assert v is None and status.startswith("Not saved: two principles are named")
     status, v = T.save_principle(ctx, "mini", "", "critique", "", "x", "y", "", True, "", ADMIN)
     assert v is None and "a principle needs a name" in status
     assert len(constitution.list_versions(ctx.db(), "mini")) == 1
@@ -110,13 +110,13 @@ def test_import_export_round_trip_and_bad_files(ctx, tmp_path):
     upload = tmp_path / "mini.json"
     upload.write_text(json.dumps(data), encoding="utf-8")
     status, name = T.import_upload(ctx, str(upload), "mini", ADMIN)
-    assert (status, name) == ("✅ Imported 3 items (cai) as mini v2", "mini")
+    assert (status, name) == ("Imported 3 items (cai) as mini v2", "mini")
     paper = T.export_file(ctx, "mini", None, "paper", "comparison", VIEWER)
     assert json.loads(open(paper, encoding="utf-8").read()) == ["\nWhich response is kinder? Options:"]
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "cai-constitution", "principles": [}', encoding="utf-8")
     status, name = T.import_upload(ctx, str(bad), "mini", ADMIN)
-    assert name == "" and status.startswith("❌ Import failed: bad.json:1: not valid JSON")
+    assert name == "" and status.startswith("Import failed: bad.json:1: not valid JSON")
     with pytest.raises(gr.Error, match="expected a .json file"):
         T.import_upload(ctx, str(tmp_path / "x.txt"), "", ADMIN)
     big = tmp_path / "big.json"
@@ -129,7 +129,7 @@ def test_import_export_round_trip_and_bad_files(ctx, tmp_path):
 def test_rename_keeps_position_and_writes_one_version(ctx):
     status, v = T.save_principle(ctx, "mini", "kinder", "comparison", "gentler", "", "", "Which is gentler?", True, "",
                                  ADMIN)
-    assert (status, v) == ("✅ Saved as mini v2: rename &#x27;kinder&#x27; to &#x27;gentler&#x27; (by ada)", 2)
+    assert (status, v) == ("Saved as mini v2: rename &#x27;kinder&#x27; to &#x27;gentler&#x27; (by ada)", 2)
     got = constitution.resolve_version(ctx.db(), "mini")
     assert [(p["name"], p["text"]) for p in got["principles"]] == [
         ("harm", ""), ("gentler", "\nWhich is gentler? Options:")]

@@ -42,11 +42,11 @@ def test_every_stage_form_has_help_and_defaults():
 @pytest.mark.parametrize(
     ("kind", "values", "message"),
     [
-        ("sl", {"prompts": "sample-red-team", "revisions": "12"}, "❌ revisions: must be &lt;= 8, got 12"),
-        ("sl", {"prompts": "sample-red-team", "batch_size": "two"}, "❌ batch_size: &#x27;two&#x27; is not a valid int"),
-        ("sl", {"prompts": ""}, "❌ prompts: name a red-team prompt set"),
-        ("label", {"pairs": "", "clamp_low": "0.7"}, "❌ pairs: "),
-        ("label", {"pairs": "3", "clamp_low": "0.7"}, "❌ clamp_low must be &lt;= clamp_high"),
+        ("sl", {"prompts": "sample-red-team", "revisions": "12"}, "Error: revisions: must be &lt;= 8, got 12"),
+        ("sl", {"prompts": "sample-red-team", "batch_size": "two"}, "Error: batch_size: &#x27;two&#x27; is not a valid int"),
+        ("sl", {"prompts": ""}, "Error: prompts: name a red-team prompt set"),
+        ("label", {"pairs": "", "clamp_low": "0.7"}, "Error: pairs: "),
+        ("label", {"pairs": "3", "clamp_low": "0.7"}, "Error: clamp_low must be &lt;= clamp_high"),
     ],
 )
 def test_invalid_forms_come_back_inline_and_create_no_run(ctx, kind, values, message):
@@ -70,10 +70,10 @@ def test_launch_cancel_resume_in_a_worker(ctx):
     status, run_id = D.launch_stage(
         ctx, "sl", *form("sl", prompts="sample-red-team", model="tiny", limit="2", revisions="1",
                          max_new_tokens="4", few_shot="0"), ADMIN)
-    assert status == f"✅ Started SL chains (critique → revision) as run #{run_id}"
-    assert D.cancel(ctx, run_id, ADMIN) == f"✅ Cancel requested for run #{run_id}"
+    assert status == f"Started SL chains (critique → revision) as run #{run_id}"
+    assert D.cancel(ctx, run_id, ADMIN) == f"Cancel requested for run #{run_id}"
     assert runs.wait(ctx.db(), run_id, timeout=120)["status"] == "cancelled"
-    assert D.resume(ctx, run_id, ADMIN) == f"✅ Resumed run #{run_id}"
+    assert D.resume(ctx, run_id, ADMIN) == f"Resumed run #{run_id}"
     run = runs.wait(ctx.db(), run_id, timeout=120)
     assert run["status"] == "done", run["error"]
     assert ctx.db()["chains"].count_where("run_id = ?", [run_id]) == 2
@@ -87,9 +87,9 @@ def test_launch_cancel_resume_in_a_worker(ctx):
                          "info  cancelled", "info  resumed"]
     assert '"model": "tiny"' in config
     assert D.cancel(ctx, run_id, ADMIN) == (
-        f"❌ run {run_id} is done; only queued or running runs can be cancelled")
+        f"Error: run {run_id} is done; only queued or running runs can be cancelled")
     assert D.resume(ctx, run_id, ADMIN) == (
-        f"❌ run {run_id} is done; only failed, cancelled or interrupted runs resume")
+        f"Error: run {run_id} is done; only failed, cancelled or interrupted runs resume")
 
 
 def test_run_detail_escapes_errors(ctx):

@@ -25,8 +25,8 @@ def ctx(db, db_path):
 
 
 def test_registry_and_register(ctx):
-    assert M.register(ctx, "sl-cai", "/models/sl-cai", "hf", True, ADMIN) == "✅ Registered sl-cai as model #2"
-    assert M.register(ctx, "sl-cai", "/x", "hf", False, ADMIN) == "❌ a model named &#x27;sl-cai&#x27; already exists"
+    assert M.register(ctx, "sl-cai", "/models/sl-cai", "hf", True, ADMIN) == "Registered sl-cai as model #2"
+    assert M.register(ctx, "sl-cai", "/x", "hf", False, ADMIN) == "Error: a model named &#x27;sl-cai&#x27; already exists"
     with pytest.raises(gr.Error, match="needs the admin role"):
         M.register(ctx, "other", "/x", "hf", False, VIEWER)
     frame, dropdown = M.registry(ctx, VIEWER)

@@ -192,8 +192,8 @@ def save_principle(
             v = C.add_principle(db, name, {"kind": kind, "name": pname, "enabled": enabled, **fields},
                                 _note(note, user, f"add {kind} principle {pname!r}"))
     except (DataError, LookupError) as exc:
-        return f"❌ Not saved: {esc(exc)}", None
-    return f"✅ Saved as {esc(name)} v{v['version']}: {esc(v['note'])}", v["version"]
+        return f"Not saved: {esc(exc)}", None
+    return f"Saved as {esc(name)} v{v['version']}: {esc(v['note'])}", v["version"]
 
 
 def _note(note: str | None, user: str, default: str) -> str:
@@ -207,12 +207,12 @@ def change_principle(
     user = require(ctx, request, EDIT_ROLES)
     funcs = {"disable": C.disable_principle, "enable": C.enable_principle, "delete": C.delete_principle}
     if not original:
-        return "❌ Pick a principle first.", None
+        return "Error: Pick a principle first.", None
     try:
         v = funcs[action](ctx.db(), name, original, _note((note or "").strip() or None, user, f"{action} {original!r}"))
     except (DataError, LookupError) as exc:
-        return f"❌ {esc(exc)}", None
-    return f"✅ {action.capitalize()}d {esc(original)}: now {esc(name)} v{v['version']}", v["version"]
+        return f"Error: {esc(exc)}", None
+    return f"{action.capitalize()}d {esc(original)}: now {esc(name)} v{v['version']}", v["version"]
 
 
 def _action(ctx: AppContext, action: str):  # type: ignore[no-untyped-def]
@@ -236,9 +236,9 @@ def import_upload(ctx: AppContext, path: str | None, into: str, request: gr.Requ
     try:
         v = C.import_file(ctx.db(), p, into=(into or "").strip() or None)
     except (DataError, LookupError) as exc:
-        return f"❌ Import failed: {esc(str(exc).replace(str(p.parent) + '/', ''))}", ""
+        return f"Import failed: {esc(str(exc).replace(str(p.parent) + '/', ''))}", ""
     info = v["imported"]
-    return f"✅ Imported {info['count']} items ({esc(info['format'])}) as {esc(v['name'])} v{v['version']}", v["name"]
+    return f"Imported {info['count']} items ({esc(info['format'])}) as {esc(v['name'])} v{v['version']}", v["name"]
 
 
 def export_file(ctx: AppContext, name: str, version: int | None, fmt: str, kind: str, request: gr.Request) -> str:

@@ -142,15 +142,15 @@ def launch_stage(ctx: AppContext, kind: str, *args: Any) -> tuple[str, int | Non
     try:
         config = config_from_form(kind, values)
     except ConfigError as exc:
-        return f"❌ {esc(exc)}", None
+        return f"Error: {esc(exc)}", None
     db = ctx.db()
     try:
         run_id, proc = runs.start(db, ctx.db_path, config)
     except (LookupError, ValueError) as exc:
-        return f"❌ {esc(exc)}", None
+        return f"Error: {esc(exc)}", None
     threading.Thread(target=proc.wait, daemon=True).start()  # reap the worker when it ends
     runs.RunContext(db, run_id, config).log(f"launched from the dashboard by {user}")
-    return f"✅ Started {esc(STAGE_LABELS.get(kind, kind))} as run #{run_id}", run_id
+    return f"Started {esc(STAGE_LABELS.get(kind, kind))} as run #{run_id}", run_id
 
 
 def list_view(ctx: AppContext, request: gr.Request) -> pd.DataFrame:
@@ -186,26 +186,26 @@ def run_detail(ctx: AppContext, run_id: float | None, request: gr.Request) -> tu
 def cancel(ctx: AppContext, run_id: float | None, request: gr.Request) -> str:
     user = require(ctx, request, EDIT_ROLES)
     if not run_id:
-        return "❌ Select a run first."
+        return "Error: Select a run first."
     try:
         runs.request_cancel(ctx.db(), int(run_id))
     except runs.RunError as exc:
-        return f"❌ {esc(exc)}"
+        return f"Error: {esc(exc)}"
     ctx.db()["run_logs"].insert({"run_id": int(run_id), "ts": runs.store.now(), "level": "info",
                                  "line": f"cancel requested by {user}"})
-    return f"✅ Cancel requested for run #{int(run_id)}"
+    return f"Cancel requested for run #{int(run_id)}"
 
 
 def resume(ctx: AppContext, run_id: float | None, request: gr.Request) -> str:
     require(ctx, request, EDIT_ROLES)
     if not run_id:
-        return "❌ Select a run first."
+        return "Error: Select a run first."
     try:
         proc = runs.resume(ctx.db(), ctx.db_path, int(run_id))
     except runs.RunError as exc:
-        return f"❌ {esc(exc)}"
+        return f"Error: {esc(exc)}"
     threading.Thread(target=proc.wait, daemon=True).start()
-    return f"✅ Resumed run #{int(run_id)}"
+    return f"Resumed run #{int(run_id)}"
 
 
 def model_choices(ctx: AppContext, request: gr.Request) -> list[Any]:

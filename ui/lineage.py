@@ -104,16 +104,13 @@ def ancestry(db: Database, model_id: int) -> list[str]:
     return [m["name"] for m in reversed(models.lineage(db, model_id))]
 
 
-ICONS = {"model": "🧠", "run": "⚙️", "prefs": "⚖️", "constitution": "📜"}
-
-
 def tree_html(node: dict[str, Any]) -> str:
     """A nested list; every label comes from the store and is escaped."""
     via = f'<span class="cai-meta">{esc(node["via"])}: </span>' if node.get("via") else ""
     detail = f' <span class="cai-meta">({esc(node["detail"])})</span>' if node.get("detail") else ""
     kids = "".join(tree_html(c) for c in node["children"])
     inner = f"<ul>{kids}</ul>" if kids else ""
-    return f"<li>{via}{ICONS.get(node['type'], '')} <b>{esc(node['label'])}</b>{detail}{inner}</li>"
+    return f"<li>{via}<b>{esc(node['label'])}</b>{detail}{inner}</li>"
 
 
 def lineage_html(db: Database, model_id: int) -> str:

@@ -79,8 +79,8 @@ def register(ctx: AppContext, name: str, path: str, backend: str, chat: bool, re
         model_id = models.register_model(ctx.db(), (name or "").strip(), (path or "").strip() or (name or "").strip(),
                                          backend=backend, chat=chat)
     except models.ModelError as exc:
-        return f"❌ {esc(exc)}"
-    return f"✅ Registered {esc(name)} as model #{model_id}"
+        return f"Error: {esc(exc)}"
+    return f"Registered {esc(name)} as model #{model_id}"
 
 
 def chat(
