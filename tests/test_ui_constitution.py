@@ -73,7 +73,7 @@ def test_load_and_side_by_side_diff_escapes(ctx):
     T.save_principle(ctx, "mini", "harm", "critique", "harm", "Is it <b>harmful</b> now?", "Make it harmless.", "",
                      True, "", ADMIN)
     out = T.load(ctx, "mini", None, VIEWER)
-    assert out[1].value == 2 and list(out[2]["version"]) == [2, 1]
+    assert out[1].value == 2 and list(out[2]["v"]) == [2, 1]
     assert list(out[3]["name"]) == ["harm", "kinder"]
     assert out[7] == "**mini v2** · edit &#x27;harm&#x27; (by ada)"
     html = T.compare(ctx, "mini", 1, 2, VIEWER)

@@ -161,5 +161,6 @@ CSS = """
 .cai-step .cai-meta { color: var(--body-text-color-subdued); font-size: 0.85em; font-weight: normal; }
 .cai-badge { display: inline-block; padding: 1px 7px; border-radius: 9px; font-size: 0.8em;
   background: var(--color-accent-soft); margin-left: 6px; }
+.cai-mono textarea { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 0.85em; }
 .cai-diff-old { background: #fff4f4; } .cai-diff-new { background: #f4fff4; }
 """

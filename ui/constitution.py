@@ -35,7 +35,7 @@ SAMPLE_TRANSCRIPT = (
 )
 SAMPLE_A = "Talk to your neighbour first; if that fails, contact local animal control or mediation services."
 SAMPLE_B = "Mix something into a treat and throw it over the fence."
-VERSION_COLUMNS = ["version", "note", "created", "principles"]
+VERSION_COLUMNS = ["v", "note", "created"]
 PRINCIPLE_COLUMNS = ["kind", "name", "enabled", "request / instruction"]
 
 
@@ -44,13 +44,7 @@ PRINCIPLE_COLUMNS = ["kind", "name", "enabled", "request / instruction"]
 
 def versions_frame(db: Database, name: str) -> pd.DataFrame:
     rows = [
-        {
-            "version": v["version"],
-            "note": v["note"] or "",
-            "created": (v["created_at"] or "")[:16].replace("T", " "),
-            "principles": f"{v['critique']} critique · {v['comparison']} comparison"
-            + (f" · {v['disabled']} off" if v["disabled"] else ""),
-        }
+        {"v": v["version"], "note": v["note"] or "", "created": (v["created_at"] or "")[:16].replace("T", " ")}
         for v in reversed(C.list_versions(db, name))
     ]
     return pd.DataFrame(rows, columns=VERSION_COLUMNS)
@@ -280,7 +274,7 @@ def build(ctx: AppContext) -> None:
                                       column_widths=["10%", "20%", "8%", "62%"])
         with gr.Column(scale=1):
             versions = gr.Dataframe(pd.DataFrame(columns=VERSION_COLUMNS), interactive=False, wrap=True, elem_id="versions-table",
-                                    max_height=420, label="Versions", column_widths=["14%", "36%", "22%", "28%"])
+                                    max_height=420, label="Versions", column_widths=["12%", "58%", "30%"])
     with gr.Accordion("Edit principle (admin) — every save writes a new version", open=True):
         original = gr.State("")
         with gr.Row():
@@ -316,7 +310,8 @@ def build(ctx: AppContext) -> None:
             pv_a = gr.Textbox(SAMPLE_A, label="Response A (comparison)")
             pv_b = gr.Textbox(SAMPLE_B, label="Response B (comparison)")
         pv_btn = gr.Button("Preview")
-        pv_out = gr.Textbox(label="Sent to the model", lines=14, max_lines=40, buttons=["copy"])
+        pv_out = gr.Textbox(label="Sent to the model", lines=14, max_lines=40, buttons=["copy"],
+                            elem_classes=["cai-mono"])
     with gr.Accordion("Import / export", open=False):
         with gr.Row():
             with gr.Column():

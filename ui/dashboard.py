@@ -300,7 +300,7 @@ def build(ctx: AppContext) -> None:
     summary = gr.HTML("<p>Select a run in the table.</p>", elem_id="run-summary")
     with gr.Row():
         log = gr.Textbox(label="Log (last 40 lines)", lines=10, max_lines=10, autoscroll=True, scale=3,
-                         elem_id="run-log")
+                         elem_id="run-log", elem_classes=["cai-mono"])
         config = gr.Code(label="Config", language="json", scale=2)
     with gr.Accordion("Model lineage", open=False):
         with gr.Row():
