@@ -115,3 +115,12 @@ def test_soft_reward_trainer_two_steps_on_the_tiny_model(tmp_path):
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     changed = [k for k, v in model.named_parameters() if not torch.equal(before[k], v)]
     assert "score.weight" in changed and len(changed) > 1
+
+
+def test_pad_id_keeps_token_zero():
+    from types import SimpleNamespace
+
+    from cai.train.reward import pad_id
+
+    assert pad_id(SimpleNamespace(pad_token_id=0, eos_token_id=2)) == 0
+    assert pad_id(SimpleNamespace(pad_token_id=None, eos_token_id=2)) == 2

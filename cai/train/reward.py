@@ -134,6 +134,11 @@ def to_rows(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def pad_id(tok: Any) -> int:
+    """The id the sequence-classification head treats as padding (pad, else EOS; 0 is a valid id)."""
+    return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+
 # ----------------------------------------------------------------------------- scoring
 @lru_cache(maxsize=2)
 def _load_pm(path: str) -> tuple[Any, Any]:
@@ -227,7 +232,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
             args=args,
             train_dataset=Dataset.from_list(to_rows(train)),
             processing_class=tok,
-            data_collator=SoftPreferenceCollator(pad_token_id=tok.pad_token_id or tok.eos_token_id),
+            data_collator=SoftPreferenceCollator(pad_token_id=pad_id(tok)),
             peft_config=common.lora_config(cfg, task_type="SEQ_CLS") if cfg.lora else None,
             callbacks=[common.ProgressCallback(ctx)],
             loss_kind=cfg.loss,
