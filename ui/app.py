@@ -19,28 +19,24 @@ tabs (the arena as its last tab, "Arena"); raters get only the arena view, a sec
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from cai import store, users
+from ui import arena
 from ui.common import BROWSE_ROLES, CSS, AppContext, bind, esc, username
 
-# (tab label, tab id, module, roles that see it); raters see the arena view instead (see view_for)
+# (tab label, tab id, module) of the workbench view (admins and viewers); raters get the arena view instead.
 TABS = [
-    ("Constitution", "constitution", "ui.constitution", ("admin", "viewer")),
-    ("Chains", "chains", "ui.chains", ("admin", "viewer")),
-    ("Labels", "labels", "ui.labels", ("admin", "viewer")),
-    ("Dashboard", "dashboard", "ui.dashboard", ("admin", "viewer")),
-    ("Models", "models", "ui.models", ("admin", "viewer")),
-    ("Arena", "arena", "ui.arena", ("admin", "viewer")),
+    ("Constitution", "constitution", "ui.constitution"),
+    ("Chains", "chains", "ui.chains"),
+    ("Labels", "labels", "ui.labels"),
+    ("Dashboard", "dashboard", "ui.dashboard"),
+    ("Models", "models", "ui.models"),
+    ("Arena", "arena", "ui.arena"),
 ]
-
-
-def _present(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def header_html(name: str | None, role: str | None) -> str:
@@ -50,10 +46,6 @@ def header_html(name: str | None, role: str | None) -> str:
         '<h2 style="margin:0">Constitutional AI Workbench</h2>'
         f'<span>{who} · <a href="/logout">log out</a></span></div>'
     )
-
-
-def built_tabs() -> list[tuple[str, str, str, tuple[str, ...]]]:
-    return [t for t in TABS if _present(t[2])]
 
 
 def view_for(role: str | None) -> str:
@@ -83,12 +75,11 @@ def build_app(db_path: str | Path, model: str = "default") -> gr.Blocks:
     with gr.Blocks(title="Constitutional AI Workbench") as demo:
         header = gr.HTML(header_html(None, None))
         with gr.Column(visible=False) as workbench, gr.Tabs():
-            for label, tab_id, module, _roles in built_tabs():
+            for label, tab_id, module in TABS:
                 with gr.Tab(label, id=tab_id):
                     importlib.import_module(module).build(ctx)
         with gr.Column(visible=False) as rater_view:
-            if _present("ui.arena"):
-                importlib.import_module("ui.arena").build(ctx)
+            arena.build(ctx)
         nobody = gr.Markdown("This account has no role that can use the workbench.", visible=False)
         demo.load(bind(on_load, ctx), None, [header, workbench, rater_view, nobody])
     return demo
@@ -113,9 +104,8 @@ def server(db_path: str | Path, model: str = "default") -> Any:
     from fastapi import FastAPI
 
     app = FastAPI()
-    if _present("ui.arena"):
-        arena_page = importlib.import_module("ui.arena").page_for(db_path)
-        app = gr.mount_gradio_app(app, arena_page.queue(default_concurrency_limit=8), path="/arena", **_look())
+    arena_page = arena.page_for(db_path).queue(default_concurrency_limit=8)
+    app = gr.mount_gradio_app(app, arena_page, path="/arena", **_look())
     demo = build_app(db_path, model).queue(default_concurrency_limit=8)
     return gr.mount_gradio_app(
         app,
