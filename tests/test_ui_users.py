@@ -81,3 +81,19 @@ def test_cli_add_list_role_remove(db_path, capsys, monkeypatch):
     assert main(["users", "remove", "rae", "--db", str(db_path)]) == 0
     assert main(["users", "remove", "rae", "--db", str(db_path)]) == 2
     assert "error: no user named 'rae'" in capsys.readouterr().err
+
+
+def test_every_users_command_and_option_has_help():
+    import argparse
+
+    from cai.cli import make_parser
+
+    sub = next(a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    users_parser = sub.choices["users"]
+    actions = next(a for a in users_parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(actions.choices) == ["add", "list", "passwd", "remove", "role"]
+    for name, parser in actions.choices.items():
+        assert any(c.dest == name and c.help for c in actions._choices_actions), name
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"users {name}: {action.dest} has no help"
