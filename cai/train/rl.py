@@ -2,7 +2,9 @@
 
 TRL 1.16 has no PPO; both trainers sample `num_generations` completions per prompt, score them with
 `PMReward` and keep the policy near the reference (the starting policy) with a KL penalty `beta`.
-The reward function also records the Goodhart watch on every generation step's samples.
+The reward function also records the Goodhart watch on every generation step's samples: one
+`goodhart` row per (run_id, step) with metrics = cai.evals.goodhart.stats(...).to_dict() and samples =
+the first SAMPLES_KEPT {prompt, completion, reward}; the run's result names the algorithm.
 """
 
 from __future__ import annotations
