@@ -120,3 +120,16 @@ def test_fts_follows_updates_and_deletes(filled):
     assert C.chain_page(filled, C.ChainFilter(text="gardening")).total == 0
     assert [r["id"] for r in C.chain_page(filled, C.ChainFilter(text="cooking")).rows] == [7]
     assert store.loads(filled["chains"].get(7)["flags"]) == ["revision1:truncated"]
+
+
+def test_diff_groups_small_gaps_and_whole_rewrites():
+    from ui.common import diff_html
+
+    assert diff_html("Say it <b>now</b> please.", "Say it <b>later</b> please.") == (
+        '<div class="cai-text">Say it <del>&lt;b&gt;now&lt;/b&gt;</del><ins>&lt;b&gt;later&lt;/b&gt;</ins> please.</div>')
+    assert diff_html("I have done this for years.", "I can't help with that request.") == (
+        '<div class="cai-text">I <del>have done this for years.</del><ins>can&#x27;t help with that request.</ins></div>')
+    assert diff_html("Sure, here goes.", "No.") == '<div class="cai-text"><del>Sure, here goes.</del><ins>No.</ins></div>'
+    assert diff_html("whether physically, emotionally or socially.", "physically, emotionally or financially.") == (
+        '<div class="cai-text"><del>whether </del>physically, emotionally or <del>socially.</del>'
+        '<ins>financially.</ins></div>')

@@ -176,6 +176,8 @@ def chain_html(chain: dict[str, Any]) -> str:
             title, body = f"Critique {s['round']}", pre(output)
         else:
             title = f"Revision {s['round']}"
+            if previous == output:
+                title += ' <span class="cai-badge">unchanged</span>'
             body = diff_html(previous or "", output) if previous is not None else pre(output)
         principle = f' <span class="cai-meta">· principle: {esc(s["principle"])}</span>' if s["principle"] else ""
         sent = f"<details><summary>Exact text sent to the model</summary>{pre(s['sent'])}</details>"

@@ -118,17 +118,40 @@ def pre(text: Any, cls: str = "cai-text") -> str:
 
 
 def diff_html(old: str, new: str) -> str:
-    """Word-level changes from `old` to `new` as HTML: deletions struck, insertions marked; all escaped."""
+    """Word-level changes from `old` to `new` as HTML: deletions struck, insertions marked; all escaped.
+
+    Changes separated only by whitespace or a tiny word ("a", "for") are shown as one change, and a
+    near-total rewrite as the old text struck then the new, so a rewrite reads as two sentences, not confetti.
+    """
     a, b = _words(old or ""), _words(new or "")
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    if matcher.ratio() < 0.3:
+        segments = [["change", old or "", new or ""]]
+    else:
+        segments = [
+            ["same" if op == "equal" else "change", "".join(a[i1:i2]), "".join(b[j1:j2])]
+            for op, i1, i2, j1, j2 in matcher.get_opcodes()
+        ]
+        for i in range(1, len(segments) - 1):
+            kind, text, _ = segments[i]
+            if kind == "same" and segments[i - 1][0] == segments[i + 1][0] == "change" and len(text.strip()) <= 3:
+                segments[i][0] = "change"
+    merged: list[list[str]] = []
+    for seg in segments:
+        if merged and merged[-1][0] == seg[0] == "change":
+            merged[-1][1] += seg[1]
+            merged[-1][2] += seg[2]
+        else:
+            merged.append(list(seg))
     out = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
-        if op == "equal":
-            out.append(esc("".join(a[i1:i2])))
+    for kind, before, after in merged:
+        if kind == "same":
+            out.append(esc(before))
             continue
-        if op in ("delete", "replace"):
-            out.append(f"<del>{esc(''.join(a[i1:i2]))}</del>")
-        if op in ("insert", "replace"):
-            out.append(f"<ins>{esc(''.join(b[j1:j2]))}</ins>")
+        if before:
+            out.append(f"<del>{esc(before)}</del>")
+        if after:
+            out.append(f"<ins>{esc(after)}</ins>")
     return f'<div class="cai-text">{"".join(out)}</div>'
 
 
