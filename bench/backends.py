@@ -86,7 +86,10 @@ def model_spec(name: str) -> str:
     return name
 
 
-def bench_backend(kind: str, spec: str, args: argparse.Namespace) -> dict[str, Any]:
+def bench_backend(
+    kind: str, spec: str, args: argparse.Namespace
+) -> tuple[dict[str, Any], list[str], list[float]]:
+    """Timings, plus the batch-8 greedy texts and the option scores (to compare backends)."""
     options: dict[str, Any] = {}
     if kind == "hf":
         options["batch_size"] = max(args.batches)
@@ -100,22 +103,24 @@ def bench_backend(kind: str, spec: str, args: argparse.Namespace) -> dict[str, A
     params = SamplingParams(max_new_tokens=args.max_new_tokens, stop=())
     backend.generate(gen_prompts(2), SamplingParams(max_new_tokens=4, stop=()))  # warm-up
     result["generate_tokens_per_s"] = {}
+    texts: list[str] = []
     for batch in args.batches:
         t = time.perf_counter()
         out = backend.generate(gen_prompts(batch), params)
         elapsed = time.perf_counter() - t
         tokens = sum(c.completion_tokens for c in out)
         result["generate_tokens_per_s"][str(batch)] = round(tokens / elapsed, 1)
+        texts = texts or ([c.text for c in out] if batch >= 8 else [])
     prompts = comparison_prompts(args.comparisons)
     backend.option_logprobs(prompts[:2], [[" (A)", " (B)"]] * 2)  # warm-up
     t = time.perf_counter()
-    backend.option_logprobs(prompts, [[" (A)", " (B)"]] * len(prompts))
+    scores = backend.option_logprobs(prompts, [[" (A)", " (B)"]] * len(prompts))
     result["score_comparisons_per_s"] = round(len(prompts) / (time.perf_counter() - t), 2)
     result["score_prompt_tokens"] = len(backend.tokenizer(prompts[0]).input_ids)  # type: ignore[attr-defined]
     close = getattr(backend, "close", None)
     if close:
         close()
-    return result
+    return result, texts, [v for row in scores for v in row]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,8 +147,17 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": args.max_new_tokens,
         "results": {},
     }
+    outputs = {}
     for kind in kinds:
-        report["results"][kind] = bench_backend(kind, spec, args)
+        report["results"][kind], *outputs[kind] = bench_backend(kind, spec, args)
+    if len(kinds) == 2:
+        (texts_a, scores_a), (texts_b, scores_b) = outputs["hf"], outputs["vllm"]
+        report["agreement"] = {
+            "greedy_texts_equal": f"{sum(a == b for a, b in zip(texts_a, texts_b, strict=True))}/{len(texts_a)}",
+            "option_logprob_max_abs_diff": round(
+                max(abs(a - b) for a, b in zip(scores_a, scores_b, strict=True)), 4
+            ),
+        }
     print(json.dumps(report, indent=2))
     return 0
 
