@@ -148,7 +148,7 @@ def build_tiny(out: Path) -> None:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = LlamaForCausalLM(config)  # float32, the default dtype
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -169,14 +169,14 @@ def build_default(out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
         # The GGUF loader attaches a quantizer that refuses to save; the weights are already dequantized.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
         # The GGUF tokenizer comes without a BOS post-processor; Gemma's output is garbage without <bos>.
-        tokenizer.add_bos_token = True
+        tokenizer.add_bos_token = True  # type: ignore[misc]
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         reloaded = AutoTokenizer.from_pretrained(out).encode("Hi")

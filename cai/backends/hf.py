@@ -80,7 +80,7 @@ class HFBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
             self.path, dtype=dtype if dtype is not None else pick_dtype(self.device)
-        ).to(self.device)
+        ).to(self.device)  # type: ignore[arg-type]
         self.model.eval()
         self.batch_size = batch_size or (64 if self.device == "cuda" else 16)
         self._bos = tokens.bos_prefix(self.tokenizer)
@@ -142,7 +142,7 @@ class HFBackend:
         completions = []
         for row, mask in zip(out[:, width:].tolist(), enc.attention_mask.sum(1).tolist(), strict=True):
             ids, hit_eos = self._trim(row)
-            text, stopped = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stops)
+            text, stopped = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stops)  # type: ignore[arg-type]
             reason = "stop" if stopped or hit_eos else "length"
             completions.append(Completion(text, int(mask), len(ids) + int(hit_eos), reason))
         return completions
