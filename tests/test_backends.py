@@ -11,6 +11,7 @@ import torch
 from cai import backends, models
 from cai.backends import SamplingParams
 from cai.backends.builtin import ensure_built, tiny_tokenizer
+from cai.backends.hf import batch_for_memory, kv_bytes_per_token
 
 FRANCE = "\n\nHuman: What is the capital of France?\n\nAssistant:"
 HI = "\n\nHuman: hi\n\nAssistant:"
@@ -223,3 +224,12 @@ def test_ensure_built_replaces_an_outdated_build(tmp_path):
     ensure_built(tmp_path / "m", builder("v2"), version=2)
     assert (tmp_path / "m" / "config.json").read_text() == "v2"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m"]
+
+
+def test_gpu_batch_size_follows_free_memory(tiny):
+    # tiny: 2 layers x 2 KV heads x head_dim 16 x (K and V) x 4 bytes (fp32) = 512 bytes per token.
+    per_token = kv_bytes_per_token(tiny.model.config, 4)
+    assert per_token == 512
+    assert batch_for_memory(64 * 2**20, per_token) == 32  # half of 64 MiB / (512 B x 2048)
+    assert batch_for_memory(2**20, per_token) == 8
+    assert batch_for_memory(80 * 2**30, per_token) == 256

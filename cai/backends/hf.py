@@ -41,6 +41,19 @@ def pick_dtype(device: str) -> torch.dtype | str:
     return torch.bfloat16 if device == "cuda" else "auto"
 
 
+def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:  # type: ignore[no-untyped-def]
+    """KV-cache bytes one token takes across all layers (keys and values)."""
+    cfg = getattr(config, "text_config", config)
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_hidden_layers * heads * head_dim * dtype_bytes
+
+
+def batch_for_memory(free_bytes: int, per_token: int, seq_len: int = 2048, share: float = 0.5) -> int:
+    """Sequences of `seq_len` tokens whose KV cache fits in `share` of free memory, within [8, 256]."""
+    return max(8, min(256, int(free_bytes * share) // max(1, per_token * seq_len)))
+
+
 class _StopOnStrings(StoppingCriteria):
     """Marks a row finished once its generated text contains a stop string (checks a tail window)."""
 
@@ -82,7 +95,12 @@ class HFBackend:
             self.path, dtype=dtype if dtype is not None else pick_dtype(self.device)
         ).to(self.device)  # type: ignore[arg-type]
         self.model.eval()
-        self.batch_size = batch_size or (64 if self.device == "cuda" else 16)
+        if batch_size is None and self.device.startswith("cuda"):
+            free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+            batch_size = batch_for_memory(
+                free, kv_bytes_per_token(self.model.config, self.model.dtype.itemsize)
+            )
+        self.batch_size = batch_size or 16
         self._bos = tokens.bos_prefix(self.tokenizer)
         eos = self.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
