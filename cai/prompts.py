@@ -16,8 +16,9 @@ ASSISTANT = "\n\nAssistant:"
 # Critique / revision (SL stage). A principle's `critique` and `revision` are stored wrapped like this.
 CRITIQUE_REQUEST = "\n\nCritiqueRequest: {request}\n\nCritique:"
 REVISION_REQUEST = "\n\nRevisionRequest: {request}\n\nRevision:"
-CRITIQUE_STOP = ("\n\nRevisionRequest:", "\n\nCritiqueRequest:", "\n\nHuman:")
-REVISION_STOP = ("\n\nCritiqueRequest:", "\n\nRevisionRequest:", "\n\nHuman:")
+# A small base model that has finished a critique tends to start another "Critique:" block: cut there too.
+CRITIQUE_STOP = ("\n\nRevisionRequest:", "\n\nCritiqueRequest:", "\n\nCritique:", "\n\nHuman:")
+REVISION_STOP = ("\n\nCritiqueRequest:", "\n\nRevisionRequest:", "\n\nRevision:", "\n\nHuman:")
 
 # Comparison (RL stage): the shape of the paper's HHH eval prompts (cai-paper/evals/HHH-dev-sample.jsonl).
 COMPARISON_TEMPLATE = (
