@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +54,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--few-shot", type=int, default=0, help="Critique exemplars per request (long prompts).")
     parser.add_argument("--min-prompts", type=int, default=4,
                         help="Chains per measurement: max(batch size, this); the naive run uses this many.")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0 = torch's default). On a shared, busy machine 1 thread can be "
+                             "several times faster than 2 (OpenMP threads spin against other processes).")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         db = store.connect(Path(tmp) / "bench.db")
@@ -71,8 +79,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 opts = sl.ChainOptions(revisions=n, few_shot=args.few_shot, batch_size=b,
                                        max_new_tokens=args.max_new_tokens)
                 results.append(measure(backend, prompts, cv, opts, naive=False))
+                print(json.dumps(results[-1]), file=sys.stderr)
             opts = sl.ChainOptions(revisions=n, few_shot=args.few_shot, batch_size=1, max_new_tokens=args.max_new_tokens)
             results.append(measure(backend, pool[: args.min_prompts], cv, opts, naive=True))
+            print(json.dumps(results[-1]), file=sys.stderr)
     speedup = {}
     for n in rounds:
         naive = next(r for r in results if r["mode"] == "naive" and r["revisions"] == n)
@@ -85,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": getattr(backend, "device", "cpu"),
         "max_new_tokens": args.max_new_tokens,
         "few_shot": args.few_shot,
+        "threads": args.threads or "default",
         "results": results,
         "speedup_vs_naive_chains_per_min": speedup,
     }
