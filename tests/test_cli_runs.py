@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from cai import runs, sl
@@ -115,6 +116,10 @@ def test_run_sl_then_list_show_export(db, db_path, tmp_path, capsys):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert report["rows"] + report["skipped_empty"] == 3 and len(rows) == report["rows"]
     assert all(set(r) == {"prompt", "completion"} and r["prompt"].endswith("\n\nAssistant:") for r in rows)
+    # Without --run: the newest SL run; a .parquet path writes Parquet with the same rows.
+    assert main(["chains", "export", str(tmp_path / "sft.parquet"), *base, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run"] == 1
+    assert pd.read_parquet(tmp_path / "sft.parquet").to_dict("records") == rows
 
     assert main(["runs", "list", *base]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[:4] == ["1", "sl", "done", "3/3"]

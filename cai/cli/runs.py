@@ -17,6 +17,7 @@ from typing import Any
 from cai import runs, sl, store
 from cai.cli import add_common, emit, table
 from cai.config import STAGES, StageConfig, fields_help
+from cai.data import write_records
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -69,9 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--sent", action="store_true", help="Also print the exact text sent for each step.")
     add_common(p)
     p.set_defaults(func=cmd_chains_show)
-    p = csub.add_parser("export", help="Write JSONL with TRL's prompt/completion columns (final revisions).")
-    p.add_argument("path", help="Output JSONL file.")
-    p.add_argument("--run", type=int, required=True, help="The SL run to export.")
+    p = csub.add_parser(
+        "export", help="Write TRL prompt/completion rows (final revisions): JSONL, or Parquet for a .parquet path."
+    )
+    p.add_argument("path", help="Output file (.jsonl or .parquet).")
+    p.add_argument("--run", type=int, default=None, help="The SL run to export (default: the newest SL run).")
     add_common(p)
     p.set_defaults(func=cmd_chains_export)
 
@@ -289,13 +292,15 @@ def _short(text: str | None, width: int = 60) -> str:
 
 def cmd_chains_export(args: argparse.Namespace) -> int:
     db = store.connect(args.db)
+    if args.run is None:
+        newest = runs.list_runs(db, kind="sl", limit=1)
+        if not newest:
+            raise LookupError("there is no SL run to export yet")
+        args.run = newest[0]["id"]
     runs.get_run(db, args.run)  # a clear error for an unknown run
     rows, skipped = sl.sft_records(db, args.run)
-    path = Path(args.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    emit(args, {"path": str(path), "rows": len(rows), "skipped_empty": skipped},
-         lambda d: f"wrote {d['rows']} rows to {d['path']}" + (f" ({skipped} empty finals left out)" if skipped else ""))
+    path = write_records(rows, args.path)
+    emit(args, {"path": str(path), "run": args.run, "rows": len(rows), "skipped_empty": skipped},
+         lambda d: f"wrote {d['rows']} rows of run {d['run']} to {d['path']}"
+         + (f" ({skipped} empty finals left out)" if skipped else ""))
     return 0
