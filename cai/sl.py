@@ -19,6 +19,7 @@ from sqlite_utils import Database
 from cai import prompts as P
 from cai import store
 from cai.backends.base import HUMAN_STOP, Backend, Completion, SamplingParams
+from cai.data import chain_records
 
 INITIAL_STOP = (HUMAN_STOP, "\n\nCritiqueRequest:", "\n\nRevisionRequest:")
 MODES = ("critique", "direct", "helpful")
@@ -432,10 +433,6 @@ def get_chain(db: Database, chain_id: int) -> dict[str, Any]:
 def sft_records(db: Database, run_id: int) -> tuple[list[dict[str, str]], int]:
     """TRL prompt/completion rows of an SL run (final revisions and helpful samples), and how many were
     left out because their final response is empty (nothing to learn from)."""
-    rows, skipped = [], 0
-    for prompt, final in db.execute("select prompt, final from chains where run_id = ? order by id", [run_id]):
-        if not (final or "").strip():
-            skipped += 1
-            continue
-        rows.append({"prompt": prompt, "completion": " " + final.strip()})
-    return rows, skipped
+    rows = chain_records(db, run_id)
+    kept = [r for r in rows if r["completion"].strip()]
+    return kept, len(rows) - len(kept)
