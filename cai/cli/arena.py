@@ -18,11 +18,18 @@ from cai.evals import ratings
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this module's commands to the `cai` parser."""
-    p = sub.add_parser("ratings", help="Elo or Bradley-Terry ratings with bootstrap intervals.")
+    p = sub.add_parser("ratings", help="Elo, Bradley-Terry or Rao-Kupper ratings with bootstrap intervals.")
     p.add_argument("--votes", help="Battles file (FastChat format: model_a, model_b, winner): JSON, JSONL, CSV, Parquet.")
     p.add_argument("--campaign", help="Without --votes: rate this arena campaign's votes (default: all campaigns).")
     p.add_argument("--dimension", help="Only votes on this dimension (helpfulness, harmlessness).")
-    p.add_argument("--method", choices=["elo", "bt"], default="bt", help="Online Elo or Bradley-Terry MLE.")
+    p.add_argument("--method", choices=list(ratings.METHODS), default="bt",
+                   help="Online Elo, Bradley-Terry MLE, or Rao-Kupper (rk: ties are their own outcome).")
+    p.add_argument("--style-control", action="store_true",
+                   help="BT with answer length and markdown counts as covariates; adds rating_raw and rank changes.")
+    p.add_argument("--provisional-below", type=int, default=ratings.PROVISIONAL_BELOW,
+                   help=f"Flag ratings from fewer votes than this as provisional (default: {ratings.PROVISIONAL_BELOW}).")
+    p.add_argument("--drop-k", action="store_true",
+                   help="Also find how few removed votes change the top model (JSON: {ratings, drop_k}).")
     p.add_argument("--bootstrap", type=int, default=100, help="Bootstrap rounds for the 95%% intervals (0: none).")
     p.add_argument("--seed", type=int, default=0, help="Bootstrap seed.")
     p.add_argument("--k", type=float, default=4.0, help="Elo K factor.")
@@ -101,9 +108,29 @@ def cmd_ratings(args: argparse.Namespace) -> int:
     elif "dimension" in df.columns and df["dimension"].nunique() > 1:
         dims = ", ".join(sorted(map(str, df["dimension"].unique())))
         raise ValueError(f"the votes cover several dimensions ({dims}): choose one with --dimension")
-    rows = [r.to_dict() for r in ratings.rate(df, args.method, args.bootstrap, args.seed, _params(args))]
-    emit(args, rows, lambda rs: table([_rounded(r) for r in rs], ["model", "rating", "ci_low", "ci_high", "n"]))
+    if args.provisional_below < 0:
+        raise ValueError(f"--provisional-below must be >= 0, got {args.provisional_below}")
+    rated = ratings.rate(df, args.method, args.bootstrap, args.seed, _params(args),
+                         style_control=args.style_control, provisional_below=args.provisional_below)
+    rows = [r.to_dict() for r in rated]
+    cols = ["model", "rating", "ci_low", "ci_high", "n", "provisional"]
+    if args.style_control:
+        cols += ["rating_raw", "rank", "rank_raw", "rank_change"]
+    if not args.drop_k:
+        emit(args, rows, lambda rs: table([_rounded(r) for r in rs], cols))
+        return 0
+    method = "bt" if args.method == "elo" else args.method
+    found = ratings.drop_k(df.reset_index(drop=True), method, _params(args)).to_dict() if len(df) else None
+    emit(args, {"ratings": rows, "drop_k": found},
+         lambda d: table([_rounded(r) for r in d["ratings"]], cols) + "\n" + _drop_k_text(d["drop_k"]))
     return 0
+
+
+def _drop_k_text(d: dict[str, Any] | None) -> str:
+    if not d or d["k"] is None:
+        return "drop-k: no removal order tried changed the top model"
+    return (f"drop-k ({d['method']}, an upper bound): removing {d['k']} vote(s) puts {d['challenger']} "
+            f"level with or above {d['top']}")
 
 
 def _rounded(row: dict[str, Any]) -> dict[str, Any]:
