@@ -418,3 +418,11 @@ def m009_chain_step_pm_run(db: Database) -> None:
     # Which revision-scores run wrote chain_steps.pm_score (owner: SL engineer): a new scoring run with
     # another preference model rescores every step, a resumed one skips the steps it already scored.
     db["chain_steps"].add_column("pm_run_id", int)
+
+
+@migrations()
+def m012_judge_consistency(db: Database) -> None:
+    # Whether a pair's two option orders gave the same verdict (1/0; null with one order), see
+    # cai.evals.consistency (owner: rigor).
+    for table in ("feedback_labels", "hhh_results", "agreement_pairs"):
+        db.table(table).add_column("consistent", int)
