@@ -147,3 +147,37 @@ def test_label_run_flags_inconsistent_pairs_and_ties_them(db, monkeypatch):
         assert (got["n"], got["rate"]) == (3, 0.0)
         assert got["per_principle"] and all(v["rate"] == 0.0 for v in got["per_principle"].values())
         assert [round(x["p"], 4) for x in data.list_pairs(db, name)] == [p] * 3
+
+
+def test_labels_tab_shows_consistency_per_run_principle_and_model(db, db_path):
+    from types import SimpleNamespace
+
+    from cai import store, users
+    from cai.config import HHHConfig
+    from ui import labels as L
+    from ui.common import AppContext
+
+    users.add_user(db, "val", "viewer", "password1")
+    data.create_pref_set(db, "hh", "human", "harmless", [
+        {"prompt": f"\n\nHuman: q{i}\n\nAssistant:", "chosen": " a", "rejected": " b", "p": 1.0} for i in range(3)])
+    run_id = runs.create_run(db, AgreementConfig(prefs="hh", feedback_model="tiny"))
+    ids = [r["id"] for r in db["pairs"].rows_where(order_by="id")]
+    for pid, (pr, p1, p2) in zip(ids, [("harm", 0.9, 0.7), ("harm", 0.7, 0.3), ("kind", 0.5003, 0.5001)], strict=True):
+        db["agreement_pairs"].insert({"run_id": run_id, "pair_id": pid, "principle": pr, "p_chosen": (p1 + p2) / 2,
+                                      "p_first": p1, "p_second": p2, "consistent": int(C.consistent(p1, p2)),
+                                      "meta": "{}"})
+    hhh = runs.create_run(db, HHHConfig(data="x.jsonl", model="tiny"))
+    db["hhh_results"].insert_all([{"run_id": hhh, "idx": i, "correct_option": "A", "p_plain": 0.6, "p_swapped": 0.4,
+                                   "p_avg": 0.5, "consistent": c, "meta": "{}"} for i, c in enumerate([0, 1, None])])
+    db["runs"].update(run_id, {"status": "done", "result": store.dumps({})})
+    line, principles, models = L.consistency_view(AppContext(db_path), run_id, SimpleNamespace(username="val"))
+    assert line.startswith("Position consistency (both orders pick the same response): **66.7%** of 3 pairs")
+    assert "ties (p within 0.01 of 0.5) 2, agreement on the rest 100.0%" in line  # pair 2 averages to 0.5
+    assert principles.to_dict("records") == [
+        {"principle": "harm", "pairs": 2, "agreement": 0.75, "in both orders": 2, "consistent": 0.5},
+        {"principle": "kind", "pairs": 1, "agreement": 0.5, "in both orders": 1, "consistent": 1.0}]
+    assert models.to_dict("records") == [
+        {"feedback model": "tiny", "source": "agreement", "runs": 1, "pairs in both orders": 3, "consistent": 0.6667},
+        {"feedback model": "tiny", "source": "hhh", "runs": 1, "pairs in both orders": 2, "consistent": 0.5}]
+    empty = L.consistency_view(AppContext(db_path), None, SimpleNamespace(username="val"))
+    assert empty[0] == "" and len(empty[2]) == 2
