@@ -181,3 +181,29 @@ def test_labels_tab_shows_consistency_per_run_principle_and_model(db, db_path):
         {"feedback model": "tiny", "source": "hhh", "runs": 1, "pairs in both orders": 2, "consistent": 0.5}]
     empty = L.consistency_view(AppContext(db_path), None, SimpleNamespace(username="val"))
     assert empty[0] == "" and len(empty[2]) == 2
+
+
+@pytest.mark.slow
+def test_labels_tab_position_consistency_on_the_default_model(db, db_path, shared):
+    """A real agreement run (default model, 4 hh-rlhf pairs, both orders) as the Labels tab shows it."""
+    from types import SimpleNamespace
+
+    from cai import users
+    from ui import labels as L
+    from ui.common import AppContext
+
+    constitution.seed_default(db)
+    users.add_user(db, "val", "viewer", "password1")
+    data.import_prefs(db, shared / "hh-rlhf/harmless-base/dev-sample.jsonl.gz", "hh-dev")
+    run_id = runs.create_run(db, AgreementConfig(prefs="hh-dev", feedback_model="default", limit=4, batch_size=4))
+    row = runs.execute(db, run_id)
+    assert row["status"] == "done", row["error"]
+    stored = list(db["agreement_pairs"].rows_where("run_id = ?", [run_id]))
+    assert len(stored) == 4 and all(r["consistent"] in (0, 1) for r in stored)
+    assert [r["consistent"] for r in stored] == [int(C.consistent(r["p_first"], r["p_second"])) for r in stored]
+    line, principles, models = L.consistency_view(AppContext(db_path), run_id, SimpleNamespace(username="val"))
+    rate = row["result"]["consistency"]["rate"]
+    assert line.startswith(f"Position consistency (both orders pick the same response): **{rate:.1%}** of 4 pairs")
+    assert models.to_dict("records") == [{"feedback model": "default", "source": "agreement", "runs": 1,
+                                          "pairs in both orders": 4, "consistent": rate}]
+    assert principles["in both orders"].sum() == 4
