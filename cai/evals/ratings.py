@@ -306,6 +306,8 @@ def read_votes(path: str | Path) -> pd.DataFrame:
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{p}: line {lineno}: not valid JSON ({exc.msg})") from None
         df = pd.DataFrame.from_records(records)
+    if "winner" in df.columns:  # arena-human-preference-140k spells the both-bad tie "both_bad"
+        df["winner"] = df["winner"].replace({"both_bad": "tie (bothbad)"})
     return validate_battles(df, str(p))
 
 
