@@ -188,3 +188,42 @@ def test_export_140k_and_fastchat_then_rate_with_style_control(arena_db, tmp_pat
     frame = pd.read_csv(fast)
     assert list(frame["winner"]) == ["model_a", "tie (bothbad)"] * 3 and set(frame["judge"]) == {"ann", "bob"}
     assert json.loads(frame["conversation_b"][1])[-1] == {"role": "assistant", "content": "- a\n- b"}
+
+
+def test_arena_rigor_handlers(arena_db, db_path):
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from ui import arena_rigor as U
+    from ui.common import AppContext
+
+    db = arena_db
+    users.add_user(db, "ada", "admin", "password1")
+    admin, rater = SimpleNamespace(username="ada"), SimpleNamespace(username="ann")
+    ctx = AppContext(db_path)
+    q, w = NAMES
+    assert U.rigor_ratings(ctx, "help", "rk", 0, True, 30, admin)[1] == "No votes yet."
+    for _ in range(3):
+        add_vote(db, "ann", 1, q, "model_a")
+    add_vote(db, "bob", 1, w, "model_a", response_a=" short", response_b=" a much longer answer here")
+    add_vote(db, "cat", 1, q, "tie")
+    table, robust, fig = U.rigor_ratings(ctx, "(all)", "rk", 0, True, 4, admin)
+    # Every one of quokka's wins came with the longer, markdown-rich answer; wombat's one win with the longer
+    # answer too. Style explains quokka's lead, so wombat ranks first once style is controlled.
+    assert list(table["model"]) == [w, q] and list(table["n"]) == [5, 5]
+    assert list(table["rank_change"]) == [1, -1] and list(table["rank_raw"]) == [2, 1]
+    assert list(table["provisional"]) == ["", ""] and set(U.STYLE_COLUMNS) <= set(table.columns)
+    assert robust.startswith("Drop-k robustness:  \n**helpfulness**: removing **") and fig is None
+    table, _, _ = U.rigor_ratings(ctx, "help", "bt", 0, False, 10, admin)
+    assert list(table["provisional"]) == ["provisional (< 10 votes)"] * 2 and "rank_change" not in table
+    frame, text = U.rater_view(ctx, "help", admin)
+    assert list(frame["rater"]) == ["ann", "bob", "cat"] and text.startswith("Krippendorff's alpha (nominal) **")
+    assert "ann's votes are left out of ratings (campaign 'help')" in U.set_exclusion(ctx, "help", "ann", True, "", admin)
+    assert list(U.rater_view(ctx, "help", admin)[0]["excluded"]) == [True, False, False]
+    assert list(U.rigor_ratings(ctx, "help", "bt", 0, False, 0, admin)[0]["n"]) == [2, 2]  # ratings recomputed
+    U.set_exclusion(ctx, "help", "ann", False, "", admin)
+    with pytest.raises(gr.Error, match="no user named 'nobody'"):
+        U.set_exclusion(ctx, "help", "nobody", True, "", admin)
+    with pytest.raises(gr.Error, match="Not allowed"):
+        U.rater_view(ctx, "help", rater)

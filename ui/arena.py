@@ -19,6 +19,7 @@ from cai import arena, users
 from cai.arena_models import BackendPool, TurnResult, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
+from ui.arena_rigor import build_rigor
 from ui.common import ARENA_ROLES, EDIT_ROLES, AppContext, bind, on_page_load, require
 
 VOTE_LABELS = {"A is better": "A", "B is better": "B", "Tie": "tie", "Both are bad": "bothbad"}
@@ -339,13 +340,14 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
         pick = gr.Dropdown(["(all)"], value="(all)", label="Campaign")
         pairs = gr.Dataframe(interactive=False, label="Votes per pair")
         with gr.Row():
-            method = gr.Radio(["bt", "elo"], value="bt", label="Method")
+            method = gr.Radio(list(ratings.METHODS), value="bt", label="Method")
             rounds = gr.Number(200, label="Bootstrap rounds", precision=0)
             leaks = gr.Checkbox(False, label="Include identity-leak turns")
             rate_btn = gr.Button("Compute ratings")
         table = gr.Dataframe(interactive=False, label="Ratings (95% bootstrap intervals)")
         matrix = gr.Dataframe(interactive=False, label="Win rate of row model against column model (ties half)")
         plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)")
+        build_rigor(ctx, pick)
         with gr.Row():
             inv_n = gr.Number(5, label="Invite codes to make", precision=0)
             inv_btn = gr.Button("Make invite codes")
