@@ -217,6 +217,10 @@ def test_arena_rigor_handlers(arena_db, db_path):
     assert robust.startswith("Drop-k robustness:  \n**helpfulness**: removing **") and fig is None
     table, _, _ = U.rigor_ratings(ctx, "help", "bt", 0, False, 10, admin)
     assert list(table["provisional"]) == ["provisional (< 10 votes)"] * 2 and "rank_change" not in table
+    from ui import arena as ui_arena
+
+    plain, _, _ = ui_arena.ratings_view(ctx, "help", "rk", 0, False, admin)  # the plain ratings view flags too
+    assert list(plain["provisional"]) == ["provisional (< 30 votes)"] * 2
     frame, text = U.rater_view(ctx, "help", admin)
     assert list(frame["rater"]) == ["ann", "bob", "cat"] and text.startswith("Krippendorff's alpha (nominal) **")
     assert "ann's votes are left out of ratings (campaign 'help')" in U.set_exclusion(ctx, "help", "ann", True, "", admin)

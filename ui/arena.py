@@ -299,6 +299,8 @@ def ratings_view(ctx: AppContext, campaign: str, method: str, rounds: float, inc
         return pd.DataFrame(columns=["dimension", "model", "rating", "ci_low", "ci_high", "n"]), pd.DataFrame(), None
     by_dim = ratings.rate_by_dimension(df, method=method, rounds=int(rounds or 0), seed=0)
     table = pd.DataFrame([{"dimension": d, **r.to_dict()} for d, rs in by_dim.items() for r in rs]).round(1)
+    table["provisional"] = table["provisional"].map(  # issue 16: flag ratings from few votes
+        lambda p: f"provisional (< {ratings.PROVISIONAL_BELOW} votes)" if p else "")
     matrix = ratings.win_rate_matrix(df).round(3).reset_index(names="model")
     fig = None
     if "helpfulness" in by_dim and "harmlessness" in by_dim:
