@@ -231,3 +231,13 @@ def test_arena_rigor_handlers(arena_db, db_path):
         U.set_exclusion(ctx, "help", "nobody", True, "", admin)
     with pytest.raises(gr.Error, match="Not allowed"):
         U.rater_view(ctx, "help", rater)
+
+
+def test_cli_drop_k_on_database_votes_names_vote_ids(arena_db, db_path, capsys):
+    q, w = NAMES
+    for winner in ("model_a", "model_a", "model_b"):
+        add_vote(arena_db, "ann", 1, q, winner)
+    assert main(["ratings", "--drop-k", "--bootstrap", "0", "--json", "--db", str(db_path)]) == 0
+    got = json.loads(capsys.readouterr().out)["drop_k"]
+    # quokka leads 2:1; removing one of its wins levels it: k = 1, the first vote (id 1).
+    assert (got["top"], got["k"], got["challenger"], got["removed_vote_ids"]) == (q, 1, w, [1])

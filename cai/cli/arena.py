@@ -143,7 +143,10 @@ def cmd_ratings(args: argparse.Namespace) -> int:
         emit(args, rows, lambda rs: table([_rounded(r) for r in rs], cols))
         return 0
     method = "bt" if args.method == "elo" else args.method
-    found = ratings.drop_k(df.reset_index(drop=True), method, _params(args)).to_dict() if len(df) else None
+    df = df.reset_index(drop=True)
+    found = ratings.drop_k(df, method, _params(args)).to_dict() if len(df) else None
+    if found and "vote_id" in df.columns:  # database votes: name the removed votes by id
+        found["removed_vote_ids"] = [int(df["vote_id"].iloc[i]) for i in found["removed"]]
     emit(args, {"ratings": rows, "drop_k": found},
          lambda d: table([_rounded(r) for r in d["ratings"]], cols) + "\n" + _drop_k_text(d["drop_k"]))
     return 0
