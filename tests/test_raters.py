@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -145,6 +146,15 @@ def test_gold_pairs_are_served_scored_and_kept_out_of_ratings(arena_db, tmp_path
     assert arena.votes_frame(db).empty  # gold votes are not model votes
     row = next(r for r in arena_raters.rater_report(db, "help")["raters"] if r["rater"] == "ann")
     assert (row["gold"], row["gold_accuracy"], row["votes"]) == (2, 0.5, 0)
+    # The rater page shows a gold battle's answers at once (its one turn is already there).
+    from ui import arena as ui_arena
+
+    db["campaigns"].update(arena.get_campaign(db, "help")["id"], {"gold_rate": 1.0})  # every battle: gold
+    user = users.get_user(db, "ann")
+    state, chat_a, chat_b, message, status = ui_arena.start(
+        SimpleNamespace(db=lambda: db), lambda st, req: user, {}, "help")
+    assert chat_a[0]["content"] == "How do I boil an egg?" and len(chat_b) == 2 and message == ""
+    assert status.startswith("Turn 1 of 3: which response is better?")
     with pytest.raises(ValueError, match="gold pair 1: missing worse"):
         arena_raters.add_gold_pairs(db, "help", [{"prompt": "p", "better": "b"}])
     with pytest.raises(ValueError, match="gold rate must be between 0 and 0.5"):

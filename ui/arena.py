@@ -77,7 +77,8 @@ def start(ctx: AppContext, identify: Identify, state: dict[str, Any], campaign: 
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
     state = {**state, "user": user, "battle": view["battle_id"]}
-    return state, [], [], view["seeded_prompt"] or "", _status(view)
+    # A new battle's chats are empty, except a gold pair's (cai.arena_raters), whose one turn is shown at once.
+    return state, view["chat_a"], view["chat_b"], view["seeded_prompt"] or "", _status(view)
 
 
 def _battle_id(state: dict[str, Any]) -> int:
