@@ -2,12 +2,14 @@
 
 Prints JSON: for each method, the seconds to find drop-k on N votes and what it found, verified by a
 refit without the removed votes. Votes: M models with evenly spaced strengths, 20% ties, random sides.
-Usage: python bench/ratings.py [--votes 10000] [--models 8] [--seed 0]
+Also: how often the greedy k equals the exact minimum (brute force) on small random vote sets.
+Usage: python bench/ratings.py [--votes 10000] [--models 8] [--seed 0] [--small-sets 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -37,6 +39,35 @@ def synthetic(votes: int, n_models: int, seed: int) -> pd.DataFrame:
                          "lists_a": zeros, "lists_b": zeros, "bold_a": zeros, "bold_b": zeros})
 
 
+def exact_min(df: pd.DataFrame, top: str) -> int | None:
+    """The fewest removed votes that leave `top` not strictly first, by trying every subset (small sets only)."""
+    for k in range(1, len(df) + 1):
+        for drop in itertools.combinations(df.index, k):
+            r = R.bradley_terry(df.drop(index=list(drop)))
+            if top not in r or r[top] <= max((v for m, v in r.items() if m != top), default=-np.inf) + 1e-9:
+                return k
+    return None
+
+
+def small_sets(n: int, seed: int) -> dict[str, object]:
+    """Greedy drop-k against brute force on n random 9-vote, 3-model sets."""
+    rng = np.random.default_rng(seed)
+    equal = over = skipped = 0
+    gaps = []
+    for _ in range(n):
+        df = synthetic(9, 3, int(rng.integers(1 << 30)))[["model_a", "model_b", "winner"]]
+        found = R.drop_k(df, "bt")
+        if not found.k:  # None: nothing tried dethroned it; 0: the top was already shared
+            skipped += 1
+            continue
+        exact = exact_min(df, found.top)
+        assert exact is not None and found.k >= exact, (found, exact)
+        equal += found.k == exact
+        over += found.k > exact
+        gaps.append(found.k - exact)
+    return {"sets": n, "skipped_no_single_top": skipped, "greedy_equals_exact": equal, "greedy_above_exact": over, "max_gap": max(gaps, default=0)}
+
+
 def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -48,6 +79,7 @@ def main() -> None:
     ap.add_argument("--votes", type=int, default=10_000)
     ap.add_argument("--models", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--small-sets", type=int, default=30)
     args = ap.parse_args()
     df = synthetic(args.votes, args.models, args.seed)
     out: dict[str, object] = {"votes": args.votes, "models": args.models}
@@ -68,6 +100,8 @@ def main() -> None:
             "verified_top_after": max(after, key=lambda m: (after[m], m)),
             "gap_after": round(after[found.top] - max(v for m, v in after.items() if m != found.top), 4),
         }
+    if args.small_sets:
+        out["drop_k_vs_brute_force"], out["brute_force_s"] = timed(small_sets, args.small_sets, args.seed)
     print(json.dumps(out, indent=2))
 
 
