@@ -273,7 +273,8 @@ def show_run(ctx: AppContext, run_id: int | None, request: gr.Request) -> list[A
     rows = agreement_rows(db, int(run_id))
     if not rows:
         return [f"Run #{run_id} is {run['status']} and has no labels yet.", confusion([]), None, None, None, empty]
-    s = agreement.summarize(rows, int(run["config"].get("bins") or 10))
+    s = agreement.summarize(rows, int(run["config"].get("bins") or 10),
+                            float(run["config"].get("tie_band", C.TIE_BAND)))
     head = f"Run #{run_id} ({esc(run['status'])}, feedback model {esc(run['config'].get('feedback_model'))}): "
     return [head + summary_markdown(s), confusion(rows), calibration_figure(s["calibration"]),
             principle_figure(s["per_principle"]), position_figure(s["position"]), disagreements(db, int(run_id))]
