@@ -165,7 +165,7 @@ def set_campaign_status(db: Database, name: str, status: str) -> None:
 def campaign_progress(db: Database, name: str) -> dict[str, Any]:
     """Votes, raters, battles, votes by outcome and votes per (unordered) model pair."""
     camp = get_campaign(db, name)
-    df = votes_frame(db, campaign=name, exclude_leaks=False)
+    df = votes_frame(db, campaign=name, exclude_leaks=False, exclude_raters=False)
     pairs: dict[tuple[str, str], int] = {}
     for a, b in zip(df["model_a"], df["model_b"], strict=True):
         key = tuple(sorted((a, b)))
@@ -290,6 +290,11 @@ def start_battle(db: Database, campaign: str, user_id: int, *, seed: int | None 
         raise ArenaError(f"you have cast all {camp['vote_cap']} votes this campaign allows. Thank you!")
     seed = secrets.randbelow(2**31) if seed is None else seed
     rng = random.Random(seed)
+    from cai.arena_raters import maybe_gold_battle  # gold pairs: rater quality checks (cai.arena_raters)
+
+    gold = maybe_gold_battle(db, camp, user_id, rng)
+    if gold is not None:
+        return battle_view(db, gold, user_id)
     weights = pair_weights(camp["models"], votes_frame(db, campaign=campaign), camp["pairing"])
     name_a, name_b = pick_pair(weights, rng)
     ids = dict(zip(camp["models"], camp["model_ids"], strict=True))
@@ -363,6 +368,10 @@ def battle_view(db: Database, battle_id: int, user_id: int) -> dict[str, Any]:
 
 
 def _reveal(db: Database, b: dict[str, Any]) -> dict[str, str]:
+    if b.get("gold_id"):  # a gold pair (cai.arena_raters): written answers, not models
+        better, worse = "the known-better answer (a quality check)", "the known-worse answer (a quality check)"
+        return {"model_a": better if b["gold_better"] == "a" else worse,
+                "model_b": better if b["gold_better"] == "b" else worse}
     return {
         "model_a": models.get_model_by_id(db, b["model_a"])["name"],
         "model_b": models.get_model_by_id(db, b["model_b"])["name"],
@@ -467,7 +476,7 @@ def cast_vote(
         db.table("battle_turns").update(rows[0]["id"], {"continued_with": side})
         used += 1
         capped = bool(camp["vote_cap"]) and used >= camp["vote_cap"]
-        last = turn >= camp["max_turns"]
+        last = turn >= camp["max_turns"] or bool(b.get("gold_id"))  # a gold pair is one turn
         if capped or last:
             db.table("battles").update(battle_id, {"status": "ended", "ended_at": store.now()})
     left = max(camp["vote_cap"] - used, 0) if camp["vote_cap"] else None
@@ -517,10 +526,15 @@ join battle_turns t on t.battle_id = v.battle_id and t.turn = v.turn
 
 
 def votes_frame(
-    db: Database, *, campaign: str | None = None, dimension: str | None = None, exclude_leaks: bool = True
+    db: Database, *, campaign: str | None = None, dimension: str | None = None, exclude_leaks: bool = True,
+    exclude_raters: bool = True,
 ) -> pd.DataFrame:
-    """All votes in FastChat's battle format (plus provenance columns), oldest first."""
-    clauses, args = [], []
+    """All votes in FastChat's battle format (plus provenance columns), oldest first; votes on gold
+    pairs are never model votes, and excluded raters' votes are left out unless asked for."""
+    clauses, args = ["b.gold_id is null"], []
+    if exclude_raters:
+        clauses.append("not exists (select 1 from rater_exclusions x where x.user_id = v.user_id "
+                       "and (x.campaign_id is null or x.campaign_id = b.campaign_id))")
     if campaign:
         clauses.append("c.name = ?")
         args.append(campaign)

@@ -172,6 +172,14 @@ class LabelConfig(StageConfig):
     max_new_tokens: int = _f(128, "Token limit for CoT reasoning.", min=1)
     seed: int = _f(0, "Seed for principle draws and CoT sampling.")
     name: str = _f("", "Name of the AI preference set written; empty = labels-<run id>.")
+    tie_band: float = _f(
+        0.01, "Tie band: a p within this of 0.5 counts as a tie, not a preference (and orders agree on it).",
+        min=0.0, max=0.49,
+    )
+    inconsistent: str = _f(
+        "average", "Pairs whose two option orders disagree: 'average' keeps the order average, 'tie' sets p = 0.5.",
+        choices=("average", "tie"),
+    )
 
     def validate(self) -> None:
         if self.clamp_low > self.clamp_high:
@@ -260,6 +268,14 @@ class HHHConfig(StageConfig):
     batch_size: int = _f(8, "Comparisons per batch.", min=1)
     max_new_tokens: int = _f(128, "Token limit for CoT reasoning.", min=1)
     seed: int = _f(0, "Seed for CoT sampling.")
+    tie_band: float = _f(
+        0.01, "Tie band: a p within this of 0.5 counts as a tie, not a preference (and orders agree on it).",
+        min=0.0, max=0.49,
+    )
+    inconsistent: str = _f(
+        "average", "Pairs whose two option orders disagree: 'average' keeps the order average, 'tie' sets p = 0.5.",
+        choices=("average", "tie"),
+    )
 
 
 @dataclass
@@ -275,6 +291,14 @@ class AgreementConfig(StageConfig):
     batch_size: int = _f(8, "Pairs per batch.", min=1)
     bins: int = _f(10, "Calibration bins.", min=2)
     seed: int = _f(0, "Seed for principle draws.")
+    tie_band: float = _f(
+        0.01, "Tie band: a p within this of 0.5 counts as a tie, not a preference (and orders agree on it).",
+        min=0.0, max=0.49,
+    )
+    inconsistent: str = _f(
+        "average", "Pairs whose two option orders disagree: 'average' keeps the order average, 'tie' sets p = 0.5.",
+        choices=("average", "tie"),
+    )
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 
 from cai import prompts
 from cai.backends.base import Backend, SamplingParams
+from cai.evals import consistency
 
 OPTIONS = prompts.OPTIONS
 ORDERS = ("AB", "BA")  # AB: the first response is shown as (A); BA: it is shown as (B)
@@ -298,6 +299,20 @@ def label_pairs(
     return combine(read_queries(backend, queries, opts, on_batch=on_batch), len(items))
 
 
+def consistency_fields(label: Label, band: float, inconsistent: str) -> dict[str, Any]:
+    """A feedback_labels row's p, consistent and meta: whether both orders pick the same response
+    (overall and per principle, see cai.evals.consistency), p = 0.5 under "tie" when they do not."""
+    from cai import store
+
+    flag, per = consistency.readings_consistency(label.readings, band)
+    meta = {**label.meta(), "p_order_average": label.p, "consistent_by_principle": per}
+    return {
+        "p": consistency.resolve(label.p, flag, inconsistent),
+        "consistent": None if flag is None else int(flag),
+        "meta": store.dumps(meta),
+    }
+
+
 # ----------------------------------------------------------------------------- runners
 def run_pairs(ctx: Any) -> dict[str, Any]:
     """Stage "pairs": the policy samples two responses per prompt; one response_pairs row per prompt."""
@@ -383,10 +398,9 @@ def run_labels(ctx: Any) -> dict[str, Any]:
             {
                 "run_id": ctx.run_id,
                 "pair_id": p["id"],
-                "p": lab.p,
                 "principles": store.dumps(principles_of(lab.readings)),
-                "meta": store.dumps(lab.meta()),
                 "created_at": store.now(),
+                **consistency_fields(lab, cfg.tie_band, cfg.inconsistent),
             }
             for p, lab in zip(chunk, labels, strict=True)
         )
@@ -414,7 +428,15 @@ def run_labels(ctx: Any) -> dict[str, Any]:
             db, name, "ai", "harmless", prefs, provenance=provenance, run_id=ctx.run_id
         )
     ps = [x["p"] for x in prefs]
+    flags = [(row["consistent"], store.loads(row["meta"])) for row in stored.values()]
     result = {
+        "consistency": {
+            **consistency.rate(None if f is None else bool(f) for f, _ in flags),
+            "per_principle": consistency.by_group(
+                (name, flag) for _, meta in flags for name, flag in meta.get("consistent_by_principle", {}).items()
+            ),
+        },
+        "inconsistent": cfg.inconsistent,
         "pref_set": name,
         "pref_set_id": set_id,
         "labels": len(prefs),

@@ -141,6 +141,6 @@ def test_cli_ratings_prints_json(tmp_path, capsys):
         ("x", 1044.37, None, 4), ("y", 955.63, None, 4)]
     assert main(["ratings", "--votes", str(path), "--method", "elo", "--bootstrap", "10", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
-    assert set(got[0]) == {"model", "rating", "ci_low", "ci_high", "n"} and got[0]["ci_low"] is not None
+    assert set(got[0]) == {"model", "rating", "ci_low", "ci_high", "n", "provisional"} and got[0]["ci_low"] is not None
     assert main(["ratings", "--votes", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: no such file" in capsys.readouterr().err

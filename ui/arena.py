@@ -19,6 +19,7 @@ from cai import arena, users
 from cai.arena_models import BackendPool, TurnResult, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
+from ui.arena_rigor import build_rigor
 from ui.common import ARENA_ROLES, EDIT_ROLES, AppContext, bind, on_page_load, require
 
 VOTE_LABELS = {"A is better": "A", "B is better": "B", "Tie": "tie", "Both are bad": "bothbad"}
@@ -76,7 +77,8 @@ def start(ctx: AppContext, identify: Identify, state: dict[str, Any], campaign: 
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
     state = {**state, "user": user, "battle": view["battle_id"]}
-    return state, [], [], view["seeded_prompt"] or "", _status(view)
+    # A new battle's chats are empty, except a gold pair's (cai.arena_raters), whose one turn is shown at once.
+    return state, view["chat_a"], view["chat_b"], view["seeded_prompt"] or "", _status(view)
 
 
 def _battle_id(state: dict[str, Any]) -> int:
@@ -298,6 +300,8 @@ def ratings_view(ctx: AppContext, campaign: str, method: str, rounds: float, inc
         return pd.DataFrame(columns=["dimension", "model", "rating", "ci_low", "ci_high", "n"]), pd.DataFrame(), None
     by_dim = ratings.rate_by_dimension(df, method=method, rounds=int(rounds or 0), seed=0)
     table = pd.DataFrame([{"dimension": d, **r.to_dict()} for d, rs in by_dim.items() for r in rs]).round(1)
+    table["provisional"] = table["provisional"].map(  # issue 16: flag ratings from few votes
+        lambda p: f"provisional (< {ratings.PROVISIONAL_BELOW} votes)" if p else "")
     matrix = ratings.win_rate_matrix(df).round(3).reset_index(names="model")
     fig = None
     if "helpfulness" in by_dim and "harmlessness" in by_dim:
@@ -339,13 +343,14 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
         pick = gr.Dropdown(["(all)"], value="(all)", label="Campaign")
         pairs = gr.Dataframe(interactive=False, label="Votes per pair")
         with gr.Row():
-            method = gr.Radio(["bt", "elo"], value="bt", label="Method")
+            method = gr.Radio(list(ratings.METHODS), value="bt", label="Method")
             rounds = gr.Number(200, label="Bootstrap rounds", precision=0)
             leaks = gr.Checkbox(False, label="Include identity-leak turns")
             rate_btn = gr.Button("Compute ratings")
         table = gr.Dataframe(interactive=False, label="Ratings (95% bootstrap intervals)")
         matrix = gr.Dataframe(interactive=False, label="Win rate of row model against column model (ties half)")
         plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)")
+        build_rigor(ctx, pick)
         with gr.Row():
             inv_n = gr.Number(5, label="Invite codes to make", precision=0)
             inv_btn = gr.Button("Make invite codes")

@@ -16,11 +16,17 @@ from sqlite_utils import Database
 
 from cai import runs, store
 from cai.evals import agreement
+from cai.evals import consistency as C
 from ui.common import BROWSE_ROLES, AppContext, bind, esc, on_page_load, pre, require
 
 DISAGREE_COLUMNS = ["pair", "principle", "p(chosen)", "chosen as A", "chosen as B", "prompt"]
 HHH_COLUMNS = ["run", "model", "cot", "samples", "n", "accuracy", "order-averaged", "correct as A", "correct as B"]
 DISAGREE_LIMIT = 200
+CONSISTENCY_COLUMNS = ["feedback model", "source", "runs", "pairs in both orders", "consistent"]
+PRINCIPLE_COLUMNS = ["principle", "pairs", "agreement", "in both orders", "consistent"]
+# Where each judge's per-pair order agreement is stored, and the config field naming the judge.
+_CONSISTENCY_SOURCES = (("agreement", "agreement_pairs", "feedback_model"), ("label", "feedback_labels",
+                        "feedback_model"), ("hhh", "hhh_results", "model"))
 
 
 # ----------------------------------------------------------------------------- pure pieces
@@ -62,6 +68,49 @@ def summary_markdown(s: dict[str, Any]) -> str:
         f"as (B) **{pct(pos.get('chosen_shown_B'))}** · mean p(option A) {_num(pos.get('mean_p_option_A'))} "
         "(0.5 = no preference for a position)"
     )
+
+
+def rigor_markdown(s: dict[str, Any]) -> str:
+    """Position consistency, ties and Cohen's kappa of a summary (absent keys: an older run)."""
+    cons = s.get("consistency") or {}
+
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{x:.1%}"
+
+    return (
+        f"Position consistency (both orders pick the same response): **{pct(cons.get('rate'))}** of "
+        f"{cons.get('n', 0)} pairs · ties (p within {s.get('tie_band', C.TIE_BAND)} of 0.5) {s.get('ties', 0)}, "
+        f"agreement on the rest {pct(s.get('agreement_decisive'))} · Cohen's kappa AI vs human "
+        f"{_num(s.get('kappa'))} (0 = chance)"
+    )
+
+
+def consistency_by_model(db: Database) -> pd.DataFrame:
+    """Position consistency per feedback model and source (agreement, label and HHH runs), from the
+    stored per-pair `consistent` flags; runs from before the flag existed are left out."""
+    runs_of: dict[int, dict[str, Any]] = {}
+    totals: dict[tuple[str, str], list[int]] = {}
+    for source, table, field in _CONSISTENCY_SOURCES:
+        sql = (f"select run_id, count(consistent), coalesce(sum(consistent), 0) from {table} "
+               "where consistent is not null group by run_id")
+        for run_id, n, k in db.execute(sql).fetchall():
+            if run_id not in runs_of:
+                runs_of[run_id] = runs.get_run(db, int(run_id))
+            model = str(runs_of[run_id]["config"].get(field) or "?")
+            t = totals.setdefault((model, source), [0, 0, 0])
+            t[0], t[1], t[2] = t[0] + 1, t[1] + int(n), t[2] + int(k)
+    rows = [{"feedback model": m, "source": src, "runs": t[0], "pairs in both orders": t[1],
+             "consistent": round(t[2] / t[1], 4) if t[1] else None} for (m, src), t in sorted(totals.items())]
+    return pd.DataFrame(rows, columns=CONSISTENCY_COLUMNS)
+
+
+def principle_table(s: dict[str, Any]) -> pd.DataFrame:
+    """Agreement and position consistency per comparison principle of one agreement run's summary."""
+    cons = (s.get("consistency") or {}).get("per_principle", {})
+    rows = [{"principle": k, "pairs": v["n"], "agreement": v["agreement"],
+             "in both orders": cons.get(k, {}).get("n", 0), "consistent": cons.get(k, {}).get("rate")}
+            for k, v in s.get("per_principle", {}).items()]
+    return pd.DataFrame(rows, columns=PRINCIPLE_COLUMNS)
 
 
 def _num(x: float | None) -> str:
@@ -224,10 +273,25 @@ def show_run(ctx: AppContext, run_id: int | None, request: gr.Request) -> list[A
     rows = agreement_rows(db, int(run_id))
     if not rows:
         return [f"Run #{run_id} is {run['status']} and has no labels yet.", confusion([]), None, None, None, empty]
-    s = agreement.summarize(rows, int(run["config"].get("bins") or 10))
+    s = agreement.summarize(rows, int(run["config"].get("bins") or 10),
+                            float(run["config"].get("tie_band", C.TIE_BAND)))
     head = f"Run #{run_id} ({esc(run['status'])}, feedback model {esc(run['config'].get('feedback_model'))}): "
     return [head + summary_markdown(s), confusion(rows), calibration_figure(s["calibration"]),
             principle_figure(s["per_principle"]), position_figure(s["position"]), disagreements(db, int(run_id))]
+
+
+def consistency_view(ctx: AppContext, run_id: int | None, request: gr.Request) -> list[Any]:
+    """The chosen run's consistency line and per-principle table, and the per-model table of all runs."""
+    require(ctx, request, BROWSE_ROLES)
+    db = ctx.db()
+    by_model = consistency_by_model(db)
+    rows = agreement_rows(db, int(run_id)) if run_id else []
+    if not rows:
+        return ["", pd.DataFrame(columns=PRINCIPLE_COLUMNS), by_model]
+    run = runs.get_run(db, int(run_id))  # type: ignore[arg-type]
+    band = float(run["config"].get("tie_band", C.TIE_BAND))
+    s = agreement.summarize(rows, int(run["config"].get("bins") or 10), band)
+    return [rigor_markdown(s), principle_table(s), by_model]
 
 
 def open_pair(ctx: AppContext, run_id: int | None, pair_id: float | None, request: gr.Request) -> str:
@@ -257,6 +321,7 @@ def build(ctx: AppContext) -> None:
         run = gr.Dropdown([], label="Agreement run (AI labels of that set)", scale=2, elem_id="labels-run")
         refresh = gr.Button("↻ Refresh", scale=0)
     summary = gr.Markdown(elem_id="labels-summary")
+    rigor = gr.Markdown(elem_id="labels-consistency")
     with gr.Row():
         calib = gr.Plot(label="Calibration", show_label=False)
         position = gr.Plot(label="Position bias", show_label=False)
@@ -265,6 +330,13 @@ def build(ctx: AppContext) -> None:
         with gr.Column():
             conf = gr.Dataframe(confusion([]), interactive=False, label="Confusion (one count per scored order)",
                                 elem_id="labels-confusion")
+    with gr.Row():
+        per_principle = gr.Dataframe(pd.DataFrame(columns=PRINCIPLE_COLUMNS), interactive=False,
+                                     label="Agreement and position consistency per principle",
+                                     elem_id="labels-principles")
+        per_model = gr.Dataframe(pd.DataFrame(columns=CONSISTENCY_COLUMNS), interactive=False,
+                                 label="Position consistency per feedback model (all agreement, label and HHH runs)",
+                                 elem_id="labels-consistency-models")
     gr.Markdown(f"#### Disagreements (most confident first, up to {DISAGREE_LIMIT})")
     table = gr.Dataframe(pd.DataFrame(columns=DISAGREE_COLUMNS), interactive=False, wrap=True, max_height=320,
                          elem_id="labels-disagreements")
@@ -281,9 +353,12 @@ def build(ctx: AppContext) -> None:
     on_page_load(do_sets, None, [prefs])
     on_page_load(bind(hhh_view, ctx), None, [hhh_table, hhh_plot])
     prefs.change(do_runs, prefs, run)
-    run.change(do_show, run, outputs)
+    rigor_outputs = [rigor, per_principle, per_model]
+    do_rigor = bind(consistency_view, ctx)
+    run.change(do_show, run, outputs).then(do_rigor, run, rigor_outputs)
     refresh.click(do_sets, None, prefs).then(do_runs, prefs, run).then(do_show, run, outputs).then(
-        bind(hhh_view, ctx), None, [hhh_table, hhh_plot])
+        bind(hhh_view, ctx), None, [hhh_table, hhh_plot]).then(do_rigor, run, rigor_outputs)
+    on_page_load(do_rigor, [run], rigor_outputs)
 
     def pick(evt: gr.SelectData) -> int | None:
         return int(evt.row_value[0]) if evt.row_value else None

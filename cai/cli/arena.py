@@ -18,11 +18,18 @@ from cai.evals import ratings
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this module's commands to the `cai` parser."""
-    p = sub.add_parser("ratings", help="Elo or Bradley-Terry ratings with bootstrap intervals.")
+    p = sub.add_parser("ratings", help="Elo, Bradley-Terry or Rao-Kupper ratings with bootstrap intervals.")
     p.add_argument("--votes", help="Battles file (FastChat format: model_a, model_b, winner): JSON, JSONL, CSV, Parquet.")
     p.add_argument("--campaign", help="Without --votes: rate this arena campaign's votes (default: all campaigns).")
     p.add_argument("--dimension", help="Only votes on this dimension (helpfulness, harmlessness).")
-    p.add_argument("--method", choices=["elo", "bt"], default="bt", help="Online Elo or Bradley-Terry MLE.")
+    p.add_argument("--method", choices=list(ratings.METHODS), default="bt",
+                   help="Online Elo, Bradley-Terry MLE, or Rao-Kupper (rk: ties are their own outcome).")
+    p.add_argument("--style-control", action="store_true",
+                   help="BT with answer length and markdown counts as covariates; adds rating_raw and rank changes.")
+    p.add_argument("--provisional-below", type=int, default=ratings.PROVISIONAL_BELOW,
+                   help=f"Flag ratings from fewer votes than this as provisional (default: {ratings.PROVISIONAL_BELOW}).")
+    p.add_argument("--drop-k", action="store_true",
+                   help="Also find how few removed votes change the top model (JSON: {ratings, drop_k}).")
     p.add_argument("--bootstrap", type=int, default=100, help="Bootstrap rounds for the 95%% intervals (0: none).")
     p.add_argument("--seed", type=int, default=0, help="Bootstrap seed.")
     p.add_argument("--k", type=float, default=4.0, help="Elo K factor.")
@@ -79,8 +86,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--campaign", default=None, help="Only this campaign.")
     e.add_argument("--dimension", default=None, help="Only this dimension.")
     e.add_argument("--include-leaks", action="store_true", help="Keep votes on turns flagged as identity leaks.")
+    e.add_argument("--format", choices=["trl", "fastchat", "140k"], default="trl",
+                   help="trl: decisive votes as prompt/chosen/rejected (default); fastchat: every vote as a "
+                        "FastChat battle; 140k: every vote in arena-human-preference-140k style.")
     add_common(e)
     e.set_defaults(func=cmd_export)
+
+    r = asub.add_parser("raters", help="Rater quality: agreement with others, Krippendorff's alpha, gold accuracy, flags.")
+    r.add_argument("--campaign", default=None, help="Only this campaign.")
+    add_common(r)
+    r.set_defaults(func=cmd_raters)
+    for verb, text in (("exclude", "Leave a rater's votes out of ratings (kept in the database)."),
+                       ("include", "Count an excluded rater's votes again.")):
+        x = asub.add_parser(verb, help=text)
+        x.add_argument("rater", help="Rater (user) name.")
+        x.add_argument("--campaign", default=None, help="Only in this campaign (default: every campaign).")
+        if verb == "exclude":
+            x.add_argument("--reason", default="", help="Why (kept with the exclusion).")
+        add_common(x)
+        x.set_defaults(func=cmd_exclude if verb == "exclude" else cmd_include)
+    g = asub.add_parser("gold", help="Add gold pairs (prompt, better, worse: JSONL or CSV) to a campaign.")
+    g.add_argument("file", help="Gold pairs file: .jsonl or .csv with columns prompt, better, worse.")
+    g.add_argument("--campaign", required=True, help="Campaign the pairs belong to.")
+    g.add_argument("--rate", type=float, default=None, help="Share of new battles that are gold pairs (0 to 0.5).")
+    add_common(g)
+    g.set_defaults(func=cmd_gold)
 
 
 def _params(args: argparse.Namespace) -> ratings.RatingParams:
@@ -101,9 +131,32 @@ def cmd_ratings(args: argparse.Namespace) -> int:
     elif "dimension" in df.columns and df["dimension"].nunique() > 1:
         dims = ", ".join(sorted(map(str, df["dimension"].unique())))
         raise ValueError(f"the votes cover several dimensions ({dims}): choose one with --dimension")
-    rows = [r.to_dict() for r in ratings.rate(df, args.method, args.bootstrap, args.seed, _params(args))]
-    emit(args, rows, lambda rs: table([_rounded(r) for r in rs], ["model", "rating", "ci_low", "ci_high", "n"]))
+    if args.provisional_below < 0:
+        raise ValueError(f"--provisional-below must be >= 0, got {args.provisional_below}")
+    rated = ratings.rate(df, args.method, args.bootstrap, args.seed, _params(args),
+                         style_control=args.style_control, provisional_below=args.provisional_below)
+    rows = [r.to_dict() for r in rated]
+    cols = ["model", "rating", "ci_low", "ci_high", "n", "provisional"]
+    if args.style_control:
+        cols += ["rating_raw", "rank", "rank_raw", "rank_change"]
+    if not args.drop_k:
+        emit(args, rows, lambda rs: table([_rounded(r) for r in rs], cols))
+        return 0
+    method = "bt" if args.method == "elo" else args.method
+    df = df.reset_index(drop=True)
+    found = ratings.drop_k(df, method, _params(args)).to_dict() if len(df) else None
+    if found and "vote_id" in df.columns:  # database votes: name the removed votes by id
+        found["removed_vote_ids"] = [int(df["vote_id"].iloc[i]) for i in found["removed"]]
+    emit(args, {"ratings": rows, "drop_k": found},
+         lambda d: table([_rounded(r) for r in d["ratings"]], cols) + "\n" + _drop_k_text(d["drop_k"]))
     return 0
+
+
+def _drop_k_text(d: dict[str, Any] | None) -> str:
+    if not d or d["k"] is None:
+        return "drop-k: no removal order tried changed the top model"
+    return (f"drop-k ({d['method']}, an upper bound): removing {d['k']} vote(s) puts {d['challenger']} "
+            f"level with or above {d['top']}")
 
 
 def _rounded(row: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +229,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(f"{out}: the output must end in .jsonl, .csv or .parquet")
     db = store.connect(args.db)
     df = arena.votes_frame(db, campaign=args.campaign, dimension=args.dimension, exclude_leaks=not args.include_leaks)
+    if args.format != "trl":
+        return _export_votes(args, out, df)
     pairs = arena.preference_pairs(df)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
@@ -189,4 +244,91 @@ def cmd_export(args: argparse.Namespace) -> int:
     summary = {"path": str(out), "pairs": len(pairs), "votes": len(df), "skipped_ties": len(df) - len(pairs)}
     emit(args, summary, lambda s: f"wrote {s['pairs']} preference pairs to {s['path']} "
                                   f"({s['skipped_ties']} tie votes left out)")
+    return 0
+
+
+def _export_votes(args: argparse.Namespace, out: Path, df: Any) -> int:
+    """Every vote as a FastChat battle or an arena-human-preference-140k row."""
+    import pandas as pd
+
+    from cai.arena_export import rows_140k
+    from cai.transcript import parse_hh
+
+    if args.format == "140k":
+        rows = rows_140k(df)
+    else:
+        rows = [{"question_id": f"vote-{v['vote_id']}", "model_a": v["model_a"], "model_b": v["model_b"],
+                 "winner": v["winner"], "judge": v["user"], "turn": int(v["turn"]), "anony": True,
+                 "conversation_a": [*parse_hh(v["prompt"])[:-1], {"role": "assistant", "content": str(v["response_a"] or "").strip()}],
+                 "conversation_b": [*parse_hh(v["prompt"])[:-1], {"role": "assistant", "content": str(v["response_b"] or "").strip()}],
+                 "dimension": v["dimension"], "tstamp": v["created_at"]} for v in df.to_dict(orient="records")]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".jsonl":
+        with out.open("w", encoding="utf-8") as fh:
+            for rec in rows:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    else:
+        frame = pd.DataFrame(rows)
+        nested = [c for c in frame.columns if frame[c].map(lambda x: isinstance(x, (list, dict))).any()]
+        for c in nested:  # CSV and Parquet cells hold the nested fields as JSON text
+            frame[c] = frame[c].map(lambda x: json.dumps(x, ensure_ascii=False))
+        frame.to_csv(out, index=False) if out.suffix.lower() == ".csv" else frame.to_parquet(out, index=False)
+    emit(args, {"path": str(out), "votes": len(rows), "format": args.format},
+         lambda s: f"wrote {s['votes']} votes ({s['format']}) to {s['path']}")
+    return 0
+
+
+def cmd_raters(args: argparse.Namespace) -> int:
+    from cai.arena_raters import rater_report
+
+    report = rater_report(store.connect(args.db), args.campaign)
+
+    def text(r: dict[str, Any]) -> str:
+        a = r["agreement"]
+        rows = [{**x, "flags": "; ".join(x["flags"]) or "-"} for x in r["raters"]]
+        cols = ["rater", "votes", "shared", "agree_majority", "gold", "gold_accuracy", "share_A", "median_seconds",
+                "excluded", "flags"]
+        return (table(rows, cols) + f"\nKrippendorff's alpha {a['alpha']} over {a['items']} items judged by more "
+                f"than one rater ({a['votes']} votes)")
+
+    emit(args, report, text)
+    return 0
+
+
+def cmd_exclude(args: argparse.Namespace) -> int:
+    from cai.arena_raters import exclude_rater
+
+    exclude_rater(store.connect(args.db), args.rater, args.campaign, args.reason, by="cli")
+    print(f"{args.rater}'s votes{' in ' + repr(args.campaign) if args.campaign else ''} are left out of ratings")
+    return 0
+
+
+def cmd_include(args: argparse.Namespace) -> int:
+    from cai.arena_raters import include_rater
+
+    n = include_rater(store.connect(args.db), args.rater, args.campaign)
+    print(f"{args.rater}'s votes count again ({n} exclusion(s) removed)")
+    return 0
+
+
+def cmd_gold(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cai.arena_raters import add_gold_pairs
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix.lower() == ".csv":
+        pairs = pd.read_csv(path).to_dict(orient="records")
+    else:
+        pairs = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    pairs.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
+    n = add_gold_pairs(store.connect(args.db), args.campaign, pairs, rate=args.rate)
+    print(f"added {n} gold pairs to {args.campaign!r}")
     return 0

@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch-size", type=int, default=8, help="Comparisons per batch (default: 8).")
     p.add_argument("--max-new-tokens", type=int, default=128, help="Token limit of the CoT (default: 128).")
     p.add_argument("--seed", type=int, default=0, help="Seed for CoT sampling (default: 0).")
+    _judge_rigor(p)
     _common(p)
     p.set_defaults(func=cmd_hhh)
 
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch-size", type=int, default=8, help="Pairs per batch (default: 8).")
     p.add_argument("--bins", type=int, default=10, help="Calibration bins (default: 10).")
     p.add_argument("--seed", type=int, default=0, help="Seed for principle draws (default: 0).")
+    _judge_rigor(p)
     _common(p)
     p.set_defaults(func=cmd_agreement)
 
@@ -61,6 +63,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch-size", type=int, default=8, help="Steps per batch (default: 8).")
     _common(p)
     p.set_defaults(func=cmd_revisions)
+
+
+def _judge_rigor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inconsistent", choices=["average", "tie"], default="average",
+                   help="Items whose two option orders disagree: keep the order average, or score them p = 0.5.")
+    p.add_argument("--tie-band", type=float, default=0.01,
+                   help="A p within this of 0.5 is a tie, not a preference (default: 0.01).")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -78,6 +87,8 @@ def cmd_hhh(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        inconsistent=args.inconsistent,
+        tie_band=args.tie_band,
     )
     from cai.evals.hhh import read_hhh
 
@@ -96,6 +107,8 @@ def cmd_agreement(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         bins=args.bins,
         seed=args.seed,
+        inconsistent=args.inconsistent,
+        tie_band=args.tie_band,
     )
     return start(args, config, _agreement_text)
 
@@ -159,6 +172,7 @@ def _hhh_text(r: dict[str, Any]) -> str:
             f"accuracy (order avg.)   {_pct(r['accuracy_order_avg'])}",
             f"correct shown as (A)    {_pct(pos['both_orders']['correct_shown_A'])}",
             f"correct shown as (B)    {_pct(pos['both_orders']['correct_shown_B'])}",
+            f"position consistency    {_pct(r['consistency']['rate'])} of {r['consistency']['n']}",
             f"run {r['run_id']}",
         ]
     )
@@ -167,8 +181,13 @@ def _hhh_text(r: dict[str, Any]) -> str:
 def _agreement_text(r: dict[str, Any]) -> str:
     lines = [
         f"agreement of {r['feedback_model']} with {r['prefs']}: {_pct(r['agreement'])} on {r['n']} pairs",
+        f"ties (p within {r['tie_band']} of 0.5): {r['ties']}; agreement on the rest {_pct(r['agreement_decisive'])}",
+        f"Cohen's kappa (AI vs human, by position) {r['kappa']}",
+        f"position consistency {_pct(r['consistency']['rate'])} of {r['consistency']['n']} pairs read in both orders",
         f"mean p(chosen) {r['mean_p_chosen']}, ECE {r['ece']}",
         f"chosen shown as (A) {_pct(r['position']['chosen_shown_A'])}, as (B) {_pct(r['position']['chosen_shown_B'])}",
     ]
-    lines += [f"  {k}: {_pct(v['agreement'])} of {v['n']}" for k, v in r["per_principle"].items()]
+    cons = r["consistency"]["per_principle"]
+    lines += [f"  {k}: {_pct(v['agreement'])} of {v['n']}, consistent {_pct(cons.get(k, {}).get('rate'))}"
+              for k, v in r["per_principle"].items()]
     return "\n".join(lines + [f"run {r['run_id']}"])

@@ -8,7 +8,11 @@ order-averaged p(human-chosen better), p_first = p(chosen) with chosen shown as 
 chosen shown as (B) or null with one order, meta = raw readings); per run, `runs.result` =
 {"n", "agreement", "mean_p_chosen", "ece", "calibration": [{"lo", "hi", "n", "mean_p", "frequency"}],
 "per_principle": {name: {"n", "agreement"}}, "position": {"chosen_shown_A", "chosen_shown_B",
-"mean_p_option_A"}, "prefs", "feedback_model"}. Agreement gives ties (p = 0.5) half credit.
+"mean_p_option_A"}, "prefs", "feedback_model"}. Agreement gives ties (p within `tie_band` of 0.5)
+half credit, and reports them (`ties`, `agreement_decisive` over the rest). Judge rigor (see
+cai.evals.consistency): per pair `consistent` (both orders give one verdict), `consistency` =
+{"n", "rate", "per_principle"}, and `kappa` = Cohen's kappa of the AI's pick against the human's pick
+by position, one per scored order (so the human side is not constant).
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from cai.evals import consistency as C
 from cai.feedback import LabelOptions, PairItem, comparison_principles, label_pairs
 
 
-def credit(p: float) -> float:
-    return 1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0
+def credit(p: float, band: float = 0.0) -> float:
+    return C.credit(p, band)
 
 
 def calibration(ps: list[float], bins: int = 10) -> tuple[list[dict[str, Any]], float | None]:
@@ -47,20 +52,31 @@ def calibration(ps: list[float], bins: int = 10) -> tuple[list[dict[str, Any]], 
     return out, (round(ece, 4) if points else None)
 
 
-def summarize(rows: list[dict[str, Any]], bins: int = 10) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], bins: int = 10, band: float = C.TIE_BAND) -> dict[str, Any]:
     """The run's result from its per-pair rows (see the module docstring for the shape)."""
     ps = [r["p_chosen"] for r in rows]
     cal, ece = calibration(ps, bins)
     by: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        by[r["principle"]].append(credit(r["p_chosen"]))
-    firsts = [credit(r["p_first"]) for r in rows if r["p_first"] is not None]
-    seconds = [credit(r["p_second"]) for r in rows if r["p_second"] is not None]
+        by[r["principle"]].append(credit(r["p_chosen"], band))
+    firsts = [credit(r["p_first"], band) for r in rows if r["p_first"] is not None]
+    seconds = [credit(r["p_second"], band) for r in rows if r["p_second"] is not None]
     option_a = [r["p_first"] for r in rows if r["p_first"] is not None]
     option_a += [1.0 - r["p_second"] for r in rows if r["p_second"] is not None]
+    flags = [C.consistent(r["p_first"], r["p_second"], band) for r in rows]
+    decisive = [credit(p, band) for p in ps if C.verdict(p, band) != "tie"]
+    human, ai = C.position_labels(rows, band)
     return {
         "n": len(rows),
-        "agreement": _mean([credit(p) for p in ps]),
+        "agreement": _mean([credit(p, band) for p in ps]),
+        "tie_band": band,
+        "ties": len(ps) - len(decisive),
+        "agreement_decisive": _mean(decisive),
+        "kappa": C.cohen_kappa(human, ai),
+        "consistency": {
+            **C.rate(flags),
+            "per_principle": C.by_group((r["principle"], f) for r, f in zip(rows, flags, strict=True)),
+        },
         "mean_p_chosen": _mean(ps),
         "ece": ece,
         "calibration": cal,
@@ -77,16 +93,21 @@ def _mean(xs: list[float]) -> float | None:
     return round(sum(xs) / len(xs), 4) if xs else None
 
 
-def pair_row(pair_id: int, label: Any) -> dict[str, Any]:
-    """One agreement_pairs row from a label of (chosen, rejected)."""
+def pair_row(pair_id: int, label: Any, band: float = C.TIE_BAND, inconsistent: str = "average") -> dict[str, Any]:
+    """One agreement_pairs row from a label of (chosen, rejected); `inconsistent` = "tie" sets
+    p_chosen = 0.5 when the two orders disagree."""
     first = [r.p for r in label.readings if r.order == "AB"]
     second = [r.p for r in label.readings if r.order == "BA"]
+    p_first = sum(first) / len(first) if first else None
+    p_second = sum(second) / len(second) if second else None
+    flag = C.consistent(p_first, p_second, band)
     return {
         "pair_id": pair_id,
         "principle": label.readings[0].principle,
-        "p_chosen": label.p,
-        "p_first": sum(first) / len(first) if first else None,
-        "p_second": sum(second) / len(second) if second else None,
+        "p_chosen": C.resolve(label.p, flag, inconsistent),
+        "p_first": p_first,
+        "p_second": p_second,
+        "consistent": None if flag is None else int(flag),
         "meta": label.meta(),
     }
 
@@ -116,18 +137,23 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         items = [PairItem(p["id"], p["prompt"], p["chosen"], p["rejected"]) for p in chunk]
         labels = label_pairs(backend, items, principles, opts)  # type: ignore[arg-type]
         db["agreement_pairs"].insert_all(
-            {**pair_row(p["id"], lab), "run_id": ctx.run_id, "meta": store.dumps(lab.meta())}
+            {**pair_row(p["id"], lab, cfg.tie_band, cfg.inconsistent), "run_id": ctx.run_id,
+             "meta": store.dumps(lab.meta())}
             for p, lab in zip(chunk, labels, strict=True)
         )
         done |= {p["id"] for p in chunk}
         ctx.progress(len(done), len(pairs))
     wanted = {p["id"] for p in pairs}
     rows = [r for r in db["agreement_pairs"].rows_where("run_id = ?", [ctx.run_id]) if r["pair_id"] in wanted]
-    result = summarize(rows, cfg.bins)
-    ctx.log(f"agreement {result['agreement']} on {result['n']} pairs, ECE {result['ece']}")
+    result = summarize(rows, cfg.bins, cfg.tie_band)
+    ctx.log(
+        f"agreement {result['agreement']} on {result['n']} pairs ({result['ties']} ties), ECE {result['ece']}, "
+        f"position consistency {result['consistency']['rate']}, kappa {result['kappa']}"
+    )
     return {
         **result,
         "prefs": cfg.prefs,
         "feedback_model": cfg.feedback_model,
         "constitution_version": version["version"],
+        "inconsistent": cfg.inconsistent,
     }

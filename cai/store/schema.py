@@ -418,3 +418,31 @@ def m009_chain_step_pm_run(db: Database) -> None:
     # Which revision-scores run wrote chain_steps.pm_score (owner: SL engineer): a new scoring run with
     # another preference model rescores every step, a resumed one skips the steps it already scored.
     db["chain_steps"].add_column("pm_run_id", int)
+
+
+@migrations()
+def m012_judge_consistency(db: Database) -> None:
+    # Whether a pair's two option orders gave the same verdict (1/0; null with one order), see
+    # cai.evals.consistency (owner: rigor).
+    for table in ("feedback_labels", "hhh_results", "agreement_pairs"):
+        db.table(table).add_column("consistent", int)
+
+
+@migrations()
+def m012_rater_quality(db: Database) -> None:
+    # Rater quality (owner: rigor): an admin can leave a rater's votes out of ratings (campaign_id NULL:
+    # every campaign); gold pairs have a known-better answer and are served as one-turn battles
+    # (battles.gold_id, gold_better = the side showing the better answer), at a campaign's gold_rate.
+    db.table("rater_exclusions").create(
+        {"id": int, "user_id": int, "campaign_id": int, "reason": str, "created_by": str, "created_at": str},
+        pk="id",
+        foreign_keys=[("user_id", "users", "id")],
+    )
+    db.table("gold_pairs").create(
+        {"id": int, "campaign_id": int, "prompt": str, "better": str, "worse": str, "created_at": str},
+        pk="id",
+        foreign_keys=[("campaign_id", "campaigns", "id")],
+    )
+    db.table("battles").add_column("gold_id", int)
+    db.table("battles").add_column("gold_better", str)
+    db.table("campaigns").add_column("gold_rate", float)

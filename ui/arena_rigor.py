@@ -1,0 +1,123 @@
+"""The Arena tab's rigor tools for admins: tie-aware and style-controlled ratings with provisional flags,
+drop-k robustness and Figure 2; and the raters' quality table with exclusions that recompute ratings.
+
+Plain handlers over `cai.evals.ratings` and `cai.arena_raters` (tests call them directly);
+`build_rigor(ctx, campaign)` lays them out inside the admin accordion of `ui.arena.build`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from cai import arena, arena_raters
+from cai.evals import ratings
+from ui.common import EDIT_ROLES, AppContext, bind, require
+
+RATING_COLUMNS = ["dimension", "model", "rating", "ci_low", "ci_high", "n", "provisional"]
+STYLE_COLUMNS = ["rating_raw", "rank", "rank_raw", "rank_change"]
+RATER_COLUMNS = ["rater", "votes", "shared", "agree_majority", "gold", "gold_accuracy", "share_A",
+                 "median_seconds", "excluded", "flags"]
+
+
+def _campaign(name: str | None) -> str | None:
+    return None if name in (None, "", "(all)") else name
+
+
+def rigor_ratings(ctx: AppContext, campaign: str, method: str, rounds: float, style_control: bool,
+                  provisional_below: float, request: gr.Request) -> tuple[pd.DataFrame, str, Any]:
+    """Ratings per dimension (provisional below the threshold; with style control, raw ratings and rank
+    changes), each dimension's drop-k, and Figure 2 when both dimensions have votes."""
+    require(ctx, request, EDIT_ROLES)
+    cols = RATING_COLUMNS + (STYLE_COLUMNS if style_control else [])
+    df = arena.votes_frame(ctx.db(), campaign=_campaign(campaign))
+    if df.empty:
+        return pd.DataFrame(columns=cols), "No votes yet.", None
+    below = int(provisional_below or 0)
+    by_dim: dict[str, list[ratings.Rating]] = {}
+    notes = []
+    for dim, part in df.groupby("dimension", sort=True):
+        part = part.reset_index(drop=True)
+        try:
+            by_dim[str(dim)] = ratings.rate(part, method, int(rounds or 0), 0, style_control=style_control,
+                                            provisional_below=below)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        found = ratings.drop_k(part, "rk" if method == "rk" else "bt")
+        if found.k is None:
+            notes.append(f"**{dim}**: no removal order tried dethroned {found.top}.")
+        else:
+            notes.append(f"**{dim}**: removing **{found.k}** of {len(part)} votes puts {found.challenger} level "
+                         f"with or above {found.top} ({found.method}; an upper bound on the fewest).")
+    rows = [{"dimension": d, **r.to_dict()} for d, rs in by_dim.items() for r in rs]
+    table = pd.DataFrame(rows, columns=cols).round(1)
+    table["provisional"] = table["provisional"].map(lambda p: f"provisional (< {below} votes)" if p else "")
+    fig = None
+    if "helpfulness" in by_dim and "harmlessness" in by_dim:
+        fig = ratings.figure2(by_dim["helpfulness"], by_dim["harmlessness"])
+    return table, "  \n".join(["Drop-k robustness:", *notes]), fig
+
+
+def rater_view(ctx: AppContext, campaign: str, request: gr.Request) -> tuple[pd.DataFrame, str]:
+    """Each rater's agreement, gold accuracy, flags and exclusion; Krippendorff's alpha; the thresholds."""
+    require(ctx, request, EDIT_ROLES)
+    report = arena_raters.rater_report(ctx.db(), _campaign(campaign))
+    rows = [{**r, "flags": "; ".join(r["flags"])} for r in report["raters"]]
+    a, t = report["agreement"], report["thresholds"]
+    text = (f"Krippendorff's alpha (nominal) **{'—' if a['alpha'] is None else a['alpha']}** over {a['items']} "
+            f"items judged by more than one rater (same seeded prompt, same two models, first turn). Flags: "
+            f"always A at >= {t['always_A_share']:.0%} of >= {t['always_A_min_votes']} decisive votes; too fast "
+            f"under {t['too_fast_seconds']:g} s median over >= {t['too_fast_min_votes']} votes.")
+    return pd.DataFrame(rows, columns=RATER_COLUMNS), text
+
+
+def set_exclusion(ctx: AppContext, campaign: str, rater: str, exclude: bool, reason: str,
+                  request: gr.Request) -> str:
+    """Exclude (or include again) a rater's votes in this campaign (all campaigns under "(all)")."""
+    who = require(ctx, request, EDIT_ROLES)
+    if not (rater or "").strip():
+        raise gr.Error("Type the rater's name first.")
+    scope = _campaign(campaign)
+    try:
+        if exclude:
+            arena_raters.exclude_rater(ctx.db(), rater.strip(), scope, reason or "", by=who)
+        else:
+            arena_raters.include_rater(ctx.db(), rater.strip(), scope)
+    except (arena.ArenaError, LookupError) as exc:
+        raise gr.Error(str(exc)) from None
+    where = f"campaign {scope!r}" if scope else "every campaign"
+    verb = "left out of" if exclude else "counted again in"
+    return f"{rater.strip()}'s votes are {verb} ratings ({where}); recompute the ratings to see the change."
+
+
+def build_rigor(ctx: AppContext, campaign: gr.Dropdown) -> None:
+    """Layout and wiring, inside the admin accordion; `campaign` is the admin's campaign picker."""
+    with gr.Accordion("Rigor: tie-aware and style-controlled ratings, robustness, raters", open=False):
+        with gr.Row():
+            method = gr.Radio(list(ratings.METHODS), value="rk", label="Method (rk: Rao-Kupper, ties modelled)")
+            rounds = gr.Number(100, label="Bootstrap rounds", precision=0)
+            style = gr.Checkbox(True, label="Style control (length and markdown as covariates)")
+            below = gr.Number(ratings.PROVISIONAL_BELOW, label="Provisional below (votes)", precision=0)
+            go = gr.Button("Compute")
+        table = gr.Dataframe(interactive=False, label="Ratings (95% bootstrap intervals; rank_change > 0: moves up "
+                                                      "once style is accounted for)", elem_id="arena-rigor-ratings")
+        robust = gr.Markdown(elem_id="arena-rigor-dropk")
+        plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)")
+        raters_btn = gr.Button("Show raters")
+        raters_md = gr.Markdown()
+        raters = gr.Dataframe(interactive=False, wrap=True, label="Raters", elem_id="arena-raters")
+        with gr.Row():
+            name = gr.Textbox(label="Rater name")
+            reason = gr.Textbox(label="Reason (kept with the exclusion)")
+            out_btn = gr.Button("Exclude rater's votes")
+            in_btn = gr.Button("Include again")
+        msg = gr.Markdown()
+    go.click(bind(rigor_ratings, ctx), [campaign, method, rounds, style, below], [table, robust, plot], api_name=False)
+    raters_btn.click(bind(rater_view, ctx), [campaign], [raters, raters_md], api_name=False)
+    exclude, include = gr.State(True), gr.State(False)
+    out_btn.click(bind(set_exclusion, ctx), [campaign, name, exclude, reason], msg, api_name=False).then(
+        bind(rater_view, ctx), [campaign], [raters, raters_md])
+    in_btn.click(bind(set_exclusion, ctx), [campaign, name, include, reason], msg, api_name=False).then(
+        bind(rater_view, ctx), [campaign], [raters, raters_md])
