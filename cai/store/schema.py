@@ -418,3 +418,12 @@ def m009_chain_step_pm_run(db: Database) -> None:
     # Which revision-scores run wrote chain_steps.pm_score (owner: SL engineer): a new scoring run with
     # another preference model rescores every step, a resumed one skips the steps it already scored.
     db["chain_steps"].add_column("pm_run_id", int)
+
+
+@migrations()
+def m011_run_heartbeat(db: Database) -> None:
+    # Worker liveness (owner: inputs engineer): the worker refreshes heartbeat_at every few seconds and
+    # records its host; a listing shows a running run whose heartbeat is stale, or whose pid is gone on
+    # this host, as interrupted with the time it was last seen.
+    db["runs"].add_column("host", str)
+    db["runs"].add_column("heartbeat_at", str)
