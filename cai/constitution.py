@@ -579,7 +579,9 @@ def export(
     Paper files are written with plain json.dumps, as the paper's own files are, so round trips are exact.
     """
     v = resolve_version(db, name, version)
-    p = Path(path)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder; give the file to write")
     if format == "paper":
         if not kind:
             raise DataError(

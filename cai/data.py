@@ -408,7 +408,9 @@ def chain_records(db: Database, run_id: int, mode: str | None = None) -> list[di
 
 def write_records(records: list[dict[str, Any]], path: PathLike) -> Path:
     """Write rows as JSONL (.jsonl/.json) or Parquet (.parquet), loadable by datasets.load_dataset."""
-    p = Path(path)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder; give the file to write")
     if not records:
         raise DataError(f"{p}: nothing to export")
     p.parent.mkdir(parents=True, exist_ok=True)
