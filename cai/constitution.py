@@ -281,7 +281,7 @@ def create_constitution(
     """A new constitution with its version 1; its name must be safe as a file name (exports use it)."""
     if isinstance(name, str) and not name.strip():
         raise DataError("a constitution needs a name")
-    safe_name("constitution", name)
+    safe_name("constitution name", name)
     with db.atomic():
         if db.table("constitutions").count_where("name = ?", [name]):
             raise DataError(f"a constitution named {name!r} already exists")
@@ -557,7 +557,7 @@ def import_file(db: Database, path: PathLike, into: str | None = None) -> dict[s
         else:
             es = [x for x in es if x["kind"] != items[0]["kind"]] + items
             es = [normalize_exemplar(x, f"{p}: exemplar {i}") for i, x in enumerate(es)]
-    safe_name("constitution", name)
+    safe_name("constitution name", name)
     note = f"import {p.name} ({fmt})"
     if db.table("constitutions").count_where("name = ?", [name]):
         v = new_version(db, name, ps, es, note)

@@ -143,10 +143,10 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,99}")
 def safe_name(what: str, name: Any) -> str:
     """`name` if it is safe to use in a file name, else a DataError saying what is allowed."""
     if not isinstance(name, str):
-        raise DataError(f"{what} name must be a string, got {type(name).__name__}")
+        raise DataError(f"{what} must be a string, got {type(name).__name__}")
     if not SAFE_NAME.fullmatch(name) or ".." in name or name != name.strip():
         raise DataError(
-            f"{what} name {name!r} is not allowed: use 1-100 letters, digits, spaces and . _ - + @, "
+            f"{what} {name!r} is not allowed: use 1-100 letters, digits, spaces and . _ - + @, "
             "starting with a letter or digit (no '/', '\\' or '..')"
         )
     return name

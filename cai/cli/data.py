@@ -177,7 +177,7 @@ def _progress(path: str, unit: str) -> Any:
     except OSError:
         size = 0
     return tqdm(desc=f"reading {os.path.basename(path)}", unit=f" {unit}", disable=size < PROGRESS_BYTES,
-                file=sys.stderr, leave=False)
+                file=sys.stderr)
 
 
 PROGRESS_BYTES = 1_000_000

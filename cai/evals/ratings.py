@@ -59,7 +59,9 @@ def validate_battles(df: pd.DataFrame, source: str = "votes") -> pd.DataFrame:
         bad_type = ~df[col].map(lambda v: isinstance(v, str)).astype(bool)
         if bad_type.any():
             i = int(np.flatnonzero(bad_type.to_numpy())[0])
-            raise ValueError(f"{source}: row {i + 1}: {col} must be a string, got {df[col].iloc[i]!r}")
+            value = df[col].iloc[i]
+            value = value.item() if hasattr(value, "item") else value  # numpy scalar -> plain Python
+            raise ValueError(f"{source}: row {i + 1}: {col} must be a string, got {value!r}")
     bad = ~df["winner"].isin(WINNERS)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])

@@ -127,7 +127,7 @@ def save_model(trainer: Any, tokenizer: Any, db: Database, name: str) -> str:
 
 def output_dir(db: Database, name: str) -> Path:
     """data_dir/models/<name>, for a safe name only, and checked to resolve inside the models folder."""
-    return inside(store.data_dir(db) / "models", safe_name("model", name))
+    return inside(store.data_dir(db) / "models", safe_name("model name", name))
 
 
 def check_name(db: Database, name: str, run_id: int) -> dict[str, Any] | None:
