@@ -228,7 +228,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
     def text(r: dict[str, Any]) -> str:
         head = [progress_line(r)]
-        for key in ("model_id", "constitution_version_id", "seed", "created_at", "started_at", "finished_at", "error"):
+        for key in ("model_id", "constitution_version_id", "seed", "created_at", "started_at", "finished_at", "host",
+                    "last_seen", "error"):
             if r.get(key) is not None:
                 head.append(f"{key}: {r[key]}")
         head.append("config: " + json.dumps(r["config"], sort_keys=True))
