@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,8 @@ def check_path(p: Path) -> None:
         raise StoreError(f"{p}: is a folder; --db needs a database file")
     if p.exists() and not p.is_file():
         raise StoreError(f"{p}: not a regular file; --db needs a database file")
-    if p.is_file() and p.stat().st_size:
-        with open(p, "rb") as f:
-            head = f.read(16)
-        if head != b"SQLite format 3\x00":
-            raise StoreError(f"{p}: not a SQLite database (it is another kind of file)")
+    # Never open() the file here to sniff its header: closing any descriptor of a SQLite file drops the
+    # POSIX locks of every connection this process holds on it. SQLite's own first read checks it instead.
 
 
 def connect(path: str | os.PathLike[str] | None = None, *, memory: bool = False) -> Database:
@@ -60,6 +58,11 @@ def connect(path: str | os.PathLike[str] | None = None, *, memory: bool = False)
         except (FileExistsError, NotADirectoryError):
             raise StoreError(f"{p}: its folder {p.parent} is a file") from None
         db = Database(p)
+        try:
+            db.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise StoreError(f"{p}: not a SQLite database (it is another kind of file)") from None
         db.enable_wal()
         # Several processes (web app, workers, raters) write at once: wait instead of failing.
         db.execute("PRAGMA busy_timeout = 30000")
