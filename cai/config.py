@@ -36,6 +36,13 @@ class StageConfig:
                 raise ConfigError(f"{f.name}: must be >= {lo}, got {value}")
             if value is not None and hi is not None and value > hi:
                 raise ConfigError(f"{f.name}: must be <= {hi}, got {value}")
+            if f.metadata.get("slug") and value:
+                from cai.files import safe_name
+
+                try:
+                    safe_name(f.name, value)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
         self.validate()
 
     def validate(self) -> None:
@@ -122,7 +129,7 @@ class SFTConfig(StageConfig):
     kind: ClassVar[str] = "sft"
     chains: int = _f(0, "The SL run whose final revisions (and helpful samples) to train on.", min=1)
     model: str = _f("", "Model to fine-tune; empty = the policy of the chain run.")
-    name: str = _f("", "Name for the new model; empty = sft-<run id>.")
+    name: str = _f("", "Name for the new model; empty = sft-<run id>.", slug=True)
     lora: bool = _f(False, "Train LoRA adapters instead of all weights.")
     lora_r: int = _f(16, "LoRA rank.", min=1)
     epochs: float = _f(1.0, "Passes over the data (paper: 1).", min=0.0)
@@ -194,7 +201,7 @@ class PMConfig(StageConfig):
     human_ratio: float = _f(0.5, "Fraction of training pairs drawn from the human set.", min=0.0, max=1.0)
     heldout_prefs: str = _f("", "Human preference set for held-out accuracy; empty = a split of human_prefs.")
     model: str = _f("default", "Base model of the preference model.")
-    name: str = _f("", "Name for the new preference model; empty = pm-<run id>.")
+    name: str = _f("", "Name for the new preference model; empty = pm-<run id>.", slug=True)
     loss: str = _f("soft", "soft (cross-entropy to p), hard (p rounded) or margin.", choices=("soft", "hard", "margin"))
     lora: bool = _f(False, "Train LoRA adapters (task SEQ_CLS) instead of all weights.")
     epochs: float = _f(1.0, "Passes over the data.", min=0.0)
@@ -216,7 +223,7 @@ class RLConfig(StageConfig):
     reward_model: str = _f("", "Preference model used as the reward.")
     prompts: str = _f("", "Prompt set to sample from.")
     algorithm: str = _f("rloo", "TRL trainer: rloo or grpo (TRL 1.16 has no PPO).", choices=("rloo", "grpo"))
-    name: str = _f("", "Name for the new policy; empty = rl-<run id>.")
+    name: str = _f("", "Name for the new policy; empty = rl-<run id>.", slug=True)
     beta: float = _f(0.05, "KL penalty coefficient to the reference policy.", min=0.0)
     num_generations: int = _f(4, "Completions per prompt (the RLOO/GRPO group).", min=2)
     max_steps: int = _f(100, "Optimizer steps.", min=1)
@@ -234,7 +241,7 @@ class DPOConfig(StageConfig):
     kind: ClassVar[str] = "dpo"
     policy: str = _f("", "Policy to tune; also the reference.")
     prefs: str = _f("", "Preference set (AI labels) to learn from.")
-    name: str = _f("", "Name for the new policy; empty = dpo-<run id>.")
+    name: str = _f("", "Name for the new policy; empty = dpo-<run id>.", slug=True)
     soft: str = _f(
         "label_smoothing",
         "How soft labels enter: label_smoothing (TRL's sigmoid loss with label_smoothing = the set's mean 1-p,"

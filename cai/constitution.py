@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from cai.data import DATA_DIR, DataError, check_text, read_text
+from cai.data import DATA_DIR, DataError, check_text
+from cai.files import parse_json, read_text, safe_name, slugify
 from cai.prompts import wrap_comparison, wrap_critique, wrap_revision
 from cai.store import now
 
@@ -31,6 +32,10 @@ PAPER_KINDS = (
 )
 FORMAT = "cai-constitution"
 DEFAULT_NAME = "default"
+# A constitution is read on every tab load and sent with every run: bound it (the paper's has 16 + 16).
+MAX_PRINCIPLES = 1_000
+MAX_EXEMPLARS = 200
+MAX_FILE_BYTES = 16 * 1024 * 1024
 DEFAULT_FILE = DATA_DIR / "constitution.json"
 FIELDS = ("kind", "critique", "revision", "text", "alternatives", "enabled", "position")
 
@@ -202,6 +207,7 @@ def _insert_version(
 ) -> int:
     ps = [normalize_principle(p, f"principle {i}") for i, p in enumerate(principles)]
     es = [normalize_exemplar(e, f"exemplar {i}") for i, e in enumerate(exemplars)]
+    check_size(ps, es)
     _check_names(ps)
     latest = db.execute(
         "select max(version) from constitution_versions where constitution_id = ?", [constitution_id]
@@ -256,6 +262,14 @@ def _insert_version(
     return int(version_id or 0)
 
 
+def check_size(principles: list[Any], exemplars: list[Any], where: str = "a constitution") -> None:
+    """At most MAX_PRINCIPLES principles and MAX_EXEMPLARS exemplars per version."""
+    if len(principles) > MAX_PRINCIPLES:
+        raise DataError(f"{where}: {len(principles):,} principles, over the limit of {MAX_PRINCIPLES:,}")
+    if len(exemplars) > MAX_EXEMPLARS:
+        raise DataError(f"{where}: {len(exemplars):,} exemplars, over the limit of {MAX_EXEMPLARS:,}")
+
+
 def create_constitution(
     db: Database,
     name: str,
@@ -264,9 +278,10 @@ def create_constitution(
     exemplars: Iterable[Mapping[str, Any]] = (),
     note: str = "created",
 ) -> dict[str, Any]:
-    """A new constitution with its version 1."""
-    if not name.strip():
+    """A new constitution with its version 1; its name must be safe as a file name (exports use it)."""
+    if isinstance(name, str) and not name.strip():
         raise DataError("a constitution needs a name")
+    safe_name("constitution name", name)
     with db.atomic():
         if db.table("constitutions").count_where("name = ?", [name]):
             raise DataError(f"a constitution named {name!r} already exists")
@@ -505,11 +520,7 @@ def to_cai(version: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_json(path: PathLike) -> Any:
     p = Path(path)
-    text = read_text(p)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    return parse_json(p, read_text(p, MAX_FILE_BYTES))
 
 
 def import_file(db: Database, path: PathLike, into: str | None = None) -> dict[str, Any]:
@@ -523,17 +534,19 @@ def import_file(db: Database, path: PathLike, into: str | None = None) -> dict[s
     obj = load_json(p)
     fmt = detect_format(obj)
     if fmt == "cai":
-        name = into or obj.get("name") or p.stem
+        name = into or obj.get("name") or slugify(p.stem)
         ps = obj.get("principles", [])
         es = obj.get("exemplars", [])
         if not isinstance(ps, list) or not isinstance(es, list):
             raise DataError(f"{p}: 'principles' and 'exemplars' must be lists")
+        check_size(ps, es, str(p))
         count = len(ps) + len(es)
         ps = [normalize_principle(x, f"{p}: principle {i}") for i, x in enumerate(ps)]
         es = [normalize_exemplar(x, f"{p}: exemplar {i}") for i, x in enumerate(es)]
     else:
-        name = into or p.stem
+        name = into or slugify(p.stem)
         items = from_paper(obj, fmt, str(p))
+        check_size(items if fmt in PRINCIPLE_KINDS else [], items if fmt not in PRINCIPLE_KINDS else [], str(p))
         count = len(items)
         ps, es = [], []
         if db.table("constitutions").count_where("name = ?", [name]):
@@ -544,6 +557,7 @@ def import_file(db: Database, path: PathLike, into: str | None = None) -> dict[s
         else:
             es = [x for x in es if x["kind"] != items[0]["kind"]] + items
             es = [normalize_exemplar(x, f"{p}: exemplar {i}") for i, x in enumerate(es)]
+    safe_name("constitution name", name)
     note = f"import {p.name} ({fmt})"
     if db.table("constitutions").count_where("name = ?", [name]):
         v = new_version(db, name, ps, es, note)
@@ -565,7 +579,9 @@ def export(
     Paper files are written with plain json.dumps, as the paper's own files are, so round trips are exact.
     """
     v = resolve_version(db, name, version)
-    p = Path(path)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder; give the file to write")
     if format == "paper":
         if not kind:
             raise DataError(

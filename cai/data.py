@@ -7,16 +7,16 @@ writes in one transaction, so bad input raises a `DataError` naming the file and
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
+from cai.files import IMPORT_HINT, DataError, Limits, parse_json, read_text
 from cai.store import dumps, loads, now
 from cai.transcript import as_prompt, split_pair
 
@@ -28,36 +28,10 @@ SAMPLE_PROMPTS = DATA_DIR / "sample_prompts.jsonl"
 SAMPLE_SETS = {"red-team": "sample-red-team", "helpful": "sample-helpful"}
 
 PathLike = str | os.PathLike[str]
-
-
-class DataError(ValueError):
-    """Input the user can fix: the message names the file and, where there is one, the line."""
+Progress = Callable[[int], None]  # called with the number of rows just read (a tqdm bar's update)
 
 
 # ----------------------------------------------------------------------------- reading files
-
-
-def read_text(path: PathLike) -> str:
-    """A file's text: gunzipped if .gz, strictly UTF-8, not empty."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    raw = p.read_bytes()
-    if p.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{p}: not a valid gzip file ({exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{p}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"
-        ) from None
-    if not text.strip():
-        raise DataError(f"{p}: the file is empty")
-    return text
 
 
 def check_text(where: str, field: str, value: Any) -> str:
@@ -79,10 +53,7 @@ def iter_jsonl(path: PathLike, text: str) -> Iterator[tuple[int, dict[str, Any]]
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        obj = parse_json(path, line, lineno)
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield lineno, obj
@@ -113,60 +84,69 @@ def _canonical(where: str, field: str, value: Any) -> str:
         raise DataError(f"{where}: {exc}") from None
 
 
-def read_prompts(path: PathLike) -> list[str]:
+def read_prompts(path: PathLike, limits: Limits | None = None, progress: Progress | None = None) -> list[str]:
     """Prompts of a file in canonical form (HH transcript ending "\\n\\nAssistant:").
 
     .jsonl (field prompt, text or hh-rlhf chosen), .json (a list of strings or such objects),
     .csv (column prompt or text), anything else: plain text, one prompt per non-blank line, or, when the
     file starts with "Human:", HH transcripts separated by lines holding only "---".
+    Bounded by `limits` (rows and bytes; default `Limits.resolve()`); `progress(n)` is told of each row.
     """
     p = Path(path)
-    text = read_text(p)
+    lim = limits or Limits.resolve()
+    text = read_text(p, lim.bytes, IMPORT_HINT)
+    out: list[str] = []
+
+    def add(where: str, field: str, value: Any) -> None:
+        out.append(_canonical(where, field, value))
+        lim.check_rows(p, len(out))
+        if progress:
+            progress(1)
+
     fields = ("prompt", "text", "chosen")
     name = p.name.lower().removesuffix(".gz")
     if _is_jsonl(p):
-        out = []
         for lineno, rec in iter_jsonl(p, text):
-            field, value = _first_field(f"{p}:{lineno}", rec, fields)
-            out.append(_canonical(f"{p}:{lineno}", field, value))
-        return out
-    if name.endswith(".json"):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+            add(f"{p}:{lineno}", *_first_field(f"{p}:{lineno}", rec, fields))
+    elif name.endswith(".json"):
+        items = parse_json(p, text)
         if not isinstance(items, list):
             raise DataError(f"{p}: expected a JSON list of prompts")
-        out = []
+        lim.check_rows(p, len(items))
         for i, item in enumerate(items):
             where = f"{p}: item {i}"
-            field, value = ("prompt", item) if isinstance(item, str) else _first_field(where, item, fields)
-            out.append(_canonical(where, field, value))
-        return out
-    if name.endswith(".csv"):
-        return _read_csv_prompts(p, text)
-    if text.lstrip().startswith("Human:"):
-        return _read_hh_text(p, text)
-    return [
-        _canonical(f"{p}:{n}", "line", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()
-    ]
+            if isinstance(item, str):
+                add(where, "prompt", item)
+            elif isinstance(item, dict):
+                add(where, *_first_field(where, item, fields))
+            else:
+                raise DataError(f"{where}: expected a string or an object with a prompt, got {type(item).__name__}")
+    elif name.endswith(".csv"):
+        _read_csv_prompts(p, text, add)
+    elif text.lstrip().startswith("Human:"):
+        _read_hh_text(p, text, add)
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                add(f"{p}:{n}", "line", line)
+    return out
 
 
-def _read_hh_text(p: Path, text: str) -> list[str]:
+def _read_hh_text(p: Path, text: str, add: Callable[[str, str, Any], None]) -> None:
     """HH transcripts written out as text, conversations separated by "---" lines."""
-    out, chunk, start = [], [], 1
+    chunk: list[str] = []
+    start = 1
     for n, line in enumerate([*text.splitlines(), "---"], 1):
         if line.strip() != "---":
             chunk.append(line)
             continue
         body = "\n".join(chunk).strip()
         if body:
-            out.append(_canonical(f"{p}:{start}", "transcript", "\n\n" + body))
+            add(f"{p}:{start}", "transcript", "\n\n" + body)
         chunk, start = [], n + 1
-    return out
 
 
-def _read_csv_prompts(p: Path, text: str) -> list[str]:
+def _read_csv_prompts(p: Path, text: str, add: Callable[[str, str, Any], None]) -> None:
     # The csv module's own cap (128 kB) would hide our size check behind a vaguer error.
     csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
@@ -177,19 +157,18 @@ def _read_csv_prompts(p: Path, text: str) -> list[str]:
     column = next((c for c in ("prompt", "text") if c in columns), None)
     if column is None:
         raise DataError(f"{p}:1: missing column: expected 'prompt' or 'text', found {', '.join(columns)}")
-    out: list[str] = []
     while True:
         start = reader.line_num + 1  # the line this record starts on
         try:
             row = next(reader)
         except StopIteration:
-            return out
+            return
         except csv.Error as exc:
             raise DataError(f"{p}:{start}: bad CSV ({exc})") from None
         where = f"{p}:{start}"
         if row.get(column) is None:
             raise DataError(f"{where}: missing field {column!r} (too few columns)")
-        out.append(_canonical(where, column, row[column]))
+        add(where, column, row[column])
 
 
 def create_prompt_set(
@@ -217,9 +196,11 @@ def create_prompt_set(
     return int(set_id or 0)
 
 
-def import_prompts(db: Database, path: PathLike, name: str, kind: str) -> int:
+def import_prompts(
+    db: Database, path: PathLike, name: str, kind: str, limits: Limits | None = None, progress: Progress | None = None
+) -> int:
     """Import a prompt file as a new set; returns the number of prompts."""
-    prompts = read_prompts(path)
+    prompts = read_prompts(path, limits, progress)
     create_prompt_set(db, name, kind, prompts, source=str(path))
     return len(prompts)
 
@@ -264,13 +245,15 @@ def seed_samples(db: Database) -> dict[str, int]:
 # ----------------------------------------------------------------------------- preference pairs
 
 
-def read_pairs(path: PathLike) -> list[dict[str, Any]]:
+def read_pairs(path: PathLike, limits: Limits | None = None, progress: Progress | None = None) -> list[dict[str, Any]]:
     """Pairs of a JSONL(.gz) file: hh-rlhf chosen/rejected transcripts (split at the shared prompt),
-    or explicit prompt/chosen/rejected[/p] rows as this module exports them. Human pairs get p=1.0."""
+    or explicit prompt/chosen/rejected[/p] rows as this module exports them. Human pairs get p=1.0.
+    Bounded by `limits` (rows and bytes); `progress(n)` is told of each pair."""
     p = Path(path)
-    text = read_text(p)
     if not _is_jsonl(p):
         raise DataError(f"{p}: preference pairs must be a .jsonl or .jsonl.gz file")
+    lim = limits or Limits.resolve()
+    text = read_text(p, lim.bytes, IMPORT_HINT)
     pairs = []
     for lineno, rec in iter_jsonl(p, text):
         where = f"{p}:{lineno}"
@@ -298,6 +281,9 @@ def read_pairs(path: PathLike) -> list[dict[str, Any]]:
                 "meta": {"line": lineno},
             }
         )
+        lim.check_rows(p, len(pairs))
+        if progress:
+            progress(1)
     return pairs
 
 
@@ -354,10 +340,16 @@ def create_pref_set(
 
 
 def import_prefs(
-    db: Database, path: PathLike, name: str, kind: str = "harmless", source: str = "human"
+    db: Database,
+    path: PathLike,
+    name: str,
+    kind: str = "harmless",
+    source: str = "human",
+    limits: Limits | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Import a preference file as a new set; returns the number of pairs."""
-    pairs = read_pairs(path)
+    pairs = read_pairs(path, limits, progress)
     create_pref_set(db, name, source, kind, pairs, provenance={"file": str(path)})
     return len(pairs)
 
@@ -416,7 +408,9 @@ def chain_records(db: Database, run_id: int, mode: str | None = None) -> list[di
 
 def write_records(records: list[dict[str, Any]], path: PathLike) -> Path:
     """Write rows as JSONL (.jsonl/.json) or Parquet (.parquet), loadable by datasets.load_dataset."""
-    p = Path(path)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder; give the file to write")
     if not records:
         raise DataError(f"{p}: nothing to export")
     p.parent.mkdir(parents=True, exist_ok=True)

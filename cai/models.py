@@ -6,6 +6,7 @@ which backend serves it, and what produced it (parent model, run, constitution v
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
@@ -52,6 +53,28 @@ def register_model(
         "created_at": store.now(),
     }
     return int(db["models"].insert(row).last_pk)
+
+
+def validated_path(path: str) -> str:
+    """Where a registered model lives, checked: builtins and hub ids (`org/name`) pass as given, local
+    folders are stored absolute and must hold a model (config.json); a path that is neither is refused.
+    The CLI's `cai models add` and the web app's registration both go through here."""
+    from cai.backends.builtin import BUILTINS
+
+    if not isinstance(path, str) or not path.strip():
+        raise ModelError("a model needs a path, hub id or builtin name")
+    if "\x00" in path:
+        raise ModelError("a model path must not contain a NUL character")
+    if path in BUILTINS:
+        return path
+    local = Path(path).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise FileNotFoundError(f"{local}: not a model folder (no config.json in it)")
+        return str(local.resolve())
+    if path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path or ".." in path:
+        raise FileNotFoundError(f"model folder not found: {path}")
+    return path
 
 
 def get_model(db: Database, name: str) -> dict[str, Any] | None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,10 @@ RUNNERS: dict[str, str] = {
     "revision-scores": "cai.evals.revisions:run_stage",
 }
 ACTIVE = ("queued", "running")
+# The worker writes its heartbeat every HEARTBEAT_S seconds; a running run whose heartbeat is older
+# than HEARTBEAT_TIMEOUT_S is shown as interrupted. Both can be set in the environment (tests, slow disks).
+HEARTBEAT_S = float(os.environ.get("CAI_HEARTBEAT_S", "5"))
+HEARTBEAT_TIMEOUT_S = float(os.environ.get("CAI_HEARTBEAT_TIMEOUT_S", "30"))
 
 
 class RunCancelled(Exception):
@@ -162,8 +169,31 @@ def get_run(db: Database, run_id: int) -> dict[str, Any]:
         raise RunError(f"no run with id {run_id}") from None
     run["config"] = store.loads(run["config"], {})
     run["result"] = store.loads(run["result"])
-    if run["status"] in ACTIVE and run["pid"] and not _alive(run["pid"]):
+    return liveness(run)
+
+
+def liveness(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """Show an active run whose worker is gone as `interrupted`, with when it was last seen.
+
+    Gone means: a pid that no longer exists on this host, or a heartbeat older than HEARTBEAT_TIMEOUT_S
+    (the only sign for a worker on another host, or one that hangs). A recent heartbeat keeps it running,
+    so resume refuses a run whose worker is still alive.
+    """
+    run["last_seen"] = run.get("heartbeat_at")
+    if run["status"] not in ACTIVE:
+        return run
+    same_host = run.get("host") in (None, socket.gethostname())
+    beat = run.get("heartbeat_at")
+    age = None
+    if beat:
+        age = ((now or datetime.now(UTC)) - datetime.fromisoformat(beat)).total_seconds()
+    dead_pid = same_host and bool(run["pid"]) and not _alive(run["pid"])
+    stale = run["status"] == "running" and age is not None and age > HEARTBEAT_TIMEOUT_S
+    if dead_pid or stale:
         run["status"] = "interrupted"  # its worker died (killed, machine restarted): resume it
+        why = f"worker {run['pid']} on {run.get('host') or 'this host'} is gone" if dead_pid else (
+            f"no heartbeat for {age:.0f} s")
+        run["error"] = run.get("error") or why + (f"; last seen {beat}" if beat else "")
     return run
 
 
@@ -192,7 +222,7 @@ def prepare_resume(db: Database, run_id: int) -> None:
     run = get_run(db, run_id)
     if run["status"] not in ("failed", "cancelled", "interrupted"):
         raise RunError(f"run {run_id} is {run['status']}; only failed, cancelled or interrupted runs resume")
-    db.table("runs").update(run_id, {"status": "queued", "cancel_requested": 0, "error": None, "pid": None})
+    db.table("runs").update(run_id, {"status": "queued", "cancel_requested": 0, "error": None, "pid": None, "heartbeat_at": None})
     db.table("run_logs").insert({"run_id": run_id, "ts": store.now(), "level": "info", "line": "resumed"})
 
 
@@ -224,8 +254,10 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
     if run["status"] != "queued":
         raise RunError(f"run {run_id} is {run['status']}, not queued")
     config = STAGES[run["kind"]].from_dict(run["config"])
-    db.table("runs").update(run_id, {"status": "running", "pid": os.getpid(), "started_at": store.now()})
+    db.table("runs").update(run_id, {"status": "running", "pid": os.getpid(), "started_at": store.now(),
+                                     "host": socket.gethostname(), "heartbeat_at": store.now()})
     ctx = RunContext(db=db, run_id=run_id, config=config)
+    stop_beat = start_heartbeat(db, run_id)
     try:
         ctx.check_cancel()
         result = runner(run["kind"])(ctx)
@@ -236,11 +268,48 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
     except Exception as exc:  # the run records any failure; the worker itself never hides it
         result, status, error = None, "failed", f"{type(exc).__name__}: {exc}"
         ctx.log(traceback.format_exc(), level="error")
+    finally:
+        stop_beat()
     db.table("runs").update(
         run_id,
         {"status": status, "error": error, "result": store.dumps(result), "finished_at": store.now()},
     )
     return get_run(db, run_id)
+
+
+def start_heartbeat(db: Database, run_id: int, every: float | None = None) -> Callable[[], None]:
+    """Refresh the run's heartbeat_at every `every` s from a daemon thread; returns the stop function.
+
+    The thread has its own connection (SQLite connections are per thread) and writes only heartbeat_at,
+    so it never races the stage's own updates. A database in memory has no other reader: no thread.
+    """
+    filename = db.execute("PRAGMA database_list").fetchone()[2]
+    if not filename:
+        return lambda: None
+    period = HEARTBEAT_S if every is None else every
+    done = threading.Event()
+
+    def beat() -> None:
+        conn = Database(filename)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        try:
+            while not done.wait(period):
+                try:
+                    with conn.conn:
+                        conn.execute("update runs set heartbeat_at = ? where id = ?", [store.now(), run_id])
+                except Exception:  # a locked or busy database: try again next beat, never kill the run
+                    continue
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join(timeout=5)
+
+    return stop
 
 
 def wait(db: Database, run_id: int, timeout: float = 600.0, poll: float = 0.2) -> dict[str, Any]:

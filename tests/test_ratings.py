@@ -117,7 +117,7 @@ def test_read_votes_formats_and_errors(tmp_path):
     assert len(R.read_votes(tmp_path / "b.jsonl")) == 2
     assert list(R.read_votes(tmp_path / "c.csv")["winner"]) == ["model_a"]
     (tmp_path / "bad.jsonl").write_text(json.dumps(rows[0]) + "\n{oops\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl: line 2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
         R.read_votes(tmp_path / "bad.jsonl")
 
 

@@ -24,15 +24,24 @@ def ctx(db, db_path):
     return AppContext(db_path)
 
 
-def test_registry_and_register(ctx):
-    assert M.register(ctx, "sl-cai", "/models/sl-cai", "hf", True, ADMIN) == "Registered sl-cai as model #2"
-    assert M.register(ctx, "sl-cai", "/x", "hf", False, ADMIN) == "Error: a model named &#x27;sl-cai&#x27; already exists"
+def test_registry_and_register(ctx, tmp_path):
+    folder = tmp_path / "models" / "sl-cai"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    # The CLI's path checks apply: a folder that does not exist, or holds no model, is refused.
+    assert M.register(ctx, "sl-cai", "/models/sl-cai", "hf", True, ADMIN) == (
+        "Error: model folder not found: /models/sl-cai")
+    assert M.register(ctx, "sl-cai", str(tmp_path), "hf", True, ADMIN) == (
+        f"Error: {tmp_path}: not a model folder (no config.json in it)")
+    assert M.register(ctx, "sl-cai", str(folder), "hf", True, ADMIN) == "Registered sl-cai as model #2"
+    assert M.register(ctx, "sl-cai", "tiny", "hf", False, ADMIN) == (
+        "Error: a model named &#x27;sl-cai&#x27; already exists")
     with pytest.raises(gr.Error, match="needs the admin role"):
         M.register(ctx, "other", "/x", "hf", False, VIEWER)
     frame, dropdown = M.registry(ctx, VIEWER)
     assert frame[["id", "name", "path", "chat"]].to_dict("records") == [
         {"id": 1, "name": "tiny", "path": "tiny", "chat": "no"},
-        {"id": 2, "name": "sl-cai", "path": "/models/sl-cai", "chat": "yes"},
+        {"id": 2, "name": "sl-cai", "path": str(folder.resolve()), "chat": "yes"},
     ]
     assert dropdown.choices == [("tiny (#1)", 1), ("sl-cai (#2)", 2)]
     assert "<b>Ancestry:</b> sl-cai" in M.show_lineage(ctx, 2, VIEWER)

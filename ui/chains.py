@@ -194,10 +194,24 @@ def chain_html(chain: dict[str, Any]) -> str:
 
 
 def _filter(run: str, model: str, version: str, principle: str, text: str) -> ChainFilter:
-    def num(v: str | None) -> int | None:
-        return int(v) if v not in (None, "") else None
+    """The filter form as a ChainFilter; a value SQLite cannot take (not an id, a NUL) is a gr.Error."""
 
-    return ChainFilter(num(run), num(model), num(version), principle or "", text or "")
+    def num(what: str, v: Any) -> int | None:
+        if v in (None, ""):
+            return None
+        try:
+            value = int(v)
+        except (TypeError, ValueError):
+            raise gr.Error(f"{what}: {str(v)[:40]!r} is not an id.") from None
+        if not 1 <= value < 2**63:
+            raise gr.Error(f"{what}: {value} is not a valid id.")
+        return value
+
+    for what, v in (("Principle", principle), ("Search text", text)):
+        if v and "\x00" in str(v):
+            raise gr.Error(f"{what}: contains a NUL character.")
+    return ChainFilter(num("Run", run), num("Model", model), num("Constitution version", version),
+                       str(principle or ""), str(text or ""))
 
 
 def search(
@@ -214,6 +228,8 @@ def open_chain(ctx: AppContext, chain_id: float | None, request: gr.Request) -> 
     require(ctx, request, BROWSE_ROLES)
     if not chain_id:
         return "<p>Pick a chain in the table (or type its id) to read it here.</p>"
+    if not 1 <= int(chain_id) < 2**63:
+        raise gr.Error(f"Chain {int(chain_id)}: not a valid id.")
     try:
         return chain_html(chain_detail(ctx.db(), int(chain_id)))
     except LookupError as exc:

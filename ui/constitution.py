@@ -7,7 +7,6 @@ the preview shows the exact text `cai.prompts` builds for a principle, so what y
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -17,6 +16,7 @@ from sqlite_utils import Database
 from cai import constitution as C
 from cai import prompts as P
 from cai.data import DataError
+from cai.files import inside, slugify
 from ui.common import (
     BROWSE_ROLES,
     EDIT_ROLES,
@@ -238,9 +238,10 @@ def import_upload(ctx: AppContext, path: str | None, into: str, request: gr.Requ
 def export_file(ctx: AppContext, name: str, version: int | None, fmt: str, kind: str, request: gr.Request) -> str:
     require(ctx, request, BROWSE_ROLES)
     v = C.resolve_version(ctx.db(), name, version)
-    stem = f"{v['name']}-v{v['version']}" + (f"-{kind}" if fmt == "paper" else "")
-    out = Path(tempfile.mkdtemp(prefix="cai-export-")) / f"{stem}.json"
+    # The name is an imported, user-chosen string: slug it, and check the file stays in its temp folder.
+    stem = slugify(f"{v['name']}-v{v['version']}" + (f"-{kind}" if fmt == "paper" else ""), "constitution")
     try:
+        out = inside(tempfile.mkdtemp(prefix="cai-export-"), f"{stem}.json")
         return str(C.export(ctx.db(), out, fmt, kind if fmt == "paper" else None, v["name"], v["version"]))
     except DataError as exc:
         raise gr.Error(str(exc)) from None

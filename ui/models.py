@@ -75,10 +75,11 @@ def show_lineage(ctx: AppContext, model_id: float | None, request: gr.Request) -
 
 def register(ctx: AppContext, name: str, path: str, backend: str, chat: bool, request: gr.Request) -> str:
     require(ctx, request, EDIT_ROLES)
+    name = (name or "").strip()
     try:
-        model_id = models.register_model(ctx.db(), (name or "").strip(), (path or "").strip() or (name or "").strip(),
-                                         backend=backend, chat=chat)
-    except models.ModelError as exc:
+        where = models.validated_path((path or "").strip() or name)
+        model_id = models.register_model(ctx.db(), name, where, backend=backend, chat=chat)
+    except (models.ModelError, FileNotFoundError) as exc:
         return f"Error: {esc(exc)}"
     return f"Registered {esc(name)} as model #{model_id}"
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import sqlite3
 import sys
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # Each module defines `register(subparsers)`, adding its commands with `set_defaults(func=...)`.
@@ -63,12 +67,34 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (ValueError, LookupError, FileNotFoundError, PermissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the one top-level handler: every error is one line, never a traceback
+        if os.environ.get("CAI_TRACEBACK"):
+            raise
+        line, status = error_line(exc)
+        print(f"error: {line}", file=sys.stderr)
+        return status
     return int(result or 0)
+
+
+def error_line(exc: BaseException) -> tuple[str, int]:
+    """One line for any error, and the exit status: 2 for input the user can fix, 1 for anything else.
+
+    File errors name the file; errors we did not foresee name the source line they came from, so a bug
+    report can point at it (CAI_TRACEBACK=1 shows the whole traceback).
+    """
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}", 2
+    if isinstance(exc, (ValueError, LookupError, OSError)) and not isinstance(exc, UnicodeError):
+        return str(exc), 2
+    if isinstance(exc, sqlite3.Error):
+        return f"database error: {exc}", 2
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to read", 2
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}; set CAI_TRACEBACK=1 for the traceback", 1
 
 
 if __name__ == "__main__":

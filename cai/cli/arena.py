@@ -166,7 +166,9 @@ def _rounded(row: dict[str, Any]) -> dict[str, Any]:
 def cmd_campaign_create(args: argparse.Namespace) -> int:
     instructions = None
     if args.instructions_file:
-        instructions = Path(args.instructions_file).read_text(encoding="utf-8")
+        from cai.files import read_text
+
+        instructions = read_text(args.instructions_file, 100_000)
     camp = arena.create_campaign(
         store.connect(args.db),
         args.name,

@@ -7,10 +7,13 @@ bad input raises DataError (a ValueError), which `cai.cli.main` prints as one li
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from cai import constitution as C
 from cai import data as D
+from cai import files as F
 from cai import store
 from cai.cli import add_common, emit, table
 from cai.prompts import plain
@@ -161,8 +164,28 @@ def cmd_const_edit(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- prompts and prefs
 
 
+def _limits(args: argparse.Namespace) -> F.Limits:
+    return F.Limits.resolve(rows=args.max_rows, bytes=args.max_bytes)
+
+
+def _progress(path: str, unit: str) -> Any:
+    """A tqdm bar on stderr for a file of 1 MB or more (smaller imports finish before it would help)."""
+    from tqdm import tqdm
+
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    return tqdm(desc=f"reading {os.path.basename(path)}", unit=f" {unit}", disable=size < PROGRESS_BYTES,
+                file=sys.stderr)
+
+
+PROGRESS_BYTES = 1_000_000
+
+
 def cmd_prompts_import(args: argparse.Namespace) -> None:
-    n = D.import_prompts(_db(args), args.file, args.name, args.kind)
+    with _progress(args.file, "prompts") as bar:
+        n = D.import_prompts(_db(args), args.file, args.name, args.kind, _limits(args), bar.update)
     emit(args, {"imported": n}, lambda r: f"imported {r['imported']} prompts into {args.name!r}")
 
 
@@ -193,7 +216,9 @@ def cmd_prompts_export(args: argparse.Namespace) -> None:
 
 
 def cmd_prefs_import(args: argparse.Namespace) -> None:
-    n = D.import_prefs(_db(args), args.file, args.name, kind=args.kind, source=args.source)
+    with _progress(args.file, "pairs") as bar:
+        n = D.import_prefs(_db(args), args.file, args.name, kind=args.kind, source=args.source,
+                           limits=_limits(args), progress=bar.update)
     emit(args, {"imported": n}, lambda r: f"imported {r['imported']} pairs into {args.name!r}")
 
 
@@ -225,6 +250,15 @@ def _cmd(sub: Any, name: str, help: str, func: Any, *, json_flag: bool = True) -
     add_common(p, json_flag=json_flag)
     p.set_defaults(func=func)
     return p
+
+
+def _limit_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-rows", type=int, default=None,
+                   help=f"Refuse a file of more rows than this (default: ${F.ROWS_ENV} or "
+                   f"{F.DEFAULT_MAX_ROWS:,}).")
+    p.add_argument("--max-bytes", type=int, default=None,
+                   help=f"Refuse a file of more bytes than this, counted after decompression (default: "
+                   f"${F.BYTES_ENV} or {F.DEFAULT_MAX_BYTES:,}).")
 
 
 def _name_opts(p: argparse.ArgumentParser, *, version: bool = False) -> None:
@@ -335,6 +369,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("file", help="The prompt file.")
     p.add_argument("--name", required=True, help="Name of the new prompt set (must be unused).")
     p.add_argument("--kind", required=True, choices=D.PROMPT_KINDS, help="red-team or helpful.")
+    _limit_opts(p)
     p = _cmd(ps, "list", "List prompt sets, or the prompts of one set with --name.", cmd_prompts_list)
     p.add_argument("--name", default=None, help="Show this set's prompts.")
     p.add_argument("--limit", type=int, default=None, help="Show at most this many prompts.")
@@ -374,6 +409,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--source", default="human", choices=D.PREF_SOURCES, help="Who labelled them (default human)."
     )
+    _limit_opts(p)
     p = _cmd(fs, "list", "List preference sets, or the pairs of one set with --name.", cmd_prefs_list)
     p.add_argument("--name", default=None, help="Show this set's pairs.")
     p.add_argument("--limit", type=int, default=None, help="Show at most this many pairs.")

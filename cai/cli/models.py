@@ -7,7 +7,6 @@ Both are thin over `cai.models` and `cai.backends`; `generate` wraps the prompt 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from cai.cli import add_common, emit, table
@@ -54,19 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _validated_path(path: str) -> str:
-    """Local folders are stored absolute and must hold a model; builtins and hub ids pass as given."""
-    from cai.backends.builtin import BUILTINS
+    from cai.models import validated_path
 
-    if path in BUILTINS:
-        return path
-    local = Path(path).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise FileNotFoundError(f"{local}: not a model folder (no config.json in it)")
-        return str(local.resolve())
-    if path.startswith((".", "/", "~")) or path.count("/") > 1:
-        raise FileNotFoundError(f"model folder not found: {path}")
-    return path
+    return validated_path(path)
 
 
 def cmd_add(args: argparse.Namespace) -> int:

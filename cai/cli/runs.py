@@ -20,6 +20,17 @@ from cai.config import STAGES, StageConfig, fields_help
 from cai.data import write_records
 
 
+def row_id(text: str) -> int:
+    """An id flag or argument: a whole number SQLite can hold (1 .. 2**63-1), else a clear argparse error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text} is not a valid id (1 .. 2**63-1)")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this module's commands to the `cai` parser."""
     run = sub.add_parser("run", help="Start a pipeline run (sl, sft, pairs, label, pm, rl, dpo, evals).")
@@ -43,16 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_common(p)
     p.set_defaults(func=cmd_runs_list)
     p = rsub.add_parser("show", help="A run's row and its latest log lines.")
-    p.add_argument("run_id", type=int, help="Run id.")
+    p.add_argument("run_id", type=row_id, help="Run id.")
     p.add_argument("--logs", type=int, default=20, help="Log lines to show.")
     add_common(p)
     p.set_defaults(func=cmd_runs_show)
     p = rsub.add_parser("cancel", help="Ask a run to stop; it stops between batches.")
-    p.add_argument("run_id", type=int, help="Run id.")
+    p.add_argument("run_id", type=row_id, help="Run id.")
     add_common(p)
     p.set_defaults(func=cmd_runs_cancel)
     p = rsub.add_parser("resume", help="Relaunch a failed, cancelled or interrupted run; finished work is kept.")
-    p.add_argument("run_id", type=int, help="Run id.")
+    p.add_argument("run_id", type=row_id, help="Run id.")
     p.add_argument("--detach", action="store_true", help="Return at once; the worker keeps going.")
     add_common(p)
     p.set_defaults(func=cmd_runs_resume)
@@ -61,12 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     csub = ch.add_subparsers(dest="action", metavar="ACTION")
     csub.required = True
     p = csub.add_parser("list", help="Chains, oldest first.")
-    p.add_argument("--run", type=int, default=None, help="Only chains of this SL run.")
+    p.add_argument("--run", type=row_id, default=None, help="Only chains of this SL run.")
     p.add_argument("--limit", type=int, default=100, help="At most this many chains.")
     add_common(p)
     p.set_defaults(func=cmd_chains_list)
     p = csub.add_parser("show", help="A chain: initial -> critique -> revision, with each step's principle.")
-    p.add_argument("chain_id", type=int, help="Chain id.")
+    p.add_argument("chain_id", type=row_id, help="Chain id.")
     p.add_argument("--sent", action="store_true", help="Also print the exact text sent for each step.")
     add_common(p)
     p.set_defaults(func=cmd_chains_show)
@@ -74,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "export", help="Write TRL prompt/completion rows (final revisions): JSONL, or Parquet for a .parquet path."
     )
     p.add_argument("path", help="Output file (.jsonl or .parquet).")
-    p.add_argument("--run", type=int, default=None, help="The SL run to export (default: the newest SL run).")
+    p.add_argument("--run", type=row_id, default=None, help="The SL run to export (default: the newest SL run).")
     add_common(p)
     p.set_defaults(func=cmd_chains_export)
 
@@ -217,7 +228,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
     def text(r: dict[str, Any]) -> str:
         head = [progress_line(r)]
-        for key in ("model_id", "constitution_version_id", "seed", "created_at", "started_at", "finished_at", "error"):
+        for key in ("model_id", "constitution_version_id", "seed", "created_at", "started_at", "finished_at", "host",
+                    "last_seen", "error"):
             if r.get(key) is not None:
                 head.append(f"{key}: {r[key]}")
         head.append("config: " + json.dumps(r["config"], sort_keys=True))

@@ -11,7 +11,6 @@ position, which exposes position bias. Per-comparison rows go to `hhh_results`, 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from cai import prompts
 from cai.evals import consistency as C
 from cai.feedback import LabelOptions, Query, Reading, ensemble, read_queries
+from cai.files import DataError, parse_json, read_text
 
 _SHAPE = re.compile(
     r"\A\n\nConsider the following conversation between a human and an assistant:\n\n(?P<conv>.*)\n\n"
@@ -54,6 +54,11 @@ def parse_item(record: dict[str, Any], where: str, idx: int) -> Comparison:
     for key in ("prompt", "corrects", "incorrects"):
         if key not in record:
             raise ValueError(f"{where}: missing field {key!r}")
+    if not isinstance(record["prompt"], str):
+        raise ValueError(f"{where}: field 'prompt' must be a string")
+    if not all(isinstance(record[k], list) and all(isinstance(x, str) for x in record[k])
+               for k in ("corrects", "incorrects")):
+        raise ValueError(f"{where}: corrects/incorrects must be lists of strings")
     options = {tuple(record["corrects"]), tuple(record["incorrects"])}
     if options != {(" (A)",), (" (B)",)}:
         raise ValueError(f"{where}: corrects/incorrects must be [' (A)'] and [' (B)'] (either way round)")
@@ -74,16 +79,13 @@ def parse_item(record: dict[str, Any], where: str, idx: int) -> Comparison:
 def read_hhh(path: str | Path, limit: int | None = None) -> list[Comparison]:
     """The comparisons of an HHH eval file (JSONL), in file order."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"HHH eval file not found: {p}")
     items: list[Comparison] = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text(p).splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
+        record = parse_json(p, line, lineno)
+        if not isinstance(record, dict):
+            raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(record).__name__}")
         items.append(parse_item(record, f"{p}:{lineno}", lineno - 1))
         if limit and len(items) >= limit:
             break

@@ -7,6 +7,7 @@ alike; BT is a Newton fit on unique (pair, outcome) counts, which also makes boo
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from cai.files import DataError, parse_json, read_bytes, read_text
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 _OUTCOME = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5}
@@ -72,6 +75,13 @@ def validate_battles(df: pd.DataFrame, source: str = "votes") -> pd.DataFrame:
     missing = [c for c in ("model_a", "model_b", "winner") if c not in df.columns]
     if missing:
         raise ValueError(f"{source}: missing column(s) {', '.join(missing)}")
+    for col in ("model_a", "model_b", "winner"):
+        bad_type = ~df[col].map(lambda v: isinstance(v, str)).astype(bool)
+        if bad_type.any():
+            i = int(np.flatnonzero(bad_type.to_numpy())[0])
+            value = df[col].iloc[i]
+            value = value.item() if hasattr(value, "item") else value  # numpy scalar -> plain Python
+            raise ValueError(f"{source}: row {i + 1}: {col} must be a string, got {value!r}")
     bad = ~df["winner"].isin(WINNERS)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -278,37 +288,47 @@ def win_rate_matrix(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_votes(path: str | Path) -> pd.DataFrame:
-    """Battles from JSON (a list, FastChat's clean_battle files), JSONL, CSV or Parquet."""
+    """Battles from JSON (a list, FastChat's clean_battle files), JSONL, CSV or Parquet.
+
+    Text files go through the workbench's one reader (cai.files): UTF-8, size limit, JSON errors by line.
+    """
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file")
     suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        raw = read_bytes(p)
+        try:
+            df = pd.read_parquet(io.BytesIO(raw))
+        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+            raise DataError(f"{p}: not a readable Parquet file ({type(exc).__name__})") from None
+        return _battles(df, str(p))
+    text = read_text(p)
     if suffix == ".csv":
-        df = pd.read_csv(p)
-    elif suffix == ".parquet":
-        df = pd.read_parquet(p)
+        try:
+            df = pd.read_csv(io.StringIO(text))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise DataError(f"{p}: bad CSV ({str(exc).strip()})") from None
+        return _battles(df, str(p))
+    if suffix == ".json" or text.lstrip().startswith("["):
+        records = parse_json(p, text)
+        if not isinstance(records, list):
+            raise DataError(f"{p}: expected a JSON list of battles")
+        where = [f"{p}: item {i}" for i in range(len(records))]
     else:
-        text = p.read_text(encoding="utf-8")
-        if suffix == ".json" or text.lstrip().startswith("["):
-            try:
-                records = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{p}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(records, list):
-                raise ValueError(f"{p}: expected a JSON list of battles")
-        else:
-            records = []
-            for lineno, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{p}: line {lineno}: not valid JSON ({exc.msg})") from None
-        df = pd.DataFrame.from_records(records)
+        records, where = [], []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                records.append(parse_json(p, line, lineno))
+                where.append(f"{p}:{lineno}")
+    for at, rec in zip(where, records, strict=True):
+        if not isinstance(rec, dict):
+            raise DataError(f"{at}: expected a JSON object (model_a, model_b, winner), got {type(rec).__name__}")
+    return _battles(pd.DataFrame.from_records(records), str(p))
+
+
+def _battles(df: pd.DataFrame, source: str) -> pd.DataFrame:
     if "winner" in df.columns:  # arena-human-preference-140k spells the both-bad tie "both_bad"
         df["winner"] = df["winner"].replace({"both_bad": "tie (bothbad)"})
-    return validate_battles(df, str(p))
+    return validate_battles(df, source)
 
 
 def figure2(helpful: list[Rating], harmless: list[Rating], title: str = "Harmlessness vs helpfulness"):  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,29 @@ from cai.store.schema import migrations
 DEFAULT_DB = Path("data") / "workbench.db"
 
 
+class StoreError(ValueError):
+    """The database path does not name a usable workbench database; the message says why."""
+
+
 def db_path(path: str | os.PathLike[str] | None = None) -> Path:
-    """The database path: explicit argument, then $CAI_DB, then ./data/workbench.db."""
-    if path:
-        return Path(path)
-    if os.environ.get("CAI_DB"):
-        return Path(os.environ["CAI_DB"])
-    return DEFAULT_DB
+    """The database path: explicit argument, then $CAI_DB, then ./data/workbench.db; `~` expanded.
+
+    ':memory:' is refused: the workers and the web app need one file they all open.
+    """
+    raw = path or os.environ.get("CAI_DB") or DEFAULT_DB
+    if str(raw).strip() == ":memory:":
+        raise StoreError("--db :memory: is not supported: runs and the web app share one database file")
+    return Path(raw).expanduser()
+
+
+def check_path(p: Path) -> None:
+    """Refuse what SQLite would fail on later with a raw error: a folder, a device, a non-database file."""
+    if p.is_dir():
+        raise StoreError(f"{p}: is a folder; --db needs a database file")
+    if p.exists() and not p.is_file():
+        raise StoreError(f"{p}: not a regular file; --db needs a database file")
+    # Never open() the file here to sniff its header: closing any descriptor of a SQLite file drops the
+    # POSIX locks of every connection this process holds on it. SQLite's own first read checks it instead.
 
 
 def connect(path: str | os.PathLike[str] | None = None, *, memory: bool = False) -> Database:
@@ -35,8 +52,17 @@ def connect(path: str | os.PathLike[str] | None = None, *, memory: bool = False)
         db = Database(memory=True)
     else:
         p = db_path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        check_path(p)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreError(f"{p}: its folder {p.parent} is a file") from None
         db = Database(p)
+        try:
+            db.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise StoreError(f"{p}: not a SQLite database (it is another kind of file)") from None
         db.enable_wal()
         # Several processes (web app, workers, raters) write at once: wait instead of failing.
         db.execute("PRAGMA busy_timeout = 30000")

@@ -421,6 +421,15 @@ def m009_chain_step_pm_run(db: Database) -> None:
 
 
 @migrations()
+def m011_run_heartbeat(db: Database) -> None:
+    # Worker liveness (owner: inputs engineer): the worker refreshes heartbeat_at every few seconds and
+    # records its host; a listing shows a running run whose heartbeat is stale, or whose pid is gone on
+    # this host, as interrupted with the time it was last seen.
+    db["runs"].add_column("host", str)
+    db["runs"].add_column("heartbeat_at", str)
+
+
+@migrations()
 def m012_judge_consistency(db: Database) -> None:
     # Whether a pair's two option orders gave the same verdict (1/0; null with one order), see
     # cai.evals.consistency (owner: rigor).

@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from cai import models, store
+from cai.files import inside, safe_name
 
 
 def load_pairs(db: Database, name: str) -> list[dict[str, Any]]:
@@ -115,7 +116,7 @@ def train(trainer: Any, out_dir: Path) -> None:
 
 def save_model(trainer: Any, tokenizer: Any, db: Database, name: str) -> str:
     """Save the trained model (LoRA adapters merged) and tokenizer under data_dir/models/<name>."""
-    path = store.data_dir(db) / "models" / name
+    path = output_dir(db, name)
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -124,8 +125,16 @@ def save_model(trainer: Any, tokenizer: Any, db: Database, name: str) -> str:
     return str(path)
 
 
+def output_dir(db: Database, name: str) -> Path:
+    """data_dir/models/<name>, for a safe name only, and checked to resolve inside the models folder."""
+    return inside(store.data_dir(db) / "models", safe_name("model name", name))
+
+
 def check_name(db: Database, name: str, run_id: int) -> dict[str, Any] | None:
-    """The model this run already registered under `name` (a resumed run), else None; error if taken."""
+    """The model this run already registered under `name` (a resumed run), else None; error if taken.
+
+    Also refuses a name that is not safe as a folder name, before any training time is spent."""
+    output_dir(db, name)
     row = models.get_model(db, name)
     if row is None:
         return None
