@@ -59,6 +59,7 @@ def test_init_is_idempotent(capsys, db_path):
         "db": str(db_path),
         "constitution": {"name": "default", "version": 1, "version_id": 1},
         "prompt_sets": {"sample-red-team": 16, "sample-helpful": 8},
+        "pref_sets": {"sample-harmless-prefs": 12},
     }
     assert run_json(capsys, "init", "--db", str(db_path)) == first
     code, out, _ = run(capsys, "init", "--db", str(db_path))

@@ -35,8 +35,13 @@ def test_every_stage_form_has_help_and_defaults():
     for kind in D.STAGE_LABELS:
         for f in D.form_fields(kind):
             assert f["help"], f"{kind}.{f['name']} has no help text"
-    assert D.describe(next(f for f in D.form_fields("sl") if f["name"] == "revisions")) == (
-        "Critique -> revision rounds per prompt (paper: 4). · 0 to 8 · default 4")
+    revisions = next(f for f in D.form_fields("sl") if f["name"] == "revisions")
+    assert D.describe(revisions) == (
+        "Critique -> revision rounds per prompt (paper: 4). · 0 to 8 · default 4 · field revisions")
+    assert revisions["label"] == "Revision rounds"
+    for kind in D.STAGE_LABELS:  # every field has a readable label, not its raw name
+        for f in D.form_fields(kind):
+            assert "_" not in f["label"] and f["label"][0].isupper(), (kind, f["name"], f["label"])
 
 
 @pytest.mark.parametrize(
