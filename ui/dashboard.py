@@ -68,13 +68,22 @@ def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             "id": r["id"],
             "kind": r["kind"],
             "status": shown_status(r),
-            "progress": bar(r["done"] or 0, r["total"] or 0),
+            "progress": progress_text(r),
             "tok/s": f"{r['tokens_per_s']:.1f}" if r["tokens_per_s"] else "",
             "ETA": eta_text(r["eta_s"]) if active else "",
             "started": (r["started_at"] or r["created_at"] or "")[:19].replace("T", " "),
             "note": (r["error"] or "")[:80],
         })
     return pd.DataFrame(out, columns=RUN_COLUMNS)
+
+
+def progress_text(run: dict[str, Any]) -> str:
+    """Items done; while a run with step-level progress is active, the bar follows its steps instead."""
+    done, total = run["done"] or 0, run["total"] or 0
+    steps, steps_total = run.get("steps_done") or 0, run.get("steps_total") or 0
+    if run["status"] in runs.ACTIVE and steps_total:
+        return f"{bar(steps, steps_total)} steps · {done}/{total} done"
+    return bar(done, total)
 
 
 def shown_status(run: dict[str, Any]) -> str:
@@ -261,13 +270,22 @@ def run_detail(ctx: AppContext, run_id: float | None, request: gr.Request) -> tu
     except runs.RunError as exc:
         return f"<p>{esc(exc)}</p>", "", ""
     done, total = r["done"] or 0, r["total"] or 0
-    progress = f'<progress max="{max(total, 1)}" value="{done}" style="width:100%"></progress>' if total else ""
+    active = r["status"] in runs.ACTIVE
+    steps, steps_total = r.get("steps_done") or 0, r.get("steps_total") or 0
+    p_done, p_total = (steps, steps_total) if active and steps_total else (done, total)
+    progress = f'<progress max="{max(p_total, 1)}" value="{p_done}" style="width:100%"></progress>' if p_total else ""
     parts = [
         f"<h4>Run #{r['id']} · {esc(r['kind'])} · <span id='run-status'>{esc(shown_status(r))}</span></h4>",
         progress,
-        f"<p>{done}/{total}{' steps' if r['kind'] == 'sl' else ''} · {r['tokens_per_s'] or 0:.1f} tok/s"
-        + (f" · ETA {eta_text(r['eta_s'])}" if r["status"] in runs.ACTIVE and r["eta_s"] else "") + "</p>",
+        f"<p>{done}/{total} done"
+        + (f" · step {steps}/{steps_total}" if steps_total and active else "")
+        + (f" · now: {esc(r.get('phase'))}" if active and r.get("phase") else "")
+        + f" · {r['tokens_per_s'] or 0:.1f} tok/s"
+        + (f" · ETA {eta_text(r['eta_s'])}" if active and r["eta_s"] else "") + "</p>",
     ]
+    if r["status"] == "running" and r.get("cancel_requested"):
+        parts.append("<p><b>Cancelling…</b> the worker stops at its next check (between batches, or within a "
+                     "generation on the transformers backend).</p>")
     if r["status"] == "done":
         parts.append(made_html(ctx.db(), r))
     if r["error"]:

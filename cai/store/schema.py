@@ -418,3 +418,12 @@ def m009_chain_step_pm_run(db: Database) -> None:
     # Which revision-scores run wrote chain_steps.pm_score (owner: SL engineer): a new scoring run with
     # another preference model rescores every step, a resumed one skips the steps it already scored.
     db["chain_steps"].add_column("pm_run_id", int)
+
+
+@migrations()
+def m013_run_steps(db: Database) -> None:
+    # Step-level progress of a run (owner: newcomer-UX engineer): an SL run of 2 chains × 4 rounds is 18
+    # model steps; the dashboard shows which step runs now and an ETA from the first one, not "0/2" for minutes.
+    db["runs"].add_column("steps_done", int)
+    db["runs"].add_column("steps_total", int)
+    db["runs"].add_column("phase", str)
