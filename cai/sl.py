@@ -415,7 +415,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         helpful_opts = ChainOptions(**{**opts.__dict__, "temperature": HELPFUL_TEMPERATURE})
         ctx.log(f"helpful samples are drawn at temperature {HELPFUL_TEMPERATURE} so the k samples differ")
     steps_total = sum(steps_per_chain(it, cfg.revisions) for it in items)
-    steps = {"done": steps_total - sum(steps_per_chain(it, cfg.revisions) for it in todo), "phase": ""}
+    steps: dict[str, Any] = {"done": steps_total - sum(steps_per_chain(it, cfg.revisions) for it in todo), "phase": ""}
     db.table("runs").update(ctx.run_id, {"steps_done": steps["done"], "steps_total": steps_total,
                                          "phase": "loading the model" if todo else ""})
     backend = load_backend(cfg.model, db) if todo else None

@@ -424,6 +424,6 @@ def m009_chain_step_pm_run(db: Database) -> None:
 def m013_run_steps(db: Database) -> None:
     # Step-level progress of a run (owner: newcomer-UX engineer): an SL run of 2 chains × 4 rounds is 18
     # model steps; the dashboard shows which step runs now and an ETA from the first one, not "0/2" for minutes.
-    db["runs"].add_column("steps_done", int)
-    db["runs"].add_column("steps_total", int)
-    db["runs"].add_column("phase", str)
+    db.table("runs").add_column("steps_done", int)
+    db.table("runs").add_column("steps_total", int)
+    db.table("runs").add_column("phase", str)
