@@ -435,8 +435,9 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         record_steps(ctx, steps["done"], steps_total, str(steps["phase"]),
                      tokens=sum(c.completion_tokens for c in comps), steps_at_start=steps_at_start)
 
-    def step(first: int, size: int, kind: str, rnd: int, n: int) -> None:
+    def step(first: int, size: int, kind: str, rnd: int, n: int) -> None:  # before each step: say which
         steps["phase"] = step_phase(first, size, total, kind, rnd, cfg.revisions)
+        db.table("runs").update(ctx.run_id, {"phase": steps["phase"]})
 
     for group in chunks(todo, cfg.batch_size):
         assert backend is not None
