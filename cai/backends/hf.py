@@ -118,6 +118,7 @@ class HFBackend:
             )
         self.batch_size = batch_size or 16
         self.should_stop: Callable[[], bool] | None = None  # a run's cancel flag, polled during generation
+        self.stop_poll_s = 0.5  # ... at most this often
         self._bos = tokens.bos_prefix(self.tokenizer)
         eos = self.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -172,7 +173,7 @@ class HFBackend:
         stops = [s for s in params.stop if s]
         criteria: list[StoppingCriteria] = [_StopOnStrings(self.tokenizer, stops, width)] if stops else []
         if self.should_stop is not None:  # set by a run: cancel inside a long generation
-            criteria.append(StopOnFlag(self.should_stop))
+            criteria.append(StopOnFlag(self.should_stop, self.stop_poll_s))
         out = self.model.generate(
             **enc, generation_config=self._generation_config(params), stopping_criteria=criteria
         )
