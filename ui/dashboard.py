@@ -438,7 +438,7 @@ def build(ctx: AppContext) -> None:
     ref_inputs: list[Any] = []
     all_inputs: list[Any] = []
     secret = hashlib.sha1(f"cai-forms:{ctx.db_path}".encode()).hexdigest()
-    saved = gr.BrowserState({}, storage_key="cai-last-launch", secret=secret)
+    saved = _top_level(lambda: gr.BrowserState({}, storage_key="cai-last-launch", secret=secret))
     with gr.Accordion("Launch a run (admin)", open=True):
         stage = gr.Dropdown([(v, k) for k, v in STAGE_LABELS.items() if k in STAGES], value="sl", label="Stage",
                             elem_id="stage")
@@ -517,6 +517,19 @@ def build(ctx: AppContext) -> None:
     assert root is not None
     root.load(quietly(bind(model_choices, ctx), len(ref_inputs) + 1), None, [*ref_inputs, lineage_model]).then(
         restore_last, saved, [stage, *all_inputs])
+
+
+def _top_level(make: Any) -> Any:
+    """Create a component at the top of the page, outside this tab: the workbench starts hidden (until the
+    role check), and a hidden BrowserState is not mounted in time to hand the page-load event its value."""
+    root, here = gr.context.Context.root_block, gr.context.Context.block
+    if root is None:
+        return make()
+    gr.context.Context.block = root
+    try:
+        return make()
+    finally:
+        gr.context.Context.block = here
 
 
 def _signature(n: int):  # type: ignore[no-untyped-def]
