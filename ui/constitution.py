@@ -272,10 +272,10 @@ def build(ctx: AppContext) -> None:
     principles = gr.Dataframe(pd.DataFrame(columns=PRINCIPLE_COLUMNS), interactive=False, wrap=True,
                               elem_id="principles-table", max_height=2000,
                               label="Principles (click one to edit or preview it)",
-                              column_widths=["110px", "190px", "60px", "auto"])
+                              column_widths=["10%", "17%", "5%", "68%"])
     with gr.Accordion("Versions", open=True):
         versions = gr.Dataframe(pd.DataFrame(columns=VERSION_COLUMNS), interactive=False, wrap=True,
-                                elem_id="versions-table", max_height=300, column_widths=["60px", "auto", "160px"])
+                                elem_id="versions-table", max_height=300, column_widths=["6%", "74%", "20%"])
     with gr.Accordion("Edit principle (admin) — every save writes a new version", open=True):
         original = gr.State("")
         with gr.Row():

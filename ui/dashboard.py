@@ -362,6 +362,16 @@ def command_text(ctx: AppContext, kind: str, *values: Any) -> str:
 def model_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
     """Fresh choices for every store-backed form field, then the lineage model list."""
     require(ctx, request, BROWSE_ROLES)
+    return _choices(ctx, pick_first=True)
+
+
+def fresh_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
+    """As model_choices, keeping every field's value (after an import: the new set is offered at once)."""
+    require(ctx, request, BROWSE_ROLES)
+    return _choices(ctx, pick_first=False)
+
+
+def _choices(ctx: AppContext, pick_first: bool) -> list[Any]:
     db = ctx.db()
     cache: dict[str, list[tuple[str, str]]] = {}
     out = []
@@ -370,10 +380,12 @@ def model_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
             ref = REFS.get(f["name"])
             if ref and not f.get("choices"):
                 cache.setdefault(ref, ref_choices(db, ref))
-                first = _first_red_team(db) if f["name"] == "prompts" else None
+                first = _first_red_team(db) if f["name"] == "prompts" and pick_first else None
                 out.append(gr.Dropdown(choices=cache[ref], value=first) if first else gr.Dropdown(choices=cache[ref]))
     models = [(f"{n} (#{i})", i) for i, n in db.execute("select id, name from models order by id desc").fetchall()]
-    return [*out, gr.Dropdown(choices=models, value=models[0][1] if models else None)]
+    lineage_pick = gr.Dropdown(choices=models, value=models[0][1] if models else None) if pick_first else \
+        gr.Dropdown(choices=models)
+    return [*out, lineage_pick]
 
 
 def lineage(ctx: AppContext, model_id: int | None, request: gr.Request) -> str:
@@ -468,7 +480,7 @@ def build(ctx: AppContext) -> None:
             groups[kind] = group
         stage.change(lambda k: [gr.Group(visible=k == kind) for kind in groups], stage, list(groups.values()))
     with gr.Accordion("Import a preference set (for the AI vs human agreement eval)", open=False):
-        import_block(ctx, "dash")
+        imported, _ = import_block(ctx, "dash")
 
     gr.Markdown("### Runs")
     empty_note = gr.Markdown(elem_id="runs-empty")
@@ -515,8 +527,9 @@ def build(ctx: AppContext) -> None:
     on_page_load(bind(poll, ctx), [last_sig, interval], [table, last_sig, interval, timer, empty_note])
     root = gr.context.Context.root_block
     assert root is not None
-    root.load(quietly(bind(model_choices, ctx), len(ref_inputs) + 1), None, [*ref_inputs, lineage_model]).then(
-        restore_last, saved, [stage, *all_inputs])
+    refresh_refs = quietly(bind(model_choices, ctx), len(ref_inputs) + 1)
+    root.load(refresh_refs, None, [*ref_inputs, lineage_model]).then(restore_last, saved, [stage, *all_inputs])
+    imported.then(quietly(bind(fresh_choices, ctx), len(ref_inputs) + 1), None, [*ref_inputs, lineage_model])
 
 
 def _top_level(make: Any) -> Any:
