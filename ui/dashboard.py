@@ -518,7 +518,8 @@ def build(ctx: AppContext) -> None:
     selected.submit(bind(run_detail, ctx), selected, detail)
     launched.change(lambda r: r, launched, selected).then(bind(run_detail, ctx), selected, detail).then(
         wake, None, [timer, interval, last_sig])
-    cancel_btn.click(bind(cancel, ctx), selected, action).then(wake, None, [timer, interval, last_sig])
+    cancel_btn.click(bind(cancel, ctx), selected, action).then(bind(run_detail, ctx), selected, detail).then(
+        bind(list_view, ctx), None, table).then(wake, None, [timer, interval, last_sig])  # "cancelling…" at once
     resume_btn.click(bind(resume, ctx), selected, action).then(wake, None, [timer, interval, last_sig])
     again_btn.click(bind(refill, ctx), selected, [stage, *all_inputs]).then(
         lambda r: f"Form filled from run #{int(r)}: check it, then launch." if r else "", selected, action)
