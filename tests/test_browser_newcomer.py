@@ -92,3 +92,31 @@ def test_import_prefs_then_agreement_on_tiny_then_its_plots(app, browser):  # no
     expect(page.locator("#constitution-info")).to_contain_text("constitution default v1", timeout=20_000)
     shot(page, "newcomer-constitution")
     page.close()
+
+
+def test_step_progress_then_cancelling_at_once(app, browser):  # noqa: F811
+    from playwright.sync_api import expect
+
+    url, _ = app
+    page = login(browser, url, "admin", ADMIN_PASSWORD)
+    page.get_by_role("tab", name="Dashboard").click()
+    expect(page.locator("#sl-prompts input")).to_have_value("sample-red-team (red-team, 16)", timeout=20_000)
+    pick(page, "stage", "SL chains (critique → revision)")
+    choose(page, "sl-model", "tiny")
+    fill(page, "sl-revisions", "8")
+    fill(page, "sl-batch_size", "1")
+    fill(page, "sl-max_new_tokens", "64")
+    page.locator("#launch-sl").click()
+    expect(page.locator("#launch-status")).to_contain_text("Started SL chains", timeout=20_000)
+    summary = page.locator("#run-summary")
+    expect(summary).to_contain_text(re.compile(r"step \d+/272 · now: chain \d+ of 16: "), timeout=60_000)
+    expect(page.locator("#runs-table")).to_contain_text("/272", timeout=20_000)
+    shot(page, "newcomer-dashboard-steps")
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.get_by_text("Cancel requested for run #")).to_be_visible(timeout=30_000)
+    # The panel redraws right after the request (no poll needed): one step takes seconds here, so the
+    # worker is still on it and the run reads "cancelling…".
+    expect(page.locator("#run-status")).to_have_text(re.compile("cancelling…|cancelled"), timeout=10_000)
+    shot(page, "newcomer-dashboard-cancelling")
+    expect(page.locator("#run-status")).to_have_text("cancelled", timeout=60_000)
+    page.close()
