@@ -469,7 +469,7 @@ def build(ctx: AppContext) -> None:
                             elem_id="labels-ai-pairs")
     with gr.Row():
         ai_pair_id = gr.Number(None, label="Pair id", precision=0, scale=0, min_width=140)
-        ai_open = gr.Button("Open pair", scale=0)
+        ai_open = gr.Button("Open AI-labelled pair", scale=0, elem_id="labels-ai-open")
     ai_view = gr.HTML(elem_id="labels-ai-pair")
 
     outputs = [summary, conf, calib, principle, position, table]
