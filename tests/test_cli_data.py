@@ -82,7 +82,8 @@ def test_done_when_paper_round_trip_and_hh_import(capsys, db_path, shared, tmp_p
         "imported": 418
     }
     listed = run_json(capsys, "prefs", "list", "--db", db)
-    assert [(s["name"], s["source"], s["count"], s["mean_p"]) for s in listed] == [("hh", "human", 418, 1.0)]
+    assert [(s["name"], s["source"], s["count"], s["mean_p"]) for s in listed] == [
+        ("sample-harmless-prefs", "human", 12, 1.0), ("hh", "human", 418, 1.0)]  # the first one: `cai init`
     code, _, err = run(capsys, "prefs", "import", str(shared / HH), "--name", "hh", "--db", db)
     assert (code, err) == (2, "error: preference set 'hh' already exists; choose another --name\n")
 
