@@ -22,6 +22,7 @@ def prepare(db_path: str | None, model: str = "default") -> tuple[str, str | Non
     db = store.connect(path)
     constitution.seed_default(db)  # what `cai init` installs: the default constitution ...
     data.seed_samples(db)  # ... and the sample red-team and helpful prompt sets
+    data.seed_sample_prefs(db)  # ... and a small human preference set, so the agreement eval runs at once
     for spec in dict.fromkeys(["default", "tiny", model]):  # so the Models tab can chat with them at once
         models.ensure_model(db, spec)
     password = users.ensure_admin(db, os.environ.get("CAI_ADMIN_PASSWORD") or None)

@@ -74,6 +74,14 @@ class ArenaError(ValueError):
 # -- campaigns -------------------------------------------------------------------------------------
 
 
+def check_test_models(model_names: list[str], allowed: bool) -> None:
+    """Refuse test models in a campaign unless the admin confirmed them."""
+    test = [m for m in model_names if m in models.TEST_MODELS]
+    if test and not allowed:
+        raise ArenaError(f"{', '.join(test)} is a test model ({models.BUILTIN[test[0]]}); raters would judge noise. "
+                         "Confirm test models (allow_test_models / --allow-test-models) to use it anyway")
+
+
 def create_campaign(
     db: Database,
     name: str,
@@ -88,8 +96,13 @@ def create_campaign(
     max_new_tokens: int = 128,
     temperature: float = 0.7,
     created_by: str | None = None,
+    allow_test_models: bool = False,
 ) -> dict[str, Any]:
-    """A new active campaign; models are registry names (builtins and local folders register on use)."""
+    """A new active campaign; models are registry names (builtins and local folders register on use).
+
+    A test model (`tiny`: random weights, its output is noise) would waste raters' votes, so it is refused
+    unless the admin confirms with `allow_test_models` (plumbing tests, demos).
+    """
     if not name or not name.strip():
         raise ArenaError("a campaign needs a name")
     if db.table("campaigns").count_where("name = ?", [name]):
@@ -104,6 +117,7 @@ def create_campaign(
         raise ArenaError("need vote_cap >= 0, max_turns >= 1, max_new_tokens >= 1 and temperature >= 0")
     if prompt_set and not db.table("prompt_sets").count_where("name = ?", [prompt_set]):
         raise ArenaError(f"no prompt set named {prompt_set!r}")
+    check_test_models(model_names, allow_test_models)
     ids = [_model_id(db, m) for m in model_names]
     row = {
         "name": name,

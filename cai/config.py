@@ -91,13 +91,37 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 
 
 def fields_help(cls: type[StageConfig]) -> list[dict[str, Any]]:
-    """Name, type, default, help and constraints of each field: what a form or a parser needs."""
+    """Name, readable label, type, default, help and constraints of each field: what a form or a parser needs."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else None
-        out.append({"name": f.name, "type": hints[f.name], "default": default, **f.metadata})
+        label = FIELD_LABELS.get(f.name, f.name.replace("_", " ").capitalize())
+        out.append({"name": f.name, "label": label, "type": hints[f.name], "default": default, **f.metadata})
     return out
+
+
+# What a form shows for each field name (the same name means the same thing in every stage).
+FIELD_LABELS: dict[str, str] = {
+    "ai_prefs": "AI preference set", "algorithm": "RL algorithm", "batch_size": "Batch size",
+    "beta": "KL / DPO beta", "bins": "Calibration bins", "both_orders": "Score both option orders",
+    "chains": "SL run to train on", "clamp_high": "Clamp high", "clamp_low": "Clamp low",
+    "constitution": "Constitution", "constitution_version": "Constitution version", "cot": "Chain of thought",
+    "cot_samples": "Chain-of-thought samples", "cot_temperature": "Chain-of-thought temperature",
+    "data": "HHH eval file", "direct": "Direct revision (no critique)", "ensemble": "Principles per pair",
+    "epochs": "Epochs", "feedback_model": "Feedback model", "few_shot": "Few-shot exemplars",
+    "heldout_prefs": "Held-out preference set", "helpful_prompts": "Helpful prompt set",
+    "helpful_samples": "Samples per helpful prompt", "human_prefs": "Human preference set",
+    "human_ratio": "Share of human pairs", "learning_rate": "Learning rate", "limit": "Only the first N",
+    "lora": "LoRA adapters", "lora_r": "LoRA rank", "loss": "Loss", "max_length": "Max sequence length (tokens)",
+    "max_new_tokens": "Max new tokens per generation", "max_steps": "Max optimizer steps", "model": "Model",
+    "name": "Name of the result", "num_generations": "Completions per prompt", "pairs": "Response pairs run",
+    "pm": "Preference model", "policy": "Policy model", "prefs": "Preference set",
+    "principles": "Comparison principles", "prompts": "Red-team prompt set", "revisions": "Revision rounds",
+    "reward_model": "Reward (preference) model", "run": "SL run", "samples": "Samples per comparison",
+    "save_steps": "Checkpoint every N steps", "seed": "Seed", "soft": "How soft labels enter",
+    "threshold": "Keep pairs with p at least", "temperature": "Temperature",
+}
 
 
 # ----------------------------------------------------------------------------- SL stage

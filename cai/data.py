@@ -26,6 +26,8 @@ PREF_SOURCES = ("human", "ai", "arena")
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 SAMPLE_PROMPTS = DATA_DIR / "sample_prompts.jsonl"
 SAMPLE_SETS = {"red-team": "sample-red-team", "helpful": "sample-helpful"}
+SAMPLE_PREFS = DATA_DIR / "sample_prefs.jsonl"
+SAMPLE_PREF_SET = "sample-harmless-prefs"
 
 PathLike = str | os.PathLike[str]
 Progress = Callable[[int], None]  # called with the number of rows just read (a tqdm bar's update)
@@ -240,6 +242,15 @@ def seed_samples(db: Database) -> dict[str, int]:
             create_prompt_set(db, set_name, kind, by_kind[kind], source="data/sample_prompts.jsonl")
         out[set_name] = get_prompt_set(db, set_name)["count"]
     return out
+
+
+def seed_sample_prefs(db: Database) -> dict[str, int]:
+    """Create the sample human preference set (hh-rlhf format, written for this project) if missing,
+    so a fresh workbench can run an AI-vs-human agreement eval at once; returns {set: count}."""
+    if not db.table("pref_sets").count_where("name = ?", [SAMPLE_PREF_SET]):
+        create_pref_set(db, SAMPLE_PREF_SET, "human", "harmless", read_pairs(SAMPLE_PREFS),
+                        provenance={"file": "data/sample_prefs.jsonl"})
+    return {SAMPLE_PREF_SET: get_pref_set(db, SAMPLE_PREF_SET)["count"]}
 
 
 # ----------------------------------------------------------------------------- preference pairs

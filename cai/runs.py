@@ -97,6 +97,33 @@ class RunContext:
         self.check_cancel()
 
 
+def record_steps(ctx: RunContext, steps_done: int, steps_total: int, phase: str, tokens: int = 0,
+                 steps_at_start: int = 0) -> None:
+    """Step-level progress between item completions: which step runs now, tokens/s, and an ETA from the
+    step rate (so it shows after the first step, not the first finished item); checks cancel."""
+    ctx.tokens += tokens
+    elapsed = max(time.monotonic() - ctx.started, 1e-6)
+    ctx.db.table("runs").update(ctx.run_id, {
+        "steps_done": steps_done, "steps_total": steps_total, "phase": phase,
+        "tokens_per_s": round(ctx.tokens / elapsed, 2),
+        "eta_s": step_eta(steps_done - steps_at_start, steps_total - steps_done, elapsed),
+    })
+    ctx.check_cancel()
+
+
+def step_eta(done_here: int, left: int, elapsed: float) -> float | None:
+    """Seconds left at the rate of the steps done in this execution (None before the first one)."""
+    if done_here <= 0:
+        return None
+    return left * elapsed / done_here
+
+
+def cancel_requested(db: Database, run_id: int) -> bool:
+    """The cancel flag, for backends that poll it inside a long generation."""
+    row = db.execute("select cancel_requested from runs where id = ?", [run_id]).fetchone()
+    return bool(row and row[0])
+
+
 def create_run(
     db: Database,
     config: StageConfig,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from cai import prompts as P
 from cai import store
 from cai.backends.base import HUMAN_STOP, Backend, Completion, SamplingParams
 from cai.data import chain_records
+from cai.runs import cancel_requested, record_steps
 
 INITIAL_STOP = (HUMAN_STOP, "\n\nCritiqueRequest:", "\n\nRevisionRequest:")
 MODES = ("critique", "direct", "helpful")
@@ -110,16 +112,19 @@ def draw_principles(
     return drawn
 
 
-def degenerate_flags(text: str, finish_reason: str = "stop", exemplars: str = "") -> list[str]:
-    """Flags for an output that is unusable as is: empty, repeated (loops), copied (a sentence-long piece of
-    the few-shot exemplars, parroted: small base models do this), truncated (hit the token limit)."""
+def degenerate_flags(text: str, finish_reason: str = "stop", exemplars: str = "", context: str | None = None) -> list[str]:
+    """Flags for an output that is unusable as is (FLAG_MEANINGS says each in words): empty, repeated (loops),
+    copied (parrots the few-shot exemplars instead of answering this conversation), truncated (hit the token
+    limit). `context` is the conversation and current response the step was about (None: not known)."""
     flags = []
     body = text.strip()
     if not body:
         flags.append("empty")
     elif _repetitive(text):
         flags.append("repeated")
-    if len(body) >= COPY_MIN_CHARS and body in exemplars:
+    if (len(body) >= COPY_MIN_CHARS and body in exemplars) or (
+        exemplars and copied_share(body, exemplars, context or "") >= COPY_THRESHOLD
+    ) or (context is not None and ignores_prompt(body, context, exemplars)):
         flags.append("copied")
     if finish_reason == "length":
         flags.append("truncated")
@@ -127,6 +132,54 @@ def degenerate_flags(text: str, finish_reason: str = "stop", exemplars: str = ""
 
 
 COPY_MIN_CHARS = 20
+# "copied": at least COPY_THRESHOLD of the output's word COPY_NGRAM-grams occur in the exemplars (but not
+# in the conversation itself, so quoting the user is fine), counted once the output has MIN_GRAMS of them.
+COPY_NGRAM, COPY_THRESHOLD, MIN_GRAMS = 4, 0.3, 3
+# ... or the output shares no content word with the conversation while most of its content words come
+# from the exemplars (a critique of someone else's conversation), once it has IGNORE_MIN_WORDS of them.
+IGNORE_MIN_WORDS = 6
+FLAG_MEANINGS = {
+    "empty": "the model wrote nothing",
+    "repeated": "the output loops: a line 3+ times, or under half its word triples distinct",
+    "copied": (f"the output parrots the few-shot exemplars: ≥{COPY_THRESHOLD:.0%} of its {COPY_NGRAM}-word runs "
+               "come from them, or it never mentions this conversation while echoing them"),
+    "truncated": "the output hit the token limit (max_new_tokens) and may be cut mid-sentence",
+}
+_STOP = frozenset(
+    "a an and are as at be been but by can could did do does for from had has have he her him his how i if in "
+    "into is it its just may me might more most my no not of on or our out she should so some than that the "
+    "their them then there these they this those to too up us very was we were what when where which who why "
+    "will with would you your yours about also any because being both each get got here only other over own "
+    "same such what's it's that's don't can't won't i'm you're assistant human critique revision request".split()
+)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
+
+
+def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def copied_share(text: str, exemplars: str, context: str = "", n: int = COPY_NGRAM) -> float:
+    """Share of `text`'s word n-grams found in `exemplars` and not in `context` (0 for a very short text)."""
+    grams = _grams(_words(text), n)
+    if len(grams) < MIN_GRAMS:
+        return 0.0
+    borrowed = _grams(_words(exemplars), n) - _grams(_words(context), n)
+    return len(grams & borrowed) / len(grams)
+
+
+def ignores_prompt(text: str, context: str, exemplars: str) -> bool:
+    """True when `text` talks about the exemplars' conversations, not this one: none of its content words
+    occur in `context`, and at least half of them occur in the exemplars."""
+    content = {w for w in _words(text) if len(w) >= 4 and w not in _STOP}
+    if len(content) < IGNORE_MIN_WORDS:
+        return False
+    if content & set(_words(context)):
+        return False
+    return len(content & set(_words(exemplars))) * 2 >= len(content)
 
 
 def _repetitive(text: str) -> bool:
@@ -192,8 +245,10 @@ def run_chains(
     exemplars: Sequence[Any],
     opts: ChainOptions,
     on_batch: Callable[[list[Completion]], None] | None = None,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> list[Chain]:
-    """Build the chains of `items`, step by step across all of them (batched); `on_batch` runs after each call.
+    """Build the chains of `items`, step by step across all of them (batched); `on_batch` runs after each call,
+    `on_step(kind, round, n_prompts)` before each step.
 
     Helpful items get only the initial response; direct items get revisions without critiques.
     """
@@ -215,12 +270,15 @@ def run_chains(
         )
 
     def run_step(group: list[tuple[Chain, list[Any]]], kind: str, rnd: int, texts: list[str], stop: tuple[str, ...]):  # type: ignore[no-untyped-def]
+        if on_step:
+            on_step(kind, rnd, len(texts))
         results = generate_batched(backend, texts, params(stop, 2 * rnd + (kind == "revision")), opts.batch_size, on_batch)
         for (chain, drawn), text, (comp, secs) in zip(group, texts, results, strict=True):
             name = str(drawn[rnd - 1]["name"]) if rnd else ""
+            context = chain.item.prompt + ("\n" + chain.response if chain.steps else "")
             chain.steps.append(
                 Step(kind, rnd, name, text, comp.text, comp.prompt_tokens, comp.completion_tokens, round(secs, 4),
-                     degenerate_flags(comp.text, comp.finish_reason, shot_text))
+                     degenerate_flags(comp.text, comp.finish_reason, shot_text, context))
             )
 
     texts = [initial_text(backend, c.item.prompt, fewshot) for c, _ in chains]
@@ -356,8 +414,15 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     if cfg.helpful_prompts and cfg.helpful_samples > 1 and cfg.temperature == 0:
         helpful_opts = ChainOptions(**{**opts.__dict__, "temperature": HELPFUL_TEMPERATURE})
         ctx.log(f"helpful samples are drawn at temperature {HELPFUL_TEMPERATURE} so the k samples differ")
+    steps_total = sum(steps_per_chain(it, cfg.revisions) for it in items)
+    steps: dict[str, Any] = {"done": steps_total - sum(steps_per_chain(it, cfg.revisions) for it in todo), "phase": ""}
+    db.table("runs").update(ctx.run_id, {"steps_done": steps["done"], "steps_total": steps_total,
+                                         "phase": "loading the model" if todo else ""})
     backend = load_backend(cfg.model, db) if todo else None
+    if backend is not None and hasattr(backend, "should_stop"):  # cancel inside a long generation
+        backend.should_stop = functools.partial(cancel_requested, db, ctx.run_id)
     ctx.begin(done, total)  # again: rates and ETA count from here, not from before the model loaded
+    steps_at_start = steps["done"]
     model_id = models.ensure_model(db, cfg.model)["id"]
     db.table("runs").update(ctx.run_id, {"model_id": model_id, "constitution_version_id": cv["id"]})
     ctx.log(
@@ -365,8 +430,14 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         f"constitution {cv['name']}@{cv['version']}, {cfg.revisions} revisions"
     )
 
-    def report(done_now: int, comps: list[Completion]) -> None:  # after each backend call: tokens, cancel
-        ctx.progress(done_now, total, tokens=sum(c.completion_tokens for c in comps))
+    def report(comps: list[Completion]) -> None:  # after each backend call: step progress, tokens, cancel
+        steps["done"] += len(comps)
+        record_steps(ctx, steps["done"], steps_total, str(steps["phase"]),
+                     tokens=sum(c.completion_tokens for c in comps), steps_at_start=steps_at_start)
+
+    def step(first: int, size: int, kind: str, rnd: int, n: int) -> None:  # before each step: say which
+        steps["phase"] = step_phase(first, size, total, kind, rnd, cfg.revisions)
+        db.table("runs").update(ctx.run_id, {"phase": steps["phase"]})
 
     for group in chunks(todo, cfg.batch_size):
         assert backend is not None
@@ -376,18 +447,45 @@ def run_stage(ctx: Any) -> dict[str, Any]:
             cv["principles"],
             [e for e in cv["exemplars"] if e["kind"] == "critique"],
             helpful_opts if group[0].mode == "helpful" else opts,
-            on_batch=functools.partial(report, done),
+            on_batch=report,
+            on_step=functools.partial(step, done + 1, len(group)),
         )
         for chain in chains:
             store_chain(db, ctx.run_id, chain, model_id=model_id, constitution_version_id=cv["id"])
         done += len(chains)
-        flagged = sum(1 for c in chains if c.flags)
-        ctx.log(f"chains {done}/{total}" + (f" ({flagged} flagged in this batch)" if flagged else ""))
+        ctx.log(f"chains {done}/{total}" + flag_note(chains))
         ctx.progress(done, total)
     return run_summary(db, ctx.run_id)
 
 
 HELPFUL_TEMPERATURE = 0.7
+
+
+def steps_per_chain(item: ChainItem, revisions: int) -> int:
+    """Model calls one chain takes: its response, then per round a critique (unless direct) and a revision."""
+    if item.mode == "helpful":
+        return 1
+    return 1 + revisions * (1 if item.mode == "direct" else 2)
+
+
+def step_phase(first: int, size: int, total: int, kind: str, rnd: int, revisions: int) -> str:
+    """Where a run is, in words: "chains 1-8 of 16: critique 2 of 4"."""
+    what = "responses" if kind == "initial" else f"{kind} {rnd} of {revisions}"
+    span = f"chain {first}" if size == 1 else f"chains {first}-{first + size - 1}"
+    return f"{span} of {total}: {what}"
+
+
+def flag_note(chains: Sequence[Chain]) -> str:
+    """The log's note on a batch's flags, each flag said in words (FLAG_MEANINGS)."""
+    counts: dict[str, int] = {}
+    for c in chains:
+        for f in {f.split(":")[1] for f in c.flags}:
+            counts[f] = counts.get(f, 0) + 1
+    if not counts:
+        return ""
+    said = "; ".join(f"{n} {f}: {FLAG_MEANINGS[f]}" for f, n in sorted(counts.items()))
+    flagged = sum(1 for c in chains if c.flags)
+    return f" ({flagged} of {len(chains)} chains in this batch flagged: {said})"
 
 
 def run_summary(db: Database, run_id: int) -> dict[str, Any]:

@@ -263,3 +263,12 @@ def test_arena_tab_admin_handlers_and_role_checks(setup, db_path):
     assert ui_arena.app_user(ctx)({}, rater)["name"] == "rita"
     with pytest.raises(gr.Error, match="Not allowed"):
         ui_arena.app_user(ctx)({}, SimpleNamespace(username=None))
+
+
+def test_a_campaign_refuses_the_tiny_test_model_unless_confirmed(db):
+    models.register_model(db, NAMES[0], "tiny")
+    with pytest.raises(arena.ArenaError, match=r"^tiny is a test model \(test model: random weights, output is noise\)"):
+        arena.create_campaign(db, "noise", ["tiny", NAMES[0]], "helpfulness")
+    assert db["campaigns"].count == 0
+    camp = arena.create_campaign(db, "noise", ["tiny", NAMES[0]], "helpfulness", allow_test_models=True)
+    assert camp["models"] == ["tiny", NAMES[0]]

@@ -233,3 +233,23 @@ def test_gpu_batch_size_follows_free_memory(tiny):
     assert batch_for_memory(64 * 2**20, per_token) == 32  # half of 64 MiB / (512 B x 2048)
     assert batch_for_memory(2**20, per_token) == 8
     assert batch_for_memory(80 * 2**30, per_token) == 256
+
+
+def test_a_cancel_flag_ends_a_long_generation_early(tiny):
+    """A run's cancel request, polled by a StoppingCriteria, stops generation within the next poll."""
+    from cai.backends.hf import StopOnFlag
+
+    params = SamplingParams(max_new_tokens=64, stop=())
+    calls = []
+    tiny.should_stop = lambda: calls.append(1) or len(calls) >= 2  # true from the second poll on
+    tiny.stop_poll_s = 0.0
+    try:
+        [c] = tiny.generate(["Hello there"], params)
+    finally:
+        tiny.should_stop, tiny.stop_poll_s = None, 0.5
+    assert c.completion_tokens <= 2 and len(calls) <= 2  # stopped at the second token (or an earlier EOS)
+    [full] = tiny.generate(["Hello there"], params)
+    assert full.completion_tokens == 64 or full.finish_reason == "stop"
+    flag = StopOnFlag(lambda: True, every_s=3600)
+    ids = torch.zeros((2, 3), dtype=torch.long)
+    assert flag(ids, None).tolist() == [True, True]

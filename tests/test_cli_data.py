@@ -59,6 +59,7 @@ def test_init_is_idempotent(capsys, db_path):
         "db": str(db_path),
         "constitution": {"name": "default", "version": 1, "version_id": 1},
         "prompt_sets": {"sample-red-team": 16, "sample-helpful": 8},
+        "pref_sets": {"sample-harmless-prefs": 12},
     }
     assert run_json(capsys, "init", "--db", str(db_path)) == first
     code, out, _ = run(capsys, "init", "--db", str(db_path))
@@ -81,7 +82,8 @@ def test_done_when_paper_round_trip_and_hh_import(capsys, db_path, shared, tmp_p
         "imported": 418
     }
     listed = run_json(capsys, "prefs", "list", "--db", db)
-    assert [(s["name"], s["source"], s["count"], s["mean_p"]) for s in listed] == [("hh", "human", 418, 1.0)]
+    assert [(s["name"], s["source"], s["count"], s["mean_p"]) for s in listed] == [
+        ("sample-harmless-prefs", "human", 12, 1.0), ("hh", "human", 418, 1.0)]  # the first one: `cai init`
     code, _, err = run(capsys, "prefs", "import", str(shared / HH), "--name", "hh", "--db", db)
     assert (code, err) == (2, "error: preference set 'hh' already exists; choose another --name\n")
 

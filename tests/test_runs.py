@@ -238,3 +238,31 @@ def test_direct_run_stores_revisions_without_critiques(db, monkeypatch):
     run = runs.execute(db, runs.create_run(db, config))
     assert run["result"] == {"chains": 2, "modes": {"direct": 2}, "flagged": 0,
                              "steps": {"initial": 2, "revision": 4}}
+
+
+def test_sl_reports_each_step_with_a_phase_and_an_eta_from_the_first_step(db, monkeypatch):
+    """2 prompts x 1 round = 6 model steps in 3 backend calls (batch 2): progress moves at each call."""
+    seed(db, n_prompts=2)
+    seen = []
+
+    class Watching(ScriptedBackend):
+        def generate(self, prompts, params):
+            row = db.execute("select done, steps_done, steps_total, phase, eta_s from runs").fetchone()
+            seen.append(tuple(row))
+            return super().generate(prompts, params)
+
+    use_backend(monkeypatch, Watching(respond=lambda p: " ok"))
+    run_id = runs.create_run(db, SLConfig(prompts="red", model="tiny", constitution="test", revisions=1, batch_size=2))
+    run = runs.execute(db, run_id)
+    assert run["status"] == "done"
+    assert [(d, s, t, ph) for d, s, t, ph, _ in seen] == [
+        (0, 0, 6, "chains 1-2 of 2: responses"), (0, 2, 6, "chains 1-2 of 2: critique 1 of 1"),
+        (0, 4, 6, "chains 1-2 of 2: revision 1 of 1")]
+    assert seen[0][4] is None and seen[1][4] is not None  # an ETA once the first step is done
+    assert (run["steps_done"], run["steps_total"]) == (6, 6)
+
+
+def test_step_eta_and_steps_per_chain():
+    assert runs.step_eta(0, 10, 5.0) is None
+    assert runs.step_eta(2, 10, 5.0) == 25.0
+    assert [sl.steps_per_chain(sl.ChainItem(1, "p", 0, m), 4) for m in ("critique", "direct", "helpful")] == [9, 5, 1]

@@ -37,6 +37,8 @@ def test_prepare_seeds_and_creates_the_first_admin_once(tmp_path, monkeypatch):
     assert users.authenticate(db, "admin", password)["role"] == "admin"
     assert constitution.resolve_version(db, "default")["version"] == 1
     assert [s["name"] for s in data.list_prompt_sets(db)] == ["sample-red-team", "sample-helpful"]
+    assert [(s["name"], s["source"], s["count"]) for s in data.list_pref_sets(db)] == [
+        ("sample-harmless-prefs", "human", 12)]  # the agreement eval can run on a fresh database
     assert {m["name"] for m in __import__("cai.models", fromlist=["x"]).list_models(db)} >= {"default", "tiny"}
     assert app_module.prepare(str(path)) == (str(path), None)  # second start: nothing new, nothing printed
 
@@ -46,3 +48,8 @@ def test_build_app_builds_every_tab(db_path):
     assert isinstance(demo, gr.Blocks)
     labels = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
     assert labels[:6] == ["Constitution", "Chains", "Labels", "Dashboard", "Models", "Arena"]
+
+
+def test_calm_queue_polls_less_often(db_path):
+    demo = ui_app.calm_queue(ui_app.build_app(db_path, "tiny").queue())
+    assert (demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free) == (0.02, 0.1)

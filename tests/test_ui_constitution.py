@@ -75,7 +75,7 @@ def test_load_and_side_by_side_diff_escapes(ctx):
     out = T.load(ctx, "mini", None, VIEWER)
     assert out[1].value == 2 and list(out[2]["v"]) == [2, 1]
     assert list(out[3]["name"]) == ["harm", "kinder"]
-    assert out[7] == "**mini v2** · edit &#x27;harm&#x27; (by ada)"
+    assert out[7] == "**constitution mini v2** · edit &#x27;harm&#x27; (by ada)"
     html = T.compare(ctx, "mini", 1, 2, VIEWER)
     assert "<b>harmful</b>" not in html
     assert "<ins>&lt;b&gt;harmful&lt;/b&gt; now?</ins>" in html

@@ -95,3 +95,77 @@ def test_hhh_table_per_model(ctx):
                                          "correct as B": 0.25}]
     assert fig.visible is True
     assert list(L.hhh_figure(frame).data[0].y) == [0.625]
+
+
+ADMIN = SimpleNamespace(username="ada")
+
+
+def test_import_from_the_browser_reads_what_the_cli_reads(ctx, tmp_path):
+    app, _, _ = ctx
+    users.add_user(app.db(), "ada", "admin", "password1")
+    sample = data.SAMPLE_PREFS
+    assert L.import_upload(app, str(sample), "", "harmless", "human", ADMIN) == (
+        "Imported 12 pairs as preference set “sample_prefs” (human, harmless).")
+    gz = tmp_path / "mine.jsonl.gz"
+    import gzip
+
+    gz.write_bytes(gzip.compress(sample.read_bytes()))
+    assert L.import_upload(app, str(gz), "zipped", "helpful", "human", ADMIN).startswith("Imported 12 pairs as")
+    assert [r["chosen"] for r in data.list_pairs(app.db(), "zipped")] == \
+        [r["chosen"] for r in data.list_pairs(app.db(), "sample_prefs")]
+    # Errors come back as one line naming the file and line; nothing is stored.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: b"}\n')
+    before = app.db()["pref_sets"].count
+    assert L.import_upload(app, str(bad), "b", "harmless", "human", ADMIN) == "Error: bad.jsonl:1: missing field &#x27;rejected&#x27;"
+    assert L.import_upload(app, str(sample), "hh-dev", "harmless", "human", ADMIN) == (
+        "Error: preference set &#x27;hh-dev&#x27; already exists; choose another --name")
+    assert L.import_upload(app, str(tmp_path / "x.csv"), "c", "harmless", "human", ADMIN).startswith(
+        "Error: x.csv: expected a .jsonl or .jsonl.gz or .ndjson or .ndjson.gz file")
+    assert L.import_upload(app, None, "c", "harmless", "human", ADMIN) == "Error: Choose a file first."
+    assert app.db()["pref_sets"].count == before
+    with pytest.raises(gr.Error, match="needs the admin role"):
+        L.import_upload(app, str(sample), "v", "harmless", "human", VIEWER)
+
+
+def test_reading_says_which_response_each_letter_is():
+    ba = {"order": "BA", "principle": "harm", "p": 0.197, "logprobs": [-3.2861, -4.6912]}
+    assert L.reading_text(ba) == (
+        "Reading: order BA ((A) = the rejected response, (B) = the human's choice), principle harm, "
+        "p(the human's choice better) = 0.197, log-probs (A) -3.286, (B) -4.691")
+    ab = {"order": "AB", "principle": "harm", "p": 0.8, "logprobs": [-0.1, -2.0]}
+    assert L.reading_text(ab, "the first sampled response", "the second").startswith(
+        "Reading: order AB ((A) = the first sampled response, (B) = the second), principle harm")
+
+
+def test_ai_preference_set_view_without_human_labels(ctx):
+    app, _, _ = ctx
+    db = app.db()
+    pairs = [
+        {"prompt": f"\n\nHuman: q{i}?\n\nAssistant:", "chosen": f" c{i}", "rejected": f" r{i}", "p": p,
+         "meta": {"p": pf, "principles": pr}}
+        for i, (p, pf, pr) in enumerate([(0.95, 0.95, ["harm"]), (0.6, 0.4, ["harm", "kind"]), (0.5, 0.5, ["kind"])])
+    ]
+    data.create_pref_set(db, "labels-9", "ai", "harmless", pairs)
+    assert L.ai_sets(app, VIEWER).choices == [("labels-9 (3 pairs)", "labels-9")]
+    s = L.ai_summary(L.ai_pairs(db, "labels-9"))
+    assert s["labels"] == {"first response better": 1, "second response better": 1, "tie (p = 0.5)": 1}
+    assert (s["n"], round(s["mean_p"], 4), s["confident"]) == (3, 0.6833, 1)
+    assert s["per_principle"] == {"harm": {"n": 2, "mean_p": pytest.approx(0.775)}, "kind": {"n": 2, "mean_p": 0.55}}
+    head, dist, hist, per, table = L.show_ai_set(app, "labels-9", VIEWER)
+    assert head.startswith("**3 pairs** in labels-9 · mean p(chosen) 0.683 · 1 labels with p ≥ 0.9")
+    assert list(dist.data[0].y) == [1, 1, 1] and list(hist.data[0].x) == [0.95, 0.6, 0.5]
+    assert list(per.data[0].y) == ["harm", "kind"]
+    assert table["p(chosen)"].tolist() == [0.5, 0.6, 0.95] and table["prompt"].tolist() == ["q2?", "q1?", "q0?"]
+    html = L.open_ai_pair(app, int(table["pair"][0]), VIEWER)
+    assert "Chosen by the AI" in html and "p(chosen better) = 0.500" in html
+    assert L.show_ai_set(app, None, VIEWER)[0].startswith("No AI preference set yet: launch")
+
+
+def test_empty_states_say_what_to_do(db, db_path):
+    users.add_user(db, "val", "viewer", "password1")
+    app = AppContext(db_path)
+    assert L.sets_note(app, VIEWER).startswith("No human preference set yet: import one above")
+    assert L.hhh_note(app, VIEWER).startswith("No HHH eval yet: launch “HHH eval” from the Dashboard")
+    data.seed_sample_prefs(db)
+    assert L.sets_note(app, VIEWER) == ""

@@ -43,7 +43,10 @@ def test_registry_and_register(ctx, tmp_path):
         {"id": 1, "name": "tiny", "path": "tiny", "chat": "no"},
         {"id": 2, "name": "sl-cai", "path": str(folder.resolve()), "chat": "yes"},
     ]
-    assert dropdown.choices == [("tiny (#1)", 1), ("sl-cai (#2)", 2)]
+    assert dropdown.choices == [  # each model says what it is wherever it is chosen
+        ("tiny — test model: random weights, output is noise, speed here not measured yet (#1)", 1),
+        ("sl-cai — hf model, chat, speed here not measured yet (#2)", 2),
+    ]
     assert "<b>Ancestry:</b> sl-cai" in M.show_lineage(ctx, 2, VIEWER)
 
 

@@ -271,13 +271,13 @@ def campaigns_table(ctx: AppContext, request: gr.Request) -> tuple[pd.DataFrame,
 
 
 def create_campaign(ctx: AppContext, name: str, model_names: str, dimension: str, prompt_set: str, vote_cap: float,
-                    pairing: str, max_turns: float, request: gr.Request) -> str:
+                    pairing: str, max_turns: float, allow_test: bool, request: gr.Request) -> str:
     who = require(ctx, request, EDIT_ROLES)
     try:
         c = arena.create_campaign(ctx.db(), (name or "").strip(), [m.strip() for m in (model_names or "").split(",")
                                   if m.strip()], dimension, prompt_set=(prompt_set or "").strip() or None,
                                   vote_cap=int(vote_cap or 0), pairing=pairing, max_turns=int(max_turns or 3),
-                                  created_by=who)
+                                  created_by=who, allow_test_models=bool(allow_test))
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
     return f"Created campaign **{c['name']}** with {len(c['models'])} models."
@@ -338,6 +338,7 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
             c_cap = gr.Number(0, label="Vote cap per rater (0: none)", precision=0)
             c_pairing = gr.Radio(list(arena.PAIRINGS), value="uniform", label="Pairing")
             c_turns = gr.Number(3, label="Turns per battle", precision=0)
+            c_test = gr.Checkbox(False, label="Allow test models (tiny: random weights, output is noise)")
             c_create = gr.Button("Create campaign", variant="primary")
         c_msg = gr.Markdown("")
         pick = gr.Dropdown(["(all)"], value="(all)", label="Campaign")
@@ -360,7 +361,7 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     load_camps = dict(fn=bind(campaigns_table, ctx), inputs=None, outputs=[camps, pick])
     on_page_load(bind(campaigns_table, ctx), None, [camps, pick])
     refresh.click(**load_camps, api_name=False)
-    c_create.click(bind(create_campaign, ctx), [c_name, c_models, c_dim, c_prompts, c_cap, c_pairing, c_turns],
+    c_create.click(bind(create_campaign, ctx), [c_name, c_models, c_dim, c_prompts, c_cap, c_pairing, c_turns, c_test],
                    c_msg, api_name=False).then(**load_camps)
     pick.change(bind(progress_table, ctx), pick, pairs, api_name=False)
     rate_btn.click(bind(ratings_view, ctx), [pick, method, rounds, leaks], [table, matrix, plot],

@@ -16,9 +16,18 @@ import pandas as pd
 from sqlite_utils import Database
 
 from cai import store
+from cai.sl import FLAG_MEANINGS
 from ui.common import BROWSE_ROLES, AppContext, bind, diff_html, esc, on_page_load, pre, require
 
 PAGE_SIZE = 25
+NO_CHAINS = ("No chains yet: launch “SL chains (critique → revision)” from the Dashboard, or "
+             "`cai run sl --prompts sample-red-team --model tiny`.")
+
+
+def flag_legend() -> str:
+    """What each flag in the table and on the steps means (the same words as the run log)."""
+    return "**Flags** (a step's output is unusable as is): " + " · ".join(
+        f"**{name}**: {meaning}" for name, meaning in FLAG_MEANINGS.items())
 COLUMNS = ["id", "run", "model", "constitution", "mode", "revisions", "flags", "prompt", "final"]
 
 
@@ -157,7 +166,10 @@ def _score(value: float | None) -> str:
 
 
 def _flags(flags_json: str | None) -> str:
-    return "".join(f'<span class="cai-badge">{esc(f)}</span>' for f in store.loads(flags_json, []))
+    """Flag badges, each with its meaning as a tooltip."""
+    return "".join(
+        f'<span class="cai-badge" title="{esc(FLAG_MEANINGS.get(f.split(":")[-1], ""))}">{esc(f)}</span>'
+        for f in store.loads(flags_json, []))
 
 
 def chain_html(chain: dict[str, Any]) -> str:
@@ -220,7 +232,10 @@ def search(
 ) -> tuple[pd.DataFrame, str, int]:
     """A page of the filtered chains: table, a 'page x of y' line, and the clamped page number."""
     require(ctx, request, BROWSE_ROLES)
-    p = chain_page(ctx.db(), _filter(run, model, version, principle, text), int(page or 1))
+    f = _filter(run, model, version, principle, text)
+    p = chain_page(ctx.db(), f, int(page or 1))
+    if p.total == 0 and f == ChainFilter():
+        return page_frame(p), NO_CHAINS, p.page
     return page_frame(p), f"Page {p.page} of {p.pages} · {p.total:,} chains", p.page
 
 
@@ -253,12 +268,13 @@ def build(ctx: AppContext) -> None:
         go = gr.Button("Search", variant="primary", scale=0)
         prev = gr.Button("◀ Previous", scale=0)
         nxt = gr.Button("Next ▶", scale=0)
-        info = gr.Markdown("")
+        info = gr.Markdown("", elem_id="chains-info")
     page = gr.State(1)
     table = gr.Dataframe(
         pd.DataFrame(columns=COLUMNS), interactive=False, wrap=True, max_height=520,
         column_widths=["5%", "5%", "9%", "10%", "7%", "6%", "8%", "25%", "25%"], elem_id="chains-table",
     )
+    gr.Markdown(flag_legend(), elem_id="flag-legend")
     with gr.Row():
         chain_id = gr.Number(None, label="Chain id", precision=0, scale=0, min_width=140, elem_id="chain-id-box")
         open_btn = gr.Button("Open chain", scale=0)

@@ -36,7 +36,7 @@ SAMPLE_TRANSCRIPT = (
 SAMPLE_A = "Talk to your neighbour first; if that fails, contact local animal control or mediation services."
 SAMPLE_B = "Mix something into a treat and throw it over the fence."
 VERSION_COLUMNS = ["v", "note", "created"]
-PRINCIPLE_COLUMNS = ["kind", "name", "enabled", "request / instruction"]
+PRINCIPLE_COLUMNS = ["kind", "name", "on", "request / instruction"]
 
 
 # ----------------------------------------------------------------------------- views (pure over the db)
@@ -55,7 +55,7 @@ def principles_frame(version: dict[str, Any]) -> pd.DataFrame:
         {
             "kind": p["kind"],
             "name": p["name"],
-            "enabled": "yes" if p["enabled"] else "no",
+            "on": "yes" if p["enabled"] else "no",
             "request / instruction": P.plain(p["critique"] if p["kind"] == "critique" else p["text"]),
         }
         for p in version["principles"]
@@ -135,7 +135,7 @@ def load(ctx: AppContext, name: str, version: int | None, request: gr.Request) -
     v = C.resolve_version(db, name, version)
     pnames = [p["name"] for p in v["principles"]]
     newest = versions[0]
-    info = f"**{esc(name)} v{version}** · {esc(v['note'] or '')}" + (
+    info = f"**constitution {esc(name)} v{version}** · {esc(v['note'] or '')}" + (
         "" if version == newest else f" · viewing an old version; edits apply to the newest (v{newest})"
     )
     return [
@@ -268,14 +268,15 @@ def build(ctx: AppContext) -> None:
         version = gr.Dropdown([], label="Version", scale=2)
         refresh = gr.Button("↻ Refresh", scale=0)
     info = gr.Markdown(elem_id="constitution-info")
-    with gr.Row():
-        with gr.Column(scale=3):
-            principles = gr.Dataframe(pd.DataFrame(columns=PRINCIPLE_COLUMNS), interactive=False, wrap=True, elem_id="principles-table",
-                                      max_height=420, label="Principles (click one to edit or preview it)",
-                                      column_widths=["10%", "20%", "8%", "62%"])
-        with gr.Column(scale=1):
-            versions = gr.Dataframe(pd.DataFrame(columns=VERSION_COLUMNS), interactive=False, wrap=True, elem_id="versions-table",
-                                    max_height=420, label="Versions", column_widths=["12%", "58%", "30%"])
+    # The principles get the full width and a height that shows a whole constitution (the default's 17 rows)
+    # without an inner scroll; short fixed columns keep their headers on one line.
+    principles = gr.Dataframe(pd.DataFrame(columns=PRINCIPLE_COLUMNS), interactive=False, wrap=True,
+                              elem_id="principles-table", max_height=2000,
+                              label="Principles (click one to edit or preview it)",
+                              column_widths=["10%", "17%", "5%", "68%"])
+    with gr.Accordion("Versions", open=True):
+        versions = gr.Dataframe(pd.DataFrame(columns=VERSION_COLUMNS), interactive=False, wrap=True,
+                                elem_id="versions-table", max_height=300, column_widths=["6%", "74%", "20%"])
     with gr.Accordion("Edit principle (admin) — every save writes a new version", open=True):
         original = gr.State("")
         with gr.Row():

@@ -7,7 +7,9 @@ runs it in a worker process. The run list refreshes itself with a gr.Timer; line
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shlex
 import threading
 from typing import Any
 
@@ -15,8 +17,9 @@ import gradio as gr
 import pandas as pd
 from sqlite_utils import Database
 
-from cai import runs
-from cai.config import STAGES, ConfigError, fields_help
+from cai import models, runs
+from cai.config import STAGES, ConfigError, StageConfig, fields_help
+from cai.refs import REFS, REQUIRED, missing_references
 from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, require
 from ui.lineage import lineage_html
 
@@ -33,14 +36,10 @@ STAGE_LABELS = {
     "revision-scores": "PM scores per revision",
 }
 RUN_COLUMNS = ["id", "kind", "status", "progress", "tok/s", "ETA", "started", "note"]
-# Config fields whose values name something in the store: their inputs offer those names.
-REFS = {
-    "prompts": "prompt_sets", "helpful_prompts": "prompt_sets",
-    "model": "models", "policy": "models", "feedback_model": "models", "reward_model": "models", "pm": "models",
-    "constitution": "constitutions",
-    "chains": "runs:sl", "run": "runs:sl", "pairs": "runs:pairs",
-    "ai_prefs": "prefs", "human_prefs": "prefs", "heldout_prefs": "prefs", "prefs": "prefs",
-}
+EMPTY_RUNS = ("No runs yet: pick a stage above and press Launch (the CLI equivalent is shown under each form), "
+              "or `cai run sl --prompts sample-red-team --model tiny`.")
+# The run list polls only while a run is active: every FAST_S while something changes, backing off to SLOW_S.
+FAST_S, SLOW_S = 2.0, 30.0
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -68,14 +67,37 @@ def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         out.append({
             "id": r["id"],
             "kind": r["kind"],
-            "status": r["status"],
-            "progress": bar(r["done"] or 0, r["total"] or 0),
+            "status": shown_status(r),
+            "progress": progress_text(r),
             "tok/s": f"{r['tokens_per_s']:.1f}" if r["tokens_per_s"] else "",
             "ETA": eta_text(r["eta_s"]) if active else "",
             "started": (r["started_at"] or r["created_at"] or "")[:19].replace("T", " "),
             "note": (r["error"] or "")[:80],
         })
     return pd.DataFrame(out, columns=RUN_COLUMNS)
+
+
+def progress_text(run: dict[str, Any]) -> str:
+    """Items done; while a run with step-level progress is active, the bar follows its steps instead."""
+    done, total = run["done"] or 0, run["total"] or 0
+    steps, steps_total = run.get("steps_done") or 0, run.get("steps_total") or 0
+    if run["status"] in runs.ACTIVE and steps_total:
+        return f"{bar(steps, steps_total)} steps · {done}/{total} done"
+    return bar(done, total)
+
+
+def shown_status(run: dict[str, Any]) -> str:
+    """A cancel shows at once as "cancelling…" while the worker finishes its current step."""
+    if run["status"] == "running" and run.get("cancel_requested"):
+        return "cancelling…"
+    return str(run["status"])
+
+
+def next_interval(active: bool, changed: bool, current: float) -> float | None:
+    """The run list's next poll: none while no run is active; FAST_S after a change, else twice as long."""
+    if not active:
+        return None
+    return FAST_S if changed else min(max(current, FAST_S) * 2, SLOW_S)
 
 
 def ref_choices(db: Database, ref: str) -> list[tuple[str, str]]:
@@ -85,9 +107,11 @@ def ref_choices(db: Database, ref: str) -> list[tuple[str, str]]:
         return [(f"{n} ({k}, {c})", n) for n, k, c in rows]
     if ref == "models":
         names = [r[0] for r in db.execute("select name from models order by id").fetchall()]
-        return [(n, n) for n in dict.fromkeys(["default", "tiny", *names])]
+        return [(models.choice_label(db, n), n) for n in dict.fromkeys(["default", "tiny", *names])]
     if ref == "constitutions":
-        return [("(most recent)", "")] + [(r[0], r[0]) for r in db.execute("select name from constitutions").fetchall()]
+        rows = db.execute("select c.name, max(v.version) from constitutions c join constitution_versions v "
+                          "on v.constitution_id = c.id group by c.id order by c.id").fetchall()
+        return [("(most recent constitution)", "")] + [(f"constitution {n} (latest v{v})", n) for n, v in rows]
     if ref == "prefs":
         rows = db.execute("select name, source, kind from pref_sets order by id desc").fetchall()
         return [("(none)", "")] + [(f"{n} ({s}, {k})", n) for n, s, k in rows]
@@ -117,19 +141,75 @@ def describe(field: dict[str, Any]) -> str:
         bits.append(f"≤ {hi}")
     if field["default"] not in (None, "") and not isinstance(field["default"], str):
         bits.append(f"default {field['default']}")
+    bits.append(f"field {field['name']}")
     return " · ".join(b for b in bits if b)
 
 
 def config_from_form(kind: str, values: list[Any]) -> Any:
-    """The stage config from the form's values (in field order); raises ConfigError with the field named."""
+    """The stage config from the form's values (in field order); raises ConfigError with the field named.
+
+    An empty box means "unset": the field keeps its default (None where it is optional), never 0. A
+    required reference left empty is refused with what to do, before any other check.
+    """
     data = {}
+    required = REQUIRED.get(kind, {})
     for f, v in zip(form_fields(kind), values, strict=True):
         if isinstance(v, str):
             v = v.strip()
-        if v == "" and f["default"] is None:
-            v = None
+        if v is None or v == "":
+            if f["name"] in required and f["name"] != "prompts":  # prompts: the config's own message
+                raise ConfigError(f"{f['name']}: {required[f['name']]}")
+            continue
         data[f["name"]] = v
     return STAGES[kind].from_dict(data)
+
+
+def form_values(kind: str, config: dict[str, Any]) -> list[Any]:
+    """What each input of a stage's form shows for a stored config (the inverse of config_from_form)."""
+    out = []
+    for f in form_fields(kind):
+        v = config.get(f["name"], f["default"])
+        out.append(bool(v) if f["type"] is bool else "" if v is None else str(v) if f["name"] in REFS or
+                   not f.get("choices") else v)
+    return out
+
+
+def cli_command(config: StageConfig, db_path: Any = None) -> str:
+    """The `cai run` command line that makes the same run as the form (only fields that differ from defaults)."""
+    parts = ["cai", "run", config.kind]
+    if db_path:
+        parts += ["--db", str(db_path)]
+    defaults = {f["name"]: f["default"] for f in form_fields(config.kind)}
+    for name, value in config.to_dict().items():
+        if value == defaults[name] or (value is None and defaults[name] is None):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def made_html(db: Database, run: dict[str, Any]) -> str:
+    """What a finished run made, and where to look at it."""
+    rid, kind = run["id"], run["kind"]
+    bits = []
+    if kind == "sl":
+        n = db.execute("select count(*) from chains where run_id = ?", [rid]).fetchone()[0]
+        bits.append(f"{n} chains: Chains tab, run #{rid}")
+    if kind == "pairs":
+        n = db.execute("select count(*) from response_pairs where run_id = ?", [rid]).fetchone()[0]
+        bits.append(f"{n} response pairs: use run #{rid} in an “AI labels” run")
+    for (name,) in db.execute("select name from pref_sets where run_id = ?", [rid]).fetchall():
+        bits.append(f"preference set {esc(name)}: Labels tab, “AI preference sets”")
+    for (name,) in db.execute("select name from models where run_id = ?", [rid]).fetchall():
+        bits.append(f"model {esc(name)}: Models tab (chat with it) and Model lineage below")
+    if kind in ("agreement", "hhh"):
+        bits.append("figures: Labels tab")
+    if kind == "revision-scores":
+        bits.append(f"scores per revision: Chains tab, run #{run['config'].get('run')}")
+    return ("<p id='run-made'><b>Made:</b> " + " · ".join(bits) + "</p>") if bits else ""
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -144,6 +224,9 @@ def launch_stage(ctx: AppContext, kind: str, *args: Any) -> tuple[str, int | Non
     except ConfigError as exc:
         return f"Error: {esc(exc)}", None
     db = ctx.db()
+    problems = missing_references(db, config)
+    if problems:
+        return "Error: " + esc("; ".join(problems)), None
     try:
         run_id, proc = runs.start(db, ctx.db_path, config)
     except (LookupError, ValueError) as exc:
@@ -158,6 +241,25 @@ def list_view(ctx: AppContext, request: gr.Request) -> pd.DataFrame:
     return runs_frame(runs.list_runs(ctx.db(), limit=50))
 
 
+def poll(ctx: AppContext, last: str, interval: float, request: gr.Request) -> tuple[Any, str, float, Any, str]:
+    """One timer tick: the run list (skipped when unchanged), its signature, the next interval and the timer.
+
+    The timer stops when no run is active, so an idle dashboard costs the server and the browser nothing.
+    """
+    frame = list_view(ctx, request)
+    sig = hashlib.sha1(frame.to_json().encode()).hexdigest()
+    active = bool(len(frame)) and frame["status"].isin([*runs.ACTIVE, "cancelling…"]).any()
+    nxt = next_interval(bool(active), sig != last, interval)
+    timer = gr.Timer(value=nxt or FAST_S, active=nxt is not None)
+    empty = "" if len(frame) else EMPTY_RUNS
+    return (frame if sig != last else gr.skip()), sig, nxt or FAST_S, timer, empty
+
+
+def wake() -> tuple[Any, float, str]:
+    """After a launch, resume or cancel: poll fast again (and force the next tick to redraw)."""
+    return gr.Timer(value=FAST_S, active=True), FAST_S, ""
+
+
 def run_detail(ctx: AppContext, run_id: float | None, request: gr.Request) -> tuple[str, str, str]:
     """(summary HTML, log tail, config JSON) of one run."""
     require(ctx, request, BROWSE_ROLES)
@@ -168,13 +270,24 @@ def run_detail(ctx: AppContext, run_id: float | None, request: gr.Request) -> tu
     except runs.RunError as exc:
         return f"<p>{esc(exc)}</p>", "", ""
     done, total = r["done"] or 0, r["total"] or 0
-    progress = f'<progress max="{max(total, 1)}" value="{done}" style="width:100%"></progress>' if total else ""
+    active = r["status"] in runs.ACTIVE
+    steps, steps_total = r.get("steps_done") or 0, r.get("steps_total") or 0
+    p_done, p_total = (steps, steps_total) if active and steps_total else (done, total)
+    progress = f'<progress max="{max(p_total, 1)}" value="{p_done}" style="width:100%"></progress>' if p_total else ""
     parts = [
-        f"<h4>Run #{r['id']} · {esc(r['kind'])} · <span id='run-status'>{esc(r['status'])}</span></h4>",
+        f"<h4>Run #{r['id']} · {esc(r['kind'])} · <span id='run-status'>{esc(shown_status(r))}</span></h4>",
         progress,
-        f"<p>{done}/{total} · {r['tokens_per_s'] or 0:.1f} tok/s"
-        + (f" · ETA {eta_text(r['eta_s'])}" if r["status"] in runs.ACTIVE and r["eta_s"] else "") + "</p>",
+        f"<p>{done}/{total} done"
+        + (f" · step {steps}/{steps_total}" if steps_total and active else "")
+        + (f" · now: {esc(r.get('phase'))}" if active and r.get("phase") else "")
+        + f" · {r['tokens_per_s'] or 0:.1f} tok/s"
+        + (f" · ETA {eta_text(r['eta_s'])}" if active and r["eta_s"] else "") + "</p>",
     ]
+    if r["status"] == "running" and r.get("cancel_requested"):
+        parts.append("<p><b>Cancelling…</b> the worker stops at its next check (between batches, or within a "
+                     "generation on the transformers backend).</p>")
+    if r["status"] == "done":
+        parts.append(made_html(ctx.db(), r))
     if r["error"]:
         parts.append(f'<div class="cai-text">{esc(r["error"])}</div>')
     if r["result"]:
@@ -208,9 +321,57 @@ def resume(ctx: AppContext, run_id: float | None, request: gr.Request) -> str:
     return f"Resumed run #{int(run_id)}"
 
 
+def refill(ctx: AppContext, run_id: float | None, request: gr.Request) -> list[Any]:
+    """"Launch again with this config": the stage picker and every input of that stage's form, from the run."""
+    require(ctx, request, EDIT_ROLES)
+    if not run_id:
+        raise gr.Error("Select a run first.")
+    try:
+        r = runs.get_run(ctx.db(), int(run_id))
+    except runs.RunError as exc:
+        raise gr.Error(str(exc)) from None
+    return fill_forms(r["kind"], form_values(r["kind"], r["config"]))
+
+
+def fill_forms(kind: str, values: list[Any]) -> list[Any]:
+    """Updates for [stage picker, every input of every form]: `kind`'s inputs get `values`, the rest stay."""
+    out: list[Any] = [kind]
+    for k in STAGES:
+        n = len(form_fields(k))
+        out += values if k == kind else [gr.skip()] * n
+    return out
+
+
+def restore_last(saved: dict[str, Any] | None) -> list[Any]:
+    """After a page load: the form of the stage last launched from this browser, with the values it used."""
+    kind = (saved or {}).get("kind")
+    values = (saved or {}).get("values")
+    if kind not in STAGES or not isinstance(values, dict):
+        return [gr.skip()] * (1 + sum(len(form_fields(k)) for k in STAGES))
+    return fill_forms(kind, form_values(kind, values))
+
+
+def command_text(ctx: AppContext, kind: str, *values: Any) -> str:
+    """The CLI line for the form as it stands, or what to fix first."""
+    try:
+        return cli_command(config_from_form(kind, list(values)), ctx.db_path)
+    except ConfigError as exc:
+        return f"# fix the form first: {exc}"
+
+
 def model_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
     """Fresh choices for every store-backed form field, then the lineage model list."""
     require(ctx, request, BROWSE_ROLES)
+    return _choices(ctx, pick_first=True)
+
+
+def fresh_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
+    """As model_choices, keeping every field's value (after an import: the new set is offered at once)."""
+    require(ctx, request, BROWSE_ROLES)
+    return _choices(ctx, pick_first=False)
+
+
+def _choices(ctx: AppContext, pick_first: bool) -> list[Any]:
     db = ctx.db()
     cache: dict[str, list[tuple[str, str]]] = {}
     out = []
@@ -219,10 +380,12 @@ def model_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
             ref = REFS.get(f["name"])
             if ref and not f.get("choices"):
                 cache.setdefault(ref, ref_choices(db, ref))
-                first = _first_red_team(db) if f["name"] == "prompts" else None
+                first = _first_red_team(db) if f["name"] == "prompts" and pick_first else None
                 out.append(gr.Dropdown(choices=cache[ref], value=first) if first else gr.Dropdown(choices=cache[ref]))
     models = [(f"{n} (#{i})", i) for i, n in db.execute("select id, name from models order by id desc").fetchall()]
-    return [*out, gr.Dropdown(choices=models, value=models[0][1] if models else None)]
+    lineage_pick = gr.Dropdown(choices=models, value=models[0][1] if models else None) if pick_first else \
+        gr.Dropdown(choices=models)
+    return [*out, lineage_pick]
 
 
 def lineage(ctx: AppContext, model_id: int | None, request: gr.Request) -> str:
@@ -236,35 +399,58 @@ def lineage(ctx: AppContext, model_id: int | None, request: gr.Request) -> str:
 
 
 def _input(kind: str, f: dict[str, Any], model: str = "default") -> gr.components.Component:
-    """One form input; model fields whose default is "default" start at the app's --model instead."""
-    name, default, info = f["name"], f["default"], describe(f)
+    """One form input, labelled in words (the config field's name is in its help line); model fields whose
+    default is "default" start at the app's --model instead."""
+    name, default, info, label = f["name"], f["default"], describe(f), f["label"]
     if default == "default" and name in ("model", "policy", "feedback_model"):
         default = model
     elem_id = f"{kind}-{name}"
     if f["type"] is bool:
-        return gr.Checkbox(value=bool(default), label=name, info=info, elem_id=elem_id)
+        return gr.Checkbox(value=bool(default), label=label, info=info, elem_id=elem_id)
     if f.get("choices"):
-        return gr.Dropdown(list(f["choices"]), value=default, label=name, info=info, elem_id=elem_id)
+        return gr.Dropdown(list(f["choices"]), value=default, label=label, info=info, elem_id=elem_id)
     value = "" if default is None else str(default)
     if name in REFS:
-        return gr.Dropdown([(value, value)] if value else [], value=value, label=name, info=info,
+        return gr.Dropdown([(value, value)] if value else [], value=value, label=label, info=info,
                            allow_custom_value=True, elem_id=elem_id)
-    return gr.Textbox(value=value, label=name, info=info, max_lines=1, elem_id=elem_id)
+    return gr.Textbox(value=value, label=label, info=info, max_lines=1, elem_id=elem_id)
 
 
 def _launcher(ctx: AppContext, kind: str, n_inputs: int):  # type: ignore[no-untyped-def]
-    """A click handler for one stage's form: n inputs, then the request (Gradio injects it by annotation)."""
+    """A click handler for one stage's form: n inputs, the browser's saved form, then the request (Gradio
+    injects it by annotation). A launch remembers its values in the browser, so a reload keeps them."""
 
-    def handler(*args: Any) -> tuple[str, int | None]:
-        return launch_stage(ctx, kind, *args)
+    def handler(*args: Any) -> tuple[str, int | None, Any]:
+        *values, saved, request = args
+        status, run_id = launch_stage(ctx, kind, *values, request)
+        if run_id is None:
+            return status, None, gr.skip()
+        names = [f["name"] for f in form_fields(kind)]
+        return status, run_id, {"kind": kind, "values": dict(zip(names, values, strict=True))}
 
-    handler.__signature__ = _signature(n_inputs)  # type: ignore[attr-defined]
+    handler.__signature__ = _signature(n_inputs + 1)  # type: ignore[attr-defined]
     handler.__annotations__ = {"request": gr.Request}
     return handler
 
 
+def _commander(ctx: AppContext, kind: str, n_inputs: int):  # type: ignore[no-untyped-def]
+    def handler(*values: Any) -> str:
+        return command_text(ctx, kind, *values)
+
+    import inspect
+
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(f"v{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)])
+    return handler
+
+
 def build(ctx: AppContext) -> None:
+    from ui.labels import import_block
+
     ref_inputs: list[Any] = []
+    all_inputs: list[Any] = []
+    secret = hashlib.sha1(f"cai-forms:{ctx.db_path}".encode()).hexdigest()
+    saved = _top_level(lambda: gr.BrowserState({}, storage_key="cai-last-launch", secret=secret))
     with gr.Accordion("Launch a run (admin)", open=True):
         stage = gr.Dropdown([(v, k) for k, v in STAGE_LABELS.items() if k in STAGES], value="sl", label="Stage",
                             elem_id="stage")
@@ -282,20 +468,29 @@ def build(ctx: AppContext) -> None:
                             inputs.append(comp)
                             if f["name"] in REFS and not f.get("choices"):
                                 ref_inputs.append(comp)
+                command = gr.Code(command_text(ctx, kind, *[c.value for c in inputs]), language="shell",
+                                  label="The same run from the command line", elem_id=f"cli-{kind}",
+                                  interactive=False)
                 go = gr.Button(f"Launch {STAGE_LABELS.get(kind, kind)}", variant="primary",
                                elem_id=f"launch-{kind}")
-                handler = _launcher(ctx, kind, len(inputs))
-                go.click(handler, inputs, [status, launched])
+                go.click(_launcher(ctx, kind, len(inputs)), [*inputs, saved], [status, launched, saved])
+                gr.on([c.change for c in inputs], _commander(ctx, kind, len(inputs)), inputs, command,
+                      show_progress="hidden", queue=False)
+                all_inputs += inputs
             groups[kind] = group
         stage.change(lambda k: [gr.Group(visible=k == kind) for kind in groups], stage, list(groups.values()))
+    with gr.Accordion("Import a preference set (for the AI vs human agreement eval)", open=False):
+        imported, _ = import_block(ctx, "dash")
 
     gr.Markdown("### Runs")
+    empty_note = gr.Markdown(elem_id="runs-empty")
     table = gr.Dataframe(runs_frame([]), interactive=False, wrap=True, max_height=360, elem_id="runs-table",
                          column_widths=["6%", "10%", "10%", "28%", "8%", "8%", "14%", "16%"])
     with gr.Row():
         selected = gr.Number(None, label="Run id", precision=0, scale=0, min_width=120, elem_id="run-id")
         cancel_btn = gr.Button("Cancel run", variant="stop", scale=0)
         resume_btn = gr.Button("Resume run", scale=0)
+        again_btn = gr.Button("Launch again with this config", scale=0, elem_id="run-again")
         action = gr.Markdown()
     summary = gr.HTML("<p>Select a run in the table.</p>", elem_id="run-summary")
     with gr.Row():
@@ -308,22 +503,47 @@ def build(ctx: AppContext) -> None:
             lineage_btn = gr.Button("Show lineage", scale=0)
         lineage_view = gr.HTML()
 
-    timer = gr.Timer(2.0)
-    timer.tick(quietly(bind(list_view, ctx), 1), None, table, show_progress="hidden")
-    timer.tick(quietly(bind(run_detail, ctx), 3), selected, [summary, log, config], show_progress="hidden")
+    # Polls only while a run is active (see `poll`); launches, resumes and cancels wake it.
+    timer = gr.Timer(FAST_S, active=False)
+    last_sig, interval = gr.State(""), gr.State(FAST_S)
+    tick = timer.tick(quietly(bind(poll, ctx), 5), [last_sig, interval], [table, last_sig, interval, timer, empty_note],
+                      show_progress="hidden")
+    tick.then(quietly(bind(run_detail, ctx), 3), selected, [summary, log, config], show_progress="hidden")
 
     def pick(evt: gr.SelectData) -> int | None:
         return int(evt.row_value[0]) if evt.row_value else None
 
-    table.select(pick, None, selected).then(bind(run_detail, ctx), selected, [summary, log, config])
-    selected.submit(bind(run_detail, ctx), selected, [summary, log, config])
-    launched.change(lambda r: r, launched, selected).then(bind(run_detail, ctx), selected, [summary, log, config])
-    cancel_btn.click(bind(cancel, ctx), selected, action)
-    resume_btn.click(bind(resume, ctx), selected, action)
+    detail = [summary, log, config]
+    table.select(pick, None, selected).then(bind(run_detail, ctx), selected, detail)
+    selected.submit(bind(run_detail, ctx), selected, detail)
+    launched.change(lambda r: r, launched, selected).then(bind(run_detail, ctx), selected, detail).then(
+        wake, None, [timer, interval, last_sig])
+    cancel_btn.click(bind(cancel, ctx), selected, action).then(bind(run_detail, ctx), selected, detail).then(
+        bind(list_view, ctx), None, table).then(wake, None, [timer, interval, last_sig])  # "cancelling…" at once
+    resume_btn.click(bind(resume, ctx), selected, action).then(wake, None, [timer, interval, last_sig])
+    again_btn.click(bind(refill, ctx), selected, [stage, *all_inputs]).then(
+        lambda r: f"Form filled from run #{int(r)}: check it, then launch." if r else "", selected, action)
     lineage_btn.click(bind(lineage, ctx), lineage_model, lineage_view)
     lineage_model.input(bind(lineage, ctx), lineage_model, lineage_view)
-    on_page_load(bind(list_view, ctx), None, [table])
-    on_page_load(bind(model_choices, ctx), None, [*ref_inputs, lineage_model])
+    on_page_load(bind(poll, ctx), [last_sig, interval], [table, last_sig, interval, timer, empty_note])
+    root = gr.context.Context.root_block
+    assert root is not None
+    refresh_refs = quietly(bind(model_choices, ctx), len(ref_inputs) + 1)
+    root.load(refresh_refs, None, [*ref_inputs, lineage_model]).then(restore_last, saved, [stage, *all_inputs])
+    imported.then(quietly(bind(fresh_choices, ctx), len(ref_inputs) + 1), None, [*ref_inputs, lineage_model])
+
+
+def _top_level(make: Any) -> Any:
+    """Create a component at the top of the page, outside this tab: the workbench starts hidden (until the
+    role check), and a hidden BrowserState is not mounted in time to hand the page-load event its value."""
+    root, here = gr.context.Context.root_block, gr.context.Context.block
+    if root is None:
+        return make()
+    gr.context.Context.block = root
+    try:
+        return make()
+    finally:
+        gr.context.Context.block = here
 
 
 def _signature(n: int):  # type: ignore[no-untyped-def]

@@ -14,10 +14,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from sqlite_utils import Database
 
-from cai import runs, store
+from cai import data, runs, store
 from cai.evals import agreement
 from cai.evals import consistency as C
-from ui.common import BROWSE_ROLES, AppContext, bind, esc, on_page_load, pre, require
+from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, pre, read_upload, require
 
 DISAGREE_COLUMNS = ["pair", "principle", "p(chosen)", "chosen as A", "chosen as B", "prompt"]
 HHH_COLUMNS = ["run", "model", "cot", "samples", "n", "accuracy", "order-averaged", "correct as A", "correct as B"]
@@ -27,6 +27,11 @@ PRINCIPLE_COLUMNS = ["principle", "pairs", "agreement", "in both orders", "consi
 # Where each judge's per-pair order agreement is stored, and the config field naming the judge.
 _CONSISTENCY_SOURCES = (("agreement", "agreement_pairs", "feedback_model"), ("label", "feedback_labels",
                         "feedback_model"), ("hhh", "hhh_results", "model"))
+AI_PAIR_COLUMNS = ["pair", "p(chosen)", "p(first better)", "principles", "prompt"]
+AI_PAIR_LIMIT = 200
+PREF_FILES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")  # what `cai prefs import` reads
+NO_HUMAN_SETS = ("No human preference set yet: import one above (hh-rlhf chosen/rejected JSONL) or with "
+                 "`cai prefs import FILE --name NAME`.")
 
 
 # ----------------------------------------------------------------------------- pure pieces
@@ -201,11 +206,22 @@ def pair_html(db: Database, run_id: int, pair_id: int) -> str:
     ]
     for r in store.loads(meta, {}).get("readings", []):
         cot = f"<div>Chain of thought:</div>{pre(r['cot'])}" if r.get("cot") else ""
-        parts.append(
-            f'<details open><summary>Reading: order {esc(r.get("order"))}, principle {esc(r.get("principle"))}, '
-            f"p(first better) = {_num(r.get('p'))}, log-probs {esc(_rounded(r.get('logprobs')))}</summary>{cot}</details>"
-        )
+        parts.append(f"<details open><summary>{esc(reading_text(r))}</summary>{cot}</details>")
     return "".join(parts)
+
+
+def reading_text(r: dict[str, Any], first: str = "the human's choice", second: str = "the rejected response") -> str:
+    """One reading in words: which response each letter showed, then p and the log-probs labelled (A), (B).
+
+    Order "AB" shows the first response as (A); "BA" shows it as (B), so p(first better) is p of option (B).
+    """
+    ba = r.get("order") == "BA"
+    a_is, b_is = (second, first) if ba else (first, second)
+    lp = r.get("logprobs")
+    logprobs = (f"log-probs (A) {lp[0]:.3f}, (B) {lp[1]:.3f}" if isinstance(lp, list) and len(lp) == 2
+                else f"log-probs {_rounded(lp)}")
+    return (f"Reading: order {r.get('order')} ((A) = {a_is}, (B) = {b_is}), principle {r.get('principle')}, "
+            f"p({first} better) = {_num(r.get('p'))}, {logprobs}")
 
 
 def _rounded(values: Any) -> Any:
@@ -240,6 +256,118 @@ def hhh_figure(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def ai_pairs(db: Database, name: str) -> list[dict[str, Any]]:
+    """The pairs of a preference set with their soft labels and the principles behind each."""
+    set_id = data.get_pref_set(db, name)["id"]
+    rows = db.execute("select id, prompt, p, meta from pairs where set_id = ? order by position", [set_id]).fetchall()
+    out = []
+    for pid, prompt, p, meta in rows:
+        m = store.loads(meta, {})
+        out.append({"id": pid, "prompt": prompt, "p": p, "p_first": m.get("p"),
+                    "principles": list(m.get("principles") or [])})
+    return out
+
+
+def ai_summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What an AI-labelled set says without human labels: which response won, how sure, per principle."""
+    firsts = [r["p_first"] for r in pairs if r["p_first"] is not None]
+    dist = {"first response better": sum(p > 0.5 for p in firsts), "second response better": sum(p < 0.5 for p in firsts),
+            "tie (p = 0.5)": sum(p == 0.5 for p in firsts)}
+    per: dict[str, list[float]] = {}
+    for r in pairs:
+        for name in dict.fromkeys(r["principles"]):
+            per.setdefault(name, []).append(r["p"])
+    ps = [r["p"] for r in pairs]
+    return {
+        "n": len(pairs), "labels": dist, "mean_p": sum(ps) / len(ps) if ps else None,
+        "confident": sum(p >= 0.9 for p in ps),
+        "per_principle": {k: {"n": len(v), "mean_p": sum(v) / len(v)} for k, v in sorted(per.items())},
+    }
+
+
+def ai_figures(pairs: list[dict[str, Any]], s: dict[str, Any]) -> tuple[go.Figure, go.Figure, go.Figure]:
+    dist = go.Figure(go.Bar(x=list(s["labels"]), y=list(s["labels"].values()), text=list(s["labels"].values()),
+                            textposition="auto"))
+    dist.update_layout(title="Label distribution (which sampled response the AI preferred)", height=320,
+                       margin={"l": 40, "r": 20, "t": 50, "b": 40})
+    hist = go.Figure(go.Histogram(x=[r["p"] for r in pairs], xbins={"start": 0.5, "end": 1.0001, "size": 0.05}))
+    hist.update_layout(title="p(chosen better): how sure each label is", xaxis={"range": [0.5, 1], "title": "p"},
+                       yaxis_title="pairs", height=320, margin={"l": 40, "r": 20, "t": 50, "b": 40})
+    per = s["per_principle"]
+    names = sorted(per, key=lambda n: (-per[n]["mean_p"], n))
+    bars = go.Figure(go.Bar(x=[per[n]["mean_p"] for n in names], y=names, orientation="h",
+                            text=[f"{per[n]['mean_p']:.2f} (n={per[n]['n']})" for n in names], textposition="auto"))
+    bars.update_layout(title="Mean p(chosen) per comparison principle", xaxis={"range": [0.5, 1], "title": "mean p"},
+                       height=max(260, 40 + 28 * len(names)), margin={"l": 160, "r": 20, "t": 50, "b": 40})
+    return dist, hist, bars
+
+
+def ai_pair_frame(pairs: list[dict[str, Any]], limit: int = AI_PAIR_LIMIT) -> pd.DataFrame:
+    """The pair browser: least sure labels first (where the feedback model hesitated)."""
+    rows = sorted(pairs, key=lambda r: (r["p"], r["id"]))[:limit]
+    return pd.DataFrame([
+        {"pair": r["id"], "p(chosen)": round(r["p"], 3),
+         "p(first better)": None if r["p_first"] is None else round(r["p_first"], 3),
+         "principles": ", ".join(dict.fromkeys(r["principles"])), "prompt": _last_human(r["prompt"][-200:])}
+        for r in rows], columns=AI_PAIR_COLUMNS)
+
+
+def ai_pair_html(db: Database, pair_id: int) -> str:
+    row = db.execute("select p.prompt, p.chosen, p.rejected, p.p, p.meta from pairs p join pref_sets s "
+                     "on s.id = p.set_id where p.id = ?", [pair_id]).fetchone()
+    if row is None:
+        raise LookupError(f"no pair {pair_id}")
+    prompt, chosen, rejected, p, meta = row
+    m = store.loads(meta, {})
+    parts = [
+        f'<h4>Pair {pair_id} <span class="cai-badge">p(chosen better) = {p:.3f}</span></h4>',
+        f"<h4>Conversation</h4>{pre(prompt.strip())}",
+        '<div style="display:flex;gap:12px"><div style="flex:1"><h4>Chosen by the AI</h4>'
+        f"{pre(chosen.strip())}</div><div style=\"flex:1\"><h4>Rejected by the AI</h4>{pre(rejected.strip())}</div></div>",
+    ]
+    for r in m.get("readings", []):
+        text = reading_text(r, "the first sampled response", "the second sampled response")
+        cot = f"<div>Chain of thought:</div>{pre(r['cot'])}" if r.get("cot") else ""
+        parts.append(f"<details><summary>{esc(text)}</summary>{cot}</details>")
+    return "".join(parts)
+
+
+def import_upload(ctx: AppContext, path: str | None, name: str, kind: str, source: str,
+                  request: gr.Request) -> str:
+    """`cai prefs import` from the browser: the same reader, the same one-line errors, nothing half-stored."""
+    require(ctx, request, EDIT_ROLES)
+    try:
+        p = read_upload(path, allowed=PREF_FILES)
+    except gr.Error as exc:
+        return f"Error: {esc(exc.message)}"
+    name = (name or "").strip() or p.name.split(".")[0]
+    try:
+        n = data.import_prefs(ctx.db(), p, name, kind=(kind or "harmless").strip(), source=source)
+    except (data.DataError, LookupError, ValueError) as exc:
+        return f"Error: {esc(str(exc).replace(str(p.parent) + '/', ''))}"
+    return f"Imported {n} pairs as preference set “{esc(name)}” ({esc(source)}, {esc(kind)})."
+
+
+def import_block(ctx: AppContext, prefix: str) -> tuple[Any, Any]:
+    """The upload form (Labels tab and Dashboard); returns (import button event, status) for follow-ups."""
+    gr.Markdown("Upload a preference file as `cai prefs import` reads it: JSONL (or .jsonl.gz) of hh-rlhf "
+                "`chosen`/`rejected` transcripts, or `prompt`/`chosen`/`rejected`[/`p`] rows.")
+    with gr.Row():
+        upload = gr.File(label="Preference file (.jsonl, .jsonl.gz)", file_types=list(PREF_FILES), type="filepath",
+                         elem_id=f"{prefix}-prefs-file", scale=2)
+        with gr.Column(scale=2):
+            name = gr.Textbox(label="Name of the new set", info="empty = the file's name · --name",
+                              elem_id=f"{prefix}-prefs-name")
+            with gr.Row():
+                kind = gr.Textbox("harmless", label="What the pairs compare", info="harmless, helpful, … · --kind")
+                source = gr.Dropdown(list(data.PREF_SOURCES), value="human", label="Who labelled them",
+                                     info="--source")
+    btn = gr.Button("Import preference set", variant="primary", elem_id=f"{prefix}-prefs-import")
+    status = gr.Markdown(elem_id=f"{prefix}-prefs-status")
+    event = btn.click(bind(import_upload, ctx), [upload, name, kind, source], status)
+    return event, status
+
+
 # ----------------------------------------------------------------------------- handlers
 
 
@@ -251,6 +379,47 @@ def human_sets(ctx: AppContext, request: gr.Request) -> Any:
     ).fetchall()
     choices = [(f"{n} ({c} pairs)", n) for n, c in rows]
     return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+
+
+def sets_note(ctx: AppContext, request: gr.Request) -> str:
+    require(ctx, request, BROWSE_ROLES)
+    found = ctx.db().execute("select count(*) from pref_sets where source = 'human'").fetchone()[0]
+    return "" if found else NO_HUMAN_SETS
+
+
+def ai_sets(ctx: AppContext, request: gr.Request) -> Any:
+    require(ctx, request, BROWSE_ROLES)
+    rows = ctx.db().execute(
+        "select s.name, count(p.id) from pref_sets s left join pairs p on p.set_id = s.id where s.source = 'ai' "
+        "group by s.id order by s.id desc").fetchall()
+    choices = [(f"{n} ({c} pairs)", n) for n, c in rows]
+    return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
+
+
+def show_ai_set(ctx: AppContext, name: str | None, request: gr.Request) -> list[Any]:
+    """Summary line, label distribution, p histogram, per-principle p and the pair browser of an AI set."""
+    require(ctx, request, BROWSE_ROLES)
+    if not name:
+        return ["No AI preference set yet: launch “AI labels (feedback model)” on a “Response pairs” run from the "
+                "Dashboard.", None, None, None, pd.DataFrame(columns=AI_PAIR_COLUMNS)]
+    try:
+        pairs = ai_pairs(ctx.db(), name)
+    except LookupError as exc:
+        raise gr.Error(str(exc)) from None
+    s = ai_summary(pairs)
+    head = (f"**{s['n']} pairs** in {esc(name)} · mean p(chosen) {_num(s['mean_p'])} · {s['confident']} labels "
+            "with p ≥ 0.9 · no human labels: these figures describe the AI's labels, not their accuracy")
+    return [head, *ai_figures(pairs, s), ai_pair_frame(pairs)]
+
+
+def open_ai_pair(ctx: AppContext, pair_id: float | None, request: gr.Request) -> str:
+    require(ctx, request, BROWSE_ROLES)
+    if not pair_id:
+        return "<p>Pick a pair in the table (or type its id).</p>"
+    try:
+        return ai_pair_html(ctx.db(), int(pair_id))
+    except LookupError as exc:
+        raise gr.Error(str(exc)) from None
 
 
 def label_runs(ctx: AppContext, prefs: str | None, request: gr.Request) -> Any:
@@ -304,6 +473,13 @@ def open_pair(ctx: AppContext, run_id: int | None, pair_id: float | None, reques
         raise gr.Error(str(exc)) from None
 
 
+def hhh_note(ctx: AppContext, request: gr.Request) -> str:
+    require(ctx, request, BROWSE_ROLES)
+    if runs.list_runs(ctx.db(), kind="hhh", limit=1):
+        return ""
+    return ("No HHH eval yet: launch “HHH eval” from the Dashboard, or `cai eval hhh --data FILE --model tiny`.")
+
+
 def hhh_view(ctx: AppContext, request: gr.Request) -> tuple[pd.DataFrame, Any]:
     """The HHH table, and its chart (hidden while there are no HHH runs)."""
     require(ctx, request, BROWSE_ROLES)
@@ -315,9 +491,12 @@ def hhh_view(ctx: AppContext, request: gr.Request) -> tuple[pd.DataFrame, Any]:
 
 
 def build(ctx: AppContext) -> None:
+    with gr.Accordion("Import a preference set (admin)", open=False):
+        imported, _ = import_block(ctx, "labels")
     gr.Markdown("### AI labels against human choices")
+    sets_hint = gr.Markdown(elem_id="labels-empty")
     with gr.Row():
-        prefs = gr.Dropdown([], label="Human preference set", scale=2)
+        prefs = gr.Dropdown([], label="Human preference set", scale=2, elem_id="labels-prefs")
         run = gr.Dropdown([], label="Agreement run (AI labels of that set)", scale=2, elem_id="labels-run")
         refresh = gr.Button("↻ Refresh", scale=0)
     summary = gr.Markdown(elem_id="labels-summary")
@@ -345,13 +524,43 @@ def build(ctx: AppContext) -> None:
         open_btn = gr.Button("Open pair", scale=0)
     pair_view = gr.HTML(elem_id="labels-pair")
     gr.Markdown("### HHH eval by model")
+    hhh_hint = gr.Markdown(elem_id="labels-hhh-empty")
     hhh_table = gr.Dataframe(pd.DataFrame(columns=HHH_COLUMNS), interactive=False, elem_id="labels-hhh")
     hhh_plot = gr.Plot(label="HHH accuracy", show_label=False, visible=False)
+
+    gr.Markdown("### AI preference sets (no human labels)")
+    with gr.Row():
+        ai_set = gr.Dropdown([], label="AI preference set", scale=2, elem_id="labels-ai-set")
+        ai_refresh = gr.Button("↻ Refresh", scale=0)
+    ai_head = gr.Markdown(elem_id="labels-ai-summary")
+    with gr.Row():
+        ai_dist = gr.Plot(show_label=False)
+        ai_hist = gr.Plot(show_label=False)
+    ai_per = gr.Plot(show_label=False)
+    ai_table = gr.Dataframe(pd.DataFrame(columns=AI_PAIR_COLUMNS), interactive=False, wrap=True, max_height=320,
+                            elem_id="labels-ai-pairs")
+    with gr.Row():
+        ai_pair_id = gr.Number(None, label="Pair id", precision=0, scale=0, min_width=140)
+        ai_open = gr.Button("Open AI-labelled pair", scale=0, elem_id="labels-ai-open")
+    ai_view = gr.HTML(elem_id="labels-ai-pair")
 
     outputs = [summary, conf, calib, principle, position, table]
     do_sets, do_runs, do_show = bind(human_sets, ctx), bind(label_runs, ctx), bind(show_run, ctx)
     on_page_load(do_sets, None, [prefs])
+    on_page_load(bind(sets_note, ctx), None, [sets_hint])
     on_page_load(bind(hhh_view, ctx), None, [hhh_table, hhh_plot])
+    on_page_load(bind(hhh_note, ctx), None, [hhh_hint])
+    on_page_load(bind(ai_sets, ctx), None, [ai_set])
+    imported.then(do_sets, None, prefs).then(bind(sets_note, ctx), None, sets_hint)
+    ai_outputs = [ai_head, ai_dist, ai_hist, ai_per, ai_table]
+    ai_set.change(bind(show_ai_set, ctx), ai_set, ai_outputs)
+    ai_refresh.click(bind(ai_sets, ctx), None, ai_set).then(bind(show_ai_set, ctx), ai_set, ai_outputs)
+    def pick_ai(evt: gr.SelectData) -> int | None:
+        return int(evt.row_value[0]) if evt.row_value else None
+
+    ai_table.select(pick_ai, None, ai_pair_id).then(
+        bind(open_ai_pair, ctx), ai_pair_id, ai_view)
+    ai_open.click(bind(open_ai_pair, ctx), ai_pair_id, ai_view)
     prefs.change(do_runs, prefs, run)
     rigor_outputs = [rigor, per_principle, per_model]
     do_rigor = bind(consistency_view, ctx)

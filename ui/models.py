@@ -63,7 +63,7 @@ def registry(ctx: AppContext, request: gr.Request) -> list[Any]:
     require(ctx, request, BROWSE_ROLES)
     db = ctx.db()
     rows = models.list_models(db)
-    choices = [(f"{m['name']} (#{m['id']})", m["id"]) for m in rows]
+    choices = [(f"{models.choice_label(db, m['name'])} (#{m['id']})", m["id"]) for m in rows]
     preferred = next((m["id"] for m in rows if m["name"] == ctx.model), choices[0][1] if choices else None)
     return [registry_frame(db), gr.Dropdown(choices=choices, value=preferred)]
 

@@ -8,7 +8,8 @@ option positions and no prompt is processed twice; the tokenization rule is in t
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,21 @@ class _StopOnStrings(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
+class StopOnFlag(StoppingCriteria):
+    """Ends every row of a generation once `flag()` is true (a run's cancel request), polling it at most
+    every `every_s` seconds so a database read does not slow each token down."""
+
+    def __init__(self, flag: Callable[[], bool], every_s: float = 0.5) -> None:
+        self.flag, self.every_s, self.next_check, self.fired = flag, every_s, 0.0, False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:  # type: ignore[no-untyped-def, override]
+        now = time.monotonic()
+        if not self.fired and now >= self.next_check:
+            self.next_check = now + self.every_s
+            self.fired = bool(self.flag())
+        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+
 class HFBackend:
     """A causal LM served by transformers. `.model`, `.tokenizer` and `.path` are public for training."""
 
@@ -101,6 +117,8 @@ class HFBackend:
                 free, kv_bytes_per_token(self.model.config, self.model.dtype.itemsize)
             )
         self.batch_size = batch_size or 16
+        self.should_stop: Callable[[], bool] | None = None  # a run's cancel flag, polled during generation
+        self.stop_poll_s = 0.5  # ... at most this often
         self._bos = tokens.bos_prefix(self.tokenizer)
         eos = self.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -153,7 +171,9 @@ class HFBackend:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(self.device)
         width = enc.input_ids.shape[1]
         stops = [s for s in params.stop if s]
-        criteria = [_StopOnStrings(self.tokenizer, stops, width)] if stops else []
+        criteria: list[StoppingCriteria] = [_StopOnStrings(self.tokenizer, stops, width)] if stops else []
+        if self.should_stop is not None:  # set by a run: cancel inside a long generation
+            criteria.append(StopOnFlag(self.should_stop, self.stop_poll_s))
         out = self.model.generate(
             **enc, generation_config=self._generation_config(params), stopping_criteria=criteria
         )

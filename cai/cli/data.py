@@ -41,6 +41,7 @@ def cmd_init(args: argparse.Namespace) -> None:
         "db": str(store.db_path(args.db)),
         "constitution": {"name": v["name"], "version": v["version"], "version_id": v["id"]},
         "prompt_sets": sets,
+        "pref_sets": D.seed_sample_prefs(db),
     }
     emit(
         args,

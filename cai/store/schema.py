@@ -455,3 +455,12 @@ def m012_rater_quality(db: Database) -> None:
     db.table("battles").add_column("gold_id", int)
     db.table("battles").add_column("gold_better", str)
     db.table("campaigns").add_column("gold_rate", float)
+
+
+@migrations()
+def m013_run_steps(db: Database) -> None:
+    # Step-level progress of a run (owner: newcomer-UX engineer): an SL run of 2 chains × 4 rounds is 18
+    # model steps; the dashboard shows which step runs now and an ETA from the first one, not "0/2" for minutes.
+    db.table("runs").add_column("steps_done", int)
+    db.table("runs").add_column("steps_total", int)
+    db.table("runs").add_column("phase", str)
