@@ -233,6 +233,11 @@ class RLConfig(StageConfig):
     seed: int = _f(0, "Seed.")
     processes: int = _f(1, PROCESSES_HELP, min=1)
     accelerate_config: str = _f("", ACCELERATE_HELP)
+    vllm: str = _f(
+        "",
+        "Generate with vLLM (GPUs): colocate (in each training process), or the URL of a "
+        "`trl vllm-serve` server (server mode); empty = transformers.",
+    )
 
 
 @dataclass

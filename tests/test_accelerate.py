@@ -39,6 +39,18 @@ def test_worker_command_under_accelerate(tmp_path):
         SFTConfig(chains=1, accelerate_config="nope.yaml")
 
 
+def test_rl_vllm_generation_option():
+    from cai.train.rl import vllm_args
+
+    assert vllm_args("") == {}
+    assert vllm_args("colocate") == {"use_vllm": True, "vllm_mode": "colocate"}
+    assert vllm_args("http://gpu0:8000/") == {
+        "use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": "http://gpu0:8000"
+    }
+    with pytest.raises(ValueError, match="give 'colocate' or the URL of a `trl vllm-serve` server"):
+        vllm_args("yes")
+
+
 def test_sft_on_two_processes(db, db_path):
     seed(db, n_prompts=4, helpful=1)
     sl_run = runs.execute(db, runs.create_run(db, SLConfig(
