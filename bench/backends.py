@@ -149,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--comparisons", type=int, default=32, help="Comparisons scored (2 options each).")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="hf dtype.")
     args = parser.parse_args(argv)
-    import torch
-
     spec = model_spec(args.model)
     kinds = ["hf", "vllm"] if args.backend == "both" else args.backend.split(",")
     if any(k not in ("hf", "vllm", "served") for k in kinds):

@@ -79,7 +79,11 @@ def register_served(
         raise ModelError("a served model needs at least one --endpoint URL")
     row = get_model(db, name)
     if row is None:
-        meta = {"endpoints": list(dict.fromkeys(urls)), "served_name": served_name, "tokenizer": tokenizer}
+        meta: dict[str, Any] = {
+            "endpoints": list(dict.fromkeys(urls)),
+            "served_name": served_name,
+            "tokenizer": tokenizer,
+        }
         meta.update({k: v for k, v in {"weights": weights, "engine": engine}.items() if v})
         return register_model(db, name, urls[0], backend="served", chat=chat, meta=meta)
     if row["backend"] != "served":
@@ -88,7 +92,12 @@ def register_served(
     if served_name and meta.get("served_name") not in (None, served_name):
         raise ModelError(f"{name!r} is served as {meta['served_name']!r}, not {served_name!r}")
     meta["endpoints"] = list(dict.fromkeys([*meta.get("endpoints", []), *urls]))
-    for key, value in {"served_name": served_name, "tokenizer": tokenizer, "weights": weights, "engine": engine}.items():
+    for key, value in {
+        "served_name": served_name,
+        "tokenizer": tokenizer,
+        "weights": weights,
+        "engine": engine,
+    }.items():
         if value and not meta.get(key):
             meta[key] = value
     db["models"].update(row["id"], {"meta": store.dumps(meta)})

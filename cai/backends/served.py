@@ -85,7 +85,9 @@ class Pool:
         if not self.urls:
             raise ValueError("a served model needs at least one endpoint URL")
         self.endpoints = [
-            Endpoint(u.rstrip("/"), openai.OpenAI(base_url=u, api_key="EMPTY", timeout=self.timeout, max_retries=0))
+            Endpoint(
+                u.rstrip("/"), openai.OpenAI(base_url=u, api_key="EMPTY", timeout=self.timeout, max_retries=0)
+            )
             for u in self.urls
         ]
 
@@ -129,9 +131,7 @@ class Pool:
                 continue
             self._release(endpoint)
             return result
-        raise ServedError(
-            f"no endpoint answered after {self.retries + 1} attempts (last: {errors[-1]})"
-        )
+        raise ServedError(f"no endpoint answered after {self.retries + 1} attempts (last: {errors[-1]})")
 
     def close(self) -> None:
         for e in self.endpoints:

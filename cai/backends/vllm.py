@@ -137,7 +137,9 @@ class VLLMServer:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
                 self.stop()
-                raise TimeoutError(f"the vLLM server did not answer /health within {timeout:.0f} s{self.log_tail()}")
+                raise TimeoutError(
+                    f"the vLLM server did not answer /health within {timeout:.0f} s{self.log_tail()}"
+                )
             time.sleep(1.0)
 
     def log_tail(self, lines: int = 30) -> str:
@@ -186,7 +188,9 @@ class VLLMBackend(ServedBackend):
         tie = threading.current_thread() is threading.main_thread()
         self.server = VLLMServer(path, served_name=name or Path(path).name, engine=engine, tie_to_parent=tie)
         self.startup_s = self.server.wait_ready(startup_timeout)
-        super().__init__([self.server.url], served_name=self.server.served_name, tokenizer=path, name=name, chat=chat)
+        super().__init__(
+            [self.server.url], served_name=self.server.served_name, tokenizer=path, name=name, chat=chat
+        )
         self.path = str(path)
 
     def close(self) -> None:

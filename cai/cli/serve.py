@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dtype", default=None, help="bfloat16 (default), float16, float32 or auto.")
     p.add_argument("--max-model-len", type=int, default=None, help="Longest prompt+completion, in tokens.")
     p.add_argument(
-        "--gpu-memory-utilization", type=float, default=None, help="Share of each GPU's memory (0.85 default)."
+        "--gpu-memory-utilization",
+        type=float,
+        default=None,
+        help="Share of each GPU's memory (0.85 default).",
     )
     p.add_argument("--startup-timeout", type=float, default=900.0, help="Seconds to wait for /health.")
     add_common(p)
@@ -41,7 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def engine_settings(args: argparse.Namespace, registered: dict[str, Any]) -> dict[str, Any]:
     """The registry's engine settings for the model, overridden by any flag given."""
     engine = dict(registered)
-    for key in ("tensor_parallel_size", "data_parallel_size", "dtype", "max_model_len", "gpu_memory_utilization"):
+    for key in (
+        "tensor_parallel_size",
+        "data_parallel_size",
+        "dtype",
+        "max_model_len",
+        "gpu_memory_utilization",
+    ):
         if getattr(args, key) is not None:
             engine[key] = getattr(args, key)
     for key in ("tensor_parallel_size", "data_parallel_size", "max_model_len"):
@@ -72,16 +81,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         seconds = server.wait_ready(args.startup_timeout)
         model_id = models.register_served(
-            db, name, [server.url], served_name=args.model, tokenizer=folder, weights=args.model,
+            db,
+            name,
+            [server.url],
+            served_name=args.model,
+            tokenizer=folder,
+            weights=args.model,
             engine=server.engine,
         )
-        data = {"name": name, "id": model_id, "endpoint": server.url, "startup_s": round(seconds, 1),
-                "engine": server.engine, "pid": server.proc.pid if server.proc else None}
-        emit(args, data, lambda d: f"serving {args.model} as {d['name']!r} at {d['endpoint']} "
-             f"(ready in {d['startup_s']} s); Ctrl-C stops it")
+        data = {
+            "name": name,
+            "id": model_id,
+            "endpoint": server.url,
+            "startup_s": round(seconds, 1),
+            "engine": server.engine,
+            "pid": server.proc.pid if server.proc else None,
+        }
+        emit(
+            args,
+            data,
+            lambda d: (
+                f"serving {args.model} as {d['name']!r} at {d['endpoint']} "
+                f"(ready in {d['startup_s']} s); Ctrl-C stops it"
+            ),
+        )
         assert server.proc is not None
         server.proc.wait()
-        print(f"error: the vLLM server exited (status {server.proc.returncode}){server.log_tail()}", file=sys.stderr)
+        print(
+            f"error: the vLLM server exited (status {server.proc.returncode}){server.log_tail()}",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 0
