@@ -41,16 +41,49 @@ def shared() -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_default():
-    """The `vllm` backend on the default model in bf16: a real vLLM OpenAI server, stopped at the end."""
-    from cai.backends import model_path
-    from cai.backends.vllm import VLLMBackend
+def vllm_default(tmp_path_factory):
+    """`cai serve default` (bf16) in a child process: a real vLLM OpenAI server, as a served backend.
 
-    backend = VLLMBackend(model_path("default"), name="default", engine={"dtype": "bfloat16"})
+    The returned backend also carries `url`, `folder` (the model's) and `registered` (the row `cai serve`
+    wrote). The server is stopped at the end of the session, also when tests fail.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cai import models, store
+    from cai.backends import model_path
+    from cai.backends.served import ServedBackend, health
+    from cai.backends.vllm import free_port
+
+    folder = model_path("default")
+    db = tmp_path_factory.mktemp("serve") / "serve.db"
+    port = free_port()
+    cmd = [sys.executable, "-c", "import sys; from cai.cli import main; sys.exit(main())", "serve", "default", "--port", str(port), "--dtype", "bfloat16",
+           "--name", "default-served", "--db", str(db)]  # fmt: skip
+    log = db.parent / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
     try:
+        deadline = time.monotonic() + 900
+        while not (db.exists() and health(url)[0] and models.get_model(store.connect(db), "default-served")):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "cai serve did not come up in 15 minutes"
+            time.sleep(1)
+        backend = ServedBackend([url], served_name="default", tokenizer=folder, name="default")
+        backend.url, backend.folder = url, folder  # type: ignore[attr-defined]
+        backend.registered = models.get_model(store.connect(db), "default-served")  # type: ignore[attr-defined]
         yield backend
-    finally:
         backend.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)  # cai serve stops its server on SIGTERM
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 class CountingProxy:

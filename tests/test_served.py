@@ -15,7 +15,7 @@ import pytest
 
 from cai import backends, models, runs
 from cai.backends import SamplingParams
-from cai.backends.served import ServedError
+from cai.backends.served import ServedError, health
 from cai.cli import main
 from cai.config import HHHConfig
 
@@ -120,12 +120,25 @@ def test_served_model_without_weights_cannot_train(db):
 
 @pytest.mark.slow
 @pytest.mark.vllm
+def test_cai_serve_registered_its_endpoint(vllm_default):
+    row = vllm_default.registered
+    assert (row["name"], row["backend"], row["path"]) == ("default-served", "served", vllm_default.url)
+    assert row["meta"]["endpoints"] == [vllm_default.url]
+    assert (row["meta"]["served_name"], row["meta"]["weights"], row["meta"]["tokenizer"]) == (
+        "default", "default", vllm_default.folder
+    )
+    assert row["meta"]["engine"]["dtype"] == "bfloat16"
+    assert health(vllm_default.url) == (True, "ok")
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
 def test_served_registry_hhh_matches_hf(capsys, db_path, shared, vllm_default, monkeypatch):
     """The issue's sequence: a served model registered by endpoint scores HHH like the local model."""
     monkeypatch.setenv("CAI_DTYPE", "bfloat16")  # the worker's hf side in the server's dtype
     folder = backends.model_path("default")
     db = ["--db", str(db_path)]
-    assert run_cli(capsys, "models", "add", "srv", "--endpoint", vllm_default.server.url, "--tokenizer", folder, *db)[0] == 0
+    assert run_cli(capsys, "models", "add", "srv", "--endpoint", vllm_default.url, "--tokenizer", folder, *db)[0] == 0
     data = str(shared / HHH)
     results = {}
     for model in ("srv", "default"):
@@ -140,8 +153,8 @@ def test_served_registry_hhh_matches_hf(capsys, db_path, shared, vllm_default, m
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_two_endpoints_share_the_load(db, vllm_default, counting_proxy):
-    a, b = counting_proxy(vllm_default.server.url), counting_proxy(vllm_default.server.url)
-    models.register_served(db, "two", [a.url, b.url], served_name="default", tokenizer=vllm_default.path)
+    a, b = counting_proxy(vllm_default.url), counting_proxy(vllm_default.url)
+    models.register_served(db, "two", [a.url, b.url], served_name="default", tokenizer=vllm_default.folder)
     backend = backends.load("two", db=db, cache=False, max_in_flight=2)
     prompts = [f"\n\nHuman: Count to {n}.\n\nAssistant:" for n in range(8)]
     got = backend.generate(prompts, SamplingParams(max_new_tokens=8))
@@ -163,8 +176,8 @@ def _wait_done(db, run_id: int, at_least: int, timeout: float = 300.0) -> None:
 @pytest.mark.vllm
 def test_endpoint_killed_mid_run(capsys, db, db_path, shared, vllm_default, counting_proxy):
     """One endpoint dies: the run goes on on the other. Both die: the run fails clearly; resume finishes it."""
-    a, b = counting_proxy(vllm_default.server.url), counting_proxy(vllm_default.server.url)
-    models.register_served(db, "two", [a.url, b.url], served_name="default", tokenizer=vllm_default.path)
+    a, b = counting_proxy(vllm_default.url), counting_proxy(vllm_default.url)
+    models.register_served(db, "two", [a.url, b.url], served_name="default", tokenizer=vllm_default.folder)
     config = HHHConfig(data=str(shared / HHH), model="two", limit=4, batch_size=1)
 
     run_id, proc = runs.start(db, db_path, config)
@@ -175,8 +188,8 @@ def test_endpoint_killed_mid_run(capsys, db, db_path, shared, vllm_default, coun
     assert run["status"] == "done", run["error"]
     assert sorted(r["idx"] for r in db["hhh_results"].rows_where("run_id = ?", [run_id])) == list(range(4))
 
-    c = counting_proxy(vllm_default.server.url)
-    models.register_served(db, "one", [c.url], served_name="default", tokenizer=vllm_default.path)
+    c = counting_proxy(vllm_default.url)
+    models.register_served(db, "one", [c.url], served_name="default", tokenizer=vllm_default.folder)
     run_id, proc = runs.start(db, db_path, HHHConfig(data=str(shared / HHH), model="one", limit=4, batch_size=1))
     _wait_done(db, run_id, 1)
     port = c.port
@@ -188,7 +201,7 @@ def test_endpoint_killed_mid_run(capsys, db, db_path, shared, vllm_default, coun
     kept = db["hhh_results"].count_where("run_id = ?", [run_id])
     assert 1 <= kept < 4
 
-    counting_proxy(vllm_default.server.url, port)  # the server is back
+    counting_proxy(vllm_default.url, port)  # the server is back
     code, _, err = run_cli(capsys, "runs", "resume", str(run_id), "--db", str(db_path))
     assert code == 0, err
     run = runs.wait(db, run_id, timeout=600)

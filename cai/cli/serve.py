@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="Share of each GPU's memory (0.85 default).",
     )
+    p.add_argument("--chat", action="store_true", help="Register it as a chat model (chat template).")
     p.add_argument("--startup-timeout", type=float, default=900.0, help="Seconds to wait for /health.")
     add_common(p)
     p.set_defaults(func=cmd_serve)
@@ -88,6 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             tokenizer=folder,
             weights=args.model,
             engine=server.engine,
+            chat=args.chat,
         )
         data = {
             "name": name,
