@@ -7,6 +7,11 @@ is one feedback-style prompt scored with the two options " (A)" and " (B)".
     python bench/backends.py                          # both backends, default model, CPU or GPU
     python bench/backends.py --backend hf --dtype float32
     python bench/backends.py --model random-1.5b      # random-weight ~1.7B Llama (Gemma tokenizer), for GPUs
+    python bench/backends.py --backend hf,served --servers 2   # served: vLLM servers started here, 1 then 2
+    python bench/backends.py --backend served --endpoint http://gpu1:8000/v1 --endpoint http://gpu2:8000/v1
+
+The served backend is measured with the first endpoint alone ("served") and, with more than one,
+with all of them ("served-N"). Servers this script starts run in --dtype (default bfloat16).
 """
 
 from __future__ import annotations
@@ -98,7 +103,12 @@ def bench_backend(
 
             options["dtype"] = getattr(torch, args.dtype)
     t0 = time.perf_counter()
-    backend = backends.load(spec, backend=kind, cache=False, **options)
+    if kind.startswith("served"):
+        from cai.backends.served import ServedBackend
+
+        backend: Any = ServedBackend(args.urls[: int(kind.partition("-")[2] or 1)], tokenizer=args.folder)
+    else:
+        backend = backends.load(spec, backend=kind, cache=False, **options)
     result: dict[str, Any] = {"load_s": round(time.perf_counter() - t0, 2), "backend": repr(backend)}
     params = SamplingParams(max_new_tokens=args.max_new_tokens, stop=())
     backend.generate(gen_prompts(2), SamplingParams(max_new_tokens=4, stop=()))  # warm-up
@@ -112,7 +122,8 @@ def bench_backend(
         result["generate_tokens_per_s"][str(batch)] = round(tokens / elapsed, 1)
         texts = texts or ([c.text for c in out] if batch >= 8 else [])
     prompts = comparison_prompts(args.comparisons)
-    backend.option_logprobs(prompts[:2], [[" (A)", " (B)"]] * 2)  # warm-up
+    # warm-up on other prompts (a server's prefix cache must not hold the measured ones)
+    backend.option_logprobs(comparison_prompts(args.comparisons + 2)[-2:], [[" (A)", " (B)"]] * 2)
     t = time.perf_counter()
     scores = backend.option_logprobs(prompts, [[" (A)", " (B)"]] * len(prompts))
     result["score_comparisons_per_s"] = round(len(prompts) / (time.perf_counter() - t), 2)
@@ -127,17 +138,43 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backend", choices=["hf", "vllm", "both"], default="both", help="Which backend(s).")
+    parser.add_argument(
+        "--backend", default="both", help="hf, vllm, served, a comma list (hf,served), or both (= hf,vllm)."
+    )
+    parser.add_argument("--endpoint", action="append", default=[], help="Served: a running server (repeat).")
+    parser.add_argument("--servers", type=int, default=1, help="Served without --endpoint: servers to start.")
     parser.add_argument("--model", default="default", help="Model spec, or 'random-1.5b'.")
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     parser.add_argument("--max-new-tokens", type=int, default=64, help="Tokens generated per sequence.")
     parser.add_argument("--comparisons", type=int, default=32, help="Comparisons scored (2 options each).")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="hf dtype.")
     args = parser.parse_args(argv)
+    spec = model_spec(args.model)
+    kinds = ["hf", "vllm"] if args.backend == "both" else args.backend.split(",")
+    if any(k not in ("hf", "vllm", "served") for k in kinds):
+        parser.error(f"--backend: each of {args.backend!r} must be hf, vllm or served")
+    servers = []
+    if "served" in kinds:
+        args.folder = backends.model_path(spec)
+        if not args.endpoint:
+            from cai.backends.vllm import VLLMServer
+
+            servers = [VLLMServer(args.folder, engine={"dtype": args.dtype or "bfloat16"}) for _ in range(args.servers)]
+        args.urls = args.endpoint or [s.url for s in servers]
+        if len(args.urls) > 1:
+            kinds.insert(kinds.index("served") + 1, f"served-{len(args.urls)}")
+    try:
+        for s in servers:
+            s.wait_ready()
+        return _run(args, spec, kinds)
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def _run(args: argparse.Namespace, spec: str, kinds: list[str]) -> int:
     import torch
 
-    spec = model_spec(args.model)
-    kinds = ["hf", "vllm"] if args.backend == "both" else [args.backend]
     report: dict[str, Any] = {
         "model": args.model,
         "device": torch.cuda.get_device_name()
@@ -150,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {}
     for kind in kinds:
         report["results"][kind], *outputs[kind] = bench_backend(kind, spec, args)
-    if len(kinds) == 2:
-        (texts_a, scores_a), (texts_b, scores_b) = outputs["hf"], outputs["vllm"]
-        report["agreement"] = {
+    for other in kinds[1:]:
+        (texts_a, scores_a), (texts_b, scores_b) = outputs[kinds[0]], outputs[other]
+        report[f"agreement_{kinds[0]}_{other}"] = {
             "greedy_texts_equal": f"{sum(a == b for a, b in zip(texts_a, texts_b, strict=True))}/{len(texts_a)}",
             "option_logprob_max_abs_diff": round(
                 max(abs(a - b) for a, b in zip(scores_a, scores_b, strict=True)), 4

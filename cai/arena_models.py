@@ -40,7 +40,7 @@ class BackendPool:
 def default_loader(row: dict[str, Any]) -> Backend:
     from cai import backends
 
-    return backends.load(row["path"], backend=row["backend"])
+    return backends.from_row(row)
 
 
 @dataclass

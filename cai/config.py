@@ -10,11 +10,16 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
+
+
+PROCESSES_HELP = "Training processes under `accelerate launch` (one per GPU; on CPU, gloo ranks)."
+ACCELERATE_HELP = "An accelerate config file (multi-node, DeepSpeed ZeRO-3, FSDP; examples in accelerate/)."
 
 
 class ConfigError(ValueError):
@@ -43,6 +48,9 @@ class StageConfig:
                     safe_name(f.name, value)
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from None
+        accelerate_config = getattr(self, "accelerate_config", "")
+        if accelerate_config and not Path(accelerate_config).expanduser().is_file():
+            raise ConfigError(f"accelerate_config: no such file: {accelerate_config}")
         self.validate()
 
     def validate(self) -> None:
@@ -163,6 +171,8 @@ class SFTConfig(StageConfig):
     max_length: int = _f(512, "Truncate prompt + completion to this many tokens.", min=8)
     save_steps: int = _f(50, "Checkpoint every N steps (resume continues from the last).", min=1)
     seed: int = _f(0, "Training seed.")
+    processes: int = _f(1, PROCESSES_HELP, min=1)
+    accelerate_config: str = _f("", ACCELERATE_HELP)
 
 
 # ----------------------------------------------------------------------------- RL stage
@@ -234,6 +244,8 @@ class PMConfig(StageConfig):
     batch_size: int = _f(4, "Per-device batch size.", min=1)
     max_length: int = _f(512, "Truncate each sequence to this many tokens.", min=8)
     seed: int = _f(0, "Seed for mixing, splitting and training.")
+    processes: int = _f(1, PROCESSES_HELP, min=1)
+    accelerate_config: str = _f("", ACCELERATE_HELP)
 
     def validate(self) -> None:
         if not self.ai_prefs and not self.human_prefs:
@@ -258,6 +270,13 @@ class RLConfig(StageConfig):
     lora: bool = _f(False, "Train LoRA adapters.")
     limit: int | None = _f(None, "Use only the first N prompts.", min=1)
     seed: int = _f(0, "Seed.")
+    processes: int = _f(1, PROCESSES_HELP, min=1)
+    accelerate_config: str = _f("", ACCELERATE_HELP)
+    vllm: str = _f(
+        "",
+        "Generate with vLLM (GPUs): colocate (in each training process), or the URL of a "
+        "`trl vllm-serve` server (server mode); empty = transformers.",
+    )
 
 
 @dataclass
@@ -280,6 +299,8 @@ class DPOConfig(StageConfig):
     max_length: int = _f(512, "Truncate prompt + response to this many tokens.", min=8)
     lora: bool = _f(False, "Train LoRA adapters.")
     seed: int = _f(0, "Seed.")
+    processes: int = _f(1, PROCESSES_HELP, min=1)
+    accelerate_config: str = _f("", ACCELERATE_HELP)
 
 
 # ----------------------------------------------------------------------------- evals

@@ -2,6 +2,8 @@
 
 A model row names where the weights are (`path`: a builtin spec, a local folder or a hub id),
 which backend serves it, and what produced it (parent model, run, constitution version).
+A served model (backend "served") keeps its endpoints, served name, tokenizer, local weights (if
+any) and engine settings in `meta`; `path` is its first endpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ BUILTIN = {
 }
 # Models a campaign of human raters should not get by accident (their output is noise).
 TEST_MODELS = ("tiny",)
+
+
+BACKENDS = ("hf", "vllm", "served")
 
 
 class ModelError(ValueError):
@@ -39,8 +44,8 @@ def register_model(
 ) -> int:
     if not name.strip():
         raise ModelError("a model needs a name")
-    if backend not in ("hf", "vllm"):
-        raise ModelError(f"backend must be 'hf' or 'vllm', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ModelError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if db["models"].count_where("name = ?", [name]):
         raise ModelError(f"a model named {name!r} already exists")
     row = {
@@ -77,6 +82,73 @@ def validated_path(path: str) -> str:
     if path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path or ".." in path:
         raise FileNotFoundError(f"model folder not found: {path}")
     return path
+
+
+def register_served(
+    db: Database,
+    name: str,
+    endpoints: list[str],
+    *,
+    served_name: str | None = None,
+    tokenizer: str | None = None,
+    weights: str | None = None,
+    engine: dict[str, Any] | None = None,
+    chat: bool = False,
+) -> int:
+    """Register endpoints under `name`, or add them to the served model already registered there.
+
+    Several servers (nodes, or one server per GPU group) under one name are data parallel.
+    """
+    urls = [_endpoint_url(u) for u in endpoints]
+    if not urls:
+        raise ModelError("a served model needs at least one --endpoint URL")
+    row = get_model(db, name)
+    if row is None:
+        meta: dict[str, Any] = {
+            "endpoints": list(dict.fromkeys(urls)),
+            "served_name": served_name,
+            "tokenizer": tokenizer,
+        }
+        meta.update({k: v for k, v in {"weights": weights, "engine": engine}.items() if v})
+        return register_model(db, name, urls[0], backend="served", chat=chat, meta=meta)
+    if row["backend"] != "served":
+        raise ModelError(f"a model named {name!r} already exists and is not a served model")
+    meta = row["meta"]
+    if served_name and meta.get("served_name") not in (None, served_name):
+        raise ModelError(f"{name!r} is served as {meta['served_name']!r}, not {served_name!r}")
+    meta["endpoints"] = list(dict.fromkeys([*meta.get("endpoints", []), *urls]))
+    for key, value in {
+        "served_name": served_name,
+        "tokenizer": tokenizer,
+        "weights": weights,
+        "engine": engine,
+    }.items():
+        if value and not meta.get(key):
+            meta[key] = value
+    db["models"].update(row["id"], {"meta": store.dumps(meta)})
+    return int(row["id"])
+
+
+def endpoint_health(db: Database, name: str) -> list[dict[str, Any]]:
+    """One row per endpoint of a served model: {endpoint, ok, detail}."""
+    from cai.backends.served import health
+
+    row = get_model(db, name)
+    if row is None or row["backend"] != "served":
+        raise ModelError(f"{name!r} is not a registered served model")
+    out = []
+    for url in row["meta"].get("endpoints") or [row["path"]]:
+        ok, detail = health(url)
+        out.append({"endpoint": url, "ok": ok, "detail": detail})
+    return out
+
+
+def _endpoint_url(url: str) -> str:
+    """An endpoint as the OpenAI client wants it: http(s)://host:port/v1 (a bare host:port gets /v1)."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ModelError(f"an endpoint must be an http(s) URL such as http://127.0.0.1:8000/v1, got {url!r}")
+    return url if url.endswith("/v1") else f"{url}/v1"
 
 
 def get_model(db: Database, name: str) -> dict[str, Any] | None:

@@ -3,6 +3,10 @@
 The CLI and the web app only create a run row and start `python -m cai.runs RUN_ID`; the worker
 loads the stage, reports progress and log lines through the database, and checks for cancel
 requests between batches. Stages key what they write so that a resumed run skips finished work.
+A training run with `processes` > 1 or an `accelerate_config` starts its worker under
+`accelerate launch`: every rank runs the stage, but only rank 0 opens the workbench database; the
+other ranks work on a private snapshot of it (same reads, writes thrown away), so each row is
+written once.
 """
 
 from __future__ import annotations
@@ -253,9 +257,37 @@ def prepare_resume(db: Database, run_id: int) -> None:
     db.table("run_logs").insert({"run_id": run_id, "ts": store.now(), "level": "info", "line": "resumed"})
 
 
+def worker_command(db_path: str | os.PathLike[str], run_id: int, config: dict[str, Any]) -> list[str]:
+    """`python -m cai.runs RUN_ID`, under `accelerate launch` when the run trains on several processes."""
+    cmd = ["-m", "cai.runs", str(run_id), "--db", str(Path(db_path).resolve())]
+    processes, accelerate_config = int(config.get("processes") or 1), config.get("accelerate_config") or ""
+    if processes == 1 and not accelerate_config:
+        return [sys.executable, *cmd]
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate_config:
+        launch += ["--config_file", str(Path(accelerate_config).expanduser().resolve())]
+    if processes > 1 or not accelerate_config:
+        launch += ["--num_processes", str(processes)]
+    if processes > 1 and not accelerate_config:
+        import torch
+
+        launch += ["--multi_gpu"] if torch.cuda.is_available() else ["--multi_gpu", "--main_process_port", "0"]
+    return launch + cmd
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this worker: (0, 1) unless it runs under accelerate/torchrun."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launch(db_path: str | os.PathLike[str], run_id: int) -> subprocess.Popen[bytes]:
     """Start the worker process for a run; returns at once. Its pid is stored so a dead worker shows."""
-    cmd = [sys.executable, "-m", "cai.runs", str(run_id), "--db", str(db_path)]
+    db = store.connect(db_path)
+    try:
+        config = store.loads(db.table("runs").get(run_id)["config"], {})
+    finally:
+        db.close()
+    cmd = worker_command(db_path, run_id, config)
     log_path = worker_log(db_path, run_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
@@ -268,6 +300,21 @@ def launch(db_path: str | os.PathLike[str], run_id: int) -> subprocess.Popen[byt
     finally:
         db.close()
     return proc
+
+
+def rank_snapshot(db_path: str | os.PathLike[str], rank: int) -> Path:
+    """A private copy of the database for a rank other than 0, beside the real one (so data_dir agrees)."""
+    import sqlite3
+
+    real = Path(store.db_path(str(db_path))).resolve()
+    copy = real.parent / f".{real.name}.rank{rank}-{os.getpid()}"
+    src, dst = sqlite3.connect(real), sqlite3.connect(copy)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return copy
 
 
 def runner(kind: str) -> Callable[[RunContext], Any]:
@@ -289,6 +336,8 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
         ctx.check_cancel()
         result = runner(run["kind"])(ctx)
         status, error = "done", None
+        if world()[1] > 1 and isinstance(result, dict):
+            result["world_size"] = world()[1]
     except RunCancelled:
         result, status, error = None, "cancelled", None
         ctx.log("cancelled")
@@ -371,7 +420,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_id", type=int)
     parser.add_argument("--db", default=None, help="Workbench database path.")
     args = parser.parse_args(argv)
-    run = execute(store.connect(args.db), args.run_id)
+    rank, _ = world()
+    if rank == 0:
+        run = execute(store.connect(args.db), args.run_id)
+        return 0 if run["status"] in ("done", "cancelled") else 1
+    # Other ranks: the same stage on a snapshot taken before rank 0 marks the run running.
+    copy = rank_snapshot(args.db, rank)
+    try:
+        db = store.connect(copy)
+        if db.table("runs").get(args.run_id)["status"] == "running":
+            db.table("runs").update(args.run_id, {"status": "queued"})
+        run = execute(db, args.run_id)
+        db.close()
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{copy}{suffix}").unlink(missing_ok=True)
     return 0 if run["status"] in ("done", "cancelled") else 1
 
 

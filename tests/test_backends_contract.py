@@ -1,9 +1,10 @@
-"""One contract, two engines: transformers and vLLM agree on the default model (Gemma 3 270M, bf16).
+"""One contract, two engines: transformers and a served vLLM agree on the default model (Gemma 3 270M, bf16).
 
 Greedy continuations must match token for token. Option log-probs must agree within OPTION_TOL nats:
 both engines score the same token ids in bf16 but with different kernels, so they differ by rounding
-(bench/backends.py measured at most 0.14 nats over 64 "(A)"/"(B)" scores). One vLLM engine serves
-the whole session.
+(bench/backends.py measured at most 0.14 nats over 64 "(A)"/"(B)" scores). The vLLM side is the
+`vllm` backend: a real vLLM OpenAI-compatible server (one per session, see conftest) spoken to by the
+served backend, so this is the served backend's contract too. Both sides run in bf16 explicitly.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ OPTIONS = [
 
 @pytest.fixture(scope="module")
 def hf():
-    return backends.load("default")
+    import torch
+
+    return backends.load("default", dtype=torch.bfloat16)
 
 
 @pytest.fixture(scope="module")
-def vllm():
-    return backends.load("default", backend="vllm")  # cached per process: one engine per session
+def vllm(vllm_default):
+    return vllm_default
 
 
 def test_greedy_outputs_agree(hf, vllm):
@@ -69,3 +72,13 @@ def test_vllm_length_stop_and_seed(vllm):
     first = vllm.generate(PROMPTS[:2] * 2, params)
     assert first == vllm.generate(PROMPTS[:2] * 2, params)
     assert first[0].text != first[2].text or first[1].text != first[3].text  # one seed, distinct draws
+
+
+def test_served_stream_grows_to_the_greedy_text(vllm):
+    from cai.arena_models import stream_text
+
+    params = SamplingParams(max_new_tokens=24)
+    pieces = list(stream_text(vllm, PROMPTS[0], params))
+    assert len(pieces) > 3  # token by token, not one piece
+    assert all(b.startswith(a) for a, b in zip(pieces, pieces[1:], strict=False))
+    assert pieces[-1] == " The capital of France is Paris."

@@ -65,3 +65,18 @@ def test_chat_sends_the_hh_transcript_and_cuts_at_the_next_turn(ctx):
     broken = BackendPool(loader=lambda row: (_ for _ in ()).throw(FileNotFoundError("no folder /nope")))
     with pytest.raises(gr.Error, match="Could not load tiny: no folder /nope"):
         M.chat(ctx, broken, 1, [], "hi", 32, 0.0, VIEWER)
+
+
+def test_register_served_and_endpoint_health(ctx):
+    assert M.register(ctx, "srv", "", "served", False, ADMIN, "http://127.0.0.1:9/v1\n\nhttp://127.0.0.1:10") == (
+        "Registered srv as model #2"
+    )
+    assert M.register(ctx, "none", "", "served", False, ADMIN, "") == (
+        "Error: a served model needs at least one --endpoint URL"
+    )
+    frame = M.endpoint_health(ctx, VIEWER)
+    assert frame[["model", "endpoint", "ok"]].to_dict("records") == [
+        {"model": "srv", "endpoint": "http://127.0.0.1:9/v1", "ok": "no"},
+        {"model": "srv", "endpoint": "http://127.0.0.1:10/v1", "ok": "no"},
+    ]
+    assert frame["detail"].str.startswith("ConnectError").all()

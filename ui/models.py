@@ -21,6 +21,7 @@ from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_l
 from ui.lineage import lineage_html
 
 MODEL_COLUMNS = ["id", "name", "path", "backend", "chat", "parent", "run", "constitution", "created"]
+HEALTH_COLUMNS = ["model", "endpoint", "ok", "detail"]
 
 
 def registry_frame(db: Database) -> pd.DataFrame:
@@ -73,15 +74,34 @@ def show_lineage(ctx: AppContext, model_id: float | None, request: gr.Request) -
     return lineage_html(ctx.db(), int(model_id)) if model_id else "<p>Pick a model.</p>"
 
 
-def register(ctx: AppContext, name: str, path: str, backend: str, chat: bool, request: gr.Request) -> str:
+def register(
+    ctx: AppContext, name: str, path: str, backend: str, chat: bool, request: gr.Request, endpoints: str = ""
+) -> str:
+    """Register a local model, or (with endpoints, one URL a line) a served one whose tokenizer is `path`."""
     require(ctx, request, EDIT_ROLES)
     name = (name or "").strip()
+    urls = [u.strip() for u in (endpoints or "").splitlines() if u.strip()]
     try:
-        where = models.validated_path((path or "").strip() or name)
-        model_id = models.register_model(ctx.db(), name, where, backend=backend, chat=chat)
+        if urls or backend == "served":
+            model_id = models.register_served(ctx.db(), name, urls, tokenizer=(path or "").strip() or None, chat=chat)
+        else:
+            where = models.validated_path((path or "").strip() or name)
+            model_id = models.register_model(ctx.db(), name, where, backend=backend, chat=chat)
     except (models.ModelError, FileNotFoundError) as exc:
         return f"Error: {esc(exc)}"
     return f"Registered {esc(name)} as model #{model_id}"
+
+
+def endpoint_health(ctx: AppContext, request: gr.Request) -> pd.DataFrame:
+    """Every served model's endpoints, each asked whether it answers (vLLM's /health, else /v1/models)."""
+    require(ctx, request, BROWSE_ROLES)
+    db = ctx.db()
+    rows = [
+        {"model": m["name"], **{**h, "ok": "yes" if h["ok"] else "no"}}
+        for m in models.list_models(db) if m["backend"] == "served"
+        for h in models.endpoint_health(db, m["name"])
+    ]
+    return pd.DataFrame(rows, columns=HEALTH_COLUMNS)
 
 
 def chat(
@@ -128,12 +148,17 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
             lineage_view = gr.HTML("<p>Pick a model.</p>")
         with gr.Column(scale=2), gr.Accordion("Register a model (admin)", open=False):
             r_name = gr.Textbox(label="Name")
-            r_path = gr.Textbox(label="Path or hub id (empty: same as the name)")
+            r_path = gr.Textbox(label="Path or hub id (empty: same as the name; served: its tokenizer)")
+            r_endpoints = gr.Textbox(label="Endpoints of a served model (one URL a line, e.g. http://host:8000/v1)",
+                                     lines=2)
             with gr.Row():
-                r_backend = gr.Radio(["hf", "vllm"], value="hf", label="Backend")
+                r_backend = gr.Radio(["hf", "vllm", "served"], value="hf", label="Backend")
                 r_chat = gr.Checkbox(label="Chat model (use its chat template)")
             r_btn = gr.Button("Register")
             r_msg = gr.Markdown()
+    with gr.Accordion("Served endpoints", open=False):
+        health_table = gr.Dataframe(pd.DataFrame(columns=HEALTH_COLUMNS), interactive=False, elem_id="health-table")
+        health_btn = gr.Button("Check endpoints")
     gr.Markdown("### Quick chat")
     with gr.Row():
         model = gr.Dropdown([], label="Model", scale=2)
@@ -153,7 +178,12 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     table.select(pick, None, picked).then(bind(show_lineage, ctx), picked, lineage_view).then(
         lambda m: m, picked, model)
     do_reg = bind(registry, ctx)
-    r_btn.click(bind(register, ctx), [r_name, r_path, r_backend, r_chat], r_msg).then(do_reg, None, [table, model])
+    def do_register(name: str, path: str, backend: str, chat_: bool, endpoints: str, request: gr.Request) -> str:
+        return register(ctx, name, path, backend, chat_, request, endpoints)
+
+    r_btn.click(do_register, [r_name, r_path, r_backend, r_chat, r_endpoints], r_msg).then(
+        do_reg, None, [table, model])
+    health_btn.click(bind(endpoint_health, ctx), None, health_table)
     on_page_load(do_reg, None, [table, model])
     handler = _chat_handler(ctx, pool)
     send.click(handler, [model, bot, msg, max_new, temp], [bot, msg])

@@ -1,6 +1,7 @@
-"""Model backends: transformers and vLLM behind one protocol (see base.py), and how a spec finds weights.
+"""Model backends: transformers, vLLM and served endpoints behind one protocol (see base.py).
 
-A spec is a registered model name (its row gives path, backend and chat), a builtin ("default",
+A spec is a registered model name (its row gives path, backend and chat; a served row also its
+endpoints, see served.py), a builtin ("default",
 "tiny": converted once into the cache, see builtin.py), a local folder, or a Hugging Face hub id.
 Loaded backends are cached per process, keyed by (folder, backend, chat), since loading costs seconds.
 """
@@ -22,12 +23,13 @@ __all__ = [
     "ScriptedBackend",
     "cache_root",
     "clear_cache",
+    "from_row",
     "load",
     "model_path",
     "resolve",
 ]
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "served")
 _LOADED: dict[tuple[str, str, bool], Any] = {}
 
 
@@ -47,8 +49,21 @@ def resolve(spec: str, db: Any = None) -> tuple[str, str, bool]:
 
 
 def model_path(spec: str, db: Any = None) -> str:
-    """A local folder (config + weights + tokenizer) for `spec`, converting builtins on first use."""
-    path, _, _ = resolve(spec, db)
+    """A local folder (config + weights + tokenizer) for `spec`, converting builtins on first use.
+
+    A served model has one when it was registered with its weights (`cai serve` does that).
+    """
+    path, backend, _ = resolve(spec, db)
+    if backend == "served":
+        from cai import models
+
+        weights = models.get_model(db, spec)["meta"].get("weights")  # type: ignore[index]
+        if not weights:
+            raise ValueError(
+                f"model {spec!r} is served at {path} and has no local weights registered; "
+                "train from a model folder instead"
+            )
+        return _local_folder(weights)
     return _local_folder(path)
 
 
@@ -91,6 +106,18 @@ def load(
     kind = backend or registered_backend
     if kind not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
+    if registered_backend == "served":
+        from cai import models
+
+        row = models.get_model(db, spec)
+        assert row is not None  # resolve() found it
+        if kind == "served":
+            return from_row(row, cache=cache, **options)
+        path = row["meta"].get("weights") or ""  # e.g. `cai generate --model srv --backend hf`
+        if not path:
+            raise ValueError(f"model {spec!r} is served and has no local weights for the {kind} backend")
+    elif kind == "served":
+        raise ValueError(f"{spec!r} is not a served model: register one with `cai models add NAME --endpoint URL`")
     folder = _local_folder(path)
     key = (folder, kind, chat)
     if cache and not options and key in _LOADED:
@@ -106,6 +133,30 @@ def load(
     if cache and not options:
         _LOADED[key] = made
     return made  # type: ignore[no-any-return]
+
+
+def from_row(row: dict[str, Any], *, cache: bool = True, **options: Any) -> Backend:
+    """A ready backend for a registry row (the arena loads its models this way)."""
+    if row["backend"] != "served":
+        return load(row["path"], backend=row["backend"], cache=cache, **options)
+    from cai.backends.served import ServedBackend
+
+    meta = row["meta"]
+    endpoints = meta.get("endpoints") or [row["path"]]
+    key = (" ".join(endpoints), "served", bool(row["chat"]))
+    if cache and not options and key in _LOADED:
+        return _LOADED[key]  # type: ignore[no-any-return]
+    made = ServedBackend(
+        endpoints,
+        served_name=meta.get("served_name"),
+        tokenizer=meta.get("tokenizer") or meta.get("weights") and _local_folder(meta["weights"]),
+        name=row["name"],
+        chat=bool(row["chat"]),
+        **options,
+    )
+    if cache and not options:
+        _LOADED[key] = made
+    return made
 
 
 def clear_cache() -> None:

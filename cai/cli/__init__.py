@@ -21,6 +21,7 @@ from typing import Any
 COMMAND_MODULES = [
     "cai.cli.data",  # init, constitution, prompts, prefs
     "cai.cli.models",  # models, generate
+    "cai.cli.serve",  # serve
     "cai.cli.runs",  # run, runs, chains
     "cai.cli.evals",  # eval
     "cai.cli.users",  # users

@@ -21,18 +21,40 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add = msub.add_parser("add", help="Register a model.", description="Register a model under a name.")
     add.add_argument("name", help="Name to register the model under.")
     add.add_argument(
-        "path", help="A local model folder, a Hugging Face hub id, or a builtin ('default', 'tiny')."
+        "path",
+        nargs="?",
+        help="A local model folder, a Hugging Face hub id, or a builtin ('default', 'tiny'); "
+        "for a served model (--endpoint), its weights if they are local (optional).",
     )
     add.add_argument(
         "--backend", choices=["hf", "vllm"], default="hf", help="Backend that serves it (default hf)."
     )
     add.add_argument("--chat", action="store_true", help="Render prompts with the tokenizer's chat template.")
+    add.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="An OpenAI-compatible server (vllm serve, SGLang, TGI), e.g. http://127.0.0.1:8000/v1; repeat "
+        "for several (requests go to the least loaded). Adds to a served model already under NAME.",
+    )
+    add.add_argument("--served-name", default=None, help="The model's name on the server (default: its first).")
+    add.add_argument(
+        "--tokenizer", default=None, help="Tokenizer folder or hub id, for scoring and chat templates."
+    )
     add_common(add)
     add.set_defaults(func=cmd_add)
 
     lst = msub.add_parser("list", help="List registered models.", description="List registered models.")
     add_common(lst)
     lst.set_defaults(func=cmd_list)
+
+    hl = msub.add_parser(
+        "health", help="Check a served model's endpoints.", description="Whether each endpoint answers."
+    )
+    hl.add_argument("name", help="A served model's registered name.")
+    add_common(hl)
+    hl.set_defaults(func=cmd_health)
 
     gen = sub.add_parser(
         "generate", help="Generate a continuation of one prompt.", description="Generate with a model."
@@ -44,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     gen.add_argument("--max-new-tokens", type=int, default=128, help="Most tokens to generate (default 128).")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default).")
     gen.add_argument("--seed", type=int, default=None, help="Sampling seed, for reproducible samples.")
-    gen.add_argument("--backend", choices=["hf", "vllm"], default=None, help="Override the model's backend.")
+    gen.add_argument("--backend", choices=["hf", "vllm", "served"], default=None, help="Override the model's backend.")
     gen.add_argument(
         "--raw", action="store_true", help="Send the prompt as is: no HH wrapping, no stop strings."
     )
@@ -62,9 +84,24 @@ def cmd_add(args: argparse.Namespace) -> int:
     from cai import models, store
 
     db = store.connect(args.db)
-    model_id = models.register_model(
-        db, args.name, _validated_path(args.path), backend=args.backend, chat=args.chat
-    )
+    if args.endpoint:
+        model_id = models.register_served(
+            db,
+            args.name,
+            args.endpoint,
+            served_name=args.served_name,
+            tokenizer=_validated_path(args.tokenizer) if args.tokenizer else None,
+            weights=_validated_path(args.path) if args.path else None,
+            chat=args.chat,
+        )
+    elif not args.path:
+        raise ValueError("give the model's PATH, or --endpoint URL for a served model")
+    elif args.served_name or args.tokenizer:
+        raise ValueError("--served-name and --tokenizer are for served models: add --endpoint URL")
+    else:
+        model_id = models.register_model(
+            db, args.name, _validated_path(args.path), backend=args.backend, chat=args.chat
+        )
     emit(
         args, models.get_model_by_id(db, model_id), lambda r: f"registered model {r['name']!r} (id {r['id']})"
     )
@@ -78,6 +115,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     cols = ["id", "name", "path", "backend", "chat", "parent_id", "created_at"]
     emit(args, rows, lambda rs: table(rs, cols))
     return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from cai import models, store
+
+    rows = models.endpoint_health(store.connect(args.db), args.name)
+    emit(args, rows, lambda rs: table(rs, ["endpoint", "ok", "detail"]))
+    return 0 if all(r["ok"] for r in rows) else 1
 
 
 def _open_db(path: str | None) -> Any:

@@ -100,7 +100,20 @@ class ProgressCallback(TrainerCallback):
         self.on_log_hook = on_log
 
     def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        self.ctx.progress(state.global_step, state.max_steps)
+        from cai.runs import RunCancelled
+
+        try:
+            self.ctx.progress(state.global_step, state.max_steps)
+            cancelled = False
+        except RunCancelled:
+            cancelled = True
+        # Under accelerate only rank 0 sees the real cancel flag: every rank must stop at the same step.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([int(cancelled)])
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            cancelled = bool(flag.item())
+        if cancelled:
+            raise RunCancelled(f"run {self.ctx.run_id} cancelled")
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
         if logs:
@@ -118,6 +131,14 @@ def save_model(trainer: Any, tokenizer: Any, db: Database, name: str) -> str:
     """Save the trained model (LoRA adapters merged) and tokenizer under data_dir/models/<name>."""
     path = output_dir(db, name)
     model = trainer.model
+    if getattr(trainer.args, "world_size", 1) > 1 and not hasattr(model, "merge_and_unload"):
+        # Several processes: the trainer gathers sharded weights (ZeRO-3, FSDP) and rank 0 alone writes.
+        trainer.save_model(str(path))
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(str(path))
+        return str(path)
+    if not trainer.is_world_process_zero():
+        return str(path)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(str(path))

@@ -23,6 +23,17 @@ ALGORITHMS = ("rloo", "grpo")
 SAMPLES_KEPT = 8  # completions stored per Goodhart row, for reading them in the UI
 
 
+def vllm_args(vllm: str) -> dict[str, Any]:
+    """TRL's vLLM generation: "" off, "colocate", or a `trl vllm-serve` URL (server mode)."""
+    if not vllm:
+        return {}
+    if vllm == "colocate":
+        return {"use_vllm": True, "vllm_mode": "colocate"}
+    if not vllm.startswith(("http://", "https://")):
+        raise ValueError(f"vllm: give 'colocate' or the URL of a `trl vllm-serve` server, got {vllm!r}")
+    return {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": vllm.rstrip("/")}
+
+
 def as_text(value: Any) -> str:
     """A prompt or completion as plain text: conversational ones (lists of messages) become HH text."""
     if isinstance(value, list):
@@ -142,6 +153,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         temperature=cfg.temperature,
         gradient_checkpointing=False,
         **common.training_args(cfg, per_device_train_batch_size=cfg.batch_size * cfg.num_generations),
+        **vllm_args(cfg.vllm),
     )
     tok = AutoTokenizer.from_pretrained(base["folder"])
     model = AutoModelForCausalLM.from_pretrained(base["folder"], dtype=torch.float32)

@@ -1,0 +1,297 @@
+"""The served backend: models behind the OpenAI-compatible API (`vllm serve`, SGLang, TGI), one or many endpoints.
+
+Requests go out concurrently from a thread pool through the `openai` client; each takes the
+least-loaded healthy endpoint (a bound on requests in flight per endpoint), so several servers are
+data parallel. Connection errors, timeouts and 5xx answers are retried with backoff on any endpoint;
+an endpoint that fails rests for a while. Option scoring asks only for the tokens that decide the
+options (see `option_logprobs`), built by the same token rule as the transformers backend (tokens.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from cai.backends import tokens
+from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
+
+MAX_IN_FLIGHT = 32  # requests outstanding per endpoint
+TIMEOUT_S = 600.0  # per request
+RETRIES = 4  # further attempts after a failure that may pass (connection, timeout, 5xx)
+BACKOFF_S = 0.5  # first wait; doubles per attempt
+REST_S = 5.0  # an endpoint that failed gets no new requests for this long
+
+
+class ServedError(RuntimeError):
+    """A served model could not answer (every endpoint down, or the server rejected the request)."""
+
+
+@dataclass
+class Endpoint:
+    """One server: its base URL (ending in /v1), an openai client, and what it is doing now."""
+
+    url: str
+    client: Any
+    in_flight: int = 0
+    requests: int = 0  # sent so far (for tests and the Models tab)
+    failures: int = 0
+    resting_until: float = 0.0
+    last_error: str = ""
+
+
+def health(url: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether an endpoint answers: vLLM's /health beside /v1, else the standard /v1/models."""
+    import httpx
+
+    root = url.rstrip("/").removesuffix("/v1")
+    for probe in (f"{root}/health", f"{url.rstrip('/')}/models"):
+        try:
+            r = httpx.get(probe, timeout=timeout)
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        if r.status_code == 200:
+            return True, "ok"
+    return False, f"HTTP {r.status_code}"
+
+
+def _retryable(exc: BaseException) -> bool:
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+
+
+@dataclass
+class Pool:
+    """Endpoints and the rule that spreads requests over them."""
+
+    urls: Sequence[str]
+    max_in_flight: int = MAX_IN_FLIGHT
+    timeout: float = TIMEOUT_S
+    retries: int = RETRIES
+    backoff: float = BACKOFF_S
+    rest: float = REST_S
+    endpoints: list[Endpoint] = field(init=False)
+    _cond: threading.Condition = field(init=False, default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        import openai
+
+        if not self.urls:
+            raise ValueError("a served model needs at least one endpoint URL")
+        self.endpoints = [
+            Endpoint(
+                u.rstrip("/"), openai.OpenAI(base_url=u, api_key="EMPTY", timeout=self.timeout, max_retries=0)
+            )
+            for u in self.urls
+        ]
+
+    def _acquire(self) -> Endpoint:
+        """The least-loaded endpoint with room; a resting one only when all are resting."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                free = [e for e in self.endpoints if e.in_flight < self.max_in_flight]
+                awake = [e for e in free if e.resting_until <= now] or free
+                if awake:
+                    best = min(awake, key=lambda e: (e.resting_until > now, e.in_flight, e.requests))
+                    best.in_flight += 1
+                    best.requests += 1
+                    return best
+                self._cond.wait()
+
+    def _release(self, endpoint: Endpoint, error: BaseException | None = None) -> None:
+        with self._cond:
+            endpoint.in_flight -= 1
+            if error is not None:
+                endpoint.failures += 1
+                endpoint.resting_until = time.monotonic() + self.rest
+                endpoint.last_error = f"{type(error).__name__}: {error}"
+            self._cond.notify_all()
+
+    def call(self, fn: Callable[[Any], Any]) -> Any:
+        """`fn(client)` on the least-loaded endpoint, retried with backoff (on any endpoint) when it may pass."""
+        errors: list[str] = []
+        for attempt in range(self.retries + 1):
+            endpoint = self._acquire()
+            try:
+                result = fn(endpoint.client)
+            except Exception as exc:
+                self._release(endpoint, exc if _retryable(exc) else None)
+                if not _retryable(exc):
+                    raise ServedError(f"{endpoint.url} rejected the request: {exc}") from exc
+                errors.append(f"{endpoint.url}: {type(exc).__name__}: {exc}")
+                if attempt < self.retries:
+                    time.sleep(self.backoff * 2**attempt)
+                continue
+            self._release(endpoint)
+            return result
+        raise ServedError(f"no endpoint answered after {self.retries + 1} attempts (last: {errors[-1]})")
+
+    def close(self) -> None:
+        for e in self.endpoints:
+            e.client.close()
+
+
+class ServedBackend:
+    """Backend protocol over OpenAI-compatible completions endpoints serving one model."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        served_name: str | None = None,
+        tokenizer: str | None = None,
+        name: str | None = None,
+        chat: bool = False,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        timeout: float = TIMEOUT_S,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF_S,
+    ) -> None:
+        self.pool = Pool(list(endpoints), max_in_flight, timeout, retries, backoff)
+        self.served_name = served_name or self._first_model_id()
+        self.name = name or self.served_name
+        self.chat = chat
+        self._tokenizer_path = tokenizer
+        self._tokenizer: Any = None
+        self._workers = ThreadPoolExecutor(max_workers=max_in_flight * len(self.pool.endpoints))
+
+    def __repr__(self) -> str:
+        return f"ServedBackend({self.name!r}, served_name={self.served_name!r}, endpoints={self.urls})"
+
+    @property
+    def urls(self) -> list[str]:
+        return [e.url for e in self.pool.endpoints]
+
+    def _first_model_id(self) -> str:
+        models = self.pool.call(lambda c: c.models.list())
+        if not models.data:
+            raise ServedError(f"{self.urls[0]} serves no model")
+        return str(models.data[0].id)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer: the registered folder, else the folder the server reports loading."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            path = self._tokenizer_path
+            if path is None:
+                models = self.pool.call(lambda c: c.models.list())
+                root = next((getattr(m, "root", None) for m in models.data if m.id == self.served_name), None)
+                path = root or self.served_name
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(path)
+            except Exception as exc:
+                raise ServedError(
+                    f"model {self.name!r}: cannot load a tokenizer from {path!r} ({exc}); "
+                    "register it with --tokenizer PATH"
+                ) from exc
+            self._bos = tokens.bos_prefix(self._tokenizer)
+        return self._tokenizer
+
+    def close(self) -> None:
+        self._workers.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
+
+    # -- the protocol ----------------------------------------------------------------------------
+
+    def render(self, transcript: str) -> str:
+        return render_chat(self.tokenizer, transcript) if self.chat else transcript
+
+    def _request(self, params: SamplingParams, index: int) -> dict[str, Any]:
+        extra: dict[str, Any] = {"skip_special_tokens": True}
+        if params.top_k > 0:
+            extra["top_k"] = params.top_k
+        # One seed per request: a server seeds each request alone, so equal seeds would mean equal samples.
+        seed = None if params.seed is None else params.seed * 100_003 + index
+        return {
+            "model": self.served_name,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": seed,
+            "stop": [s for s in params.stop if s] or None,
+            "extra_body": extra,
+        }
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
+        """Completions in prompt order; every prompt is its own request, all in flight together."""
+
+        def one(i: int) -> Completion:
+            r = self.pool.call(lambda c: c.completions.create(prompt=prompts[i], **self._request(params, i)))
+            choice = r.choices[0]
+            text, _ = cut_at_stop(choice.text, params.stop)
+            finish = "length" if choice.finish_reason == "length" else "stop"
+            return Completion(text, r.usage.prompt_tokens, r.usage.completion_tokens, finish)
+
+        return list(self._workers.map(one, range(len(prompts))))
+
+    def stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
+        """The completion as it grows (cumulative text), token by token from the server."""
+        chunks = self.pool.call(
+            lambda c: c.completions.create(prompt=prompt, stream=True, **self._request(params, 0))
+        )
+        text = ""
+        try:
+            for chunk in chunks:
+                if chunk.choices and chunk.choices[0].text:
+                    text += chunk.choices[0].text
+                    yield cut_at_stop(text, params.stop)[0]
+        finally:
+            chunks.close()
+
+    def option_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Sum of each option's token log-probs, asking the server only for the tokens the options need.
+
+        Each needed log-prob (a prefix and its next option token) is one 1-token request restricted
+        to that token (`allowed_token_ids`) whose sampled log-prob is the model's raw one; the
+        prompt itself is never scored. A prompt's first request runs alone, so the server's prefix
+        cache holds the prompt before the rest (its options' later tokens) arrive.
+        """
+        if len(prompts) != len(options):
+            raise ValueError(f"got {len(prompts)} prompts but {len(options)} option lists")
+        tok = self.tokenizer
+        steps: dict[tuple[int, ...], float] = {}  # prefix + next token -> that token's log-prob
+        needs: list[tuple[int, int, list[tuple[int, ...]]]] = []
+        for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
+            p = tokens.encode(tok, prompt, self._bos)
+            for j, option in enumerate(opts):
+                rule = tokens.option_tokens(tok, self._bos, prompt, option, p)
+                start = len(rule.ids) - rule.n_option
+                keys = [tuple(rule.ids[: t + 1]) for t in range(start, len(rule.ids))]
+                needs.append((i, j, keys))
+                for k in keys:
+                    steps.setdefault(k, 0.0)
+        first: dict[int, tuple[int, ...]] = {}
+        for i, _, keys in needs:
+            if keys and i not in first:
+                first[i] = keys[0]
+        wave0 = list(dict.fromkeys(first.values()))
+        for wave in (wave0, [k for k in steps if k not in set(wave0)]):
+            for k, value in zip(wave, self._workers.map(self._step_logprob, wave), strict=True):
+                steps[k] = value
+        scores: list[list[float]] = [[0.0] * len(opts) for opts in options]
+        for i, j, keys in needs:
+            scores[i][j] = sum(steps[k] for k in keys)
+        return scores
+
+    def _step_logprob(self, key: tuple[int, ...]) -> float:
+        *prefix, target = key
+        r = self.pool.call(
+            lambda c: c.completions.create(
+                model=self.served_name,
+                prompt=list(prefix),
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=0,
+                extra_body={"allowed_token_ids": [target]},
+            )
+        )
+        return float(r.choices[0].logprobs.token_logprobs[0])
