@@ -99,7 +99,8 @@ def test_inside_follows_symlinks(tmp_path):
 
 
 def test_web_registration_applies_the_cli_path_checks(ctx, db, tmp_path):
-    assert M.register(ctx, "m1", "../../etc", "hf", False, ADMIN) == "Error: model folder not found: ../../etc"
+    assert M.register(ctx, "m1", "../../no-such-model-dir", "hf", False, ADMIN) == (
+        "Error: model folder not found: ../../no-such-model-dir")
     assert M.register(ctx, "m2", "/nowhere/model", "hf", False, ADMIN) == (
         "Error: model folder not found: /nowhere/model")
     assert M.register(ctx, "m3", str(tmp_path), "hf", False, ADMIN) == (
