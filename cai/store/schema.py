@@ -418,3 +418,18 @@ def m009_chain_step_pm_run(db: Database) -> None:
     # Which revision-scores run wrote chain_steps.pm_score (owner: SL engineer): a new scoring run with
     # another preference model rescores every step, a resumed one skips the steps it already scored.
     db["chain_steps"].add_column("pm_run_id", int)
+
+
+@migrations()
+def m010_sign_in_hardening(db: Database) -> None:
+    # Sign-in hardening (owner: arena engineer). `session_epoch` goes up when a password changes, which
+    # ends the sessions opened before; invites get an expiry; every sign-in attempt is logged, and the
+    # failures in a recent window (per name and per client address) drive the lockout in `cai.users`.
+    db["users"].add_column("session_epoch", int, not_null_default=0)
+    db["invites"].add_column("expires_at", str)
+    db["login_attempts"].create(
+        {"id": int, "name": str, "address": str, "ok": int, "reason": str, "at": str, "at_unix": float},
+        pk="id",
+    )
+    db["login_attempts"].create_index(["name", "at_unix"], index_name="idx_login_attempts_name")
+    db["login_attempts"].create_index(["address", "at_unix"], index_name="idx_login_attempts_address")
