@@ -171,14 +171,14 @@ class Guard:
         await self.app(scope, receive, send)
 
 
-def server(db_path: str | Path, model: str = "default") -> Any:
+def server(db_path: str | Path, model: str = "default", arena_pool: Any = None) -> Any:
     """The ASGI app: the rater page at /arena (its own sign-in, invite codes) and the workbench at / behind
-    Gradio's login over the users table."""
+    Gradio's login over the users table. `arena_pool` serves the rater page's models (tests pass scripted ones)."""
     from fastapi import FastAPI
     from gradio.routes import App
 
     app = FastAPI()
-    arena_page = arena.page_for(db_path).queue(default_concurrency_limit=8)
+    arena_page = arena.page_for(db_path, arena_pool).queue(default_concurrency_limit=8)
     app = gr.mount_gradio_app(app, arena_page, path="/arena", max_file_size="1kb", **_look())
     demo = build_app(db_path, model).queue(default_concurrency_limit=8)
     app = gr.mount_gradio_app(

@@ -496,7 +496,7 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     inv_btn.click(bind(make_invites, ctx), [inv_n, pick, inv_days], inv_out, api_name=False)
 
 
-def page_for(db_path: str | Path) -> gr.Blocks:
+def page_for(db_path: str | Path, pool: BackendPool | None = None) -> gr.Blocks:
     """The rater page over a database path (what `ui.app` mounts at /arena)."""
-    return build_page(AppContext(Path(db_path)))
+    return build_page(AppContext(Path(db_path)), pool)
 
