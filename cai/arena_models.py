@@ -21,8 +21,9 @@ from cai.backends.base import HUMAN_STOP, Backend, SamplingParams, cut_at_stop
 
 log = logging.getLogger(__name__)
 
-# Where an answer ends: the next turn of either speaker (a base model runs on into a made-up dialogue).
-TURN_STOPS = (HUMAN_STOP, "\n\nAssistant:")
+# Where an answer ends: the next turn of either speaker (a base model runs on into a made-up dialogue). One
+# newline, not the transcript's two, so a turn a small model opens after a single line break is cut as well.
+TURN_STOPS = (HUMAN_STOP[1:], "\nAssistant:")
 # End-of-turn tokens of common chat templates (Gemma, ChatML, Llama 3, Phi): generation stops at any present.
 END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")
 REPLACEMENT = "\ufffd"

@@ -166,3 +166,56 @@ def test_voting_is_disabled_until_both_answers_are_complete(db, db_path):
         page_app.close()
     assert fetched == []
     assert db["votes"].count == 2
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_multi_turn_battle_on_the_default_model_has_no_broken_characters_or_turn_markers(db, db_path):
+    """#18 done-when: two turns against the default model (Gemma 3 270M base, sampled), streamed to the
+    browser: no "\ufffd" and no "Human:" / "Assistant:" turn in any answer, on the page or in the database."""
+    from pathlib import Path
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from cai.arena_models import BackendPool
+
+    shots = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    names = ["gemma-a", "gemma-b"]
+    for n in names:
+        models.register_model(db, n, "default")
+    arena.create_campaign(db, "talk", names, "helpfulness", max_turns=2, max_new_tokens=48, temperature=0.9)
+    users.add_user(db, "rita", "rater", "password1")
+    page_app, port = _launch(db_path, BackendPool())
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("#arena-name input, #arena-name textarea").first.fill("rita")
+            page.get_by_label("Password").fill("password1")
+            page.locator("#arena-login").click()
+            expect(page.locator("#arena-hello")).to_contain_text("Signed in as rita", timeout=20_000)
+            page.locator("#arena-start").click()
+            expect(page.locator("#arena-status")).to_contain_text("Turn 1 of 2", timeout=20_000)
+            for turn, message in ((1, "Can you recommend a café in Paris? Write the name in French."),
+                                  (2, "What should I order there, and what does it cost in €?")):
+                page.locator("#arena-message textarea").fill(message)
+                page.locator("#arena-send").click()
+                expect(page.locator("#arena-status")).to_contain_text(f"Turn {turn} of 2: which response",
+                                                                      timeout=600_000)
+                for side in ("a", "b"):
+                    text = page.locator(f"#arena-chat-{side}").inner_text()
+                    assert "\ufffd" not in text, text
+                page.get_by_label("A is better").check()
+                page.locator("#arena-vote").click()
+                expect(page.locator("#arena-status")).to_contain_text("Vote recorded", timeout=20_000)
+            page.screenshot(path=str(shots / "arena-default-model-two-turns.png"))
+            browser.close()
+    finally:
+        page_app.close()
+    turns = list(db["battle_turns"].rows)
+    assert len(turns) == 2 and all(t["shown_at"] for t in turns)
+    for t in turns:
+        for text in (t["response_a"], t["response_b"]):
+            assert "\ufffd" not in text and "Human:" not in text and "Assistant:" not in text, text

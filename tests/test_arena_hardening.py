@@ -299,7 +299,7 @@ def test_a_streamed_tiny_model_answer_has_no_replacement_character():
 
 def test_arena_answers_stop_at_either_turn_marker(setup):
     db, uid, _ = setup
-    pool = scripted({"quokka-7b": " Sure.\n\nAssistant: made-up turn", "wombat-3b": " Fine.\n\nHuman: fake"})
+    pool = scripted({"quokka-7b": " Sure.\nAssistant: made-up turn", "wombat-3b": " Fine.\n\nHuman: fake"})
     job = arena.begin_turn(db, arena.start_battle(db, "help", uid, seed=1)["battle_id"], uid, "hi")
     *partial, result = list(stream_pair(job, pool))
     assert isinstance(result, TurnResult) and {result.text_a, result.text_b} == {"Sure.", "Fine."}
