@@ -404,3 +404,20 @@ def test_invite_cli_takes_an_expiry(setup, db_path, capsys):
     hours = [(time.mktime(time.strptime(r["expires_at"][:19], "%Y-%m-%dT%H:%M:%S"))
               - time.mktime(time.strptime(r["created_at"][:19], "%Y-%m-%dT%H:%M:%S"))) / 3600 for r in rows]
     assert all(abs(h - 12) < 0.01 for h in hours)
+
+
+def test_the_admin_tables_have_real_headers_and_the_admin_section_opens_when_empty(db, db_path):
+    ctx = AppContext(db_path)
+    with gr.Blocks() as demo:
+        ui_arena.build(ctx, BackendPool())
+    frames = {b.label: b.value["headers"] for b in demo.blocks.values() if isinstance(b, gr.Dataframe)}
+    assert frames["Votes per pair"] == ["model_a", "model_b", "votes"]
+    assert frames["Campaigns"] == ui_arena.CAMPAIGN_COLUMNS
+    users.add_user(db, "ada", "admin", "password1")
+    admin = SimpleNamespace(username="ada")
+    assert ui_arena.admin_visible(ctx, admin).open is True
+    for n in NAMES:
+        models.register_model(db, n, "tiny")
+    arena.create_campaign(db, "help", NAMES, "helpfulness")
+    assert ui_arena.admin_visible(ctx, admin).open is False
+    assert ui_arena.admin_visible(ctx, SimpleNamespace(username="nobody")).visible is False
