@@ -50,8 +50,8 @@ def test_whole_battle_in_the_browser(db, db_path):
             page.get_by_label("B is better").check()
             page.locator("#arena-vote").click()
             expect(page.locator("#arena-status")).to_contain_text("Battle over", timeout=20_000)
-            status = page.locator("#arena-status").inner_text()
-            assert "Model A was" in status and all(n in status for n in NAMES)
+            reveal = page.locator("#arena-reveal").inner_text()
+            assert "Model A was" in reveal and all(n in reveal for n in NAMES)
             browser.close()
     finally:
         page_app.close()
