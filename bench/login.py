@@ -3,7 +3,9 @@
 Measures, against the real app served in-process: one scrypt check, POST /login, the page and its config
 (size and time), and in headless Chromium the time from pressing "Login" to the first event the page
 sends (the client building every component) and to the signed-in header (the page-load events).
-Usage: python bench/login.py [--runs 3] [--no-browser]
+Also the p95 of a cheap request while 8 threads guess passwords, with the scrypt check on the event loop
+(before) and in a worker thread (now), interleaved. Usage: python bench/login.py [--runs 3] [--no-browser]
+[--guessers 8]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--guessers", type=int, default=8, help="Threads guessing passwords (0: skip).")
     args = parser.parse_args()
 
     import httpx
@@ -99,7 +102,52 @@ def main() -> None:
         out.update(browser_login_to_first_event_s=round(statistics.median(first_event), 2),
                    browser_login_to_header_s=round(statistics.median(header), 2))
     srv.should_exit = True
+    if args.guessers:
+        for off in (False, True, False, True):  # interleaved: the machine's load drifts
+            key = f"p95_ms_with_{args.guessers}_guessers_{'off_loop' if off else 'on_loop'}"
+            out.setdefault(key, []).append(guess_p95(path, args.guessers, off))  # type: ignore[union-attr]
     print(json.dumps(out, indent=2))
+
+
+def guess_p95(path: Path, guessers: int, off_loop: bool, seconds: float = 6.0) -> float:
+    """p95 latency (ms) of a cheap request while `guessers` threads post wrong passwords (no lockout)."""
+    import httpx
+    import uvicorn
+
+    from cai import users
+    from ui.app import server
+
+    policy = users.LoginPolicy(per_name=10**9, per_address=10**9)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(server(path, "tiny", login_policy=policy, auth_off_loop=off_loop),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=srv.run, daemon=True).start()
+    while not srv.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    stop = time.monotonic() + seconds
+
+    def guess(i: int) -> None:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            while time.monotonic() < stop:
+                c.post("/login", data={"username": "admin", "password": f"wrong-{i}"})
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(guessers)]
+    for t in threads:
+        t.start()
+    lat = []
+    with httpx.Client(base_url=url, timeout=60) as c:
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            c.get("/gradio_api/login_check")
+            lat.append(time.perf_counter() - t0)
+    for t in threads:
+        t.join()
+    srv.should_exit = True
+    lat.sort()
+    return round(1000 * lat[int(0.95 * (len(lat) - 1))], 1)
 
 
 if __name__ == "__main__":

@@ -171,9 +171,11 @@ class Guard:
         await self.app(scope, receive, send)
 
 
-def server(db_path: str | Path, model: str = "default", arena_pool: Any = None) -> Any:
+def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
+           login_policy: users.LoginPolicy | None = None, auth_off_loop: bool = True) -> Any:
     """The ASGI app: the rater page at /arena (its own sign-in, invite codes) and the workbench at / behind
-    Gradio's login over the users table. `arena_pool` serves the rater page's models (tests pass scripted ones)."""
+    Gradio's login over the users table. `arena_pool` serves the rater page's models (tests pass scripted ones);
+    `login_policy` and `auth_off_loop=False` exist for bench/login.py's before/after comparison."""
     from fastapi import FastAPI
     from gradio.routes import App
 
@@ -185,7 +187,7 @@ def server(db_path: str | Path, model: str = "default", arena_pool: Any = None) 
         app,
         demo,
         path="",
-        auth=off_loop(auth_function(db_path)),
+        auth=off_loop(auth_function(db_path, login_policy)) if auth_off_loop else auth_function(db_path, login_policy),
         auth_message="Constitutional AI Workbench: sign in (users are managed with `cai users`).",
         max_file_size="5mb",
         **_look(),
