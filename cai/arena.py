@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -164,10 +165,23 @@ def list_campaigns(db: Database, *, active_only: bool = False) -> list[dict[str,
     return [get_campaign(db, int(r["id"])) for r in db.table("campaigns").rows_where(where, order_by="id")]
 
 
-def rater_campaigns(db: Database) -> list[dict[str, Any]]:
-    """What a rater may see of the active campaigns: name, dimension, instructions; no models."""
+def rater_campaigns(db: Database, user_id: int | None = None) -> list[dict[str, Any]]:
+    """What a rater may see of the active campaigns: name, dimension, instructions; no models.
+    A rater whose account came from an invite made for one campaign sees only that campaign."""
     keys = ("name", "dimension", "instructions", "max_turns", "prompt_set")
-    return [{k: c[k] for k in keys} for c in list_campaigns(db, active_only=True)]
+    bound = bound_campaign(db, user_id) if user_id is not None else None
+    return [{k: c[k] for k in keys} for c in list_campaigns(db, active_only=True) if bound in (None, c["id"])]
+
+
+def bound_campaign(db: Database, user_id: int) -> int | None:
+    """The campaign id a rater's invite was made for (None: any campaign)."""
+    row = db.execute("select campaign_id from invites where used_by = ? order by id limit 1", [user_id]).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def _require_active(camp: dict[str, Any]) -> None:
+    if camp["status"] != "active":
+        raise ArenaError(f"campaign {camp['name']!r} has been closed: it takes no more messages or votes. Thank you!")
 
 
 def set_campaign_status(db: Database, name: str, status: str) -> None:
@@ -205,17 +219,25 @@ def _hash_code(code: str) -> str:
     return hashlib.sha256(code.strip().encode()).hexdigest()
 
 
+INVITE_DAYS = 7.0  # how long an invite code stays valid unless its maker says otherwise
+
+
 def create_invites(
-    db: Database, n: int = 1, *, campaign: str | None = None, note: str = "", created_by: str | None = None
+    db: Database, n: int = 1, *, campaign: str | None = None, note: str = "", created_by: str | None = None,
+    expires_days: float = INVITE_DAYS,
 ) -> list[str]:
-    """`n` fresh single-use codes; only their hashes are stored, so show them now or never."""
+    """`n` fresh single-use codes, valid for `expires_days`; only their hashes are stored, so show them now or
+    never. A code made for a campaign makes a rater who may rate only that campaign."""
     if not 1 <= n <= 1000:
         raise ArenaError(f"invite count must be 1..1000, got {n}")
+    if not 0 < expires_days <= 365:
+        raise ArenaError(f"invite expiry must be more than 0 and at most 365 days, got {expires_days}")
     campaign_id = get_campaign(db, campaign)["id"] if campaign else None
+    expires = (datetime.now(UTC) + timedelta(days=expires_days)).isoformat(timespec="milliseconds")
     codes = [secrets.token_urlsafe(9) for _ in range(n)]
     db.table("invites").insert_all(
         {"code_hash": _hash_code(c), "campaign_id": campaign_id, "role": "rater", "note": note,
-         "created_by": created_by, "created_at": store.now()}
+         "created_by": created_by, "created_at": store.now(), "expires_at": expires}
         for c in codes
     )
     return codes
@@ -227,6 +249,10 @@ def redeem_invite(db: Database, code: str, name: str, password: str) -> dict[str
         rows = list(db.table("invites").rows_where("code_hash = ?", [_hash_code(code or "")], limit=1))
         if not rows or rows[0]["used_by"] is not None:
             raise ArenaError("that invite code is not valid or has already been used")
+        if rows[0]["expires_at"] and rows[0]["expires_at"] <= store.now():
+            raise ArenaError("that invite code has expired: ask for a new one")
+        if rows[0]["campaign_id"] is not None and get_campaign(db, int(rows[0]["campaign_id"]))["status"] != "active":
+            raise ArenaError("the campaign this invite code was made for has been closed")
         try:
             user_id = users.add_user(db, name, rows[0]["role"] or "rater", password)
         except users.UserError as exc:
@@ -300,6 +326,8 @@ def start_battle(db: Database, campaign: str, user_id: int, *, seed: int | None 
     camp = get_campaign(db, campaign)
     if camp["status"] != "active":
         raise ArenaError(f"campaign {campaign!r} is closed")
+    if bound_campaign(db, user_id) not in (None, camp["id"]):
+        raise ArenaError("your invite was for another campaign: choose that one")
     if camp["vote_cap"] and _user_votes(db, camp["id"], user_id) >= camp["vote_cap"]:
         raise ArenaError(f"you have cast all {camp['vote_cap']} votes this campaign allows. Thank you!")
     seed = secrets.randbelow(2**31) if seed is None else seed
@@ -392,6 +420,13 @@ def _reveal(db: Database, b: dict[str, Any]) -> dict[str, str]:
     }
 
 
+STALE_TURN_S = 900.0  # an unanswered turn this old was left by a server that stopped; it may be retried
+
+
+def _age_s(stamp: str) -> float:
+    return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+
+
 def begin_turn(db: Database, battle_id: int, user_id: int, message: str) -> TurnJob:
     """Record that a turn is under way and return what both models must answer."""
     with _immediate(db):
@@ -403,7 +438,13 @@ def _begin_turn(db: Database, battle_id: int, user_id: int, message: str) -> Tur
     camp = get_campaign(db, int(b["campaign_id"]))
     if b["status"] != "open":
         raise ArenaError("this battle has ended; start a new one")
+    _require_active(camp)
     turns = _turns(db, battle_id)
+    if turns and not turns[-1]["shown_at"] and not turns[-1]["error"]:
+        if _age_s(turns[-1]["created_at"]) < STALE_TURN_S:
+            raise ArenaError("the models are still answering your last message: wait for both answers, then vote")
+        db.table("battle_turns").delete(turns[-1]["id"])  # left behind by a server that stopped mid-answer
+        turns = turns[:-1]
     voted = {r["turn"] for r in db.table("votes").rows_where("battle_id = ?", [battle_id])}
     if turns and turns[-1]["turn"] not in voted:
         raise ArenaError("vote on the last answers before sending another message")
@@ -462,6 +503,17 @@ def finish_turn(
     return {"leaks": leaks, "shown": True}
 
 
+def abandon_turn(db: Database, job: TurnJob) -> bool:
+    """Undo a turn whose answers never reached the rater (the page closed mid-stream, the server stopped):
+    its row goes, so the rater can send again. A turn already shown is kept. True if one was removed."""
+    with _immediate(db):
+        cur = db.execute(
+            "delete from battle_turns where battle_id = ? and turn = ? and shown_at is null and error is null",
+            [job.battle_id, job.turn],
+        )
+    return cur.rowcount > 0
+
+
 def cast_vote(
     db: Database, battle_id: int, user_id: int, turn: int, choice: str, comment: str = ""
 ) -> dict[str, Any]:
@@ -474,6 +526,7 @@ def cast_vote(
         camp = get_campaign(db, int(b["campaign_id"]))
         if b["status"] != "open":
             raise ArenaError("this battle has ended")
+        _require_active(camp)
         rows = list(db.table("battle_turns").rows_where("battle_id = ? and turn = ?", [battle_id, turn], limit=1))
         if not rows or not rows[0]["shown_at"]:
             raise ArenaError(f"turn {turn} has not been shown to you, so it cannot be voted on")

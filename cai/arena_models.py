@@ -2,7 +2,8 @@
 
 Each side generates in its own thread and pushes its text as it grows, so the rater watches A and B
 write at once; a model serves one request at a time (a lock per backend), and failures come back
-as a side-neutral message while the real error stays on the server.
+as a side-neutral message while the real error stays on the server. Streams decode tokens incrementally
+(a character split over several byte tokens appears only once whole) and stop at the next turn marker.
 """
 
 from __future__ import annotations
@@ -19,6 +20,41 @@ from cai.arena import TurnJob
 from cai.backends.base import HUMAN_STOP, Backend, SamplingParams, cut_at_stop
 
 log = logging.getLogger(__name__)
+
+# Where an answer ends: the next turn of either speaker (a base model runs on into a made-up dialogue). One
+# newline, not the transcript's two, so a turn a small model opens after a single line break is cut as well.
+TURN_STOPS = (HUMAN_STOP[1:], "\nAssistant:")
+# End-of-turn tokens of common chat templates (Gemma, ChatML, Llama 3, Phi): generation stops at any present.
+END_OF_TURN_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")
+REPLACEMENT = "\ufffd"
+
+
+def complete_text(text: str) -> str:
+    """Decoded text without replacement characters: a trailing one is a character whose remaining bytes have
+    not been generated yet (it appears once they are); any other one stands for bytes that are not UTF-8 at all,
+    which a reader cannot use either."""
+    return text.replace(REPLACEMENT, "")
+
+
+class IncrementalDecoder:
+    """The text of a growing token sequence, as vLLM's detokenizer and transformers' `TextIteratorStreamer`
+    do it: decode the whole sequence again at each step (tokenizers merge byte tokens and leading spaces
+    only in context), and never hand out a half-decoded character."""
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self.decode = decode
+        self.ids: list[int] = []
+
+    def push(self, ids: list[int]) -> str:
+        """Add tokens; the whole text so far that is safe to show."""
+        self.ids.extend(ids)
+        return complete_text(self.decode(self.ids))
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """Ids of the end-of-turn tokens this tokenizer knows (none for a plain base-model vocabulary)."""
+    vocab = tokenizer.get_vocab()
+    return sorted({vocab[t] for t in END_OF_TURN_TOKENS if t in vocab})
 
 
 @dataclass
@@ -76,14 +112,36 @@ def stream_text(backend: Backend, prompt: str, params: SamplingParams) -> Iterat
     yield backend.generate([prompt], params)[0].text
 
 
+class _TokenStreamer:
+    """A transformers streamer (`put`/`end`) that hands the generated token ids, not text, to a queue."""
+
+    def __init__(self, timeout: float = 300.0) -> None:
+        self.queue: queue.Queue[list[int] | None] = queue.Queue()
+        self.timeout = timeout
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # the first call carries the prompt
+            self._prompt_seen = True
+            return
+        self.queue.put([int(v) for v in value.reshape(-1).tolist()])
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while (ids := self.queue.get(timeout=self.timeout)) is not None:
+            yield ids
+
+
 def _hf_stream(backend: Any, prompt: str, params: SamplingParams) -> Iterator[str]:
     import torch
-    from transformers import TextIteratorStreamer
 
     tok = backend.tokenizer
     enc = tok(prompt, return_tensors="pt").to(backend.model.device)
-    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=300)
+    streamer = _TokenStreamer()
     sample = params.temperature > 0
+    eos = set(getattr(backend, "_eos", set())) | set(end_of_turn_ids(tok))
     kwargs: dict[str, Any] = dict(
         **enc,
         streamer=streamer,
@@ -93,6 +151,8 @@ def _hf_stream(backend: Any, prompt: str, params: SamplingParams) -> Iterator[st
         stop_strings=[s for s in params.stop if s] or None,
         tokenizer=tok,
     )
+    if eos:
+        kwargs["eos_token_id"] = sorted(eos)
     if sample:
         kwargs.update(temperature=params.temperature, top_p=params.top_p)
     failure: list[BaseException] = []
@@ -109,10 +169,9 @@ def _hf_stream(backend: Any, prompt: str, params: SamplingParams) -> Iterator[st
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    text = ""
-    for piece in streamer:
-        text += piece
-        yield cut_at_stop(text, params.stop)[0]
+    decoder = IncrementalDecoder(lambda ids: tok.decode(ids, skip_special_tokens=True))
+    for ids in streamer:
+        yield cut_at_stop(decoder.push(ids), params.stop)[0]
     worker.join()
     if failure:
         raise failure[0]
@@ -130,7 +189,8 @@ def stream_pair(job: TurnJob, pool: BackendPool) -> Iterator[tuple[str, str] | T
         try:
             backend, lock = pool.get(job.models[i])
             params = SamplingParams(
-                max_new_tokens=job.max_new_tokens, temperature=job.temperature, seed=job.seed * 2 + i
+                max_new_tokens=job.max_new_tokens, temperature=job.temperature, seed=job.seed * 2 + i,
+                stop=TURN_STOPS,
             )
             with lock:
                 for text in stream_text(backend, backend.render(job.prompt), params):
@@ -153,9 +213,9 @@ def stream_pair(job: TurnJob, pool: BackendPool) -> Iterator[tuple[str, str] | T
         elif text is None:
             running -= 1
         else:
-            texts[i] = text
-            yield visible(texts[0]), visible(texts[1])
+            texts[i] = complete_text(text)
+            yield visible(texts[0], TURN_STOPS), visible(texts[1], TURN_STOPS)
     for t in threads:
         t.join()
-    final = [cut_at_stop(t, (HUMAN_STOP,))[0].strip() for t in texts]
+    final = [cut_at_stop(t, TURN_STOPS)[0].strip() for t in texts]
     yield TurnResult(final[0], final[1], (seconds[0], seconds[1]), "; ".join(errors) or None)

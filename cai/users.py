@@ -1,15 +1,21 @@
 """Workbench users and roles: admins edit and launch, viewers browse, raters see only the arena.
 
 Passwords are stored as salted scrypt hashes (`scrypt$n$r$p$salt$hash`, hex), compared in constant
-time; nothing here ever returns a hash to a caller that lists or looks up users.
+time; nothing here ever returns a hash to a caller that lists or looks up users. Sign-ins go through
+`attempt_login`: every attempt is logged, failures lock a name or a client address out for a while
+(`LoginPolicy`), an unknown name costs one scrypt like a known one, and a user's `session_epoch` goes
+up with each password change, so sessions opened before it end (`session_user`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlite_utils import Database
@@ -20,6 +26,7 @@ ROLES = ("admin", "viewer", "rater")
 # scrypt cost: ~16 MiB and ~50 ms per check, fine for a login, slow for a guesser.
 _N, _R, _P = 2**14, 8, 1
 MIN_PASSWORD = 8
+log = logging.getLogger(__name__)
 
 
 class UserError(ValueError):
@@ -77,8 +84,11 @@ def list_users(db: Database) -> list[dict[str, Any]]:
 
 
 def set_password(db: Database, name: str, password: str) -> None:
+    """A new password; the user's open sessions end (their epoch no longer matches)."""
     _check(name, password=password)
-    db.table("users").update(_row(db, name)["id"], {"password_hash": hash_password(password)})
+    row = _row(db, name)
+    epoch = int(row.get("session_epoch") or 0) + 1
+    db.table("users").update(row["id"], {"password_hash": hash_password(password), "session_epoch": epoch})
 
 
 def set_role(db: Database, name: str, role: str) -> None:
@@ -90,12 +100,97 @@ def remove_user(db: Database, name: str) -> None:
     db.table("users").delete(_row(db, name)["id"])
 
 
+_DUMMY: list[str] = []
+
+
+def _dummy_hash() -> str:
+    """A hash that no password matches, checked for unknown names so they cost what known ones do."""
+    if not _DUMMY:
+        _DUMMY.append(hash_password(secrets.token_hex(16)))
+    return _DUMMY[0]
+
+
 def authenticate(db: Database, name: str, password: str) -> dict[str, Any] | None:
-    """The user (id, name, role) when the password matches, else None."""
+    """The user (id, name, role, session_epoch) when the password matches, else None.
+
+    An unknown name is checked against a dummy hash, so timing does not tell which names exist."""
     rows = list(db.table("users").rows_where("name = ?", [name], limit=1))
-    if not rows or not verify_password(password, rows[0]["password_hash"] or ""):
+    stored = (rows[0]["password_hash"] or "") if rows else _dummy_hash()
+    if not verify_password(password, stored) or not rows:
         return None
-    return {k: rows[0][k] for k in ("id", "name", "role", "created_at")}
+    return {k: rows[0].get(k) for k in ("id", "name", "role", "created_at", "session_epoch")}
+
+
+def session_user(db: Database, user_id: int, epoch: int) -> dict[str, Any] | None:
+    """The user (id, name, role) of a session opened at `epoch`, or None once the user is gone or has
+    changed password since."""
+    rows = list(db.table("users").rows_where("id = ?", [user_id], limit=1, select="id, name, role, session_epoch"))
+    if not rows or int(rows[0]["session_epoch"] or 0) != int(epoch or 0):
+        return None
+    return {k: rows[0][k] for k in ("id", "name", "role")}
+
+
+# -- sign-in throttling ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    """Lockout thresholds: after `per_name` failed attempts for one name, or `per_address` from one client
+    address, within `window_s` seconds, further attempts are refused (without checking the password)
+    until the oldest of those failures is `window_s` old."""
+
+    per_name: int = 5
+    per_address: int = 20
+    window_s: float = 900.0
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user: dict[str, Any] | None
+    message: str  # "" on success; else one line safe to show (never says whether the name exists)
+    retry_after: float = 0.0
+
+
+def lockout_wait(failure_times: list[float], limit: int, window_s: float, now: float) -> float:
+    """Seconds until fewer than `limit` of these failures fall inside the window (0: not locked)."""
+    recent = sorted(t for t in failure_times if now - t < window_s)
+    if limit <= 0 or len(recent) < limit:
+        return 0.0
+    return max(recent[len(recent) - limit] + window_s - now, 0.0)
+
+
+def _failures(db: Database, column: str, value: str, since: float) -> list[float]:
+    sql = f"select at_unix from login_attempts where {column} = ? and ok = 0 and at_unix > ?"
+    return [r[0] for r in db.execute(sql, [value, since]).fetchall()]
+
+
+def attempt_login(
+    db: Database, name: str, password: str, address: str | None, *, policy: LoginPolicy = LoginPolicy(),
+    now: float | None = None,
+) -> LoginResult:
+    """Check a sign-in under the lockout policy, and log the attempt (table `login_attempts` and the log)."""
+    now = time.time() if now is None else now
+    address = address or "unknown"
+    wait = max(
+        lockout_wait(_failures(db, "name", name, now - policy.window_s), policy.per_name, policy.window_s, now),
+        lockout_wait(_failures(db, "address", address, now - policy.window_s), policy.per_address,
+                     policy.window_s, now),
+    )
+    if wait > 0:
+        result = LoginResult(None, f"Too many failed sign-ins: try again in {int(wait) + 1} s.", wait)
+        reason = "locked"
+    else:
+        user = authenticate(db, name, password)
+        result = LoginResult(user, "" if user else "Wrong name or password.")
+        reason = "ok" if user else "wrong"
+    with db.conn:
+        db.table("login_attempts").insert(
+            {"name": name[:200], "address": address, "ok": int(result.user is not None), "reason": reason,
+             "at": store.now(), "at_unix": now}
+        )
+    log.log(logging.INFO if reason == "ok" else logging.WARNING, "sign-in %s: name=%r address=%s", reason,
+            name[:200], address)
+    return result
 
 
 def role_of(db: Database, name: str | None) -> str | None:

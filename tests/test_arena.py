@@ -88,7 +88,7 @@ def test_votes_are_one_per_shown_turn(setup):
     job = arena.begin_turn(db, bid, uid, "hi")
     with pytest.raises(arena.ArenaError, match="turn 1 has not been shown to you"):
         arena.cast_vote(db, bid, uid, 1, "A")  # answers still streaming
-    with pytest.raises(arena.ArenaError, match="vote on the last answers"):
+    with pytest.raises(arena.ArenaError, match="the models are still answering your last message"):
         arena.begin_turn(db, bid, uid, "again")
     result = list(stream_pair(job, pool))[-1]
     arena.finish_turn(db, job, result.text_a, result.text_b)

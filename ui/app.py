@@ -18,7 +18,9 @@ tabs (the arena as its last tab, "Arena"); raters get only the arena view, a sec
 
 from __future__ import annotations
 
+import contextvars
 import importlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -85,37 +87,115 @@ def build_app(db_path: str | Path, model: str = "default") -> gr.Blocks:
     return demo
 
 
-def auth_function(db_path: str | Path):  # type: ignore[no-untyped-def]
-    """Gradio's login check over the users table (scrypt hashes in `cai.users`)."""
+# The client address of the request being served, set by `Guard` (Gradio's auth callback gets no request).
+CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("cai_client", default=None)
+
+
+def auth_function(db_path: str | Path, policy: users.LoginPolicy | None = None):  # type: ignore[no-untyped-def]
+    """Gradio's login check over the users table: lockout per name and per client address, each attempt
+    logged (`cai.users.attempt_login`)."""
 
     def check(name: str, password: str) -> bool:
         db = store.connect(db_path)
         try:
-            return users.authenticate(db, name, password) is not None
+            return users.attempt_login(db, name, password, CLIENT.get(), policy=policy or users.LoginPolicy()).user is not None
         finally:
             db.close()
 
     return check
 
 
-def server(db_path: str | Path, model: str = "default") -> Any:
+def off_loop(check):  # type: ignore[no-untyped-def]
+    """The check as a coroutine that runs it in a worker thread: Gradio awaits coroutine auth functions,
+    but calls plain ones on the event loop, where each scrypt (~50 ms) would stall every other request."""
+    import anyio
+
+    async def check_async(name: str, password: str) -> bool:
+        ctx = contextvars.copy_context()
+        return bool(await anyio.to_thread.run_sync(lambda: ctx.run(check, name, password)))
+
+    return check_async
+
+
+class SessionTokens(dict):  # type: ignore[type-arg]
+    """Gradio's session table (token -> user name), which also remembers each session's user id and
+    password epoch: a session ends once its user is removed or changes password (`cai.users.session_user`).
+    Gradio reads identities only through `.get`, so that is where the check happens."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        super().__init__()
+        self.db_path = db_path
+        self._local = threading.local()
+        self._sessions: dict[str, tuple[int, int]] = {}
+
+    def _db(self):  # type: ignore[no-untyped-def]
+        if getattr(self._local, "db", None) is None:
+            self._local.db = store.connect(self.db_path)
+        return self._local.db
+
+    def __setitem__(self, token: str, name: str) -> None:
+        row = list(self._db().table("users").rows_where("name = ?", [name], limit=1, select="id, session_epoch"))
+        if row:
+            self._sessions[token] = (int(row[0]["id"]), int(row[0]["session_epoch"] or 0))
+            super().__setitem__(token, name)
+
+    def get(self, token: Any, default: Any = None) -> Any:
+        if token not in self:
+            return default
+        user_id, epoch = self._sessions.get(token, (0, -1))
+        if users.session_user(self._db(), user_id, epoch) is None:
+            self.pop(token, None)
+            self._sessions.pop(token, None)
+            return default
+        return super().get(token, default)
+
+
+class Guard:
+    """ASGI middleware: remembers the client address for the login check, and refuses uploads to the rater
+    page (it takes no files, and it has no login of Gradio's, so an upload there would be anonymous)."""
+
+    def __init__(self, app: Any, no_upload_prefix: str = "/arena/") -> None:
+        self.app = app
+        self.prefix = no_upload_prefix
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            CLIENT.set(client[0] if client else None)
+            path = scope.get("path", "")
+            if scope["type"] == "http" and path.startswith(self.prefix) and "/upload" in path[len(self.prefix):]:
+                from starlette.responses import PlainTextResponse
+
+                await PlainTextResponse("The rater page takes no uploads.", status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
+           login_policy: users.LoginPolicy | None = None, auth_off_loop: bool = True) -> Any:
     """The ASGI app: the rater page at /arena (its own sign-in, invite codes) and the workbench at / behind
-    Gradio's login over the users table."""
+    Gradio's login over the users table. `arena_pool` serves the rater page's models (tests pass scripted ones);
+    `login_policy` and `auth_off_loop=False` exist for bench/login.py's before/after comparison."""
     from fastapi import FastAPI
+    from gradio.routes import App
 
     app = FastAPI()
-    arena_page = calm_queue(arena.page_for(db_path).queue(default_concurrency_limit=8))
-    app = gr.mount_gradio_app(app, arena_page, path="/arena", **_look())
+    arena_page = calm_queue(arena.page_for(db_path, arena_pool).queue(default_concurrency_limit=8))
+    app = gr.mount_gradio_app(app, arena_page, path="/arena", max_file_size="1kb", **_look())
     demo = calm_queue(build_app(db_path, model).queue(default_concurrency_limit=8))
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         app,
         demo,
         path="",
-        auth=auth_function(db_path),
+        auth=off_loop(auth_function(db_path, login_policy)) if auth_off_loop else auth_function(db_path, login_policy),
         auth_message="Constitutional AI Workbench: sign in (users are managed with `cai users`).",
         max_file_size="5mb",
         **_look(),
     )
+    for route in app.routes:
+        if isinstance(getattr(route, "app", None), App) and route.app.auth is not None:
+            route.app.tokens = SessionTokens(db_path)
+    return Guard(app)
 
 
 def calm_queue(blocks: gr.Blocks, free_s: float = 0.02, progress_s: float = 0.1) -> gr.Blocks:

@@ -3,7 +3,10 @@
 Two faces over the same handlers: `build_page(...)` is the rater page (its own path, its own sign-in
 with a password or a single-use invite code), and `build(ctx)` is the workbench's Arena tab (battles
 for signed-in raters, plus campaigns, progress, ratings and invites for admins). Handlers are plain
-functions over `cai.arena`; the rater's identity and battle live in server-side `gr.State`.
+functions over `cai.arena`; the rater's identity and battle live in server-side `gr.State`, and the
+identity is checked against the database on every call (a removed, demoted or re-passworded rater is
+signed out). Refusals go to the status line, not to error badges over the panel; model text is shown
+as text (`ui.common.chat_safe`).
 """
 
 from __future__ import annotations
@@ -20,20 +23,40 @@ from cai.arena_models import BackendPool, TurnResult, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
 from ui.arena_rigor import build_rigor
-from ui.common import ARENA_ROLES, EDIT_ROLES, AppContext, bind, on_page_load, require
+from ui.common import ARENA_ROLES, EDIT_ROLES, AppContext, bind, chat_safe, esc, on_page_load, require
 
 VOTE_LABELS = {"A is better": "A", "B is better": "B", "Tie": "tie", "Both are bad": "bothbad"}
 Identify = Callable[[dict[str, Any], Any], dict[str, Any]]
+NO_CAMPAIGNS = ("**No campaign is open yet.** An admin creates one in the workbench's Arena tab "
+                "(*Campaigns, progress and ratings*) or with "
+                "`cai arena campaign create NAME --models A,B --dimension helpfulness`; it then appears here.")
+ANSWERING = "Both models are answering…"
 
 
-# -- rater handlers (plain functions: tests call them directly) --------------------------------------
+class Refused(gr.Error):
+    """A request the page turns down with a message in the status line (no error badges)."""
 
 
-def sign_in(ctx: AppContext, state: dict[str, Any], name: str, password: str) -> dict[str, Any]:
-    user = users.authenticate(ctx.db(), (name or "").strip(), password or "")
-    if user is None or user["role"] not in ARENA_ROLES:
-        raise gr.Error("Wrong name or password (or this account may not rate).")
-    return {"user": {k: user[k] for k in ("id", "name", "role")}}
+def refusal(exc: BaseException | str) -> str:
+    text = exc if isinstance(exc, str) else exc.message if isinstance(exc, gr.Error) else str(exc)
+    return f"⚠️ **Not done:** {text}"
+
+
+# -- identity -----------------------------------------------------------------------------------------
+
+
+def _client(request: Any) -> str | None:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None)
+
+
+def sign_in(ctx: AppContext, state: dict[str, Any], name: str, password: str, request: Any = None) -> dict[str, Any]:
+    got = users.attempt_login(ctx.db(), (name or "").strip(), password or "", _client(request))
+    if got.user is None:
+        raise gr.Error(got.message)
+    if got.user["role"] not in ARENA_ROLES:
+        raise gr.Error("This account may not rate.")
+    return {"user": {k: got.user[k] for k in ("id", "name", "role", "session_epoch")}}
 
 
 def join(ctx: AppContext, state: dict[str, Any], code: str, name: str, password: str) -> dict[str, Any]:
@@ -41,24 +64,58 @@ def join(ctx: AppContext, state: dict[str, Any], code: str, name: str, password:
         user = arena.redeem_invite(ctx.db(), code, (name or "").strip(), password or "")
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
-    return {"user": user}
+    return {"user": {**user, "session_epoch": 0}}
 
 
-def campaign_choices(ctx: AppContext) -> list[str]:
-    return [c["name"] for c in arena.rater_campaigns(ctx.db())]
+def page_user(ctx: AppContext) -> Identify:
+    """The rater page's identity: whoever signed in on this page, re-checked against the database on every
+    call (still there, still a rater or admin, same password as at sign-in)."""
+
+    def identify(state: dict[str, Any], request: Any = None) -> dict[str, Any]:
+        held = (state or {}).get("user")
+        if not held:
+            raise Refused("sign in first.")
+        user = users.session_user(ctx.db(), int(held["id"]), int(held.get("session_epoch") or 0))
+        if user is None or user["role"] not in ARENA_ROLES:
+            raise Refused("your session has ended (the account was removed, its role changed or its password "
+                          "changed): reload the page and sign in again.")
+        return user
+
+    return identify
 
 
-def instructions_md(ctx: AppContext, campaign: str | None) -> str:
-    for c in arena.rater_campaigns(ctx.db()):
+def app_user(ctx: AppContext) -> Identify:
+    """The Arena tab's identity: the workbench login, which must hold the rater or admin role."""
+
+    def identify(state: dict[str, Any], request: Any = None) -> dict[str, Any]:
+        try:
+            name = require(ctx, request, ARENA_ROLES)
+        except gr.Error as exc:
+            raise Refused(exc.message) from None
+        user = users.get_user(ctx.db(), name)
+        return {k: user[k] for k in ("id", "name", "role")}  # type: ignore[index]
+
+    return identify
+
+
+# -- rater handlers (plain functions: tests call them directly) --------------------------------------
+
+
+def campaign_choices(ctx: AppContext, user_id: int | None = None) -> list[str]:
+    return [c["name"] for c in arena.rater_campaigns(ctx.db(), user_id)]
+
+
+def instructions_md(ctx: AppContext, campaign: str | None, user_id: int | None = None) -> str:
+    camps = arena.rater_campaigns(ctx.db(), user_id)
+    for c in camps:
         if c["name"] == campaign:
             return f"### {c['name']}: judge **{c['dimension']}**\n\n{c['instructions']}"
-    return "Choose a campaign."
+    return "Choose a campaign." if camps else NO_CAMPAIGNS
 
 
 def _status(view: dict[str, Any], extra: str = "") -> str:
     if view["status"] == "ended":
-        r = view["reveal"]
-        return f"{extra}**Battle over.** Model A was **{r['model_a']}**, Model B was **{r['model_b']}**."
+        return f"{extra}**Battle over.** The models are named above their answers. Start a new battle to go on."
     if view["awaiting_vote"]:
         return f"{extra}Turn {view['turns']} of {view['max_turns']}: which response is better? Vote below."
     if view["seeded_prompt"]:
@@ -68,100 +125,144 @@ def _status(view: dict[str, Any], extra: str = "") -> str:
     return f"{extra}Turn {view['turns'] + 1} of {view['max_turns']}: type a message and press **Send**."
 
 
+def _safe(chat: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": chat_safe(m["content"])} for m in chat]
+
+
+def reveal_md(view: dict[str, Any] | None) -> str:
+    if not view or view["status"] != "ended":
+        return ""
+    r = view["reveal"]
+    return (f'<div class="cai-reveal">Model A was <b>{esc(r["model_a"])}</b> · '
+            f'Model B was <b>{esc(r["model_b"])}</b></div>')
+
+
+def _panels(view: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The two chat panels, titled with the model names once the battle is over."""
+    if view and view["status"] == "ended":
+        r = view["reveal"]
+        return (gr.Chatbot(_safe(view["chat_a"]), label=f"Model A: {r['model_a']}"),
+                gr.Chatbot(_safe(view["chat_b"]), label=f"Model B: {r['model_b']}"))
+    chats = (view["chat_a"], view["chat_b"]) if view else ([], [])
+    return gr.Chatbot(_safe(chats[0]), label="Model A"), gr.Chatbot(_safe(chats[1]), label="Model B")
+
+
+def _vote_controls(view: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The choice (cleared) and the vote button, enabled only while a complete turn awaits its vote."""
+    ready = bool(view) and view["status"] == "open" and view["awaiting_vote"]  # type: ignore[index]
+    return gr.Radio(value=None), gr.Button(interactive=ready)
+
+
 def start(ctx: AppContext, identify: Identify, state: dict[str, Any], campaign: str, request: Any = None) -> tuple:
-    user = identify(state, request)
-    if not campaign:
-        raise gr.Error("Choose a campaign first.")
+    """Outputs: state, chat A, chat B, message, status, reveal, choice, vote button."""
+    skip = tuple(gr.skip() for _ in range(7))
     try:
+        user = identify(state, request)
+        if not campaign:
+            raise Refused("choose a campaign first.")
         view = arena.start_battle(ctx.db(), campaign, user["id"])
-    except arena.ArenaError as exc:
-        raise gr.Error(str(exc)) from None
-    state = {**state, "user": user, "battle": view["battle_id"]}
-    # A new battle's chats are empty, except a gold pair's (cai.arena_raters), whose one turn is shown at once.
-    return state, view["chat_a"], view["chat_b"], view["seeded_prompt"] or "", _status(view)
+    except (Refused, arena.ArenaError) as exc:
+        return (state, *skip[:3], refusal(exc), *skip[4:])
+    state = {**state, "battle": view["battle_id"]}
+    return (state, *_panels(view), view["seeded_prompt"] or "", _status(view), "", *_vote_controls(view))
 
 
 def _battle_id(state: dict[str, Any]) -> int:
     if not state.get("battle"):
-        raise gr.Error("Start a battle first.")
+        raise Refused("start a battle first.")
     return int(state["battle"])
 
 
 def _pairs(chat: list[dict[str, str]], message: str, text: str) -> list[dict[str, str]]:
-    return [*chat, {"role": "user", "content": message}, {"role": "assistant", "content": text}]
+    return _safe([*chat, {"role": "user", "content": message}, {"role": "assistant", "content": text}])
 
 
 def send(
     ctx: AppContext, pool: BackendPool, identify: Identify, state: dict[str, Any], message: str, request: Any = None
 ) -> Iterator[tuple]:
-    """Stream both answers into the two chats; the turn becomes votable once both are complete."""
-    user = identify(state, request)
-    battle_id = _battle_id(state)
+    """Stream both answers into the two chats; the turn becomes votable once both are complete.
+
+    Outputs: chat A, chat B, message, status, choice, vote button. A message sent while the models are
+    answering is refused with a notice and stays in the box. If the stream ends early for any reason (the
+    page closed, the server stopped the event, a crash), the unfinished turn is rolled back so it can be sent
+    again."""
     try:
+        user = identify(state, request)
+        battle_id = _battle_id(state)
         job = arena.begin_turn(ctx.db(), battle_id, user["id"], message)
         view = arena.battle_view(ctx.db(), battle_id, user["id"])
-    except arena.ArenaError as exc:
-        raise gr.Error(str(exc)) from None
-    shown = parse_hh(job.prompt)[-2]["content"]
-    chat_a, chat_b = view["chat_a"], view["chat_b"]
-    yield _pairs(chat_a, shown, ""), _pairs(chat_b, shown, ""), "", "Both models are answering…"
-    result: TurnResult | None = None
-    for update in stream_pair(job, pool):
-        if isinstance(update, TurnResult):
-            result = update
-        else:
-            yield _pairs(chat_a, shown, update[0]), _pairs(chat_b, shown, update[1]), "", "Both models are answering…"
-    assert result is not None, "stream_pair ends with a TurnResult"
-    done = arena.finish_turn(ctx.db(), job, result.text_a, result.text_b, seconds=result.seconds, error=result.error)
-    if not done["shown"]:
-        raise gr.Error("One of the models failed to answer, so this battle has ended. Please start a new one.")
-    view = arena.battle_view(ctx.db(), battle_id, user["id"])
-    yield view["chat_a"], view["chat_b"], "", _status(view)
+    except (Refused, arena.ArenaError) as exc:
+        gr.Warning(refusal(exc).replace("**", ""))
+        yield gr.skip(), gr.skip(), gr.skip(), refusal(exc), gr.skip(), gr.skip()
+        return
+    finished = False
+    try:
+        shown = parse_hh(job.prompt)[-2]["content"]
+        chat_a, chat_b = view["chat_a"], view["chat_b"]
+        off = gr.Button(interactive=False)
+        yield _pairs(chat_a, shown, ""), _pairs(chat_b, shown, ""), "", ANSWERING, gr.Radio(value=None), off
+        result: TurnResult | None = None
+        for update in stream_pair(job, pool):
+            if isinstance(update, TurnResult):
+                result = update
+            else:
+                yield (_pairs(chat_a, shown, update[0]), _pairs(chat_b, shown, update[1]), gr.skip(), ANSWERING,
+                       gr.skip(), gr.skip())
+        assert result is not None, "stream_pair ends with a TurnResult"
+        done = arena.finish_turn(ctx.db(), job, result.text_a, result.text_b, seconds=result.seconds,
+                                 error=result.error)
+        finished = True
+        view = arena.battle_view(ctx.db(), battle_id, user["id"])
+        if not done["shown"]:
+            msg = "One of the models failed to answer, so this battle has ended. Please start a new one."
+            yield gr.skip(), gr.skip(), gr.skip(), refusal(msg), *_vote_controls(view)
+            return
+        yield _safe(view["chat_a"]), _safe(view["chat_b"]), gr.skip(), _status(view), *_vote_controls(view)
+    finally:
+        if not finished:
+            arena.abandon_turn(ctx.db(), job)
 
 
 def vote(
     ctx: AppContext, identify: Identify, state: dict[str, Any], choice: str, comment: str, request: Any = None
-) -> tuple[str, str]:
-    user = identify(state, request)
-    battle_id = _battle_id(state)
-    if choice not in VOTE_LABELS:
-        raise gr.Error(f"Choose one of: {', '.join(VOTE_LABELS)}.")
+) -> tuple:
+    """Outputs: status, comment, reveal, chat A, chat B, choice, vote button."""
     db = ctx.db()
     try:
+        user = identify(state, request)
+        battle_id = _battle_id(state)
+        if choice not in VOTE_LABELS:
+            raise Refused(f"choose one of: {', '.join(VOTE_LABELS)}.")
         view = arena.battle_view(db, battle_id, user["id"])
         got = arena.cast_vote(db, battle_id, user["id"], view["turns"], VOTE_LABELS[choice], comment)
         view = arena.battle_view(db, battle_id, user["id"])
-    except arena.ArenaError as exc:
-        raise gr.Error(str(exc)) from None
+    except (Refused, arena.ArenaError) as exc:
+        return refusal(exc), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     left = "" if got["votes_left"] is None else f" ({got['votes_left']} votes left in this campaign)"
-    return _status(view, f"Vote recorded: {choice}{left}. "), ""
+    panels = _panels(view) if view["status"] == "ended" else (gr.skip(), gr.skip())
+    return (_status(view, f"Vote recorded: {choice}{left}. "), "", reveal_md(view), *panels, *_vote_controls(view))
 
 
-def end(ctx: AppContext, identify: Identify, state: dict[str, Any], request: Any = None) -> str:
-    user = identify(state, request)
+def end(ctx: AppContext, identify: Identify, state: dict[str, Any], request: Any = None) -> tuple:
+    """Outputs: status, reveal, chat A, chat B, vote button."""
     try:
+        user = identify(state, request)
         arena.end_battle(ctx.db(), _battle_id(state), user["id"])
-        return _status(arena.battle_view(ctx.db(), _battle_id(state), user["id"]))
-    except arena.ArenaError as exc:
-        raise gr.Error(str(exc)) from None
+        view = arena.battle_view(ctx.db(), _battle_id(state), user["id"])
+    except (Refused, arena.ArenaError) as exc:
+        return refusal(exc), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return _status(view), reveal_md(view), *_panels(view), gr.Button(interactive=False)
 
 
-def signed_in_user(state: dict[str, Any], request: Any = None) -> dict[str, Any]:
-    """The rater page's identity: whoever signed in on this page (kept server-side in gr.State)."""
-    if not state or not state.get("user"):
-        raise gr.Error("Sign in first.")
-    return state["user"]
-
-
-def app_user(ctx: AppContext) -> Identify:
-    """The Arena tab's identity: the workbench login, which must hold the rater or admin role."""
-
-    def identify(state: dict[str, Any], request: Any = None) -> dict[str, Any]:
-        name = require(ctx, request, ARENA_ROLES)
-        user = users.get_user(ctx.db(), name)
-        return {k: user[k] for k in ("id", "name", "role")}  # type: ignore[index]
-
-    return identify
+def fresh_campaigns(ctx: AppContext, identify: Identify, state: dict[str, Any], current: str | None,
+                    request: Any = None) -> Any:
+    """The campaign list as it is now (new campaigns appear, closed ones go), keeping the current pick."""
+    try:
+        user = identify(state, request)
+    except Refused:
+        return gr.skip()
+    names = campaign_choices(ctx, user["id"] if user["role"] == "rater" else None)
+    return gr.Dropdown(choices=names, value=current if current in names else (names[0] if names else None))
 
 
 # -- the battle panel (shared by the page and the tab) ----------------------------------------------
@@ -173,6 +274,7 @@ def battle_panel(ctx: AppContext, pool: BackendPool, identify: Identify, state: 
         campaign = gr.Dropdown([], label="Campaign", scale=2, elem_id="arena-campaign")
         start_btn = gr.Button("Start a new battle", variant="primary", scale=1, elem_id="arena-start")
     guide = gr.Markdown("Choose a campaign.", elem_id="arena-instructions")
+    reveal = gr.HTML("", elem_id="arena-reveal")
     with gr.Row():
         chat_a = gr.Chatbot(label="Model A", height=360, elem_id="arena-chat-a")
         chat_b = gr.Chatbot(label="Model B", height=360, elem_id="arena-chat-b")
@@ -182,7 +284,7 @@ def battle_panel(ctx: AppContext, pool: BackendPool, identify: Identify, state: 
     with gr.Row():
         choice = gr.Radio(list(VOTE_LABELS), label="Which response is better?", scale=3, elem_id="arena-choice")
         comment = gr.Textbox(label="Comment (optional)", scale=2, elem_id="arena-comment")
-        vote_btn = gr.Button("Submit vote", variant="primary", scale=1, elem_id="arena-vote")
+        vote_btn = gr.Button("Submit vote", variant="primary", scale=1, elem_id="arena-vote", interactive=False)
     status = gr.Markdown("", elem_id="arena-status")
     end_btn = gr.Button("End battle and reveal the models", elem_id="arena-end")
 
@@ -195,17 +297,31 @@ def battle_panel(ctx: AppContext, pool: BackendPool, identify: Identify, state: 
     def on_vote(state_: dict, choice_: str, comment_: str, request: gr.Request) -> tuple:
         return vote(ctx, identify, state_, choice_, comment_, request)
 
-    def on_end(state_: dict, request: gr.Request) -> str:
+    def on_end(state_: dict, request: gr.Request) -> tuple:
         return end(ctx, identify, state_, request)
 
-    campaign.change(lambda c: instructions_md(ctx, c), campaign, guide, api_name=False)
-    start_btn.click(on_start, [state, campaign], [state, chat_a, chat_b, message, status], api_name="start")
-    send_event = dict(fn=on_send, inputs=[state, message], outputs=[chat_a, chat_b, message, status],
+    def on_focus(state_: dict, current: str | None, request: gr.Request) -> Any:
+        return fresh_campaigns(ctx, identify, state_, current, request)
+
+    def on_pick(state_: dict, campaign_: str | None, request: gr.Request) -> str:
+        try:
+            user = identify(state_, request)
+        except Refused:
+            return instructions_md(ctx, campaign_)
+        return instructions_md(ctx, campaign_, user["id"] if user["role"] == "rater" else None)
+
+    campaign.change(on_pick, [state, campaign], guide, api_name=False)
+    campaign.focus(on_focus, [state, campaign], campaign, api_name=False, show_progress="hidden")
+    start_btn.click(on_focus, [state, campaign], campaign, api_name=False, show_progress="hidden").then(
+        on_start, [state, campaign], [state, chat_a, chat_b, message, status, reveal, choice, vote_btn],
+        api_name="start")
+    send_event = dict(fn=on_send, inputs=[state, message], outputs=[chat_a, chat_b, message, status, choice, vote_btn],
                       concurrency_limit=8)
     send_btn.click(**send_event, api_name="send")
     message.submit(**send_event, api_name=False)
-    vote_btn.click(on_vote, [state, choice, comment], [status, comment], api_name="vote", concurrency_limit=32)
-    end_btn.click(on_end, state, status, api_name="end")
+    vote_btn.click(on_vote, [state, choice, comment], [status, comment, reveal, chat_a, chat_b, choice, vote_btn],
+                   api_name="vote", concurrency_limit=32)
+    end_btn.click(on_end, state, [status, reveal, chat_a, chat_b, vote_btn], api_name="end")
     return campaign
 
 
@@ -230,17 +346,20 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None) ->
                     join_btn = gr.Button("Create my account", elem_id="arena-join")
         with gr.Column(visible=False) as main:
             hello = gr.Markdown("", elem_id="arena-hello")
-            campaign = battle_panel(ctx, pool, signed_in_user, state)
+            campaign = battle_panel(ctx, pool, page_user(ctx), state)
 
         def enter(new_state: dict) -> tuple:
-            camps = campaign_choices(ctx)
+            camps = campaign_choices(ctx, new_state["user"]["id"])
             return (new_state, gr.Column(visible=False), gr.Column(visible=True),
                     f"Signed in as **{new_state['user']['name']}**.",
                     gr.Dropdown(choices=camps, value=camps[0] if camps else None))
 
+        def on_sign_in(s: dict, n: str, p: str, request: gr.Request) -> tuple:
+            return enter(sign_in(ctx, s, n, p, request))
+
         outs = [state, login, main, hello, campaign]
-        login_btn.click(lambda s, n, p: enter(sign_in(ctx, s, n, p)), [state, name, password], outs, api_name="sign_in")
-        password.submit(lambda s, n, p: enter(sign_in(ctx, s, n, p)), [state, name, password], outs, api_name=False)
+        login_btn.click(on_sign_in, [state, name, password], outs, api_name="sign_in")
+        password.submit(on_sign_in, [state, name, password], outs, api_name=False)
         join_btn.click(lambda s, c, n, p: enter(join(ctx, s, c, n, p)), [state, code, new_name, new_password], outs,
                        api_name="join")
     return page
@@ -250,12 +369,18 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None) ->
 
 
 def tab_campaigns(ctx: AppContext, request: gr.Request) -> gr.Dropdown:
-    app_user(ctx)({}, request)
+    require(ctx, request, ARENA_ROLES)
     return gr.Dropdown(choices=campaign_choices(ctx))
 
 
 def admin_visible(ctx: AppContext, request: gr.Request) -> gr.Accordion:
-    return gr.Accordion(visible=users.role_of(ctx.db(), getattr(request, "username", None)) == "admin")
+    """Shown to admins only, and open while there is no campaign yet (that is where one is made)."""
+    admin = users.role_of(ctx.db(), getattr(request, "username", None)) == "admin"
+    return gr.Accordion(visible=admin, open=admin and not arena.list_campaigns(ctx.db()))
+
+
+CAMPAIGN_COLUMNS = ["campaign", "dimension", "status", "models", "prompts", "pairing", "vote_cap", "battles",
+                    "votes", "raters", "leaky_votes"]
 
 
 def campaigns_table(ctx: AppContext, request: gr.Request) -> tuple[pd.DataFrame, gr.Dropdown]:
@@ -263,8 +388,7 @@ def campaigns_table(ctx: AppContext, request: gr.Request) -> tuple[pd.DataFrame,
     camps = arena.list_campaigns(ctx.db())
     rows = [{**arena.campaign_progress(ctx.db(), c["name"]), "pairing": c["pairing"], "vote_cap": c["vote_cap"],
              "prompts": c["prompt_set"] or "free"} for c in camps]
-    cols = ["campaign", "dimension", "status", "models", "prompts", "pairing", "vote_cap", "battles", "votes",
-            "raters", "leaky_votes"]
+    cols = CAMPAIGN_COLUMNS
     df = pd.DataFrame([{**r, "models": ", ".join(r["models"])} for r in rows], columns=cols)
     names = [c["name"] for c in camps]
     return df, gr.Dropdown(choices=["(all)", *names], value="(all)")
@@ -281,6 +405,9 @@ def create_campaign(ctx: AppContext, name: str, model_names: str, dimension: str
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
     return f"Created campaign **{c['name']}** with {len(c['models'])} models."
+
+
+PAIR_COLUMNS = ["model_a", "model_b", "votes"]
 
 
 def progress_table(ctx: AppContext, campaign: str, request: gr.Request) -> pd.DataFrame:
@@ -309,11 +436,12 @@ def ratings_view(ctx: AppContext, campaign: str, method: str, rounds: float, inc
     return table, matrix, fig
 
 
-def make_invites(ctx: AppContext, count: float, campaign: str, request: gr.Request) -> str:
+def make_invites(ctx: AppContext, count: float, campaign: str, request: gr.Request,
+                 days: float | None = None) -> str:
     who = require(ctx, request, EDIT_ROLES)
     try:
         codes = arena.create_invites(ctx.db(), int(count or 1), campaign=None if campaign in ("", "(all)", None)
-                                     else campaign, created_by=who)
+                                     else campaign, created_by=who, expires_days=float(days or arena.INVITE_DAYS))
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
     return "\n".join(codes)
@@ -327,7 +455,7 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     campaign = battle_panel(ctx, pool, app_user(ctx), state)
     on_page_load(bind(tab_campaigns, ctx), None, [campaign])
     with gr.Accordion("Campaigns, progress and ratings (admins)", open=False, visible=False) as admin:
-        camps = gr.Dataframe(interactive=False, wrap=True, label="Campaigns")
+        camps = gr.Dataframe(pd.DataFrame(columns=CAMPAIGN_COLUMNS), interactive=False, wrap=True, label="Campaigns")
         refresh = gr.Button("Refresh")
         with gr.Row():
             c_name = gr.Textbox(label="New campaign name")
@@ -342,20 +470,24 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
             c_create = gr.Button("Create campaign", variant="primary")
         c_msg = gr.Markdown("")
         pick = gr.Dropdown(["(all)"], value="(all)", label="Campaign")
-        pairs = gr.Dataframe(interactive=False, label="Votes per pair")
+        pairs = gr.Dataframe(pd.DataFrame(columns=PAIR_COLUMNS), interactive=False, label="Votes per pair",
+                             elem_id="arena-pairs")
         with gr.Row():
             method = gr.Radio(list(ratings.METHODS), value="bt", label="Method")
             rounds = gr.Number(200, label="Bootstrap rounds", precision=0)
             leaks = gr.Checkbox(False, label="Include identity-leak turns")
             rate_btn = gr.Button("Compute ratings")
-        table = gr.Dataframe(interactive=False, label="Ratings (95% bootstrap intervals)")
+        table = gr.Dataframe(pd.DataFrame(columns=["dimension", "model", "rating", "ci_low", "ci_high", "n"]),
+                             interactive=False, label="Ratings (95% bootstrap intervals)")
         matrix = gr.Dataframe(interactive=False, label="Win rate of row model against column model (ties half)")
         plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)")
         build_rigor(ctx, pick)
         with gr.Row():
             inv_n = gr.Number(5, label="Invite codes to make", precision=0)
+            inv_days = gr.Number(arena.INVITE_DAYS, label="Days until they expire", minimum=0.01)
             inv_btn = gr.Button("Make invite codes")
-        inv_out = gr.Textbox(label="Codes (shown once; each makes one rater account)", lines=4)
+        inv_out = gr.Textbox(label="Codes (shown once; each makes one rater account, for the campaign picked above "
+                                   "or for any campaign with (all))", lines=4)
 
     on_page_load(bind(admin_visible, ctx), None, [admin])
     load_camps = dict(fn=bind(campaigns_table, ctx), inputs=None, outputs=[camps, pick])
@@ -366,10 +498,10 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     pick.change(bind(progress_table, ctx), pick, pairs, api_name=False)
     rate_btn.click(bind(ratings_view, ctx), [pick, method, rounds, leaks], [table, matrix, plot],
                    api_name=False)
-    inv_btn.click(bind(make_invites, ctx), [inv_n, pick], inv_out, api_name=False)
+    inv_btn.click(bind(make_invites, ctx), [inv_n, pick, inv_days], inv_out, api_name=False)
 
 
-def page_for(db_path: str | Path) -> gr.Blocks:
+def page_for(db_path: str | Path, pool: BackendPool | None = None) -> gr.Blocks:
     """The rater page over a database path (what `ui.app` mounts at /arena)."""
-    return build_page(AppContext(Path(db_path)))
+    return build_page(AppContext(Path(db_path)), pool)
 

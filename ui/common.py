@@ -112,6 +112,14 @@ def esc(text: Any) -> str:
     return html.escape("" if text is None else str(text))
 
 
+def chat_safe(text: Any, markdown: bool = True) -> str:
+    """Model (or user) text for a gr.Chatbot message, shown as the characters it is: HTML is escaped, so no
+    tag (an <img> that calls a tracking URL or shows a logo) reaches the page, and with markdown on, image
+    syntax is defused ("![x](url)" stays text), so no remote image is fetched either."""
+    out = html.escape("" if text is None else str(text), quote=False)
+    return out.replace("![", "!\\[") if markdown else out
+
+
 def pre(text: Any, cls: str = "cai-text") -> str:
     """Model or user text as an escaped, wrapped block."""
     return f'<div class="{cls}">{esc(text)}</div>'
@@ -174,6 +182,10 @@ def read_upload(path: str | None, *, allowed: tuple[str, ...], limit: int = MAX_
 
 
 CSS = """
+.sr-only { position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px; overflow: hidden;
+  clip: rect(0, 0, 0, 0); white-space: nowrap; border: 0; }
+.cai-reveal { font-size: 1.15em; font-weight: 600; padding: 8px 12px; border-radius: 8px;
+  background: var(--color-accent-soft); }
 .cai-text { white-space: pre-wrap; font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
   font-size: 0.88em; line-height: 1.45; padding: 8px 10px; border-radius: 6px;
   background: var(--block-background-fill); border: 1px solid var(--border-color-primary); }

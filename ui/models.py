@@ -7,6 +7,7 @@ backends are shared through one `BackendPool` per app, built in `build`, never a
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import gradio as gr
@@ -14,10 +15,10 @@ import pandas as pd
 from sqlite_utils import Database
 
 from cai import models
-from cai.arena_models import BackendPool
-from cai.backends.base import HUMAN_STOP, SamplingParams
+from cai.arena_models import TURN_STOPS, BackendPool, complete_text
+from cai.backends.base import SamplingParams
 from cai.transcript import to_hh
-from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, require
+from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, chat_safe, esc, on_page_load, require
 from ui.lineage import lineage_html
 
 MODEL_COLUMNS = ["id", "name", "path", "backend", "chat", "parent", "run", "constitution", "created"]
@@ -50,11 +51,10 @@ def chat_prompt(history: list[dict[str, Any]], message: str) -> str:
 
 
 def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
+    """A message's text as typed or generated (the Chatbot holds it HTML-escaped, see `chat_safe`)."""
     if isinstance(content, list):  # Gradio 6 may hand back [{"type": "text", "text": ...}]
-        return "".join(c.get("text", "") for c in content if isinstance(c, dict))
-    return str(content)
+        content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
+    return html.unescape(content if isinstance(content, str) else str(content))
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -120,10 +120,12 @@ def chat(
         backend, lock = pool.get(row)
     except Exception as exc:  # a missing folder or an unreachable hub id: say so on the page
         raise gr.Error(f"Could not load {row['name']}: {exc}") from None
-    params = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature), stop=(HUMAN_STOP,))
+    params = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature), stop=TURN_STOPS)
     with lock:
-        reply = backend.generate([backend.render(prompt)], params)[0].text.strip()
-    return [*(history or []), {"role": "user", "content": message.strip()}, {"role": "assistant", "content": reply}], ""
+        reply = complete_text(backend.generate([backend.render(prompt)], params)[0].text).strip()
+    shown = [{"role": "user", "content": chat_safe(message.strip(), markdown=False)},
+             {"role": "assistant", "content": chat_safe(reply, markdown=False)}]
+    return [*(history or []), *shown], ""
 
 
 def _chat_handler(ctx: AppContext, pool: BackendPool):  # type: ignore[no-untyped-def]

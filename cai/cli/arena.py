@@ -78,7 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     i = asub.add_parser("invite", help="Single-use invite codes that create rater accounts.")
     i.add_argument("--count", type=int, default=1, help="How many codes.")
-    i.add_argument("--campaign", default=None, help="Campaign the invites are for (informational).")
+    i.add_argument("--campaign", default=None,
+                   help="Campaign the invites are for: the raters they make may rate only that campaign.")
+    i.add_argument("--expires-days", type=float, default=arena.INVITE_DAYS,
+                   help=f"Days until unused codes expire (default {arena.INVITE_DAYS:g}).")
     i.add_argument("--note", default="", help="A note kept with the codes (who they were sent to).")
     add_common(i)
     i.set_defaults(func=cmd_invite)
@@ -223,7 +226,8 @@ def cmd_campaign_status(args: argparse.Namespace) -> int:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
-    codes = arena.create_invites(store.connect(args.db), args.count, campaign=args.campaign, note=args.note)
+    codes = arena.create_invites(store.connect(args.db), args.count, campaign=args.campaign, note=args.note,
+                                expires_days=args.expires_days)
     emit(args, codes, lambda cs: "\n".join(cs))
     return 0
 

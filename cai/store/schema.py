@@ -464,3 +464,18 @@ def m013_run_steps(db: Database) -> None:
     db.table("runs").add_column("steps_done", int)
     db.table("runs").add_column("steps_total", int)
     db.table("runs").add_column("phase", str)
+
+
+@migrations()
+def m010_sign_in_hardening(db: Database) -> None:
+    # Sign-in hardening (owner: arena engineer). `session_epoch` goes up when a password changes, which
+    # ends the sessions opened before; invites get an expiry; every sign-in attempt is logged, and the
+    # failures in a recent window (per name and per client address) drive the lockout in `cai.users`.
+    db.table("users").add_column("session_epoch", int, not_null_default=0)
+    db.table("invites").add_column("expires_at", str)
+    db.table("login_attempts").create(
+        {"id": int, "name": str, "address": str, "ok": int, "reason": str, "at": str, "at_unix": float},
+        pk="id",
+    )
+    db.table("login_attempts").create_index(["name", "at_unix"], index_name="idx_login_attempts_name")
+    db.table("login_attempts").create_index(["address", "at_unix"], index_name="idx_login_attempts_address")
