@@ -36,6 +36,7 @@ RUNNERS: dict[str, str] = {
     "hhh": "cai.evals.hhh:run_stage",
     "agreement": "cai.evals.agreement:run_stage",
     "revision-scores": "cai.evals.revisions:run_stage",
+    "experiment": "cai.experiments:run_stage",
 }
 ACTIVE = ("queued", "running")
 

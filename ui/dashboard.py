@@ -31,6 +31,7 @@ STAGE_LABELS = {
     "hhh": "HHH eval",
     "agreement": "AI vs human agreement",
     "revision-scores": "PM scores per revision",
+    "experiment": "Constitution experiment (paired versions)",
 }
 RUN_COLUMNS = ["id", "kind", "status", "progress", "tok/s", "ETA", "started", "note"]
 # Config fields whose values name something in the store: their inputs offer those names.

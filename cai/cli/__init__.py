@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "cai.cli.evals",  # eval
     "cai.cli.users",  # users
     "cai.cli.arena",  # ratings, arena
+    "cai.cli.experiments",  # experiment
 ]
 
 

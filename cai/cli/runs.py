@@ -92,6 +92,7 @@ KIND_HELP = {
     "hhh": "the HHH eval of a feedback model",
     "agreement": "agreement of AI labels with human preferences",
     "revision-scores": "preference-model scores of every step of an SL run's chains",
+    "experiment": "a constitution experiment: the same stages under several versions, paired",
 }
 
 

@@ -418,3 +418,33 @@ def m009_chain_step_pm_run(db: Database) -> None:
     # Which revision-scores run wrote chain_steps.pm_score (owner: SL engineer): a new scoring run with
     # another preference model rescores every step, a resumed one skips the steps it already scored.
     db["chain_steps"].add_column("pm_run_id", int)
+
+
+@migrations()
+def m014_experiments(db: Database) -> None:
+    # Constitution experiments (owner: experiments engineer): one row per experiment, executed by an
+    # orchestrating run of kind "experiment"; each arm (a constitution version) gets ordinary runs.
+    db["experiments"].create(
+        {
+            "id": int,
+            "run_id": int,  # the orchestrating "experiment" run
+            "config": str,  # JSON: versions, prompts, model, seed, stages and stage options
+            "created_at": str,
+        },
+        pk="id",
+    )
+    db["experiment_runs"].create(
+        {
+            "id": int,
+            "experiment_id": int,
+            "arm": int,  # 0 = the baseline version, 1.. = the versions compared with it
+            "version": str,  # "NAME@N" as named
+            "constitution_version_id": int,
+            "stage": str,  # sl | scores | sft | label | agreement
+            "run_id": int,
+            "position": int,  # execution order
+        },
+        pk="id",
+        foreign_keys=[("experiment_id", "experiments", "id"), ("run_id", "runs", "id")],
+    )
+    db["experiment_runs"].create_index(["experiment_id", "arm", "stage"], unique=True)
