@@ -140,7 +140,7 @@ def ensure_children(db: Database, run_id: int, cfg: ExperimentConfig) -> int:
         return int(rows[0]["id"])
     arms = [(n, v, resolve_version(db, n, v)) for n, v in parse_versions(cfg.versions)]
     with db.atomic():
-        exp_id = int(db["experiments"].insert(
+        exp_id = int(db.table("experiments").insert(
             {"run_id": run_id, "config": store.dumps(cfg.to_dict()), "created_at": store.now()}).last_pk or 0)
         sl_runs: dict[int, int] = {}
         position = 0
@@ -150,7 +150,7 @@ def ensure_children(db: Database, run_id: int, cfg: ExperimentConfig) -> int:
                 child_id = runs.create_run(db, child, **runs.resolve_links(db, child))
                 if stage == "sl":
                     sl_runs[arm] = child_id
-                db["experiment_runs"].insert({
+                db.table("experiment_runs").insert({
                     "experiment_id": exp_id, "arm": arm, "version": f"{name}@{version}",
                     "constitution_version_id": cv["id"], "stage": stage, "run_id": child_id, "position": position,
                 })
@@ -164,7 +164,7 @@ def create(db: Database, cfg: ExperimentConfig) -> tuple[int, int]:
     try:
         return ensure_children(db, run_id, cfg), run_id
     except Exception:
-        db["runs"].delete(run_id)  # a bad version name leaves no half-made experiment behind
+        db.table("runs").delete(run_id)  # a bad version name leaves no half-made experiment behind
         raise
 
 
@@ -279,7 +279,7 @@ def deltas(db: Database, exp_id: int) -> dict[str, Any]:
 
 def get(db: Database, exp_id: int) -> dict[str, Any]:
     try:
-        return dict(db["experiments"].get(exp_id))
+        return dict(db.table("experiments").get(exp_id))
     except Exception:
         raise LookupError(f"no experiment with id {exp_id}") from None
 

@@ -424,7 +424,7 @@ def m009_chain_step_pm_run(db: Database) -> None:
 def m014_experiments(db: Database) -> None:
     # Constitution experiments (owner: experiments engineer): one row per experiment, executed by an
     # orchestrating run of kind "experiment"; each arm (a constitution version) gets ordinary runs.
-    db["experiments"].create(
+    db.table("experiments").create(
         {
             "id": int,
             "run_id": int,  # the orchestrating "experiment" run
@@ -433,7 +433,7 @@ def m014_experiments(db: Database) -> None:
         },
         pk="id",
     )
-    db["experiment_runs"].create(
+    db.table("experiment_runs").create(
         {
             "id": int,
             "experiment_id": int,
@@ -447,4 +447,4 @@ def m014_experiments(db: Database) -> None:
         pk="id",
         foreign_keys=[("experiment_id", "experiments", "id"), ("run_id", "runs", "id")],
     )
-    db["experiment_runs"].create_index(["experiment_id", "arm", "stage"], unique=True)
+    db.table("experiment_runs").create_index(["experiment_id", "arm", "stage"], unique=True)
