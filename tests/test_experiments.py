@@ -203,3 +203,30 @@ def test_cli_experiment_on_tiny_in_a_worker(db_path, capsys):
     assert "no experiment with id 99" in capsys.readouterr().err
     assert main(["experiment", "run", "--versions", "c@1", "--prompts", "red", "--db", str(db_path)]) == 2
     assert "at least two constitution versions" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the tab's pure pieces
+
+
+def test_tab_renders_deltas_and_escapes_paired_text():
+    from ui import experiments as tab
+
+    shown = {"confidence": 0.95, "means": [
+        {"metric": "unchanged", "principle": "", "version": "c@1", "mean": 0.0, "n": 2},
+        {"metric": "unchanged", "principle": "", "version": "c@2", "mean": 0.5, "n": 2}],
+        "deltas": [{"metric": "unchanged", "principle": "", "baseline": "c@1", "version": "c@2", "delta": 0.5,
+                    "lo": 0.0, "hi": 1.0, "n": 2, "within_noise": True}]}
+    assert tab.deltas_frame(shown).to_dict("records") == [
+        {"metric": "unchanged", "principle": "(all)", "version": "c@2", "baseline mean": 0.0, "mean": 0.5,
+         "delta": 0.5, "CI": "[+0.000, +1.000]", "n": 2, "verdict": "within noise"}]
+    fig = tab.deltas_figure(shown)
+    assert list(fig.data[0].x) == [0.5] and list(fig.data[0].error_x.array) == [0.5]
+    row = {"prompt_id": 1, "prompt": "\n\nHuman: <b>hi</b>\n\nAssistant:", "versions": [
+        {"version": "c@1", "chain_id": 1, "initial": "a", "final": "<script>x</script>", "principles": ["harm"],
+         "critiques": ["<i>bad</i>"], "flags": ["revision1:copied"], "pm_final": None, "unchanged": 0.0},
+        {"version": "c@2", "chain_id": 2, "initial": "a", "final": "a", "principles": ["harm"], "critiques": ["c"],
+         "flags": [], "pm_final": 1.5, "unchanged": 1.0}]}
+    html = tab.paired_html([row])
+    assert "<script>" not in html and "<b>hi" not in html and "<i>bad" not in html
+    assert "&lt;script&gt;x&lt;/script&gt;" in html and "revision1:copied" in html
+    assert "unchanged</span>" in html and "PM 1.500" in html

@@ -36,6 +36,7 @@ TABS = [
     ("Dashboard", "dashboard", "ui.dashboard"),
     ("Models", "models", "ui.models"),
     ("Arena", "arena", "ui.arena"),
+    ("Experiments", "experiments", "ui.experiments"),
 ]
 
 
