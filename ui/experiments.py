@@ -17,7 +17,18 @@ from cai import experiments, runs
 from cai.config import EXPERIMENT_STAGES, ConfigError, ExperimentConfig
 from cai.constitution import list_constitutions, list_versions
 from cai.data import list_prompt_sets
-from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, diff_html, esc, on_page_load, pre, quietly, require
+from ui.common import (
+    BROWSE_ROLES,
+    EDIT_ROLES,
+    AppContext,
+    bind,
+    diff_html,
+    esc,
+    on_page_load,
+    pre,
+    quietly,
+    require,
+)
 
 DELTA_COLUMNS = ["metric", "principle", "version", "baseline mean", "mean", "delta", "CI", "n", "verdict"]
 PAIRED_LIMIT = 50
