@@ -337,6 +337,29 @@ class ExperimentConfig(StageConfig):
         return [s.strip() for s in self.stages.replace(" ", ",").split(",") if s.strip()]
 
 
+@dataclass
+class DiscoverConfig(StageConfig):
+    """Principle discovery from preferences (cai.discover, the Inverse CAI method)."""
+
+    kind: ClassVar[str] = "discover"
+    prefs: str = _f("", "Preference set (human or arena votes) whose choices the principles should explain.")
+    feedback_model: str = _f("default", "Model that proposes principles and labels the held-out pairs.")
+    constitution: str = _f("", "Constitution the draft version extends; empty = the most recently changed one.")
+    constitution_version: int | None = _f(None, "Version to extend; empty = the newest.", min=1)
+    sample_pairs: int = _f(16, "Pairs (seeded sample) the feedback model proposes a principle for.", min=1)
+    candidates: int = _f(5, "Most-supported candidates (after merging near-duplicates) to test.", min=1)
+    test_pairs: int = _f(32, "Held-out pairs (disjoint from the sample) each candidate is tested on.", min=1)
+    keep: int = _f(3, "Best-agreeing candidates written into the draft constitution version.", min=0)
+    merge_threshold: float = _f(0.6, "Word-overlap (Jaccard) at which two proposals are merged.", min=0.0, max=1.0)
+    max_new_tokens: int = _f(40, "Token limit of each proposal.", min=1)
+    batch_size: int = _f(8, "Pairs per model call.", min=1)
+    seed: int = _f(0, "Seed of the sample/held-out split and the labels.")
+
+    def validate(self) -> None:
+        if not self.prefs:
+            raise ConfigError("prefs: name a preference set")
+
+
 STAGES: dict[str, type[StageConfig]] = {
     c.kind: c
     for c in (
@@ -351,5 +374,6 @@ STAGES: dict[str, type[StageConfig]] = {
         AgreementConfig,
         RevisionScoresConfig,
         ExperimentConfig,
+        DiscoverConfig,
     )
 }

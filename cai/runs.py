@@ -37,6 +37,7 @@ RUNNERS: dict[str, str] = {
     "agreement": "cai.evals.agreement:run_stage",
     "revision-scores": "cai.evals.revisions:run_stage",
     "experiment": "cai.experiments:run_stage",
+    "discover": "cai.discover:run_stage",
 }
 ACTIVE = ("queued", "running")
 

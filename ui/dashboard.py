@@ -32,6 +32,7 @@ STAGE_LABELS = {
     "agreement": "AI vs human agreement",
     "revision-scores": "PM scores per revision",
     "experiment": "Constitution experiment (paired versions)",
+    "discover": "Principle discovery (Inverse CAI)",
 }
 RUN_COLUMNS = ["id", "kind", "status", "progress", "tok/s", "ETA", "started", "note"]
 # Config fields whose values name something in the store: their inputs offer those names.
