@@ -167,3 +167,31 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         "candidates": [asdict(c) for c in merged], "tested": [asdict(c) for c in ranked],
         "draft_version": draft, "base_version": f"{base['name']}@{base['version']}",
     }
+
+
+# ----------------------------------------------------------------------------- arena votes as preferences
+
+
+def arena_prefs(db: Any, name: str, campaign: str | None = None, dimension: str | None = None,
+                include_leaks: bool = False) -> dict[str, Any]:
+    """An arena campaign's decisive votes as a human preference set (p = 1), usable at once by pm, agreement
+    and discovery runs; ties are left out and counted. Returns the set's name, id and counts."""
+    from cai import arena, data
+
+    if not campaign and not dimension:
+        raise ValueError("name a campaign or a dimension whose votes to use")
+    votes = arena.votes_frame(db, campaign=campaign, dimension=dimension, exclude_leaks=not include_leaks)
+    pairs = arena.preference_pairs(votes)
+    if pairs.empty:
+        raise ValueError(f"no decisive votes{' in campaign ' + repr(campaign) if campaign else ''}"
+                         f"{' on ' + dimension if dimension else ''} ({len(votes)} votes, all ties or none)")
+    dims = sorted(set(pairs["dimension"]))
+    kind = {"helpfulness": "helpful", "harmlessness": "harmless"}.get(dims[0], dims[0]) if len(dims) == 1 else "mixed"
+    rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "p": 1.0,
+             "meta": {k: r[k] for k in ("dimension", "campaign", "model_chosen", "model_rejected", "comment")}}
+            for r in pairs.to_dict(orient="records")]
+    provenance = {"from": "arena", "campaign": campaign, "dimension": dimension, "votes": len(votes),
+                  "ties_left_out": len(votes) - len(pairs), "leaks_included": include_leaks}
+    set_id = data.create_pref_set(db, name, "human", kind, rows, provenance=provenance)
+    return {"name": name, "id": set_id, "pairs": len(rows), "votes": len(votes), "ties_left_out": len(votes) - len(rows),
+            "kind": kind}

@@ -3,6 +3,7 @@ agreement on the held-out pairs, and the draft constitution version; pure pieces
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -98,3 +99,36 @@ def test_discover_needs_a_pref_set():
 
     with pytest.raises(ConfigError, match="prefs: name a preference set"):
         DiscoverConfig()
+
+
+def test_arena_votes_become_a_human_preference_set(db, db_path, capsys):
+    from cai import arena, data, models, users
+    from cai.arena_models import BackendPool, stream_pair
+    from cai.cli import main
+
+    for n in ("quokka-7b", "wombat-3b"):
+        models.register_model(db, n, "tiny")
+    uid = users.add_user(db, "rita", "rater", "password1")
+    arena.create_campaign(db, "help", ["quokka-7b", "wombat-3b"], "helpfulness", max_turns=2)
+    answers = {"quokka-7b": " short", "wombat-3b": " long answer"}
+    pool = BackendPool(loader=lambda row: ScriptedBackend(respond=lambda p, n=row["name"]: answers[n]))
+    bid = arena.start_battle(db, "help", uid, seed=6)["battle_id"]
+    for turn, (message, winner) in enumerate([("hi", "A"), ("more", "bothbad")], start=1):
+        job = arena.begin_turn(db, bid, uid, message)
+        *_, result = list(stream_pair(job, pool))
+        arena.finish_turn(db, job, result.text_a, result.text_b, error=result.error)
+        arena.cast_vote(db, bid, uid, turn, winner)
+    a_text = answers[job.models[0]["name"]]
+    b_text = answers[job.models[1]["name"]]
+    assert main(["arena", "prefs", "help-votes", "--campaign", "help", "--db", str(db_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"name": "help-votes", "id": 1, "pairs": 1, "votes": 2,
+                                                   "ties_left_out": 1, "kind": "helpful"}
+    row = data.get_pref_set(db, "help-votes")
+    assert (row["source"], row["kind"]) == ("human", "helpful")
+    assert [(p["prompt"], p["chosen"], p["rejected"], p["p"]) for p in data.list_pairs(db, "help-votes")] == [
+        ("\n\nHuman: hi\n\nAssistant:", a_text, b_text, 1.0)]
+    # Usable right away: an agreement config names it; a second set of the same name is refused.
+    assert main(["arena", "prefs", "help-votes", "--campaign", "help", "--db", str(db_path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["arena", "prefs", "x", "--campaign", "nope", "--db", str(db_path)]) == 2
+    assert "no decisive votes in campaign 'nope'" in capsys.readouterr().err

@@ -171,6 +171,30 @@ def show(ctx: AppContext, exp_id: int | None, request: gr.Request) -> tuple[str,
             paired_html(experiments.paired(ctx.db(), int(exp_id))))
 
 
+def campaigns(ctx: AppContext, request: gr.Request) -> Any:
+    require(ctx, request, BROWSE_ROLES)
+    from cai import arena
+
+    names = [c["name"] for c in arena.list_campaigns(ctx.db())]
+    return gr.Dropdown(choices=names, value=names[0] if names else None)
+
+
+def votes_to_prefs(ctx: AppContext, campaign: str | None, name: str, request: gr.Request) -> str:
+    """One action: a campaign's decisive votes become a human preference set (pm, agreement, discover use it)."""
+    require(ctx, request, EDIT_ROLES)
+    from cai.data import DataError
+    from cai.discover import arena_prefs
+
+    if not campaign:
+        raise gr.Error("Pick a campaign.")
+    try:
+        out = arena_prefs(ctx.db(), (name or "").strip() or f"arena-{campaign}", campaign)
+    except (DataError, ValueError) as exc:
+        raise gr.Error(str(exc)) from None
+    return (f"Preference set **{esc(out['name'])}** ({out['kind']}): {out['pairs']} pairs from {out['votes']} votes, "
+            f"{out['ties_left_out']} ties left out. Use it as human prefs in pm, agreement or discover runs.")
+
+
 def tick(ctx: AppContext, exp_id: int | None, request: gr.Request) -> Any:
     """The timer: refresh only while the selected experiment is still going."""
     if not exp_id:
@@ -202,6 +226,12 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             start = gr.Button("Launch experiment", variant="primary", elem_id="exp-launch")
             status = gr.Markdown(elem_id="exp-status")
+    with gr.Accordion("Arena votes → human preference set (admin)", open=False):
+        with gr.Row():
+            campaign = gr.Dropdown([], label="Campaign", elem_id="exp-campaign")
+            set_name = gr.Textbox("", label="Preference set name (empty: arena-CAMPAIGN)", elem_id="exp-set-name")
+            make_set = gr.Button("Make preference set", scale=0, elem_id="exp-make-set")
+        set_status = gr.Markdown(elem_id="exp-set-status")
     with gr.Row():
         chosen = gr.Dropdown([], label="Experiment", scale=3, elem_id="exp-select")
         refresh = gr.Button("Refresh", scale=0, elem_id="exp-refresh")
@@ -215,6 +245,8 @@ def build(ctx: AppContext) -> None:
     outputs = [progress, table, figure, paired]
     on_page_load(bind(form_choices, ctx), None, [versions, prompts])
     on_page_load(bind(experiment_choices, ctx), None, [chosen])
+    on_page_load(bind(campaigns, ctx), None, [campaign])
+    make_set.click(bind(votes_to_prefs, ctx), [campaign, set_name], set_status)
     start.click(bind(launch, ctx), [versions, prompts, model, stages, limit, revisions, max_new, seed, pm, prefs],
                 [status, chosen])
     chosen.change(bind(show, ctx), chosen, outputs)

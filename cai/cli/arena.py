@@ -82,6 +82,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_common(e)
     e.set_defaults(func=cmd_export)
 
+    p = asub.add_parser("prefs", help="Decisive votes as a stored human preference set (for pm, agreement, discover).")
+    p.add_argument("name", help="Name of the new preference set.")
+    p.add_argument("--campaign", default=None, help="Only this campaign.")
+    p.add_argument("--dimension", default=None, help="Only this dimension.")
+    p.add_argument("--include-leaks", action="store_true", help="Keep votes on turns flagged as identity leaks.")
+    add_common(p)
+    p.set_defaults(func=cmd_prefs)
+
 
 def _params(args: argparse.Namespace) -> ratings.RatingParams:
     return ratings.RatingParams(k=args.k, scale=args.scale, base=args.base, init=args.init)
@@ -189,4 +197,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     summary = {"path": str(out), "pairs": len(pairs), "votes": len(df), "skipped_ties": len(df) - len(pairs)}
     emit(args, summary, lambda s: f"wrote {s['pairs']} preference pairs to {s['path']} "
                                   f"({s['skipped_ties']} tie votes left out)")
+    return 0
+
+
+def cmd_prefs(args: argparse.Namespace) -> int:
+    from cai.discover import arena_prefs
+
+    out = arena_prefs(store.connect(args.db), args.name, args.campaign, args.dimension, args.include_leaks)
+    emit(args, out, lambda s: f"preference set {s['name']!r}: {s['pairs']} pairs from {s['votes']} votes "
+                              f"({s['ties_left_out']} ties left out)")
     return 0
