@@ -11,6 +11,8 @@ bootstrap confidence interval; an interval that contains 0 is reported as within
 from __future__ import annotations
 
 import re
+import sqlite3
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -192,7 +194,15 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         if run["status"] in ("failed", "cancelled", "interrupted"):
             runs.prepare_resume(db, run["id"])
         ctx.log(f"{child['stage']} for {child['version']}: run {run['id']}")
-        run = runs.execute(db, run["id"])
+        stop = threading.Event()
+        watcher = threading.Thread(target=_forward_cancel, args=(_db_file(db), ctx.run_id, run["id"], stop), daemon=True)
+        watcher.start()
+        try:
+            run = runs.execute(db, run["id"])
+        finally:
+            stop.set()
+            watcher.join()
+        ctx.check_cancel()  # the experiment was cancelled: so was its running stage run
         if run["status"] != "done":
             raise RuntimeError(f"{child['stage']} run {run['id']} for {child['version']} is {run['status']}: "
                                f"{run['error'] or 'see its log'}")
@@ -202,6 +212,27 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     noisy = [d for d in result["deltas"] if d["within_noise"] is False]
     ctx.log(f"experiment {exp_id}: {len(result['deltas'])} deltas, {len(noisy)} outside noise")
     return {"experiment": exp_id, **result}
+
+
+def _db_file(db: Database) -> str:
+    row = db.execute("pragma database_list").fetchone()
+    return str(row[2] or "")
+
+
+def _forward_cancel(db_file: str, parent: int, child: int, stop: threading.Event, poll: float = 0.3) -> None:
+    """While a stage run executes, pass a cancel request of its experiment on to it (own connection)."""
+    if not db_file:  # an in-memory database: nobody else can request a cancel
+        return
+    conn = sqlite3.connect(db_file, timeout=30)
+    try:
+        while not stop.wait(poll):
+            row = conn.execute("select cancel_requested from runs where id = ?", [parent]).fetchone()
+            if row and row[0]:
+                conn.execute("update runs set cancel_requested = 1 where id = ?", [child])
+                conn.commit()
+                return
+    finally:
+        conn.close()
 
 
 # ----------------------------------------------------------------------------- reading

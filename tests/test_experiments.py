@@ -230,3 +230,30 @@ def test_tab_renders_deltas_and_escapes_paired_text():
     assert "<script>" not in html and "<b>hi" not in html and "<i>bad" not in html
     assert "&lt;script&gt;x&lt;/script&gt;" in html and "revision1:copied" in html
     assert "unchanged</span>" in html and "PM 1.500" in html
+
+
+def test_cancelling_the_experiment_cancels_its_running_stage_and_resume_finishes(db, monkeypatch):
+    import time
+
+    seed(db, n_prompts=4)
+    state = {"calls": 0, "cancel": True}
+
+    def slow(prompt: str) -> str:
+        state["calls"] += 1
+        if state["calls"] == 2 and state["cancel"]:
+            runs.request_cancel(db, run_id)  # as the dashboard's Cancel button does, on the experiment run
+        time.sleep(0.15)
+        return respond(prompt)
+
+    monkeypatch.setattr(sl, "load_backend", lambda spec, db: ScriptedBackend(respond=slow))
+    exp_id, run_id = experiments.create(db, ExperimentConfig(versions="c@1 c@2", prompts="red", model="tiny",
+                                                             revisions=1, batch_size=1))
+    run = runs.execute(db, run_id)
+    first = experiments.links(db, exp_id)[0]["run_id"]
+    assert run["status"] == "cancelled" and runs.get_run(db, first)["status"] == "cancelled"
+    assert runs.get_run(db, first)["done"] < 4
+    state["cancel"] = False
+    runs.prepare_resume(db, run_id)
+    run = runs.execute(db, run_id)
+    assert (run["status"], run["done"]) == ("done", 2)
+    assert [runs.get_run(db, r["run_id"])["done"] for r in experiments.links(db, exp_id)] == [4, 4]
