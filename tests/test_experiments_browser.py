@@ -29,7 +29,7 @@ def test_experiment_from_the_ui_shows_paired_revisions_and_deltas(app, browser):
     fill(page, "exp-max-new", "8")
     page.locator("#exp-launch").click()
     expect(page.locator("#exp-status")).to_contain_text("Started experiment", timeout=20_000)
-    expect(page.locator("#exp-progress")).to_contain_text("done, 2/2 stage runs done", timeout=400_000)
+    expect(page.locator("#exp-progress")).to_contain_text("done, 2/2 stage runs done", timeout=600_000)
     paired = page.locator("#exp-paired")
     expect(paired.locator(".exp-prompt")).to_have_count(2, timeout=20_000)
     expect(paired).to_contain_text("default@1")
