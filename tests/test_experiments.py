@@ -257,3 +257,22 @@ def test_cancelling_the_experiment_cancels_its_running_stage_and_resume_finishes
     run = runs.execute(db, run_id)
     assert (run["status"], run["done"]) == ("done", 2)
     assert [runs.get_run(db, r["run_id"])["done"] for r in experiments.links(db, exp_id)] == [4, 4]
+
+
+def test_tab_timer_renders_the_end_of_an_experiment_once(db_path, monkeypatch):
+    from cai import store
+    from ui import experiments as tab
+    from ui.common import AppContext
+
+    db = store.connect(db_path)
+    seed(db, n_prompts=2)
+    monkeypatch.setattr(sl, "load_backend", lambda spec, db: ScriptedBackend(respond=respond))
+    exp_id, run_id = experiments.create(db, ExperimentConfig(versions="c@1 c@2", prompts="red", model="tiny",
+                                                             revisions=1))
+    ctx = AppContext(db_path)
+    monkeypatch.setattr(tab, "require", lambda *a: "admin")
+    assert tab.tick(ctx, exp_id, None, None)[-1] == "queued"  # active: rendered
+    runs.execute(db, run_id)
+    out = tab.tick(ctx, exp_id, "running", None)  # ended since the last render: rendered once more
+    assert out[-1] == "done" and "done, 2/2 stage runs done" in out[0] and out[3].count("exp-prompt") == 2
+    assert all(isinstance(x, type(tab.gr.skip())) for x in tab.tick(ctx, exp_id, "done", None))

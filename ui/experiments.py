@@ -195,14 +195,15 @@ def votes_to_prefs(ctx: AppContext, campaign: str | None, name: str, request: gr
             f"{out['ties_left_out']} ties left out. Use it as human prefs in pm, agreement or discover runs.")
 
 
-def tick(ctx: AppContext, exp_id: int | None, request: gr.Request) -> Any:
-    """The timer: refresh only while the selected experiment is still going."""
+def tick(ctx: AppContext, exp_id: int | None, last: str | None, request: gr.Request) -> Any:
+    """The timer: refresh while the selected experiment is going, and once more when it has ended
+    (`last` is the status this page last rendered), then leave the page alone."""
     if not exp_id:
-        return [gr.skip()] * 4
+        return [gr.skip()] * 5
     status = runs.get_run(ctx.db(), experiments.get(ctx.db(), int(exp_id))["run_id"])["status"]
-    if status not in runs.ACTIVE:
-        return [gr.skip()] * 4
-    return list(show(ctx, exp_id, request))
+    if status not in runs.ACTIVE and status == last:
+        return [gr.skip()] * 5
+    return [*show(ctx, exp_id, request), status]
 
 
 # ----------------------------------------------------------------------------- layout
@@ -251,5 +252,6 @@ def build(ctx: AppContext) -> None:
                 [status, chosen])
     chosen.change(bind(show, ctx), chosen, outputs)
     refresh.click(bind(experiment_choices, ctx), chosen, chosen).then(bind(show, ctx), chosen, outputs)
+    last = gr.State(None)
     timer = gr.Timer(2.0)
-    timer.tick(quietly(bind(tick, ctx), 4), chosen, outputs, show_progress="hidden")
+    timer.tick(quietly(bind(tick, ctx), 5), [chosen, last], [*outputs, last], show_progress="hidden")
