@@ -43,6 +43,8 @@ RUNNERS: dict[str, str] = {
     "hhh": "cai.evals.hhh:run_stage",
     "agreement": "cai.evals.agreement:run_stage",
     "revision-scores": "cai.evals.revisions:run_stage",
+    "experiment": "cai.experiments:run_stage",
+    "discover": "cai.discover:run_stage",
 }
 ACTIVE = ("queued", "running")
 # The worker writes its heartbeat every HEARTBEAT_S seconds; a running run whose heartbeat is older

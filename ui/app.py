@@ -38,6 +38,7 @@ TABS = [
     ("Dashboard", "dashboard", "ui.dashboard"),
     ("Models", "models", "ui.models"),
     ("Arena", "arena", "ui.arena"),
+    ("Experiments", "experiments", "ui.experiments"),
 ]
 
 

@@ -34,6 +34,8 @@ STAGE_LABELS = {
     "hhh": "HHH eval",
     "agreement": "AI vs human agreement",
     "revision-scores": "PM scores per revision",
+    "experiment": "Constitution experiment (paired versions)",
+    "discover": "Principle discovery (Inverse CAI)",
 }
 RUN_COLUMNS = ["id", "kind", "status", "progress", "tok/s", "ETA", "started", "note"]
 EMPTY_RUNS = ("No runs yet: pick a stage above and press Launch (the CLI equivalent is shown under each form), "

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "cai.cli.users",  # users
     "cai.cli.arena",  # ratings, arena
     "cai.cli.db",  # db backup, db check
+    "cai.cli.experiments",  # experiment
 ]
 
 

@@ -116,6 +116,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--rate", type=float, default=None, help="Share of new battles that are gold pairs (0 to 0.5).")
     add_common(g)
     g.set_defaults(func=cmd_gold)
+    p = asub.add_parser("prefs", help="Decisive votes as a stored human preference set (for pm, agreement, discover).")
+    p.add_argument("name", help="Name of the new preference set.")
+    p.add_argument("--campaign", default=None, help="Only this campaign.")
+    p.add_argument("--dimension", default=None, help="Only this dimension.")
+    p.add_argument("--include-leaks", action="store_true", help="Keep votes on turns flagged as identity leaks.")
+    add_common(p)
+    p.set_defaults(func=cmd_prefs)
 
 
 def _params(args: argparse.Namespace) -> ratings.RatingParams:
@@ -340,4 +347,13 @@ def cmd_gold(args: argparse.Namespace) -> int:
                     raise ValueError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
     n = add_gold_pairs(store.connect(args.db), args.campaign, pairs, rate=args.rate)
     print(f"added {n} gold pairs to {args.campaign!r}")
+    return 0
+
+
+def cmd_prefs(args: argparse.Namespace) -> int:
+    from cai.discover import arena_prefs
+
+    out = arena_prefs(store.connect(args.db), args.name, args.campaign, args.dimension, args.include_leaks)
+    emit(args, out, lambda s: f"preference set {s['name']!r}: {s['pairs']} pairs from {s['votes']} votes "
+                              f"({s['ties_left_out']} ties left out)")
     return 0

@@ -103,6 +103,8 @@ KIND_HELP = {
     "hhh": "the HHH eval of a feedback model",
     "agreement": "agreement of AI labels with human preferences",
     "revision-scores": "preference-model scores of every step of an SL run's chains",
+    "experiment": "a constitution experiment: the same stages under several versions, paired",
+    "discover": "principle discovery: principles that explain a preference set's choices (Inverse CAI)",
 }
 
 

@@ -479,3 +479,33 @@ def m010_sign_in_hardening(db: Database) -> None:
     )
     db.table("login_attempts").create_index(["name", "at_unix"], index_name="idx_login_attempts_name")
     db.table("login_attempts").create_index(["address", "at_unix"], index_name="idx_login_attempts_address")
+
+
+@migrations()
+def m014_experiments(db: Database) -> None:
+    # Constitution experiments (owner: experiments engineer): one row per experiment, executed by an
+    # orchestrating run of kind "experiment"; each arm (a constitution version) gets ordinary runs.
+    db.table("experiments").create(
+        {
+            "id": int,
+            "run_id": int,  # the orchestrating "experiment" run
+            "config": str,  # JSON: versions, prompts, model, seed, stages and stage options
+            "created_at": str,
+        },
+        pk="id",
+    )
+    db.table("experiment_runs").create(
+        {
+            "id": int,
+            "experiment_id": int,
+            "arm": int,  # 0 = the baseline version, 1.. = the versions compared with it
+            "version": str,  # "NAME@N" as named
+            "constitution_version_id": int,
+            "stage": str,  # sl | scores | sft | label | agreement
+            "run_id": int,
+            "position": int,  # execution order
+        },
+        pk="id",
+        foreign_keys=[("experiment_id", "experiments", "id"), ("run_id", "runs", "id")],
+    )
+    db.table("experiment_runs").create_index(["experiment_id", "arm", "stage"], unique=True)
