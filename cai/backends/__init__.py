@@ -24,6 +24,7 @@ __all__ = [
     "clear_cache",
     "load",
     "model_path",
+    "precision",
     "resolve",
 ]
 
@@ -106,6 +107,12 @@ def load(
     if cache and not options:
         _LOADED[key] = made
     return made  # type: ignore[no-any-return]
+
+
+def precision(backend: Any) -> str:
+    """The backend's dtype and why it was chosen, as one log line ("" for backends without one)."""
+    choice = getattr(backend, "dtype_choice", None)
+    return f"{backend.name}: dtype {choice.dtype} ({choice.reason})" if choice else ""
 
 
 def clear_cache() -> None:

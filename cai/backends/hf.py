@@ -7,7 +7,6 @@ option positions and no prompt is processed twice; the tokenization rule is in t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from cai.backends import tokens
 from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
+from cai.backends.precision import DtypeChoice, pick_dtype
 from cai.backends.tokens import OptionTokens
 
 # Scoring budgets per forward pass: option positions whose full-vocabulary float32 log-probs are held
@@ -28,17 +28,7 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def pick_dtype(device: str) -> torch.dtype | str:
-    """bf16 on GPUs; on CPU the checkpoint's own dtype ("auto": bf16 for default, fp32 for tiny).
-
-    bf16 measured faster than fp32 for the default model on this 2-core CPU (generation and scoring).
-
-    $CAI_DTYPE (float32|bfloat16|float16) overrides both.
-    """
-    env = os.environ.get("CAI_DTYPE")
-    if env:
-        return getattr(torch, env)
-    return torch.bfloat16 if device == "cuda" else "auto"
+__all__ = ["DtypeChoice", "HFBackend", "pick_device", "pick_dtype"]
 
 
 def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:  # type: ignore[no-untyped-def]
@@ -91,8 +81,13 @@ class HFBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        if dtype is None:
+            self.dtype_choice = pick_dtype(self.device, self.path)
+        else:
+            name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+            self.dtype_choice = DtypeChoice(name, "asked for by the caller")
         self.model = AutoModelForCausalLM.from_pretrained(
-            self.path, dtype=dtype if dtype is not None else pick_dtype(self.device)
+            self.path, dtype=getattr(torch, self.dtype_choice.dtype, self.dtype_choice.dtype)
         ).to(self.device)  # type: ignore[arg-type]
         self.model.eval()
         if batch_size is None and self.device.startswith("cuda"):

@@ -22,17 +22,24 @@ from typing import Any
 
 from cai.backends import tokens
 from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
+from cai.backends.precision import DtypeChoice, pick_dtype
 
 STARTUP_TIMEOUT_S = 900.0
 CPU_KV_CACHE_GIB = 2
 
 
-def default_engine_args(path: str) -> dict[str, Any]:
-    """Engine settings: bf16; on GPUs 85% of memory, on CPU a fixed KV cache and eager mode."""
+def _device() -> str:
     import torch
 
-    args: dict[str, Any] = {"dtype": "bfloat16", "seed": 0, "disable_log_stats": True}
-    if torch.cuda.is_available():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_engine_args(path: str) -> dict[str, Any]:
+    """Engine settings: dtype by `precision.pick_dtype`; on GPUs 85% of memory, on CPU a fixed KV cache
+    and eager mode."""
+    gpu = _device() == "cuda"
+    args: dict[str, Any] = {"dtype": pick_dtype(_device(), path).dtype, "seed": 0, "disable_log_stats": True}
+    if gpu:
         args["gpu_memory_utilization"] = 0.85
     else:
         # The CPU backend otherwise reserves 92% of RAM; torch.compile would add minutes to startup.
@@ -69,6 +76,11 @@ class VLLMBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self._bos = tokens.bos_prefix(self.tokenizer)
         self.engine_args = {**default_engine_args(self.path), **engine_args}
+        self.dtype_choice = (
+            DtypeChoice(str(engine_args["dtype"]), "asked for by the caller")
+            if "dtype" in engine_args
+            else pick_dtype(_device(), self.path)
+        )
         self._lock = threading.Lock()
         self._log = Path(tempfile.mkstemp(prefix="cai-vllm-", suffix=".log")[1])
         self._proc: subprocess.Popen[str] | None = None
