@@ -1,19 +1,21 @@
 """The transformers backend: batched `generate` with left padding and stop strings, and option scoring.
 
-Option scoring runs each prompt once (keeping only its last position's logits), copies its KV cache to
-its options and runs all option tokens together, so the output layer (262k columns for Gemma) only sees
-option positions and no prompt is processed twice; the tokenization rule is in tokens.py.
+Option scoring only puts option positions through the output layer (262k columns for Gemma). On CPU it
+runs every token the call's prompts share once, unpadded (prefix.py: both orders and both options of a
+comparison share the conversation); on GPUs each prompt runs once in padded batches, its KV cache copied
+to its options. The tokenization rule is in tokens.py.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
 
-from cai.backends import tokens
+from cai.backends import prefix, tokens
 from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
 from cai.backends.precision import DtypeChoice, pick_dtype
 from cai.backends.tokens import OptionTokens
@@ -22,6 +24,7 @@ from cai.backends.tokens import OptionTokens
 # at once (256 x 262k x 4 bytes = 268 MB for Gemma), and prompts x padded prompt length.
 SCORE_LOGIT_ROWS = 256
 SCORE_TOKENS = 16384
+TREE_ROWS = 32  # most sibling segments one unpadded forward pass runs together
 
 
 def pick_device() -> str:
@@ -96,6 +99,8 @@ class HFBackend:
                 free, kv_bytes_per_token(self.model.config, self.model.dtype.itemsize)
             )
         self.batch_size = batch_size or 16
+        # Unpadded shared-prefix scoring wins on CPU; GPUs want wide padded batches.
+        self.shared_prefix = not self.device.startswith("cuda")
         self._bos = tokens.bos_prefix(self.tokenizer)
         eos = self.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -182,9 +187,71 @@ class HFBackend:
         return tokens.option_tokens(self.tokenizer, self._bos, prompt, option, prompt_ids)
 
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
-        """Each prompt runs once; its KV cache is copied to its options, which then run together."""
+        """Sum of each option's token log-probs after its prompt; see `shared_prefix` for the CPU plan.
+
+        On CPU every token the prompts share runs once (`shared_prefix`); on GPUs each prompt runs once
+        in length-sorted padded batches, its KV cache copied to its options (`padded_batches`).
+        """
         if len(prompts) != len(options):
             raise ValueError(f"got {len(prompts)} prompts but {len(options)} option lists")
+        if self.shared_prefix:
+            return self._tree_logprobs(prompts, options)
+        return self._padded_logprobs(prompts, options)
+
+    def _sequences(
+        self, prompts: Sequence[str], options: Sequence[Sequence[str]]
+    ) -> list[tuple[int, list[int], int]]:
+        """(key, ids, n_option) per prompt and option; key = prompt index * width + option index."""
+        width = max((len(o) for o in options), default=0)
+        out = []
+        for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
+            p = self.encode(prompt)
+            for j, option in enumerate(opts):
+                rule = self.option_tokens(prompt, option, p)
+                out.append((i * width + j, rule.ids, rule.n_option))
+        return out
+
+    def _tree_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        width = max((len(o) for o in options), default=0)
+        totals = [0.0] * (len(prompts) * width)
+        self._run_tree(prefix.build(self._sequences(prompts, options)), None, [], totals)
+        return [[totals[i * width + j] for j in range(len(opts))] for i, opts in enumerate(options)]
+
+    @torch.inference_mode()
+    def _run_tree(self, nodes: list[prefix.Node], cache, rows: list[int], totals: list[float]) -> None:  # type: ignore[no-untyped-def]
+        """Run sibling segments (each continuing cache row `rows[i]`), equal lengths together, unpadded."""
+        by_len: dict[int, list[int]] = {}
+        for i, n in enumerate(nodes):
+            by_len.setdefault(len(n.ids), []).append(i)
+        chunks = [m[k : k + TREE_ROWS] for m in by_len.values() for k in range(0, len(m), TREE_ROWS)]
+        for c, chunk in enumerate(chunks):
+            group = [nodes[i] for i in chunk]
+            keep = sorted({pos for n in group for pos, _, _ in n.reads})
+            grow = any(n.children for n in group)
+            if not keep and not grow:
+                continue
+            past = None
+            if cache is not None:  # the last chunk may take the parent's cache itself
+                past = cache if c == len(chunks) - 1 else copy.deepcopy(cache)
+                past.batch_select_indices(torch.tensor([rows[i] for i in chunk], device=self.device))
+            out = self.model(
+                input_ids=torch.tensor([n.ids for n in group], device=self.device),
+                past_key_values=past,
+                use_cache=grow,
+                logits_to_keep=torch.tensor(keep, device=self.device) if keep else 1,
+            )
+            if keep:
+                logp = torch.log_softmax(out.logits.float(), dim=-1)  # (rows, kept positions, vocab)
+                col = {pos: k for k, pos in enumerate(keep)}
+                for r, n in enumerate(group):
+                    for pos, token, key in n.reads:
+                        totals[key] += float(logp[r, col[pos], token])
+            below = [(child, r) for r, n in enumerate(group) for child in n.children]
+            if below:
+                self._run_tree([b for b, _ in below], out.past_key_values, [r for _, r in below], totals)
+
+    def _padded_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Each prompt runs once; its KV cache is copied to its options, which then run together."""
         groups: list[_Group] = []
         for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
             p = self.encode(prompt)
