@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cai.backends.precision import DtypeChoice, checkpoint_dtype, choose_dtype
+from cai.backends.precision import DtypeChoice, checkpoint_dtype, choose_dtype, choose_threads
 
 AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c"})
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl"}
@@ -42,3 +42,23 @@ def test_checkpoint_dtype(tmp_path):
     (tmp_path / "b" / "config.json").write_text(json.dumps({"text_config": {"torch_dtype": "float32"}}))
     got = [checkpoint_dtype(tmp_path / n) for n in ("a", "b", "missing")]
     assert got == ["bfloat16", "float32", None]
+
+
+@pytest.mark.parametrize(
+    ("cpus", "load", "running", "override", "expected"),
+    [
+        (2, 0.5, 1, None, (2, "2 CPUs shared by 1 running run(s)")),
+        (8, 3.0, 3, None, (2, "8 CPUs shared by 3 running run(s)")),
+        (2, 1.0, 4, None, (1, "2 CPUs shared by 4 running run(s)")),
+        (2, 24.4, 1, None, (1, "load 24.4 exceeds 2 CPUs")),
+        (16, 0.0, 0, None, (16, "16 CPUs shared by 1 running run(s)")),
+        (2, 24.4, 1, "3", (3, "CAI_THREADS")),
+    ],
+)
+def test_choose_threads(cpus, load, running, override, expected):
+    assert choose_threads(cpus, load, running, override) == expected
+
+
+def test_bad_threads_override():
+    with pytest.raises(ValueError, match=r"^CAI_THREADS must be a positive integer, got 'two'$"):
+        choose_threads(2, 0.0, 1, "two")
