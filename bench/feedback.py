@@ -4,7 +4,8 @@ The fast path is cai.feedback.label_pairs (option log-probs through the backend,
 logits it needs and, on CPU, runs every token that the orders and options of a comparison share once).
 Two baselines: "naive" labels one pair at a time with full-vocabulary logits at every position;
 "simple" runs prompt + option for each order and option (4 passes per item) with logits_to_keep.
-The HHH eval is timed against the simple loop (and the GPU-style padded batches) on the same items,
+The HHH eval (padded batches, the default) is timed against the simple loop and the opt-in
+shared-prefix tree (HFBackend.shared_prefix) on the same items,
 interleaved, in one dtype (--dtype, default float32), with accuracies that must match. Prints JSON.
 
     python bench/feedback.py --pairs 4 --hhh-limit 12 --rounds 2
@@ -106,7 +107,7 @@ def timed(fn: Any) -> tuple[Any, float]:
 
 
 def hhh_comparison(backend: Any, items: list[Any], batch_size: int, rounds: int) -> dict[str, Any]:
-    """`cai eval hhh`'s scoring (default settings) vs the simple loop and padded batches, interleaved."""
+    """`cai eval hhh`'s scoring (default settings) vs the simple loop and the prefix tree, interleaved."""
     opts = LabelOptions(batch_size=2 * batch_size)  # what run_stage passes for the config's batch_size
     default = backend.shared_prefix
 
@@ -114,14 +115,14 @@ def hhh_comparison(backend: Any, items: list[Any], batch_size: int, rounds: int)
         backend.shared_prefix = default
         return evaluate(backend, items, opts)
 
-    def padded() -> list[dict[str, Any]]:
-        backend.shared_prefix = False
+    def tree() -> list[dict[str, Any]]:
+        backend.shared_prefix = True
         try:
             return evaluate(backend, items, opts)
         finally:
             backend.shared_prefix = default
 
-    ways = {"ours": ours, "simple_loop": lambda: simple_hhh(backend, items), "padded_batches": padded}
+    ways = {"ours": ours, "simple_loop": lambda: simple_hhh(backend, items), "shared_prefix_tree": tree}
     seconds: dict[str, list[float]] = {k: [] for k in ways}
     results: dict[str, Any] = {}
     for _ in range(rounds):
@@ -137,7 +138,7 @@ def hhh_comparison(backend: Any, items: list[Any], batch_size: int, rounds: int)
         "seconds": {k: [round(x, 1) for x in v] for k, v in seconds.items()},
         "labels_per_s": {k: round(len(items) / v, 3) for k, v in best.items()},
         "speedup_vs_simple_loop": round(best["simple_loop"] / best["ours"], 2),
-        "speedup_vs_padded_batches": round(best["padded_batches"] / best["ours"], 2),
+        "speedup_vs_shared_prefix_tree": round(best["shared_prefix_tree"] / best["ours"], 2),
         "accuracy": {k: r["accuracy"] for k, r in results.items()},
         "accuracy_order_avg": {k: r["accuracy_order_avg"] for k, r in results.items()},
         "equal_accuracy": len({(r["accuracy"], r["accuracy_order_avg"]) for r in results.values()}) == 1,

@@ -226,7 +226,7 @@ def runner(kind: str) -> Callable[[RunContext], Any]:
 
 
 def set_threads(db: Database, ctx: RunContext) -> None:
-    """Size torch's thread pool for this worker (see `precision.choose_threads`) and log the choice."""
+    """Size torch's thread pool for this worker (see `precision.choose_threads`); say so in the worker log."""
     import torch
 
     from cai.backends.precision import choose_threads
@@ -235,7 +235,7 @@ def set_threads(db: Database, ctx: RunContext) -> None:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     n, why = choose_threads(cpus, os.getloadavg()[0], running, os.environ.get("CAI_THREADS"))
     torch.set_num_threads(n)
-    ctx.log(f"torch threads {n} ({why})")
+    print(f"run {ctx.run_id}: torch threads {n} ({why})", file=sys.stderr)  # the worker log
 
 
 def execute(db: Database, run_id: int) -> dict[str, Any]:

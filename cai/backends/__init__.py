@@ -24,7 +24,7 @@ __all__ = [
     "clear_cache",
     "load",
     "model_path",
-    "precision",
+    "dtype_line",
     "resolve",
 ]
 
@@ -109,7 +109,7 @@ def load(
     return made  # type: ignore[no-any-return]
 
 
-def precision(backend: Any) -> str:
+def dtype_line(backend: Any) -> str:
     """The backend's dtype and why it was chosen, as one log line ("" for backends without one)."""
     choice = getattr(backend, "dtype_choice", None)
     return f"{backend.name}: dtype {choice.dtype} ({choice.reason})" if choice else ""

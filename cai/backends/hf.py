@@ -99,8 +99,9 @@ class HFBackend:
                 free, kv_bytes_per_token(self.model.config, self.model.dtype.itemsize)
             )
         self.batch_size = batch_size or 16
-        # Unpadded shared-prefix scoring wins on CPU; GPUs want wide padded batches.
-        self.shared_prefix = not self.device.startswith("cuda")
+        # Opt-in: the unpadded shared-prefix tree runs fewer tokens but more passes; measured slower
+        # than padded batches on a loaded 2-core CPU (bench/feedback.py), so padded batches are the default.
+        self.shared_prefix = False
         self._bos = tokens.bos_prefix(self.tokenizer)
         eos = self.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -189,7 +190,7 @@ class HFBackend:
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
         """Sum of each option's token log-probs after its prompt; see `shared_prefix` for the CPU plan.
 
-        On CPU every token the prompts share runs once (`shared_prefix`); on GPUs each prompt runs once
+        With `shared_prefix` every token the prompts share runs once (unpadded); otherwise each prompt runs once
         in length-sorted padded batches, its KV cache copied to its options (`padded_batches`).
         """
         if len(prompts) != len(options):

@@ -109,8 +109,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     backend = backends.load(args.model, db=_open_db(args.db), backend=args.backend)
-    if args.verbose and backends.precision(backend):
-        print(backends.precision(backend), file=sys.stderr)
+    if args.verbose and backends.dtype_line(backend):
+        print(backends.dtype_line(backend), file=sys.stderr)
     prompt = args.prompt if args.raw else backend.render(as_prompt(args.prompt))
     params = backends.SamplingParams(
         max_new_tokens=args.max_new_tokens,
