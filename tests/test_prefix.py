@@ -23,3 +23,18 @@ def test_second_option_token_is_read_from_the_shared_segment():
     (root,) = prefix.build([(0, [5, 1, 2], 2), (1, [5, 1, 3], 2)])
     assert (root.ids, root.reads) == ([5, 1], [(0, 1, 0), (1, 2, 0), (0, 1, 1), (1, 3, 1)])
     assert [c.ids for c in root.children] == [[2], [3]]
+
+
+def test_hf_tree_scores_equal_padded_scores():
+    from cai import backends
+
+    tiny = backends.load("tiny", cache=False)
+    texts = ["\n\nHuman: Which is kinder?\n (A) yes\n (B) no\nThe answer is:",
+             "\n\nHuman: Which is kinder?\n (A) no\n (B) yes\nThe answer is:", "Hum"]  # fmt: skip
+    options = [[" (A)", " (B)"], [" (A)", " (B)"], ["an", "", " x"]]
+    tiny.shared_prefix = False
+    padded = tiny.option_logprobs(texts, options)
+    tiny.shared_prefix = True
+    tree = tiny.option_logprobs(texts, options)
+    assert tree[2][1] == 0.0
+    assert [[round(v, 4) for v in row] for row in tree] == [[round(v, 4) for v in row] for row in padded]
