@@ -91,6 +91,22 @@ def model_spec(name: str) -> str:
     return name
 
 
+def plain_generate_tokens_per_s(backend: Any, prompts: list[str], max_new_tokens: int) -> float:
+    """Greedy `model.generate` on the left-padded batch, no stop criteria: the reference speed."""
+    import torch
+
+    enc = backend.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(
+        backend.device
+    )
+    t = time.perf_counter()
+    with torch.inference_mode():
+        out = backend.model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=backend.tokenizer.pad_token_id
+        )
+    elapsed = time.perf_counter() - t
+    return round(int((out[:, enc.input_ids.shape[1] :] != backend.tokenizer.pad_token_id).sum()) / elapsed, 1)
+
+
 def bench_backend(
     kind: str, spec: str, args: argparse.Namespace
 ) -> tuple[dict[str, Any], list[str], list[float]]:
@@ -110,6 +126,9 @@ def bench_backend(
     else:
         backend = backends.load(spec, backend=kind, cache=False, **options)
     result: dict[str, Any] = {"load_s": round(time.perf_counter() - t0, 2), "backend": repr(backend)}
+    choice = getattr(backend, "dtype_choice", None)
+    if choice:
+        result["dtype"], result["dtype_reason"] = choice.dtype, choice.reason
     params = SamplingParams(max_new_tokens=args.max_new_tokens, stop=())
     backend.generate(gen_prompts(2), SamplingParams(max_new_tokens=4, stop=()))  # warm-up
     result["generate_tokens_per_s"] = {}
@@ -120,6 +139,10 @@ def bench_backend(
         elapsed = time.perf_counter() - t
         tokens = sum(c.completion_tokens for c in out)
         result["generate_tokens_per_s"][str(batch)] = round(tokens / elapsed, 1)
+        if kind == "hf":  # plain model.generate on the same batch, interleaved: our wrapper's overhead
+            plain = plain_generate_tokens_per_s(backend, gen_prompts(batch), args.max_new_tokens)
+            result.setdefault("plain_model_generate_tokens_per_s", {})[str(batch)] = plain
+            result.setdefault("generate_vs_plain", {})[str(batch)] = round(tokens / elapsed / plain, 2)
         texts = texts or ([c.text for c in out] if batch >= 8 else [])
     prompts = comparison_prompts(args.comparisons)
     # warm-up on other prompts (a server's prefix cache must not hold the measured ones)

@@ -1,16 +1,23 @@
 """AI-feedback label throughput on the default model (plain, order-averaged, CoT) against a naive labeller.
 
-The fast path is cai.feedback.label_pairs (batched option log-probs through the backend, which keeps
-only the logits it needs and runs each prompt once for both options). The naive path labels one pair
-at a time, running prompt + option for every option and computing full-vocabulary logits at every
-position. Pairs come from the HHH eval file; the HHH eval's wall time is measured too. Prints JSON.
+The fast path is cai.feedback.label_pairs (option log-probs through the backend, which keeps only the
+logits it needs and, on CPU, runs every token that the orders and options of a comparison share once).
+Two baselines: "naive" labels one pair at a time with full-vocabulary logits at every position;
+"simple" runs prompt + option for each order and option (4 passes per item) with logits_to_keep.
+The HHH eval (padded batches, the default) is timed against the simple loop and the opt-in
+shared-prefix tree (HFBackend.shared_prefix) on the same items,
+interleaved, in one dtype (--dtype, default float32), with accuracies that must match. Prints JSON.
+
+    python bench/feedback.py --pairs 4 --hhh-limit 12 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +25,10 @@ import torch
 
 from cai import prompts
 from cai.backends import SamplingParams, load
-from cai.evals.hhh import evaluate, read_hhh, summarize
-from cai.feedback import LabelOptions, PairItem, first_p, label_pairs, option_p
+from cai.backends.precision import pick_dtype
+from cai.evals.hhh import evaluate, item_row, read_hhh, summarize
+from cai.evals.hhh import queries as hhh_queries
+from cai.feedback import LabelOptions, PairItem, Reading, first_p, label_pairs, option_p
 
 HHH = (
     Path(__file__).resolve().parents[2]
@@ -44,6 +53,30 @@ def naive_logprob(model: Any, tok: Any, text: str, option: str) -> float:
     logits = model(input_ids=torch.tensor([ids])).logits[0].float()  # (len, vocab): every position
     logp = torch.log_softmax(logits, dim=-1)
     return float(sum(logp[i - 1, ids[i]] for i in range(len(ids) - n, len(ids))))
+
+
+@torch.inference_mode()
+def simple_logprob(model: Any, backend: Any, text: str, option: str) -> float:
+    """log p(option | text): one pass of prompt + option, logits kept only at the option's positions."""
+    rule = backend.option_tokens(text, option)
+    ids = torch.tensor([rule.ids])
+    logits = model(input_ids=ids, logits_to_keep=rule.n_option + 1).logits[0, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return float(sum(logp[k, t] for k, t in enumerate(rule.ids[-rule.n_option :])))
+
+
+def simple_hhh(backend: Any, items: list[Any]) -> list[dict[str, Any]]:
+    """The HHH rows the simple one-at-a-time loop gives: 2 orders x 2 options = 4 passes per item."""
+    out = []
+    for it in items:
+        readings = []
+        for order in ("AB", "BA"):
+            text = it.text(order == "BA", False)
+            lp = [simple_logprob(backend.model, backend, text, o) for o in prompts.OPTIONS]
+            pa = option_p(*lp)
+            readings.append(Reading(0, order, "hhh", 0, lp, pa, first_p(pa, order)))
+        out.append(item_row(it, readings))
+    return out
 
 
 def naive_labels(backend: Any, items: list[PairItem], opts: LabelOptions) -> list[float]:
@@ -73,20 +106,111 @@ def timed(fn: Any) -> tuple[Any, float]:
     return value, time.perf_counter() - t0
 
 
+def hhh_comparison(backend: Any, items: list[Any], batch_size: int, rounds: int) -> dict[str, Any]:
+    """`cai eval hhh`'s scoring (default settings) vs the simple loop and the prefix tree, interleaved."""
+    opts = LabelOptions(batch_size=2 * batch_size)  # what run_stage passes for the config's batch_size
+    default = backend.shared_prefix
+
+    def ours() -> list[dict[str, Any]]:
+        backend.shared_prefix = default
+        return evaluate(backend, items, opts)
+
+    def tree() -> list[dict[str, Any]]:
+        backend.shared_prefix = True
+        try:
+            return evaluate(backend, items, opts)
+        finally:
+            backend.shared_prefix = default
+
+    ways = {"ours": ours, "simple_loop": lambda: simple_hhh(backend, items), "shared_prefix_tree": tree}
+    seconds: dict[str, list[float]] = {k: [] for k in ways}
+    results: dict[str, Any] = {}
+    for _ in range(rounds):
+        for name, fn in ways.items():
+            rows, s = timed(fn)
+            seconds[name].append(s)
+            results[name] = summarize(rows)
+            print(f"hhh {name}: {s:.1f}s", file=sys.stderr, flush=True)
+    best = {k: min(v) for k, v in seconds.items()}
+    return {
+        "n": len(items),
+        "rounds": rounds,
+        "seconds": {k: [round(x, 1) for x in v] for k, v in seconds.items()},
+        "labels_per_s": {k: round(len(items) / v, 3) for k, v in best.items()},
+        "speedup_vs_simple_loop": round(best["simple_loop"] / best["ours"], 2),
+        "speedup_vs_shared_prefix_tree": round(best["shared_prefix_tree"] / best["ours"], 2),
+        "accuracy": {k: r["accuracy"] for k, r in results.items()},
+        "accuracy_order_avg": {k: r["accuracy_order_avg"] for k, r in results.items()},
+        "equal_accuracy": len({(r["accuracy"], r["accuracy_order_avg"]) for r in results.values()}) == 1,
+        "padding": padding_report(backend, items),
+    }
+
+
+def padding_report(backend: Any, items: list[Any]) -> dict[str, Any]:
+    """Token slots each plan computes for these items: padded batches (as sorted by length) vs the tree."""
+    from cai.backends import hf, prefix
+
+    texts = [q.text for q in hhh_queries(items, LabelOptions())]
+    opts = [list(prompts.OPTIONS)] * len(texts)
+    real = sum(len(backend.encode(t)) for t in texts)
+    slots = []
+    for chunk in range(0, len(texts), 16):
+        part = texts[chunk : chunk + 16]
+        groups = sorted(
+            (hf._Group(0, backend.encode(t), [(0, [0])]) for t in part), key=lambda g: len(g.prompt)
+        )
+        slots += [(max(len(g.prompt) for g in b), len(b)) for b in hf._score_batches(groups)]
+    padded = prefix.padded_tokens(slots)
+    tree = prefix.tokens_run(prefix.build(backend._sequences(texts, opts)))
+    return {
+        "prompt_tokens": real,
+        "padded_batch_slots": padded,
+        "padding_waste": round(1 - real / padded, 3),
+        "tree_tokens": tree,
+        "tree_vs_prompt_tokens": round(tree / real, 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="default", help="Feedback model (default: default).")
-    ap.add_argument("--pairs", type=int, default=8, help="Pairs labelled per mode (default: 8).")
+    ap.add_argument("--pairs", type=int, default=8, help="Pairs labelled per mode (default: 8; 0 skips).")
     ap.add_argument(
         "--batch-size", type=int, default=8, help="Pairs per batch on the fast path (default: 8)."
     )
     ap.add_argument("--cot-tokens", type=int, default=48, help="CoT reasoning tokens (default: 48).")
-    ap.add_argument("--hhh-limit", type=int, default=95, help="HHH comparisons for the wall time (0: skip).")
+    ap.add_argument("--hhh-limit", type=int, default=40, help="HHH comparisons timed (default 40; 0: skip).")
+    ap.add_argument("--rounds", type=int, default=1, help="Interleaved rounds of the HHH timing (best kept).")
+    ap.add_argument("--dtype", default="float32", help="Model dtype for every path (default: float32).")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice).")
     ap.add_argument("--data", default=str(HHH), help="HHH eval file.")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    _, load_s = timed(lambda: load(args.model))
-    backend = load(args.model)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _, load_s = timed(lambda: load(args.model, dtype=getattr(torch, args.dtype)))
+    backend = load(args.model, dtype=getattr(torch, args.dtype))
+    report: dict[str, Any] = {
+        "model": args.model,
+        "device": str(getattr(backend, "device", "cpu")),
+        "dtype": backend.dtype_choice.dtype,
+        "dtype_reason": backend.dtype_choice.reason,
+        "default_dtype_here": asdict(pick_dtype(str(getattr(backend, "device", "cpu")), backend.path)),
+        "threads": torch.get_num_threads(),
+        "load_s": round(load_s, 2),
+    }
+    if args.hhh_limit:
+        hhh = read_hhh(args.data, args.hhh_limit)
+        evaluate(backend, hhh[:1], LabelOptions())  # warm-up: first-call costs stay out
+        report["hhh"] = hhh_comparison(backend, hhh, args.batch_size, args.rounds)
+    if args.pairs:
+        report.update(pair_modes(backend, args))
+    print(json.dumps(report, indent=2))
+    return report
+
+
+def pair_modes(backend: Any, args: Any) -> dict[str, Any]:
+    """label_pairs vs the naive labeller in the plain, order-averaged and CoT modes."""
     comps = read_hhh(args.data, args.pairs)
     items = [PairItem(c.idx, c.conversation, c.response_a, c.response_b) for c in comps]
     modes = {
@@ -96,9 +220,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             both_orders=False, cot=True, max_new_tokens=args.cot_tokens, batch_size=args.batch_size
         ),
     }
-    report: dict[str, Any] = {"model": args.model, "device": str(getattr(backend, "device", "cpu")),
-                              "threads": torch.get_num_threads(), "pairs": len(items), "load_s": round(load_s, 2)}  # fmt: skip
-    label_pairs(backend, items[:1], [PRINCIPLE], modes["plain"])  # warm-up: first-call costs stay out
+    report: dict[str, Any] = {"pairs": len(items)}
+    label_pairs(backend, items[:1], [PRINCIPLE], modes["plain"])  # warm-up
     naive_labels(backend, items[:1], modes["plain"])
     for name, opts in modes.items():
         labels, fast_s = timed(lambda opts=opts: label_pairs(backend, items, [PRINCIPLE], opts))
@@ -111,13 +234,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "naive_s": round(naive_s, 2),
             "max_abs_p_diff": round(max(abs(lab.p - q) for lab, q in zip(labels, naive, strict=True)), 4),
         }
-    if args.hhh_limit:
-        hhh = read_hhh(args.data, args.hhh_limit)
-        rows, hhh_s = timed(lambda: evaluate(backend, hhh, LabelOptions(batch_size=2 * args.batch_size)))
-        s = summarize(rows)
-        report["hhh"] = {"n": s["n"], "wall_s": round(hhh_s, 1), "accuracy": s["accuracy"],
-                         "accuracy_order_avg": s["accuracy_order_avg"]}  # fmt: skip
-    print(json.dumps(report, indent=2))
     return report
 
 

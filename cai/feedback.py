@@ -331,6 +331,8 @@ def run_pairs(ctx: Any) -> dict[str, Any]:
         ctx.log("temperature 0: both responses of a pair will be the same greedy sample")
     ctx.progress(len(done), len(rows))
     backend = backends.load(cfg.model, db=db) if todo else None
+    if backend is not None and backends.dtype_line(backend):
+        ctx.log(backends.dtype_line(backend))
     for chunk in batches(todo, cfg.batch_size):
         params = SamplingParams(
             max_new_tokens=cfg.max_new_tokens,
@@ -391,6 +393,8 @@ def run_labels(ctx: Any) -> dict[str, Any]:
     todo = [p for p in pairs if p["id"] not in done]
     ctx.progress(len(done), len(pairs))
     backend = backends.load(cfg.feedback_model, db=db) if todo else None
+    if backend is not None and backends.dtype_line(backend):
+        ctx.log(backends.dtype_line(backend))
     for chunk in batches(todo, cfg.batch_size):
         items = [PairItem(p["prompt_id"], p["prompt"], p["response_a"], p["response_b"]) for p in chunk]
         labels = label_pairs(backend, items, principles, opts, exemplars)  # type: ignore[arg-type]

@@ -73,7 +73,9 @@ class RunContext:
     _done_at_start: int | None = None
 
     def log(self, line: str, level: str = "info") -> None:
-        self.db.table("run_logs").insert({"run_id": self.run_id, "ts": store.now(), "level": level, "line": line})
+        self.db.table("run_logs").insert(
+            {"run_id": self.run_id, "ts": store.now(), "level": level, "line": line}
+        )
 
     def check_cancel(self) -> None:
         row = self.db.execute("select cancel_requested from runs where id = ?", [self.run_id]).fetchone()
@@ -178,7 +180,9 @@ def resolve_links(db: Database, config: StageConfig) -> dict[str, int | None]:
 _MODEL_FIELDS = ("model", "policy", "feedback_model")
 
 
-def start(db: Database, db_path: str | os.PathLike[str], config: StageConfig) -> tuple[int, subprocess.Popen[bytes]]:
+def start(
+    db: Database, db_path: str | os.PathLike[str], config: StageConfig
+) -> tuple[int, subprocess.Popen[bytes]]:
     """Create a run for `config` (linked to its model and constitution version) and launch its worker."""
     run_id = create_run(db, config, **resolve_links(db, config))
     return run_id, launch(db_path, run_id)
@@ -232,7 +236,10 @@ def liveness(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
 
 def list_runs(db: Database, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     where, args = ("kind = ?", [kind]) if kind else (None, [])
-    ids = [r["id"] for r in db.table("runs").rows_where(where, args, order_by="id desc", limit=limit, select="id")]
+    ids = [
+        r["id"]
+        for r in db.table("runs").rows_where(where, args, order_by="id desc", limit=limit, select="id")
+    ]
     return [get_run(db, i) for i in ids]
 
 
@@ -324,6 +331,19 @@ def runner(kind: str) -> Callable[[RunContext], Any]:
     return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
 
 
+def set_threads(db: Database, ctx: RunContext) -> None:
+    """Size torch's thread pool for this worker (see `precision.choose_threads`); say so in the worker log."""
+    import torch
+
+    from cai.backends.precision import choose_threads
+
+    running = db.execute("select count(*) from runs where status = 'running'").fetchone()[0]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n, why = choose_threads(cpus, os.getloadavg()[0], running, os.environ.get("CAI_THREADS"))
+    torch.set_num_threads(n)
+    print(f"run {ctx.run_id}: torch threads {n} ({why})", file=sys.stderr)  # the worker log
+
+
 def execute(db: Database, run_id: int) -> dict[str, Any]:
     """Run a queued run to the end in this process; the worker's body. Returns the final row."""
     run = get_run(db, run_id)
@@ -335,6 +355,7 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
     ctx = RunContext(db=db, run_id=run_id, config=config)
     stop_beat = start_heartbeat(db, run_id)
     try:
+        set_threads(db, ctx)
         ctx.check_cancel()
         result = runner(run["kind"])(ctx)
         status, error = "done", None
@@ -418,7 +439,9 @@ def _alive(pid: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cai.runs", description="Execute one queued run (worker).")
+    parser = argparse.ArgumentParser(
+        prog="python -m cai.runs", description="Execute one queued run (worker)."
+    )
     parser.add_argument("run_id", type=int)
     parser.add_argument("--db", default=None, help="Workbench database path.")
     args = parser.parse_args(argv)

@@ -26,6 +26,7 @@ __all__ = [
     "from_row",
     "load",
     "model_path",
+    "dtype_line",
     "resolve",
 ]
 
@@ -157,6 +158,12 @@ def from_row(row: dict[str, Any], *, cache: bool = True, **options: Any) -> Back
     if cache and not options:
         _LOADED[key] = made
     return made
+
+
+def dtype_line(backend: Any) -> str:
+    """The backend's dtype and why it was chosen, as one log line ("" for backends without one)."""
+    choice = getattr(backend, "dtype_choice", None)
+    return f"{backend.name}: dtype {choice.dtype} ({choice.reason})" if choice else ""
 
 
 def clear_cache() -> None:

@@ -1,13 +1,14 @@
 """The transformers backend: batched `generate` with left padding and stop strings, and option scoring.
 
-Option scoring runs each prompt once (keeping only its last position's logits), copies its KV cache to
-its options and runs all option tokens together, so the output layer (262k columns for Gemma) only sees
-option positions and no prompt is processed twice; the tokenization rule is in tokens.py.
+Option scoring only puts option positions through the output layer (262k columns for Gemma). On CPU it
+runs every token the call's prompts share once, unpadded (prefix.py: both orders and both options of a
+comparison share the conversation); on GPUs each prompt runs once in padded batches, its KV cache copied
+to its options. The tokenization rule is in tokens.py.
 """
 
 from __future__ import annotations
 
-import os
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,31 +16,23 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
 
-from cai.backends import tokens
+from cai.backends import prefix, tokens
 from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
+from cai.backends.precision import DtypeChoice, pick_dtype
 from cai.backends.tokens import OptionTokens
 
 # Scoring budgets per forward pass: option positions whose full-vocabulary float32 log-probs are held
 # at once (256 x 262k x 4 bytes = 268 MB for Gemma), and prompts x padded prompt length.
 SCORE_LOGIT_ROWS = 256
 SCORE_TOKENS = 16384
+TREE_ROWS = 32  # most sibling segments one unpadded forward pass runs together
 
 
 def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def pick_dtype(device: str) -> torch.dtype | str:
-    """bf16 on GPUs; on CPU the checkpoint's own dtype ("auto": bf16 for default, fp32 for tiny).
-
-    bf16 measured faster than fp32 for the default model on this 2-core CPU (generation and scoring).
-
-    $CAI_DTYPE (float32|bfloat16|float16) overrides both.
-    """
-    env = os.environ.get("CAI_DTYPE")
-    if env:
-        return getattr(torch, env)
-    return torch.bfloat16 if device == "cuda" else "auto"
+__all__ = ["DtypeChoice", "HFBackend", "pick_device", "pick_dtype"]
 
 
 def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:  # type: ignore[no-untyped-def]
@@ -107,8 +100,13 @@ class HFBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        if dtype is None:
+            self.dtype_choice = pick_dtype(self.device, self.path)
+        else:
+            name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+            self.dtype_choice = DtypeChoice(name, "asked for by the caller")
         self.model = AutoModelForCausalLM.from_pretrained(
-            self.path, dtype=dtype if dtype is not None else pick_dtype(self.device)
+            self.path, dtype=getattr(torch, self.dtype_choice.dtype, self.dtype_choice.dtype)
         ).to(self.device)  # type: ignore[arg-type]
         self.model.eval()
         if batch_size is None and self.device.startswith("cuda"):
@@ -119,6 +117,9 @@ class HFBackend:
         self.batch_size = batch_size or 16
         self.should_stop: Callable[[], bool] | None = None  # a run's cancel flag, polled during generation
         self.stop_poll_s = 0.5  # ... at most this often
+        # Opt-in: the unpadded shared-prefix tree runs fewer tokens but more passes; measured slower
+        # than padded batches on a loaded 2-core CPU (bench/feedback.py), so padded batches are the default.
+        self.shared_prefix = False
         self._bos = tokens.bos_prefix(self.tokenizer)
         eos = self.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -207,9 +208,71 @@ class HFBackend:
         return tokens.option_tokens(self.tokenizer, self._bos, prompt, option, prompt_ids)
 
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
-        """Each prompt runs once; its KV cache is copied to its options, which then run together."""
+        """Sum of each option's token log-probs after its prompt; see `shared_prefix` for the CPU plan.
+
+        With `shared_prefix` every token the prompts share runs once (unpadded); otherwise each prompt runs once
+        in length-sorted padded batches, its KV cache copied to its options (`padded_batches`).
+        """
         if len(prompts) != len(options):
             raise ValueError(f"got {len(prompts)} prompts but {len(options)} option lists")
+        if self.shared_prefix:
+            return self._tree_logprobs(prompts, options)
+        return self._padded_logprobs(prompts, options)
+
+    def _sequences(
+        self, prompts: Sequence[str], options: Sequence[Sequence[str]]
+    ) -> list[tuple[int, list[int], int]]:
+        """(key, ids, n_option) per prompt and option; key = prompt index * width + option index."""
+        width = max((len(o) for o in options), default=0)
+        out = []
+        for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
+            p = self.encode(prompt)
+            for j, option in enumerate(opts):
+                rule = self.option_tokens(prompt, option, p)
+                out.append((i * width + j, rule.ids, rule.n_option))
+        return out
+
+    def _tree_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        width = max((len(o) for o in options), default=0)
+        totals = [0.0] * (len(prompts) * width)
+        self._run_tree(prefix.build(self._sequences(prompts, options)), None, [], totals)
+        return [[totals[i * width + j] for j in range(len(opts))] for i, opts in enumerate(options)]
+
+    @torch.inference_mode()
+    def _run_tree(self, nodes: list[prefix.Node], cache, rows: list[int], totals: list[float]) -> None:  # type: ignore[no-untyped-def]
+        """Run sibling segments (each continuing cache row `rows[i]`), equal lengths together, unpadded."""
+        by_len: dict[int, list[int]] = {}
+        for i, n in enumerate(nodes):
+            by_len.setdefault(len(n.ids), []).append(i)
+        chunks = [m[k : k + TREE_ROWS] for m in by_len.values() for k in range(0, len(m), TREE_ROWS)]
+        for c, chunk in enumerate(chunks):
+            group = [nodes[i] for i in chunk]
+            keep = sorted({pos for n in group for pos, _, _ in n.reads})
+            grow = any(n.children for n in group)
+            if not keep and not grow:
+                continue
+            past = None
+            if cache is not None:  # the last chunk may take the parent's cache itself
+                past = cache if c == len(chunks) - 1 else copy.deepcopy(cache)
+                past.batch_select_indices(torch.tensor([rows[i] for i in chunk], device=self.device))
+            out = self.model(
+                input_ids=torch.tensor([n.ids for n in group], device=self.device),
+                past_key_values=past,
+                use_cache=grow,
+                logits_to_keep=torch.tensor(keep, device=self.device) if keep else 1,
+            )
+            if keep:
+                logp = torch.log_softmax(out.logits.float(), dim=-1)  # (rows, kept positions, vocab)
+                col = {pos: k for k, pos in enumerate(keep)}
+                for r, n in enumerate(group):
+                    for pos, token, key in n.reads:
+                        totals[key] += float(logp[r, col[pos], token])
+            below = [(child, r) for r, n in enumerate(group) for child in n.children]
+            if below:
+                self._run_tree([b for b, _ in below], out.past_key_values, [r for _, r in below], totals)
+
+    def _padded_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Each prompt runs once; its KV cache is copied to its options, which then run together."""
         groups: list[_Group] = []
         for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
             p = self.encode(prompt)

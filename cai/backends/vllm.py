@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cai.backends.precision import DtypeChoice, pick_dtype
 from cai.backends.served import ServedBackend, health
 
 STARTUP_TIMEOUT_S = 900.0
@@ -35,12 +36,19 @@ ENGINE_FLAGS = {
 }
 
 
-def default_engine() -> dict[str, Any]:
-    """bf16; on GPUs 85% of memory, on CPU a 4k context (the KV cache is a fixed size, see `_env`)."""
+def _device() -> str:
     import torch
 
-    engine: dict[str, Any] = {"dtype": "bfloat16", "tensor_parallel_size": 1, "data_parallel_size": 1}
-    if torch.cuda.is_available():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_engine(folder: str | None = None) -> dict[str, Any]:
+    """dtype by `precision.pick_dtype` (the same rule as the transformers backend); on GPUs 85% of
+    memory, on CPU a 4k context (the KV cache is a fixed size, see `_env`)."""
+    device = _device()
+    engine: dict[str, Any] = {"dtype": pick_dtype(device, folder).dtype, "tensor_parallel_size": 1,
+                              "data_parallel_size": 1}
+    if device == "cuda":
         engine["gpu_memory_utilization"] = 0.85
     else:
         engine["max_model_len"] = 4096
@@ -102,7 +110,12 @@ class VLLMServer:
         self.host = host
         self.port = port or free_port(host)
         self.served_name = served_name or Path(self.folder).name
-        self.engine = {**default_engine(), **(engine or {})}
+        self.engine = {**default_engine(self.folder), **(engine or {})}
+        self.dtype_choice = (
+            DtypeChoice(str(engine["dtype"]), "asked for by the caller")
+            if engine and engine.get("dtype")
+            else pick_dtype(_device(), self.folder)
+        )
         self.log = Path(tempfile.mkstemp(prefix=f"cai-vllm-{self.port}-", suffix=".log")[1])
         self.command = server_command(self.folder, self.port, host, self.served_name, self.engine)
         with open(self.log, "w") as out:
@@ -188,6 +201,7 @@ class VLLMBackend(ServedBackend):
         tie = threading.current_thread() is threading.main_thread()
         self.server = VLLMServer(path, served_name=name or Path(path).name, engine=engine, tie_to_parent=tie)
         self.startup_s = self.server.wait_ready(startup_timeout)
+        self.dtype_choice = self.server.dtype_choice
         super().__init__(
             [self.server.url], served_name=self.server.served_name, tokenizer=path, name=name, chat=chat
         )

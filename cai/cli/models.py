@@ -7,6 +7,7 @@ Both are thin over `cai.models` and `cai.backends`; `generate` wraps the prompt 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from cai.cli import add_common, emit, table
@@ -71,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--raw", action="store_true", help="Send the prompt as is: no HH wrapping, no stop strings."
     )
     add_common(gen)
+    gen.add_argument(
+        "--verbose", action="store_true", help="Print the backend's dtype and why it was chosen (stderr)."
+    )
     gen.set_defaults(func=cmd_generate)
 
 
@@ -139,6 +143,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     backend = backends.load(args.model, db=_open_db(args.db), backend=args.backend)
+    if args.verbose and backends.dtype_line(backend):
+        print(backends.dtype_line(backend), file=sys.stderr)
     prompt = args.prompt if args.raw else backend.render(as_prompt(args.prompt))
     params = backends.SamplingParams(
         max_new_tokens=args.max_new_tokens,

@@ -201,6 +201,8 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     todo = [it for it in items if it.idx not in done]
     ctx.progress(len(done), len(items))
     backend = backends.load(cfg.model, db=db) if todo else None
+    if backend is not None and backends.dtype_line(backend):
+        ctx.log(backends.dtype_line(backend))
     for start in range(0, len(todo), cfg.batch_size):
         chunk = todo[start : start + cfg.batch_size]
         rows = evaluate(backend, chunk, opts, cfg.tie_band, cfg.inconsistent)
