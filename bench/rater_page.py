@@ -56,11 +56,15 @@ def serve(
         page.close()
 
 
-def rater(url: str, name: str, campaign: str, password: str = "password1") -> Any:
-    """A gradio_client session signed in as `name` with a battle of `campaign` started."""
+def rater(url: str, name: str, campaign: str, password: str = "password1", timeout: float = 120.0) -> Any:
+    """A gradio_client session signed in as `name` with a battle of `campaign` started.
+
+    `timeout` bounds each HTTP request (httpx's default is 5 s; a browser waits far longer, and a loaded
+    machine answers 50 raters at once in more than 5 s).
+    """
     from gradio_client import Client
 
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, httpx_kwargs={"timeout": timeout})
     client.predict(name, password, api_name="/sign_in")
     client.predict(campaign, api_name="/start")
     return client

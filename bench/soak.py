@@ -72,7 +72,10 @@ def vote_soak(db_path: str | Path, raters: int, votes: int, turns: int) -> dict[
         clients: list[Any] = [None] * raters
 
         def sign_in(i: int) -> None:
-            clients[i] = rater_page.rater(url, f"r{i}", "soak")
+            try:
+                clients[i] = rater_page.rater(url, f"r{i}", "soak")
+            except Exception as exc:
+                raise RuntimeError(f"r{i}, at sign-in: {exc!r}") from exc
 
         setup_errors = rater_page.run_threads(raters, sign_in)
         barrier = threading.Barrier(raters - len(setup_errors)) if raters > len(setup_errors) else None
@@ -84,14 +87,20 @@ def vote_soak(db_path: str | Path, raters: int, votes: int, turns: int) -> dict[
             assert barrier is not None
             barrier.wait()
             for k in range(votes):
-                if k and k % turns == 0:  # the last vote of a battle ended it: start the next one
-                    client.predict("soak", api_name="/start")
-                client.predict(f"question {k} from r{i}", api_name="/send")
-                comment = f"r{i}-v{k}"
-                start = time.perf_counter()
-                status = client.predict(["A is better", "B is better", "Tie", "Both are bad"][(i + k) % 4], comment,
-                                        api_name="/vote")[0]
-                seconds = time.perf_counter() - start
+                step = "start"
+                try:
+                    if k and k % turns == 0:  # the last vote of a battle ended it: start the next one
+                        client.predict("soak", api_name="/start")
+                    step = "send"
+                    client.predict(f"question {k} from r{i}", api_name="/send")
+                    step = "vote"
+                    comment = f"r{i}-v{k}"
+                    start = time.perf_counter()
+                    status = client.predict(["A is better", "B is better", "Tie", "Both are bad"][(i + k) % 4],
+                                            comment, api_name="/vote")[0]
+                    seconds = time.perf_counter() - start
+                except Exception as exc:  # this rater stops here; the caller counts and reports it
+                    raise RuntimeError(f"r{i}, vote {k}, at /{step}: {exc!r}") from exc
                 with lock:
                     latencies.append(seconds)
                     (acked if status.startswith("Vote recorded") else refused).append(comment)
@@ -127,7 +136,7 @@ def vote_soak(db_path: str | Path, raters: int, votes: int, turns: int) -> dict[
         "misplaced": len(misplaced),
         "refused": len(refused),
         "errors": len(errors),
-        "first_error": repr(errors[0])[:300] if errors else None,
+        "first_error": str(errors[0])[:300] if errors else None,
         "vote_p50_ms": round(statistics.median(ms), 1) if ms else None,
         "vote_p95_ms": round(percentile(ms, 0.95), 1) if ms else None,
         "wall_s": round(wall, 2),
