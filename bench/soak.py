@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import random
@@ -380,7 +381,8 @@ def main() -> None:
     seed = secrets.randbelow(2**31) if args.seed is None else args.seed
     print(f"kill-point seed {seed} (replay: python bench/soak.py --seed {seed})", file=sys.stderr, flush=True)
     out: dict[str, Any] = {"seed": seed}
-    with tempfile.TemporaryDirectory() as tmp:
+    # Gradio prints "Closing server ..." on stdout: keep stdout for the JSON alone.
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         if not args.skip_crashes:
             out["crashes"] = crash_campaign(Path(tmp) / "crash.db", seed, args.kills - args.kills // 2,
                                             args.kills // 2, args.prompts)
