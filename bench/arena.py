@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -26,53 +25,34 @@ import pandas as pd  # noqa: E402
 
 
 def vote_latency(raters: int, turns: int) -> dict[str, float]:
-    from gradio_client import Client
+    from bench import rater_page
 
-    from cai import arena, models, store, users
-    from cai.arena_models import BackendPool
-    from cai.backends.base import ScriptedBackend
-    from ui.arena import build_page
-
-    tmp = tempfile.mkdtemp()
-    path = Path(tmp) / "bench.db"
-    db = store.connect(path)
-    for n in ("m-one", "m-two", "m-three"):
-        models.register_model(db, n, "tiny")
-    arena.create_campaign(db, "bench", ["m-one", "m-two", "m-three"], "helpfulness", max_turns=turns)
-    for i in range(raters):
-        users.add_user(db, f"r{i}", "rater", "password1")
-    pool = BackendPool(loader=lambda row: ScriptedBackend(respond=lambda p: " A short answer."))
-    page = build_page(path, pool)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    page.queue(default_concurrency_limit=32).launch(server_port=port, prevent_thread_lock=True, quiet=True)
-    url = f"http://127.0.0.1:{port}/"
+    path = Path(tempfile.mkdtemp()) / "bench.db"
+    answers = {"m-one": " A short answer.", "m-two": " A short answer.", "m-three": " A short answer."}
     times: list[float] = []
     lock = threading.Lock()
     barrier = threading.Barrier(raters)
+    with rater_page.serve(path, answers, "bench", max_turns=turns, raters=raters) as url:
 
-    def rater(i: int) -> None:
-        client = Client(url, verbose=False)
-        client.predict(f"r{i}", "password1", api_name="/sign_in")
-        client.predict("bench", api_name="/start")
-        barrier.wait()
-        for t in range(turns):
-            client.predict(f"question {t}", api_name="/send")
-            start = time.perf_counter()
-            client.predict("A is better", "", api_name="/vote")
-            with lock:
-                times.append(time.perf_counter() - start)
+        def rater(i: int) -> None:
+            client = rater_page.rater(url, f"r{i}", "bench")
+            barrier.wait()
+            for t in range(turns):
+                client.predict(f"question {t}", api_name="/send")
+                start = time.perf_counter()
+                client.predict("A is better", "", api_name="/vote")
+                with lock:
+                    times.append(time.perf_counter() - start)
 
-    threads = [threading.Thread(target=rater, args=(i,)) for i in range(raters)]
-    wall = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - wall
-    page.close()
+        wall = time.perf_counter()
+        errors = rater_page.run_threads(raters, rater)
+        wall = time.perf_counter() - wall
+    assert not errors, errors[0]
+    from cai import store
+
+    db = store.connect(path)
     stored = db["votes"].count
+    db.close()
     ms = sorted(1000 * x for x in times)
     return {
         "raters": raters,
