@@ -2,8 +2,8 @@
 RUNNING app: the real ASGI server (`ui.app.server`, workbench at / and rater page at /arena/) under uvicorn on
 a free port, driven only over HTTP (gradio_client and httpx), with the admin's changes made through the CLI
 (`cai users ...`, `cai arena campaign close`). The rater page's models are scripted (they answer with HTML,
-and slowly, so a stream can be cut mid-answer). Item 2 (path traversal) belongs to the inputs work and is
-replayed there; its place below is marked.
+and slowly, so a stream can be cut mid-answer). Item 2 (path traversal on write) is replayed
+in tests/test_probe_paths.py (constitution export by a viewer, `cai run sft --name ../..`).
 """
 
 from __future__ import annotations
@@ -135,9 +135,6 @@ def test_item1_a_password_change_or_removal_ends_workbench_sessions(running):
         assert c.get("/gradio_api/login_check").status_code == 401
         assert c.get("/config").status_code == 401
         c.close()
-
-
-# -- item 2: path traversal on write -- replayed by the inputs work (constitution export, run names) ---
 
 
 # -- item 3: no anonymous uploads on the rater page ------------------------------------------------------
