@@ -439,22 +439,26 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         steps["phase"] = step_phase(first, size, total, kind, rnd, cfg.revisions)
         db.table("runs").update(ctx.run_id, {"phase": steps["phase"]})
 
-    for group in chunks(todo, cfg.batch_size):
-        assert backend is not None
-        chains = run_chains(
-            backend,
-            group,
-            cv["principles"],
-            [e for e in cv["exemplars"] if e["kind"] == "critique"],
-            helpful_opts if group[0].mode == "helpful" else opts,
-            on_batch=report,
-            on_step=functools.partial(step, done + 1, len(group)),
-        )
-        for chain in chains:
-            store_chain(db, ctx.run_id, chain, model_id=model_id, constitution_version_id=cv["id"])
-        done += len(chains)
-        ctx.log(f"chains {done}/{total}" + flag_note(chains))
-        ctx.progress(done, total)
+    try:
+        for group in chunks(todo, cfg.batch_size):
+            assert backend is not None
+            chains = run_chains(
+                backend,
+                group,
+                cv["principles"],
+                [e for e in cv["exemplars"] if e["kind"] == "critique"],
+                helpful_opts if group[0].mode == "helpful" else opts,
+                on_batch=report,
+                on_step=functools.partial(step, done + 1, len(group)),
+            )
+            for chain in chains:
+                store_chain(db, ctx.run_id, chain, model_id=model_id, constitution_version_id=cv["id"])
+            done += len(chains)
+            ctx.log(f"chains {done}/{total}" + flag_note(chains))
+            ctx.progress(done, total)
+    finally:  # the backend may be a cached one that outlives this run: leave no cancel hook on it
+        if backend is not None and hasattr(backend, "should_stop"):
+            backend.should_stop = None
     return run_summary(db, ctx.run_id)
 
 

@@ -266,3 +266,22 @@ def test_step_eta_and_steps_per_chain():
     assert runs.step_eta(0, 10, 5.0) is None
     assert runs.step_eta(2, 10, 5.0) == 25.0
     assert [sl.steps_per_chain(sl.ChainItem(1, "p", 0, m), 4) for m in ("critique", "direct", "helpful")] == [9, 5, 1]
+
+
+def test_a_run_leaves_no_cancel_hook_on_a_cached_backend(db, monkeypatch):
+    """Backends are cached per process: a finished run's cancel hook must not stop later generations."""
+    seed(db, n_prompts=2)
+    backend = ScriptedBackend(respond=lambda p: " fine")
+    backend.should_stop = None  # type: ignore[attr-defined]
+    seen = []
+    real_generate = backend.generate
+
+    def generate(prompts, params):
+        seen.append(callable(backend.should_stop))
+        return real_generate(prompts, params)
+
+    backend.generate = generate  # type: ignore[method-assign]
+    use_backend(monkeypatch, backend)
+    config = SLConfig(prompts="red", model="tiny", constitution="test", revisions=1, batch_size=2)
+    assert runs.execute(db, runs.create_run(db, config))["status"] == "done"
+    assert seen == [True, True, True] and backend.should_stop is None
