@@ -151,10 +151,12 @@ def test_gold_pairs_are_served_scored_and_kept_out_of_ratings(arena_db, tmp_path
 
     db["campaigns"].update(arena.get_campaign(db, "help")["id"], {"gold_rate": 1.0})  # every battle: gold
     user = users.get_user(db, "ann")
-    state, chat_a, chat_b, message, status = ui_arena.start(
+    state, chat_a, chat_b, message, status, reveal, choice, vote = ui_arena.start(
         SimpleNamespace(db=lambda: db), lambda st, req: user, {}, "help")
-    assert chat_a[0]["content"] == "How do I boil an egg?" and len(chat_b) == 2 and message == ""
+    assert chat_a.value[0]["content"] == [{"text": "How do I boil an egg?", "type": "text"}]
+    assert len(chat_b.value) == 2 and message == "" and reveal == ""
     assert status.startswith("Turn 1 of 3: which response is better?")
+    assert vote.interactive is True  # the gold turn is complete, so it can be voted on at once
     with pytest.raises(ValueError, match="gold pair 1: missing worse"):
         arena_raters.add_gold_pairs(db, "help", [{"prompt": "p", "better": "b"}])
     with pytest.raises(ValueError, match="gold rate must be between 0 and 0.5"):
