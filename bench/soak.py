@@ -320,8 +320,10 @@ def app_kill(db_path: str | Path, prompts: int, timeout: float = 900.0) -> dict[
         values = {f["name"]: f["default"] for f in form_fields("sl")}
         values.update(prompts="red", model="tiny", constitution="soak", revisions=1, batch_size=2, max_new_tokens=8,
                       few_shot=1, constitution_version=None, limit=None)
-        status, run_id = client.predict(*[("" if v is None else v) for v in values.values()],
-                                        api_name=launcher(client, list(values)))
+        args = [("" if v is None else v) for v in values.values()]
+        api_name, n_params = launcher(client, "sl")
+        result = client.predict(*args, *([{}] * (n_params - len(args))), api_name=api_name)
+        status, run_id = result[0], result[1]
         assert status.startswith("Started"), status
         run_id = int(run_id)
         deadline = time.monotonic() + timeout
@@ -344,12 +346,13 @@ def app_kill(db_path: str | Path, prompts: int, timeout: float = 900.0) -> dict[
             "status_after_kill": alive_after_kill, "status": final["status"], "error": final["error"], **figures}
 
 
-def launcher(client: Any, labels: list[str]) -> str:
-    """The dashboard's launch endpoint whose inputs are exactly the stage form's fields (in order)."""
+def launcher(client: Any, kind: str) -> tuple[str, int]:
+    """The dashboard's launch endpoint for a stage form (named `launch_<kind>` in ui/dashboard.py) and how
+    many inputs it takes: the form's fields, then the browser's saved form where the API lists it."""
+    name = f"/launch_{kind.replace('-', '_')}"
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    found = [name for name, ep in api.items() if [p.get("label") for p in ep["parameters"]] == labels]
-    assert len(found) == 1, f"expected one launch endpoint with inputs {labels}, found {found}"
-    return str(found[0])
+    assert name in api, f"the app has no {name} endpoint; it has {sorted(api)}"
+    return name, len(api[name]["parameters"])
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:

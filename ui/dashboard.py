@@ -475,7 +475,8 @@ def build(ctx: AppContext) -> None:
                                   interactive=False)
                 go = gr.Button(f"Launch {STAGE_LABELS.get(kind, kind)}", variant="primary",
                                elem_id=f"launch-{kind}")
-                go.click(_launcher(ctx, kind, len(inputs)), [*inputs, saved], [status, launched, saved])
+                go.click(_launcher(ctx, kind, len(inputs)), [*inputs, saved], [status, launched, saved],
+                         api_name=f"launch_{kind.replace('-', '_')}")
                 gr.on([c.change for c in inputs], _commander(ctx, kind, len(inputs)), inputs, command,
                       show_progress="hidden", queue=False)
                 all_inputs += inputs
