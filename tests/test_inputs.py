@@ -235,3 +235,15 @@ def test_chains_filter_refuses_nul_and_huge_ids():
     with pytest.raises(gr.Error, match="Model: 'abc' is not an id"):
         _filter("", "abc", "", "", "")
     assert _filter("3", "", "7", "harm", "x") == ChainFilter(3, None, 7, "harm", "x")
+
+
+def test_gold_pairs_go_through_the_one_reader(tmp_path, db_path, capsys):
+    raw = _not_utf8(3)
+    gold = tmp_path / "gold.jsonl"
+    gold.write_bytes(raw)
+    assert main(["arena", "gold", str(gold), "--campaign", "c", "--db", str(db_path)]) == 2
+    assert capsys.readouterr().err == f"error: {_expected(gold, raw)}\n"
+    gold.write_text('{"prompt": "p", "better": "b", "worse": "w"}\n[1, 2]\n')
+    assert main(["arena", "gold", str(gold), "--campaign", "c", "--db", str(db_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {gold}: gold pair 2: expected a JSON object (prompt, better, worse)\n")

@@ -328,23 +328,25 @@ def cmd_include(args: argparse.Namespace) -> int:
 
 
 def cmd_gold(args: argparse.Namespace) -> int:
+    import io
+
     import pandas as pd
 
     from cai.arena_raters import add_gold_pairs
+    from cai.files import DataError, parse_json, read_text
 
     path = Path(args.file)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    text = read_text(path)  # the CLI's one reader: UTF-8, size limit, FILE:LINE errors
     if path.suffix.lower() == ".csv":
-        pairs = pd.read_csv(path).to_dict(orient="records")
+        try:
+            pairs = pd.read_csv(io.StringIO(text)).to_dict(orient="records")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise DataError(f"{path}: bad CSV ({str(exc).strip()})") from None
     else:
-        pairs = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    pairs.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
+        pairs = [parse_json(path, line, lineno) for lineno, line in enumerate(text.splitlines(), 1) if line.strip()]
+        for lineno, pair in enumerate(pairs, 1):
+            if not isinstance(pair, dict):
+                raise DataError(f"{path}: gold pair {lineno}: expected a JSON object (prompt, better, worse)")
     n = add_gold_pairs(store.connect(args.db), args.campaign, pairs, rate=args.rate)
     print(f"added {n} gold pairs to {args.campaign!r}")
     return 0
