@@ -66,7 +66,7 @@ def running(tmp_path_factory):
     port = free_port()
     pool = BackendPool(loader=lambda row: SlowHTMLBackend(port))
     srv = uvicorn.Server(uvicorn.Config(server(db_path, "tiny", arena_pool=pool), host="127.0.0.1", port=port,
-                                        log_level="warning"))
+                                        log_level="warning", timeout_graceful_shutdown=1))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -74,8 +74,13 @@ def running(tmp_path_factory):
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
     yield f"http://127.0.0.1:{port}", db_path
+    # Close the raters' open event streams too: gradio_client reads them in non-daemon threads, which
+    # would keep the test process from exiting while the server waited for them.
     srv.should_exit = True
     thread.join(timeout=10)
+    if thread.is_alive():
+        srv.force_exit = True
+        thread.join(timeout=10)
 
 
 def rater(url: str, name: str, db_path, password: str = "password1"):
