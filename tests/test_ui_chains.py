@@ -8,6 +8,7 @@ import gradio as gr
 import pytest
 
 from cai import models, sl, store, users
+from cai.queries import chains as Q
 from ui import chains as C
 from ui.common import AppContext
 
@@ -40,43 +41,43 @@ def filled(db):
 
 
 def test_pages_are_newest_first_and_clamped(filled):
-    p = C.chain_page(filled, C.ChainFilter(), page=1, size=25)
+    p = Q.chain_page(filled, Q.ChainFilter(), page=1, size=25)
     assert (p.total, p.pages, p.page) == (60, 3, 1)
     assert [r["id"] for r in p.rows][:3] == [60, 59, 58]
-    last = C.chain_page(filled, C.ChainFilter(), page=99, size=25)
+    last = Q.chain_page(filled, Q.ChainFilter(), page=99, size=25)
     assert last.page == 3
     assert [r["id"] for r in last.rows] == list(range(10, 0, -1))
 
 
 def test_filters_combine(filled):
     tiny = models.get_model(filled, "tiny")["id"]
-    assert C.chain_page(filled, C.ChainFilter(run_id=2)).total == 20
-    assert C.chain_page(filled, C.ChainFilter(model_id=tiny)).total == 40
-    p = C.chain_page(filled, C.ChainFilter(run_id=1, principle="ethics"), size=5)
+    assert Q.chain_page(filled, Q.ChainFilter(run_id=2)).total == 20
+    assert Q.chain_page(filled, Q.ChainFilter(model_id=tiny)).total == 40
+    p = Q.chain_page(filled, Q.ChainFilter(run_id=1, principle="ethics"), size=5)
     assert p.total == 20
     assert [r["id"] for r in p.rows] == [40, 38, 36, 34, 32]
-    assert C.chain_page(filled, C.ChainFilter(principle="no-such")).total == 0
+    assert Q.chain_page(filled, Q.ChainFilter(principle="no-such")).total == 0
 
 
 def test_text_search_uses_the_fts_index(filled):
-    p = C.chain_page(filled, C.ChainFilter(text="gardening"))
+    p = Q.chain_page(filled, Q.ChainFilter(text="gardening"))
     assert [r["id"] for r in p.rows] == [7]
     # Quotes and FTS operators in user input are searched for, not parsed.
-    assert C.chain_page(filled, C.ChainFilter(text='"kind" OR answer*')).total == 0
-    assert C.chain_page(filled, C.ChainFilter(text="question 12")).total >= 1
+    assert Q.chain_page(filled, Q.ChainFilter(text='"kind" OR answer*')).total == 0
+    assert Q.chain_page(filled, Q.ChainFilter(text="question 12")).total >= 1
 
 
 def test_page_query_plans_use_indexes(filled):
     """The filters walk indexes: no full scan of chains or chain_steps for a filtered page."""
-    for f in (C.ChainFilter(run_id=1), C.ChainFilter(model_id=1), C.ChainFilter(principle="harm")):
-        where, args = C.where_clause(filled, f)
+    for f in (Q.ChainFilter(run_id=1), Q.ChainFilter(model_id=1), Q.ChainFilter(principle="harm")):
+        where, args = Q.where_clause(filled, f)
         plan = " | ".join(r[3] for r in filled.execute(f"explain query plan select c.id from chains c{where} "
                                                         "order by c.id desc limit 25", args).fetchall())
         assert "SCAN c " not in plan + " " and "SCAN chain_steps" not in plan, plan
 
 
 def test_frame_shows_last_human_turn_and_flag_kinds(filled):
-    frame = C.page_frame(C.chain_page(filled, C.ChainFilter(run_id=1), size=1))
+    frame = C.page_frame(Q.chain_page(filled, Q.ChainFilter(run_id=1), size=1))
     row = frame.iloc[0].to_dict()
     assert row == {
         "id": 40, "run": 1, "model": "tiny", "constitution": "", "mode": "critique", "revisions": 1,
@@ -89,7 +90,7 @@ def test_chain_view_escapes_and_marks_changes(db):
     evil = make_chain(1, "harm<b>", ' <script>alert("x")</script> hello', " <img src=x onerror=alert(1)> hello there")
     chain_id = sl.store_chain(db, 1, evil, model_id=None, constitution_version_id=None)
     db["chain_steps"].update(db.execute("select id from chain_steps where idx = 2").fetchone()[0], {"pm_score": 0.25})
-    html = C.chain_html(C.chain_detail(db, chain_id))
+    html = C.chain_html(sl.get_chain(db, chain_id))
     assert "<script>" not in html and "<img" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
     assert "<del>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</del>" in html
@@ -117,8 +118,8 @@ def test_handlers_enforce_roles(filled, db_path):
 
 def test_fts_follows_updates_and_deletes(filled):
     filled["chains"].update(7, {"final": "now about cooking"})
-    assert C.chain_page(filled, C.ChainFilter(text="gardening")).total == 0
-    assert [r["id"] for r in C.chain_page(filled, C.ChainFilter(text="cooking")).rows] == [7]
+    assert Q.chain_page(filled, Q.ChainFilter(text="gardening")).total == 0
+    assert [r["id"] for r in Q.chain_page(filled, Q.ChainFilter(text="cooking")).rows] == [7]
     assert store.loads(filled["chains"].get(7)["flags"]) == ["revision1:truncated"]
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from cai import data, runs, store, users
 from cai.config import AgreementConfig, HHHConfig
+from cai.evals import label_stats
+from cai.queries import labels as QL
 from ui import labels as L
 from ui.common import AppContext
 
@@ -40,7 +42,7 @@ def ctx(db, db_path):
 
 def test_confusion_counts_each_order():
     rows = [{"p_first": 0.9, "p_second": 0.7}, {"p_first": 0.5, "p_second": 0.2}, {"p_first": 0.3, "p_second": None}]
-    assert L.confusion(rows).to_dict("records") == [
+    assert label_stats.confusion(rows).to_dict("records") == [
         {"human \\ AI": "human chose A", "AI chose A": 1, "AI chose B": 1, "AI chose tie": 1},
         {"human \\ AI": "human chose B", "AI chose A": 1, "AI chose B": 1, "AI chose tie": 0},
     ]
@@ -148,7 +150,7 @@ def test_ai_preference_set_view_without_human_labels(ctx):
     ]
     data.create_pref_set(db, "labels-9", "ai", "harmless", pairs)
     assert L.ai_sets(app, VIEWER).choices == [("labels-9 (3 pairs)", "labels-9")]
-    s = L.ai_summary(L.ai_pairs(db, "labels-9"))
+    s = label_stats.ai_summary(QL.ai_pairs(db, "labels-9"))
     assert s["labels"] == {"first response better": 1, "second response better": 1, "tie (p = 0.5)": 1}
     assert (s["n"], round(s["mean_p"], 4), s["confident"]) == (3, 0.6833, 1)
     assert s["per_principle"] == {"harm": {"n": 2, "mean_p": pytest.approx(0.775)}, "kind": {"n": 2, "mean_p": 0.55}}

@@ -27,6 +27,7 @@ from typing import Any
 import gradio as gr
 
 from cai import store, users
+from cai.queries import users as user_queries
 from ui import arena
 from ui.common import BROWSE_ROLES, CSS, AppContext, bind, esc, username
 
@@ -135,9 +136,9 @@ class SessionTokens(dict):  # type: ignore[type-arg]
         return self._local.db
 
     def __setitem__(self, token: str, name: str) -> None:
-        row = list(self._db().table("users").rows_where("name = ?", [name], limit=1, select="id, session_epoch"))
-        if row:
-            self._sessions[token] = (int(row[0]["id"]), int(row[0]["session_epoch"] or 0))
+        key = user_queries.session_key(self._db(), name)
+        if key:
+            self._sessions[token] = key
             super().__setitem__(token, name)
 
     def get(self, token: Any, default: Any = None) -> Any:

@@ -1,14 +1,12 @@
 """Chains tab: filter and page through SL chains on the server, then read one step by step.
 
-Paging is SQL LIMIT/OFFSET over indexed columns (run, model, constitution version, principle via
-chain_steps, text via the chains_fts index), so 100,000 chains cost the browser one page; a chain
-reads initial response -> critique -> revision with each revision's changes marked (escaped difflib).
+Pages come from `cai.queries.chains.chain_page` (SQL LIMIT/OFFSET over indexes), so 100,000 chains cost the
+browser one page; a chain (`cai.sl.get_chain`) reads initial response -> critique -> revision with each
+revision's changes marked (escaped difflib).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -16,10 +14,10 @@ import pandas as pd
 from sqlite_utils import Database
 
 from cai import store
-from cai.sl import FLAG_MEANINGS
+from cai.queries.chains import ChainFilter, ChainPage, chain_page, filter_options
+from cai.sl import FLAG_MEANINGS, get_chain
 from ui.common import BROWSE_ROLES, AppContext, bind, diff_html, esc, on_page_load, pre, require
 
-PAGE_SIZE = 25
 NO_CHAINS = ("No chains yet: launch “SL chains (critique → revision)” from the Dashboard, or "
              "`cai run sl --prompts sample-red-team --model tiny`.")
 
@@ -31,43 +29,6 @@ def flag_legend() -> str:
 COLUMNS = ["id", "run", "model", "constitution", "mode", "revisions", "flags", "prompt", "final"]
 
 
-@dataclass(frozen=True)
-class ChainFilter:
-    run_id: int | None = None
-    model_id: int | None = None
-    version_id: int | None = None
-    principle: str = ""
-    text: str = ""
-
-
-@dataclass
-class ChainPage:
-    rows: list[dict[str, Any]]
-    total: int
-    page: int  # 1-based, clamped to the pages that exist
-    pages: int
-
-
-def where_clause(db: Database, f: ChainFilter) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-    if f.run_id:
-        clauses.append("c.run_id = ?")
-        args.append(f.run_id)
-    if f.model_id:
-        clauses.append("c.model_id = ?")
-        args.append(f.model_id)
-    if f.version_id:
-        clauses.append("c.constitution_version_id = ?")
-        args.append(f.version_id)
-    if f.principle:
-        clauses.append("c.id in (select chain_id from chain_steps where principle = ?)")
-        args.append(f.principle)
-    if f.text.strip():
-        clauses.append("c.id in (select rowid from chains_fts where chains_fts match ?)")
-        args.append(db.quote_fts(f.text.strip()))
-    return (" where " + " and ".join(clauses)) if clauses else "", args
-
-
 def last_human_turn(prompt_tail: str) -> str:
     """The last human message of a transcript (what a reader needs to recognise the prompt)."""
     text = prompt_tail
@@ -76,26 +37,6 @@ def last_human_turn(prompt_tail: str) -> str:
         text = text[cut + len("Human:") :]
     end = text.rfind("\n\nAssistant:")
     return (text[:end] if end >= 0 else text).strip()
-
-
-def chain_page(db: Database, f: ChainFilter, page: int = 1, size: int = PAGE_SIZE) -> ChainPage:
-    """One page of chains, newest first; never reads more than `size` rows of text."""
-    where, args = where_clause(db, f)
-    total = db.execute(f"select count(*) from chains c{where}", args).fetchone()[0]
-    pages = max(1, math.ceil(total / size))
-    page = min(max(1, int(page)), pages)
-    sql = (
-        "select c.id, c.run_id, m.name as model, k.name || ' v' || v.version as constitution, c.mode, "
-        "c.n_revisions, c.flags, substr(c.prompt, -400) as prompt_tail, substr(c.final, 1, 160) as final "
-        "from chains c left join models m on m.id = c.model_id "
-        "left join constitution_versions v on v.id = c.constitution_version_id "
-        "left join constitutions k on k.id = v.constitution_id"
-        f"{where} order by c.id desc limit ? offset ?"
-    )
-    cur = db.execute(sql, [*args, size, (page - 1) * size])
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    return ChainPage(rows, int(total), page, pages)
 
 
 def page_frame(p: ChainPage) -> pd.DataFrame:
@@ -131,49 +72,32 @@ def _clip(text: str, n: int) -> str:
 
 
 def filter_choices(db: Database) -> dict[str, list[tuple[str, Any]]]:
-    """Dropdown choices for the filters, from small tables only (runs, models, versions, principles)."""
-    runs = db.execute(
-        "select id, status, created_at from runs where kind = 'sl' order by id desc limit 500"
-    ).fetchall()
-    models = db.execute("select id, name from models order by name").fetchall()
-    versions = db.execute(
-        "select v.id, k.name, v.version from constitution_versions v join constitutions k on k.id = v.constitution_id "
-        "order by k.name, v.version desc"
-    ).fetchall()
-    principles = db.execute(
-        "select distinct name from principles where kind = 'critique' and name is not null order by name"
-    ).fetchall()
+    """Dropdown choices for the filters (runs, models, versions, principles), each starting with "(any)"."""
+    o = filter_options(db)
     anyone = [("(any)", "")]
     return {
-        "run": anyone + [(f"#{i} · {s} · {(c or '')[:16].replace('T', ' ')}", str(i)) for i, s, c in runs],
-        "model": anyone + [(n, str(i)) for i, n in models],
-        "version": anyone + [(f"{n} v{v}", str(i)) for i, n, v in versions],
-        "principle": anyone + [(n, n) for (n,) in principles],
+        "run": anyone + [(f"#{r['id']} · {r['status']} · {(r['created_at'] or '')[:16].replace('T', ' ')}",
+                          str(r["id"])) for r in o["runs"]],
+        "model": anyone + [(r["name"], str(r["id"])) for r in o["models"]],
+        "version": anyone + [(f"{r['name']} v{r['version']}", str(r["id"])) for r in o["versions"]],
+        "principle": anyone + [(r["name"], r["name"]) for r in o["principles"]],
     }
-
-
-def chain_detail(db: Database, chain_id: int) -> dict[str, Any]:
-    rows = list(db["chains"].rows_where("id = ?", [chain_id], limit=1))
-    if not rows:
-        raise LookupError(f"no chain with id {chain_id}")
-    chain = rows[0]
-    chain["steps"] = list(db["chain_steps"].rows_where("chain_id = ?", [chain_id], order_by="idx"))
-    return chain
 
 
 def _score(value: float | None) -> str:
     return "" if value is None else f'<span class="cai-badge">PM score {value:+.3f}</span>'
 
 
-def _flags(flags_json: str | None) -> str:
+def _flags(flags: list[str]) -> str:
     """Flag badges, each with its meaning as a tooltip."""
     return "".join(
         f'<span class="cai-badge" title="{esc(FLAG_MEANINGS.get(f.split(":")[-1], ""))}">{esc(f)}</span>'
-        for f in store.loads(flags_json, []))
+        for f in flags or [])
 
 
 def chain_html(chain: dict[str, Any]) -> str:
-    """The chain as reading order; every model or user text is escaped, revisions show their changes."""
+    """The chain (as `cai.sl.get_chain` reads it) in reading order; every model or user text is escaped,
+    revisions show their changes."""
     parts = [
         f'<div class="cai-step"><h4>Chain {chain["id"]} <span class="cai-meta">run #{chain["run_id"]} · '
         f'{esc(chain["mode"])} · sample {chain["sample"]}</span>{_flags(chain["flags"])}</h4></div>',
@@ -246,7 +170,7 @@ def open_chain(ctx: AppContext, chain_id: float | None, request: gr.Request) -> 
     if not 1 <= int(chain_id) < 2**63:
         raise gr.Error(f"Chain {int(chain_id)}: not a valid id.")
     try:
-        return chain_html(chain_detail(ctx.db(), int(chain_id)))
+        return chain_html(get_chain(ctx.db(), int(chain_id)))
     except LookupError as exc:
         raise gr.Error(str(exc)) from None
 

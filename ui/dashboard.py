@@ -19,6 +19,8 @@ from sqlite_utils import Database
 
 from cai import models, runs
 from cai.config import STAGES, ConfigError, StageConfig, fields_help
+from cai.queries import catalog
+from cai.queries import runs as run_queries
 from cai.refs import REFS, REQUIRED, missing_references
 from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, require
 from ui.lineage import lineage_html
@@ -104,27 +106,18 @@ def next_interval(active: bool, changed: bool, current: float) -> float | None:
 
 def ref_choices(db: Database, ref: str) -> list[tuple[str, str]]:
     if ref == "prompt_sets":
-        rows = db.execute("select s.name, s.kind, count(p.id) from prompt_sets s left join prompts p on p.set_id = s.id "
-                          "group by s.id order by s.id").fetchall()
-        return [(f"{n} ({k}, {c})", n) for n, k, c in rows]
+        return [(f"{r['name']} ({r['kind']}, {r['prompts']})", r["name"]) for r in catalog.prompt_sets(db)]
     if ref == "models":
-        names = [r[0] for r in db.execute("select name from models order by id").fetchall()]
+        names = catalog.model_names(db)
         return [(models.choice_label(db, n), n) for n in dict.fromkeys(["default", "tiny", *names])]
     if ref == "constitutions":
-        rows = db.execute("select c.name, max(v.version) from constitutions c join constitution_versions v "
-                          "on v.constitution_id = c.id group by c.id order by c.id").fetchall()
-        return [("(most recent constitution)", "")] + [(f"constitution {n} (latest v{v})", n) for n, v in rows]
+        return [("(most recent constitution)", "")] + [
+            (f"constitution {r['name']} (latest v{r['latest']})", r["name"]) for r in catalog.constitutions_latest(db)]
     if ref == "prefs":
-        rows = db.execute("select name, source, kind from pref_sets order by id desc").fetchall()
-        return [("(none)", "")] + [(f"{n} ({s}, {k})", n) for n, s, k in rows]
+        return [("(none)", "")] + [(f"{r['name']} ({r['source']}, {r['kind']})", r["name"])
+                                   for r in catalog.pref_sets(db)]
     kind = ref.split(":", 1)[1]
-    rows = db.execute("select id, status from runs where kind = ? order by id desc limit 200", [kind]).fetchall()
-    return [(f"#{i} ({s})", str(i)) for i, s in rows]
-
-
-def _first_red_team(db: Database) -> str | None:
-    row = db.execute("select name from prompt_sets where kind = 'red-team' order by id limit 1").fetchone()
-    return row[0] if row else None
+    return [(f"#{r['id']} ({r['status']})", str(r["id"])) for r in run_queries.runs_of_kind(db, kind, 200)]
 
 
 def form_fields(kind: str) -> list[dict[str, Any]]:
@@ -197,15 +190,14 @@ def made_html(db: Database, run: dict[str, Any]) -> str:
     """What a finished run made, and where to look at it."""
     rid, kind = run["id"], run["kind"]
     bits = []
+    made = run_queries.run_outputs(db, rid)
     if kind == "sl":
-        n = db.execute("select count(*) from chains where run_id = ?", [rid]).fetchone()[0]
-        bits.append(f"{n} chains: Chains tab, run #{rid}")
+        bits.append(f"{made['chains']} chains: Chains tab, run #{rid}")
     if kind == "pairs":
-        n = db.execute("select count(*) from response_pairs where run_id = ?", [rid]).fetchone()[0]
-        bits.append(f"{n} response pairs: use run #{rid} in an “AI labels” run")
-    for (name,) in db.execute("select name from pref_sets where run_id = ?", [rid]).fetchall():
+        bits.append(f"{made['response_pairs']} response pairs: use run #{rid} in an “AI labels” run")
+    for name in made["pref_sets"]:
         bits.append(f"preference set {esc(name)}: Labels tab, “AI preference sets”")
-    for (name,) in db.execute("select name from models where run_id = ?", [rid]).fetchall():
+    for name in made["models"]:
         bits.append(f"model {esc(name)}: Models tab (chat with it) and Model lineage below")
     if kind in ("agreement", "hhh"):
         bits.append("figures: Labels tab")
@@ -306,8 +298,7 @@ def cancel(ctx: AppContext, run_id: float | None, request: gr.Request) -> str:
         runs.request_cancel(ctx.db(), int(run_id))
     except runs.RunError as exc:
         return f"Error: {esc(exc)}"
-    ctx.db()["run_logs"].insert({"run_id": int(run_id), "ts": runs.store.now(), "level": "info",
-                                 "line": f"cancel requested by {user}"})
+    run_queries.add_log(ctx.db(), int(run_id), f"cancel requested by {user}")
     return f"Cancel requested for run #{int(run_id)}"
 
 
@@ -382,9 +373,9 @@ def _choices(ctx: AppContext, pick_first: bool) -> list[Any]:
             ref = REFS.get(f["name"])
             if ref and not f.get("choices"):
                 cache.setdefault(ref, ref_choices(db, ref))
-                first = _first_red_team(db) if f["name"] == "prompts" and pick_first else None
+                first = catalog.first_red_team_set(db) if f["name"] == "prompts" and pick_first else None
                 out.append(gr.Dropdown(choices=cache[ref], value=first) if first else gr.Dropdown(choices=cache[ref]))
-    models = [(f"{n} (#{i})", i) for i, n in db.execute("select id, name from models order by id desc").fetchall()]
+    models = [(f"{m['name']} (#{m['id']})", m["id"]) for m in catalog.models_newest_first(db)]
     lineage_pick = gr.Dropdown(choices=models, value=models[0][1] if models else None) if pick_first else \
         gr.Dropdown(choices=models)
     return [*out, lineage_pick]

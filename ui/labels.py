@@ -1,7 +1,7 @@
 """Labels tab: how AI soft labels agree with human choices, where they disagree, and HHH accuracy per model.
 
-The numbers come from `cai.evals.agreement.summarize` over the stored `agreement_pairs` rows (so a run still
-in progress shows its partial figures) and from HHH runs' results; plots are plotly figures; pair texts,
+The rows come from `cai.queries.labels` and the numbers from `cai.evals.agreement.summarize` and
+`cai.evals.label_stats` over them (so a run still in progress shows its partial figures); plots are plotly figures; pair texts,
 principles and chain-of-thought are escaped before they reach the page.
 """
 
@@ -14,9 +14,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from sqlite_utils import Database
 
-from cai import data, runs, store
+from cai import data, runs
 from cai.evals import agreement
 from cai.evals import consistency as C
+from cai.evals.label_stats import ai_summary, confusion
+from cai.queries import catalog
+from cai.queries import labels as Q
 from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, pre, read_upload, require
 
 DISAGREE_COLUMNS = ["pair", "principle", "p(chosen)", "chosen as A", "chosen as B", "prompt"]
@@ -24,9 +27,6 @@ HHH_COLUMNS = ["run", "model", "cot", "samples", "n", "accuracy", "order-average
 DISAGREE_LIMIT = 200
 CONSISTENCY_COLUMNS = ["feedback model", "source", "runs", "pairs in both orders", "consistent"]
 PRINCIPLE_COLUMNS = ["principle", "pairs", "agreement", "in both orders", "consistent"]
-# Where each judge's per-pair order agreement is stored, and the config field naming the judge.
-_CONSISTENCY_SOURCES = (("agreement", "agreement_pairs", "feedback_model"), ("label", "feedback_labels",
-                        "feedback_model"), ("hhh", "hhh_results", "model"))
 AI_PAIR_COLUMNS = ["pair", "p(chosen)", "p(first better)", "principles", "prompt"]
 AI_PAIR_LIMIT = 200
 PREF_FILES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")  # what `cai prefs import` reads
@@ -35,29 +35,6 @@ NO_HUMAN_SETS = ("No human preference set yet: import one above (hh-rlhf chosen/
 
 
 # ----------------------------------------------------------------------------- pure pieces
-
-
-def agreement_rows(db: Database, run_id: int) -> list[dict[str, Any]]:
-    return list(db["agreement_pairs"].rows_where("run_id = ?", [run_id], order_by="pair_id",
-                                                 select="pair_id, principle, p_chosen, p_first, p_second"))
-
-
-def confusion(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Human choice by AI choice, one count per scored order: chosen shown as (A) the human 'says A', as (B) 'B'."""
-    counts = {("A", "A"): 0, ("A", "B"): 0, ("A", "tie"): 0, ("B", "A"): 0, ("B", "B"): 0, ("B", "tie"): 0}
-    for r in rows:
-        if r["p_first"] is not None:
-            counts[("A", _pick(r["p_first"], "A", "B"))] += 1
-        if r["p_second"] is not None:
-            counts[("B", _pick(r["p_second"], "B", "A"))] += 1
-    return pd.DataFrame(
-        [{"human \\ AI": f"human chose {h}", **{f"AI chose {a}": counts[(h, a)] for a in ("A", "B", "tie")}}
-         for h in ("A", "B")]
-    )
-
-
-def _pick(p_chosen: float, chosen: str, other: str) -> str:
-    return chosen if p_chosen > 0.5 else other if p_chosen < 0.5 else "tie"
 
 
 def summary_markdown(s: dict[str, Any]) -> str:
@@ -91,21 +68,9 @@ def rigor_markdown(s: dict[str, Any]) -> str:
 
 
 def consistency_by_model(db: Database) -> pd.DataFrame:
-    """Position consistency per feedback model and source (agreement, label and HHH runs), from the
-    stored per-pair `consistent` flags; runs from before the flag existed are left out."""
-    runs_of: dict[int, dict[str, Any]] = {}
-    totals: dict[tuple[str, str], list[int]] = {}
-    for source, table, field in _CONSISTENCY_SOURCES:
-        sql = (f"select run_id, count(consistent), coalesce(sum(consistent), 0) from {table} "
-               "where consistent is not null group by run_id")
-        for run_id, n, k in db.execute(sql).fetchall():
-            if run_id not in runs_of:
-                runs_of[run_id] = runs.get_run(db, int(run_id))
-            model = str(runs_of[run_id]["config"].get(field) or "?")
-            t = totals.setdefault((model, source), [0, 0, 0])
-            t[0], t[1], t[2] = t[0] + 1, t[1] + int(n), t[2] + int(k)
-    rows = [{"feedback model": m, "source": src, "runs": t[0], "pairs in both orders": t[1],
-             "consistent": round(t[2] / t[1], 4) if t[1] else None} for (m, src), t in sorted(totals.items())]
+    """Position consistency per feedback model and source (`cai.queries.labels.consistency_by_model`)."""
+    rows = [{"feedback model": r["model"], "source": r["source"], "runs": r["runs"], "pairs in both orders": r["pairs"],
+             "consistent": r["consistent"]} for r in Q.consistency_by_model(db)]
     return pd.DataFrame(rows, columns=CONSISTENCY_COLUMNS)
 
 
@@ -162,17 +127,12 @@ def position_figure(pos: dict[str, Any]) -> go.Figure:
 
 def disagreements(db: Database, run_id: int, limit: int = DISAGREE_LIMIT) -> pd.DataFrame:
     """Pairs where the AI preferred the response the human rejected, most confident first (a page, not all)."""
-    sql = (
-        "select a.pair_id, a.principle, a.p_chosen, a.p_first, a.p_second, substr(p.prompt, -200) "
-        "from agreement_pairs a join pairs p on p.id = a.pair_id where a.run_id = ? and a.p_chosen < 0.5 "
-        "order by a.p_chosen, a.pair_id limit ?"
-    )
     rows = [
-        {"pair": r[0], "principle": r[1], "p(chosen)": round(r[2], 3),
-         "chosen as A": None if r[3] is None else round(r[3], 3),
-         "chosen as B": None if r[4] is None else round(r[4], 3),
-         "prompt": _last_human(r[5] or "")}
-        for r in db.execute(sql, [run_id, limit]).fetchall()
+        {"pair": r["pair_id"], "principle": r["principle"], "p(chosen)": round(r["p_chosen"], 3),
+         "chosen as A": None if r["p_first"] is None else round(r["p_first"], 3),
+         "chosen as B": None if r["p_second"] is None else round(r["p_second"], 3),
+         "prompt": _last_human(r["prompt_tail"] or "")}
+        for r in Q.disagreements(db, run_id, limit)
     ]
     return pd.DataFrame(rows, columns=DISAGREE_COLUMNS)
 
@@ -186,14 +146,9 @@ def _last_human(tail: str) -> str:
 
 
 def pair_html(db: Database, run_id: int, pair_id: int) -> str:
-    row = db.execute(
-        "select a.principle, a.p_chosen, a.p_first, a.p_second, a.meta, p.prompt, p.chosen, p.rejected "
-        "from agreement_pairs a join pairs p on p.id = a.pair_id where a.run_id = ? and a.pair_id = ?",
-        [run_id, pair_id],
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"run {run_id} has no label for pair {pair_id}")
-    principle, p, p_first, p_second, meta, prompt, chosen, rejected = row
+    row = Q.agreement_pair(db, run_id, pair_id)
+    principle, p, p_first, p_second = row["principle"], row["p_chosen"], row["p_first"], row["p_second"]
+    prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
     verdict = "agrees" if p > 0.5 else "disagrees" if p < 0.5 else "is undecided"
     parts = [
         f"<h4>Pair {pair_id} · the AI {verdict} with the human "
@@ -204,7 +159,7 @@ def pair_html(db: Database, run_id: int, pair_id: int) -> str:
         '<div style="display:flex;gap:12px"><div style="flex:1"><h4>Human\'s choice</h4>'
         f"{pre(chosen.strip())}</div><div style=\"flex:1\"><h4>Rejected by the human</h4>{pre(rejected.strip())}</div></div>",
     ]
-    for r in store.loads(meta, {}).get("readings", []):
+    for r in row["meta"].get("readings", []):
         cot = f"<div>Chain of thought:</div>{pre(r['cot'])}" if r.get("cot") else ""
         parts.append(f"<details open><summary>{esc(reading_text(r))}</summary>{cot}</details>")
     return "".join(parts)
@@ -229,19 +184,10 @@ def _rounded(values: Any) -> Any:
 
 
 def hhh_frame(db: Database) -> pd.DataFrame:
-    out = []
-    for r in runs.list_runs(db, kind="hhh", limit=200):
-        res = r["result"] or {}
-        if not res:
-            continue
-        both = res.get("position", {}).get("both_orders", {})
-        out.append({
-            "run": r["id"], "model": res.get("model") or r["config"].get("model"), "cot": bool(res.get("cot")),
-            "samples": res.get("samples"), "n": res.get("n"), "accuracy": res.get("accuracy"),
-            "order-averaged": res.get("accuracy_order_avg"), "correct as A": both.get("correct_shown_A"),
-            "correct as B": both.get("correct_shown_B"),
-        })
-    return pd.DataFrame(out, columns=HHH_COLUMNS)
+    rows = [{"run": r["run"], "model": r["model"], "cot": r["cot"], "samples": r["samples"], "n": r["n"],
+             "accuracy": r["accuracy"], "order-averaged": r["accuracy_order_avg"], "correct as A": r["correct_shown_A"],
+             "correct as B": r["correct_shown_B"]} for r in Q.hhh_results(db)]
+    return pd.DataFrame(rows, columns=HHH_COLUMNS)
 
 
 def hhh_figure(frame: pd.DataFrame) -> go.Figure:
@@ -254,35 +200,6 @@ def hhh_figure(frame: pd.DataFrame) -> go.Figure:
     fig.update_layout(title="HHH eval accuracy per model", yaxis={"range": [0, 1]}, barmode="group", height=340,
                       margin={"l": 40, "r": 20, "t": 50, "b": 60})
     return fig
-
-
-def ai_pairs(db: Database, name: str) -> list[dict[str, Any]]:
-    """The pairs of a preference set with their soft labels and the principles behind each."""
-    set_id = data.get_pref_set(db, name)["id"]
-    rows = db.execute("select id, prompt, p, meta from pairs where set_id = ? order by position", [set_id]).fetchall()
-    out = []
-    for pid, prompt, p, meta in rows:
-        m = store.loads(meta, {})
-        out.append({"id": pid, "prompt": prompt, "p": p, "p_first": m.get("p"),
-                    "principles": list(m.get("principles") or [])})
-    return out
-
-
-def ai_summary(pairs: list[dict[str, Any]]) -> dict[str, Any]:
-    """What an AI-labelled set says without human labels: which response won, how sure, per principle."""
-    firsts = [r["p_first"] for r in pairs if r["p_first"] is not None]
-    dist = {"first response better": sum(p > 0.5 for p in firsts), "second response better": sum(p < 0.5 for p in firsts),
-            "tie (p = 0.5)": sum(p == 0.5 for p in firsts)}
-    per: dict[str, list[float]] = {}
-    for r in pairs:
-        for name in dict.fromkeys(r["principles"]):
-            per.setdefault(name, []).append(r["p"])
-    ps = [r["p"] for r in pairs]
-    return {
-        "n": len(pairs), "labels": dist, "mean_p": sum(ps) / len(ps) if ps else None,
-        "confident": sum(p >= 0.9 for p in ps),
-        "per_principle": {k: {"n": len(v), "mean_p": sum(v) / len(v)} for k, v in sorted(per.items())},
-    }
 
 
 def ai_figures(pairs: list[dict[str, Any]], s: dict[str, Any]) -> tuple[go.Figure, go.Figure, go.Figure]:
@@ -313,12 +230,8 @@ def ai_pair_frame(pairs: list[dict[str, Any]], limit: int = AI_PAIR_LIMIT) -> pd
 
 
 def ai_pair_html(db: Database, pair_id: int) -> str:
-    row = db.execute("select p.prompt, p.chosen, p.rejected, p.p, p.meta from pairs p join pref_sets s "
-                     "on s.id = p.set_id where p.id = ?", [pair_id]).fetchone()
-    if row is None:
-        raise LookupError(f"no pair {pair_id}")
-    prompt, chosen, rejected, p, meta = row
-    m = store.loads(meta, {})
+    row = Q.pair(db, pair_id)
+    prompt, chosen, rejected, p, m = row["prompt"], row["chosen"], row["rejected"], row["p"], row["meta"]
     parts = [
         f'<h4>Pair {pair_id} <span class="cai-badge">p(chosen better) = {p:.3f}</span></h4>',
         f"<h4>Conversation</h4>{pre(prompt.strip())}",
@@ -373,26 +286,19 @@ def import_block(ctx: AppContext, prefix: str) -> tuple[Any, Any]:
 
 def human_sets(ctx: AppContext, request: gr.Request) -> Any:
     require(ctx, request, BROWSE_ROLES)
-    rows = ctx.db().execute(
-        "select s.name, count(p.id) from pref_sets s left join pairs p on p.set_id = s.id where s.source = 'human' "
-        "group by s.id order by s.id desc"
-    ).fetchall()
-    choices = [(f"{n} ({c} pairs)", n) for n, c in rows]
+    choices = [(f"{r['name']} ({r['pairs']} pairs)", r["name"]) for r in catalog.pref_sets(ctx.db(), "human")]
     return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
 
 
 def sets_note(ctx: AppContext, request: gr.Request) -> str:
     require(ctx, request, BROWSE_ROLES)
-    found = ctx.db().execute("select count(*) from pref_sets where source = 'human'").fetchone()[0]
+    found = catalog.pref_sets(ctx.db(), "human")
     return "" if found else NO_HUMAN_SETS
 
 
 def ai_sets(ctx: AppContext, request: gr.Request) -> Any:
     require(ctx, request, BROWSE_ROLES)
-    rows = ctx.db().execute(
-        "select s.name, count(p.id) from pref_sets s left join pairs p on p.set_id = s.id where s.source = 'ai' "
-        "group by s.id order by s.id desc").fetchall()
-    choices = [(f"{n} ({c} pairs)", n) for n, c in rows]
+    choices = [(f"{r['name']} ({r['pairs']} pairs)", r["name"]) for r in catalog.pref_sets(ctx.db(), "ai")]
     return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
 
 
@@ -403,7 +309,7 @@ def show_ai_set(ctx: AppContext, name: str | None, request: gr.Request) -> list[
         return ["No AI preference set yet: launch “AI labels (feedback model)” on a “Response pairs” run from the "
                 "Dashboard.", None, None, None, pd.DataFrame(columns=AI_PAIR_COLUMNS)]
     try:
-        pairs = ai_pairs(ctx.db(), name)
+        pairs = Q.ai_pairs(ctx.db(), name)
     except LookupError as exc:
         raise gr.Error(str(exc)) from None
     s = ai_summary(pairs)
@@ -425,7 +331,7 @@ def open_ai_pair(ctx: AppContext, pair_id: float | None, request: gr.Request) ->
 def label_runs(ctx: AppContext, prefs: str | None, request: gr.Request) -> Any:
     """Agreement runs over the chosen human set, newest first."""
     require(ctx, request, BROWSE_ROLES)
-    found = [r for r in runs.list_runs(ctx.db(), kind="agreement", limit=500) if r["config"].get("prefs") == prefs]
+    found = Q.agreement_runs(ctx.db(), prefs)
     choices = [(f"#{r['id']} · {r['config'].get('feedback_model')} · {r['status']}", r["id"]) for r in found]
     return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
 
@@ -439,7 +345,7 @@ def show_run(ctx: AppContext, run_id: int | None, request: gr.Request) -> list[A
                 "“AI vs human agreement”).", confusion([]), None, None, None, empty]
     db = ctx.db()
     run = runs.get_run(db, int(run_id))
-    rows = agreement_rows(db, int(run_id))
+    rows = Q.agreement_rows(db, int(run_id))
     if not rows:
         return [f"Run #{run_id} is {run['status']} and has no labels yet.", confusion([]), None, None, None, empty]
     s = agreement.summarize(rows, int(run["config"].get("bins") or 10),
@@ -454,7 +360,7 @@ def consistency_view(ctx: AppContext, run_id: int | None, request: gr.Request) -
     require(ctx, request, BROWSE_ROLES)
     db = ctx.db()
     by_model = consistency_by_model(db)
-    rows = agreement_rows(db, int(run_id)) if run_id else []
+    rows = Q.agreement_rows(db, int(run_id)) if run_id else []
     if not rows:
         return ["", pd.DataFrame(columns=PRINCIPLE_COLUMNS), by_model]
     run = runs.get_run(db, int(run_id))  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from cai import models, runs
+from cai.queries import catalog
 from ui.common import esc
 
 RUN_FIELDS = ("chains", "pairs", "run")  # config fields holding a run id
@@ -22,14 +23,11 @@ MODEL_FIELDS = ("model", "policy", "feedback_model", "reward_model", "pm")  # co
 def _version_node(db: Database, version_id: int | None) -> dict[str, Any] | None:
     if not version_id:
         return None
-    row = db.execute(
-        "select k.name, v.version, v.note from constitution_versions v join constitutions k on k.id = v.constitution_id "
-        "where v.id = ?",
-        [version_id],
-    ).fetchone()
-    if not row:
+    v = catalog.constitution_version(db, version_id)
+    if not v:
         return None
-    return {"type": "constitution", "label": f"constitution {row[0]} v{row[1]}", "detail": row[2] or "", "children": []}
+    return {"type": "constitution", "label": f"constitution {v['name']} v{v['version']}", "detail": v["note"] or "",
+            "children": []}
 
 
 def run_node(db: Database, run_id: int, seen: set[str]) -> dict[str, Any]:
@@ -59,10 +57,9 @@ def run_node(db: Database, run_id: int, seen: set[str]) -> dict[str, Any]:
 
 
 def pref_node(db: Database, name: str, seen: set[str]) -> dict[str, Any]:
-    rows = list(db["pref_sets"].rows_where("name = ?", [name], limit=1))
-    if not rows:
+    s = catalog.find_pref_set(db, name)
+    if not s:
         return {"type": "prefs", "label": f"preferences {name} (missing)", "detail": "", "children": []}
-    s = rows[0]
     node = {"type": "prefs", "label": f"preferences {name}", "detail": f"{s['source']} · {s['kind']}", "children": []}
     if s["run_id"]:
         node["children"].append(run_node(db, s["run_id"], seen))

@@ -17,6 +17,7 @@ from sqlite_utils import Database
 from cai import models
 from cai.arena_models import TURN_STOPS, BackendPool, complete_text
 from cai.backends.base import SamplingParams
+from cai.queries import catalog
 from cai.transcript import to_hh
 from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, chat_safe, esc, on_page_load, require
 from ui.lineage import lineage_html
@@ -26,20 +27,13 @@ HEALTH_COLUMNS = ["model", "endpoint", "ok", "detail"]
 
 
 def registry_frame(db: Database) -> pd.DataFrame:
-    sql = (
-        "select m.id, m.name, m.path, m.backend, m.chat, p.name as parent, r.kind || ' #' || r.id as run, "
-        "k.name || ' v' || v.version as constitution, m.created_at from models m "
-        "left join models p on p.id = m.parent_id left join runs r on r.id = m.run_id "
-        "left join constitution_versions v on v.id = m.constitution_version_id "
-        "left join constitutions k on k.id = v.constitution_id order by m.id"
-    )
     rows = [
         {
-            "id": r[0], "name": r[1], "path": r[2], "backend": r[3], "chat": "yes" if r[4] else "no",
-            "parent": r[5] or "", "run": r[6] or "", "constitution": r[7] or "",
-            "created": (r[8] or "")[:19].replace("T", " "),
+            "id": r["id"], "name": r["name"], "path": r["path"], "backend": r["backend"],
+            "chat": "yes" if r["chat"] else "no", "parent": r["parent"] or "", "run": r["run"] or "",
+            "constitution": r["constitution"] or "", "created": (r["created_at"] or "")[:19].replace("T", " "),
         }
-        for r in db.execute(sql).fetchall()
+        for r in catalog.model_registry(db)
     ]
     return pd.DataFrame(rows, columns=MODEL_COLUMNS)
 
