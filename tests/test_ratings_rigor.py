@@ -128,6 +128,22 @@ def test_drop_k_is_never_below_the_brute_force_minimum():
     assert (exact, got.k) == (4, 4)
 
 
+def test_drop_k_by_dimension_counts_positions_within_each_dimension():
+    # Interleaved dimensions: helpfulness is the by-hand case above (k = 2, its rows 0 and 2); harmlessness
+    # has p ahead of q 2:1, so removing one of p's two wins (its rows 0 or 2) levels them: k = 1.
+    rows = [("x", "y", "model_a", "helpfulness"), ("p", "q", "model_a", "harmlessness"),
+            ("y", "x", "model_a", "helpfulness"), ("q", "p", "model_a", "harmlessness"),
+            ("x", "y", "model_a", "helpfulness"), ("p", "q", "model_a", "harmlessness"),
+            ("x", "y", "model_a", "helpfulness")]
+    df = pd.DataFrame(rows, columns=["model_a", "model_b", "winner", "dimension"])
+    got = R.drop_k_by_dimension(df, "bt")
+    assert list(got) == ["harmlessness", "helpfulness"]
+    help_, harm = got["helpfulness"], got["harmlessness"]
+    assert (help_.top, help_.k, help_.challenger, help_.removed) == ("x", 2, "y", [0, 2])
+    assert (harm.top, harm.k, harm.challenger) == ("p", 1, "q") and harm.removed in ([0], [2])
+    assert R.drop_k_by_dimension(df.drop(columns="dimension").iloc[[0, 2, 4, 6]], "bt")["all"].removed == [0, 2]
+
+
 def test_cli_ratings_rk_style_and_drop_k(tmp_path, capsys):
     path = tmp_path / "battles.json"
     path.write_text(json.dumps(TIED.to_dict(orient="records")))

@@ -36,20 +36,18 @@ def rigor_ratings(ctx: AppContext, campaign: str, method: str, rounds: float, st
     if df.empty:
         return pd.DataFrame(columns=cols), "No votes yet.", None
     below = int(provisional_below or 0)
-    by_dim: dict[str, list[ratings.Rating]] = {}
+    try:
+        by_dim = ratings.rate_by_dimension(df, method=method, rounds=int(rounds or 0), seed=0,
+                                           style_control=style_control, provisional_below=below)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    votes = df.groupby("dimension").size()
     notes = []
-    for dim, part in df.groupby("dimension", sort=True):
-        part = part.reset_index(drop=True)
-        try:
-            by_dim[str(dim)] = ratings.rate(part, method, int(rounds or 0), 0, style_control=style_control,
-                                            provisional_below=below)
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
-        found = ratings.drop_k(part, "rk" if method == "rk" else "bt")
+    for dim, found in ratings.drop_k_by_dimension(df, "rk" if method == "rk" else "bt").items():
         if found.k is None:
             notes.append(f"**{dim}**: no removal order tried dethroned {found.top}.")
         else:
-            notes.append(f"**{dim}**: removing **{found.k}** of {len(part)} votes puts {found.challenger} level "
+            notes.append(f"**{dim}**: removing **{found.k}** of {votes[dim]} votes puts {found.challenger} level "
                          f"with or above {found.top} ({found.method}; an upper bound on the fewest).")
     rows = [{"dimension": d, **r.to_dict()} for d, rs in by_dim.items() for r in rs]
     table = pd.DataFrame(rows, columns=cols).round(1)

@@ -272,6 +272,14 @@ def rate_by_dimension(df: pd.DataFrame, **kwargs: Any) -> dict[str, list[Rating]
     return {str(dim): rate(part, **kwargs) for dim, part in df.groupby("dimension", sort=True)}
 
 
+def drop_k_by_dimension(df: pd.DataFrame, method: str = "bt") -> dict[str, DropK]:
+    """`drop_k` separately per value of the `dimension` column, each over its own votes (so `removed` are
+    row positions within that dimension's battles)."""
+    if "dimension" not in df.columns:
+        return {"all": drop_k(df.reset_index(drop=True), method)}
+    return {str(dim): drop_k(part.reset_index(drop=True), method) for dim, part in df.groupby("dimension", sort=True)}
+
+
 def win_rate_matrix(df: pd.DataFrame) -> pd.DataFrame:
     """P(row model beats column model) over their direct battles, ties half; NaN where none."""
     matchups, outcomes, models = _encode(validate_battles(df))
