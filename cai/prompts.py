@@ -254,3 +254,24 @@ def preview_comparison(
     """The comparison prompt (or its chain-of-thought form) a principle produces for two responses."""
     render = comparison_cot_prompt if cot else comparison_prompt
     return render(conversation, principle, response_a, response_b, exemplars)
+
+
+def preview_principle(
+    version: dict[str, Any], principle_name: str, transcript: str, response_a: str, response_b: str,
+    few_shot: int, cot: bool,
+) -> str:
+    """The exact prompt(s) a principle of a constitution version produces: its critique and revision prompts
+    (with the version's first `few_shot` critique exemplars), or its comparison prompt (CoT form with `cot`).
+    Raises LookupError when the version has no principle of that name."""
+    match = [p for p in version["principles"] if p["name"] == principle_name]
+    if not match:
+        raise LookupError(f"version {version['version']} has no principle named {principle_name!r}")
+    p = match[0]
+    if p["kind"] == "critique":
+        shots = [e for e in version["exemplars"] if e["kind"] == "critique"][:few_shot]
+        out = preview_critique(p, transcript, shots)
+        return f"=== critique prompt ===\n{out['critique']}\n\n=== revision prompt ===\n{out['revision']}"
+    kind = "comparison_cot" if cot else "comparison"
+    shots = [e for e in version["exemplars"] if e["kind"] == kind][:few_shot]
+    prompt, _ = split_transcript(transcript) if ASSISTANT in transcript else (transcript, "")
+    return preview_comparison(p, prompt, response_a, response_b, shots, cot=cot)

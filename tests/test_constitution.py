@@ -451,3 +451,18 @@ def test_previews_use_the_default_constitution(db):
     comp = next(p for p in v["principles"] if p["kind"] == "comparison")
     text = P.preview_comparison(comp, "\n\nHuman: hi\n\nAssistant:", "a", "b")
     assert text.endswith("Human: hi\n\n" + comp["text"] + "\n (A) [[[a]]]\n (B) [[[b]]]\n\nThe answer is:")
+
+
+def test_preview_principle_picks_the_principle_and_its_exemplars():
+    version = {"version": 3, "principles": [
+        {"kind": "critique", "name": "harm", "critique": "Harmful?", "revision": "Fix it."},
+        {"kind": "comparison", "name": "kind", "text": "Which is kinder?"}],
+        "exemplars": [{"kind": "comparison", "data": "ignored for critiques"}]}
+    assert P.preview_principle(version, "harm", "\n\nHuman: hi\n\nAssistant: no", "", "", 1, False) == (
+        "=== critique prompt ===\n\n\nHuman: hi\n\nAssistant: no\n\nCritiqueRequest: Harmful?\n\nCritique:"
+        "\n\n=== revision prompt ===\n\n\nHuman: hi\n\nAssistant: no\n\nCritiqueRequest: Harmful?\n\nCritique: "
+        "<the model's critique goes here>\n\nRevisionRequest: Fix it.\n\nRevision:")
+    assert P.preview_principle(version, "kind", "\n\nHuman: hi\n\nAssistant:", "a", "b", 0, False) == (
+        P.comparison_prompt("\n\nHuman: hi", "Which is kinder?", "a", "b"))
+    with pytest.raises(LookupError, match="version 3 has no principle named 'nope'"):
+        P.preview_principle(version, "nope", "x", "", "", 0, False)

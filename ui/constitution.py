@@ -97,25 +97,6 @@ def _show(value: Any) -> str:
     return json.dumps(value, indent=1, ensure_ascii=False)
 
 
-def preview_text(
-    version: dict[str, Any], principle_name: str, transcript: str, response_a: str, response_b: str,
-    few_shot: int, cot: bool,
-) -> str:
-    """The exact prompt(s) the principle produces (critique + revision, or the comparison prompt)."""
-    match = [p for p in version["principles"] if p["name"] == principle_name]
-    if not match:
-        raise LookupError(f"version {version['version']} has no principle named {principle_name!r}")
-    p = match[0]
-    if p["kind"] == "critique":
-        shots = [e for e in version["exemplars"] if e["kind"] == "critique"][:few_shot]
-        out = P.preview_critique(p, transcript, shots)
-        return f"=== critique prompt ===\n{out['critique']}\n\n=== revision prompt ===\n{out['revision']}"
-    kind = "comparison_cot" if cot else "comparison"
-    shots = [e for e in version["exemplars"] if e["kind"] == kind][:few_shot]
-    prompt, _ = P.split_transcript(transcript) if "\n\nAssistant:" in transcript else (transcript, "")
-    return P.preview_comparison(p, prompt, response_a, response_b, shots, cot=cot)
-
-
 # ----------------------------------------------------------------------------- handlers
 
 
@@ -254,7 +235,7 @@ def preview(
     require(ctx, request, BROWSE_ROLES)
     try:
         v = C.resolve_version(ctx.db(), name, version)
-        return preview_text(v, principle, transcript, a, b, int(few_shot or 0), cot)
+        return P.preview_principle(v, principle, transcript, a, b, int(few_shot or 0), cot)
     except (LookupError, ValueError) as exc:
         return f"error: {exc}"
 
