@@ -103,7 +103,7 @@ def test_pm_on_two_processes(db, db_path):
 
 
 def test_killed_two_process_sft_resumes_from_its_checkpoint(db, db_path, capsys):
-    """SIGKILL to the whole `accelerate launch` group once a checkpoint is complete, then `cai runs resume`."""
+    """SIGKILL to the launcher and both ranks once a checkpoint is complete, then `cai runs resume`."""
     from cai.train.common import last_checkpoint
 
     sl_run = _chains(db)
