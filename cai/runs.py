@@ -471,4 +471,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m cai.runs` runs this file as __main__, a second copy of the module: call the imported
+    # cai.runs instead, so the worker and the stages share one RunCancelled (a stage's
+    # `except RunCancelled` must catch what RunContext raises; under accelerate the cancel handshake
+    # between ranks depends on it).
+    from cai.runs import main as _main
+
+    sys.exit(_main())

@@ -153,3 +153,43 @@ def test_killed_two_process_sft_resumes_from_its_checkpoint(db, db_path, capsys)
     assert next(x for x in resumed if x.startswith("step ")).startswith(f"step {at + 1}:")
     # The resumed execution removed its own snapshot; the killed one's stays (cai.runs does not sweep them).
     assert sorted(db_path.parent.glob(f".{db_path.name}.rank*")) == snapshots
+
+
+def test_cancelled_two_process_pm_stops_every_rank_and_resumes(db, db_path, capsys):
+    """`cai runs cancel` mid-training: both ranks stop at the same step (the flag is all-reduced), the
+    launcher exits cleanly, and `cai runs resume` trains the preference model to the end once."""
+    pairs = [
+        {"prompt": f"\n\nHuman: Question {i}?\n\nAssistant:", "chosen": f" A kind answer {i}.",
+         "rejected": f" A rude answer {i}.", "p": 0.8}
+        for i in range(8)
+    ]  # fmt: skip
+    data.create_pref_set(db, "human-8", "human", "helpful", pairs)
+    config = PMConfig(human_prefs="human-8", model="tiny", name="pm-cancelled", max_steps=30, batch_size=2,
+                      max_length=64, processes=2)  # fmt: skip
+    run_id, proc = runs.start(db, db_path, config)
+    deadline = time.monotonic() + 300
+    while (runs.get_run(db, run_id)["done"] or 0) < 2:
+        assert proc.poll() is None, runs.worker_log(db_path, run_id).read_text()[-3000:]
+        assert time.monotonic() < deadline, "no training step after 300 s"
+        time.sleep(0.02)
+    assert main(["runs", "cancel", str(run_id), "--db", str(db_path)]) == 0
+    assert proc.wait(timeout=120) == 0  # both ranks returned: none was left waiting in a collective
+    run = runs.get_run(db, run_id)
+    assert run["status"] == "cancelled", run["error"]
+    assert 2 <= run["done"] < 30
+    assert models.get_model(db, "pm-cancelled") is None
+    _no_snapshots_left(db_path)
+
+    capsys.readouterr()
+    code = main(["runs", "resume", str(run_id), "--db", str(db_path), "--json"])
+    assert code == 0, runs.worker_log(db_path, run_id).read_text()[-3000:]
+    run = json.loads(capsys.readouterr().out)
+    assert (run["status"], run["result"]["world_size"], run["result"]["model"]) == ("done", 2, "pm-cancelled")
+    assert db["models"].count_where("name = ?", ["pm-cancelled"]) == 1
+    assert models.get_model(db, "pm-cancelled")["meta"]["steps"] == 30
+    lines = [r["line"] for r in db["run_logs"].rows_where("run_id = ?", [run_id], order_by="id")]
+    first, resumed = lines[: lines.index("resumed")], lines[lines.index("resumed") + 1 :]
+    assert first[-1] == "cancelled"
+    for part in (first, resumed):
+        assert len(part) == len(set(part)), part
+    _no_snapshots_left(db_path)
