@@ -83,13 +83,18 @@ def test_sft_on_two_processes(db, db_path):
     _no_snapshots_left(db_path)
 
 
-def test_pm_on_two_processes(db, db_path):
+def _human_pairs(db) -> None:
+    """A human preference set "human-8" of 8 pairs (the PM holds 2 out)."""
     pairs = [
         {"prompt": f"\n\nHuman: Question {i}?\n\nAssistant:", "chosen": f" A kind answer {i}.",
          "rejected": f" A rude answer {i}.", "p": 0.8}
         for i in range(8)
     ]  # fmt: skip
     data.create_pref_set(db, "human-8", "human", "helpful", pairs)
+
+
+def test_pm_on_two_processes(db, db_path):
+    _human_pairs(db)
     config = PMConfig(human_prefs="human-8", model="tiny", name="pm-ddp", max_steps=2, batch_size=2,
                       max_length=64, processes=2)  # fmt: skip
     run_id, proc = runs.start(db, db_path, config)
@@ -158,12 +163,7 @@ def test_killed_two_process_sft_resumes_from_its_checkpoint(db, db_path, capsys)
 def test_cancelled_two_process_pm_stops_every_rank_and_resumes(db, db_path, capsys):
     """`cai runs cancel` mid-training: both ranks stop at the same step (the flag is all-reduced), the
     launcher exits cleanly, and `cai runs resume` trains the preference model to the end once."""
-    pairs = [
-        {"prompt": f"\n\nHuman: Question {i}?\n\nAssistant:", "chosen": f" A kind answer {i}.",
-         "rejected": f" A rude answer {i}.", "p": 0.8}
-        for i in range(8)
-    ]  # fmt: skip
-    data.create_pref_set(db, "human-8", "human", "helpful", pairs)
+    _human_pairs(db)
     config = PMConfig(human_prefs="human-8", model="tiny", name="pm-cancelled", max_steps=30, batch_size=2,
                       max_length=64, processes=2)  # fmt: skip
     run_id, proc = runs.start(db, db_path, config)
