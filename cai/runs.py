@@ -104,6 +104,13 @@ class RunContext:
         )
         self.check_cancel()
 
+    def finish(self, trainer: Any, tokenizer: Any, target: Any, **lineage: Any) -> Any:
+        """The training stages' epilogue: train (resuming from the last checkpoint), save, register the
+        model with its lineage, log it; returns `cai.train.common.Trained` (see `common.finish`)."""
+        from cai.train import common  # torch and transformers: only for the stages that train
+
+        return common.finish(self, trainer, tokenizer, target, **lineage)
+
 
 def record_steps(ctx: RunContext, steps_done: int, steps_total: int, phase: str, tokens: int = 0,
                  steps_at_start: int = 0) -> None:
@@ -464,4 +471,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m cai.runs` runs this file as __main__, a second copy of the module: call the imported
+    # cai.runs instead, so the worker and the stages share one RunCancelled (a stage's
+    # `except RunCancelled` must catch what RunContext raises; under accelerate the cancel handshake
+    # between ranks depends on it).
+    from cai.runs import main as _main
+
+    sys.exit(_main())

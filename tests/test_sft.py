@@ -84,7 +84,12 @@ def test_tiny_model_chains_then_sft_registers_a_model_that_generates(db, db_path
 
 
 @pytest.mark.timeout(240)
-def test_cancelled_sft_resumes_from_its_last_checkpoint(db, monkeypatch):
+@pytest.mark.parametrize("half_written", [False, True])
+def test_cancelled_sft_resumes_from_its_last_checkpoint(db, db_path, monkeypatch, half_written):
+    """With `half_written`, a worker killed while saving checkpoint-2 left its weights but not the
+    trainer_state.json the Trainer writes last: resume passes over it for checkpoint-1."""
+    import shutil
+
     from cai.train import common
 
     seed(db, n_prompts=4)
@@ -104,6 +109,11 @@ def test_cancelled_sft_resumes_from_its_last_checkpoint(db, monkeypatch):
     run = runs.execute(db, run_id)
     assert run["status"] == "cancelled"
     assert models.get_model(db, "resumed") is None
+    out_dir = db_path.parent / "runs" / str(run_id)
+    if half_written:
+        (out_dir / "checkpoint-2").mkdir()
+        shutil.copy(out_dir / "checkpoint-1" / "model.safetensors", out_dir / "checkpoint-2")
+    assert common.last_checkpoint(out_dir) == str(out_dir / "checkpoint-1")
     runs.prepare_resume(db, run_id)
     run = runs.execute(db, run_id)
     assert run["status"] == "done", run["error"]

@@ -1,23 +1,28 @@
-"""What the RL-stage trainers (preference model, RLOO/GRPO, DPO) share: data, arguments, saving, lineage.
+"""What the four trainers (SFT, preference model, RLOO/GRPO, DPO) share: data, arguments, the epilogue.
 
-Each stage is a TRL trainer plus these helpers: pairs read from a preference set, CPU-safe training
-arguments, a callback that reports progress (and so honours cancel) through the run, resume from the
-run's last checkpoint, and a saved, registered model whose row names its parent, run and constitution.
+Each stage is a TRL trainer between two shared pieces: `start` names the model the run makes and links
+the run to the model it starts from; `finish` (also `RunContext.finish`) trains, resuming from the
+run's last complete checkpoint, saves (rank 0 writes under accelerate) and registers the model with its
+lineage. Between them: CPU-safe training arguments and a callback that reports progress (and so
+honours cancel) through the run.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from sqlite_utils import Database
 from transformers import TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from cai import models, store
 from cai.files import inside, safe_name
+
+if TYPE_CHECKING:
+    from cai.runs import RunContext
 
 
 def load_pairs(db: Database, name: str) -> list[dict[str, Any]]:
@@ -61,13 +66,16 @@ def device_args() -> dict[str, Any]:
     return {"bf16": False, "fp16": False, "use_cpu": True}
 
 
-def training_args(cfg: Any, **extra: Any) -> dict[str, Any]:
-    """The Trainer arguments every RL-stage trainer takes from its config."""
+def training_args(ctx: RunContext, **extra: Any) -> dict[str, Any]:
+    """The Trainer arguments every trainer takes from its run: checkpoints in the run's folder, the
+    config's batch size, rate, steps and seed, CPU-safe precision; `extra` adds or overrides."""
+    cfg = ctx.config
     args = {
-        "per_device_train_batch_size": cfg.batch_size,
-        "learning_rate": cfg.learning_rate,
-        "max_steps": cfg.max_steps,
-        "seed": cfg.seed,
+        "output_dir": str(run_dir(ctx.db, ctx.run_id)),
+        "per_device_train_batch_size": cfg.batch_size,  # type: ignore[attr-defined]
+        "learning_rate": cfg.learning_rate,  # type: ignore[attr-defined]
+        "max_steps": cfg.max_steps,  # type: ignore[attr-defined]
+        "seed": cfg.seed,  # type: ignore[attr-defined]
         "logging_steps": 1,
         "save_steps": getattr(cfg, "save_steps", 50),
         "save_total_limit": 2,
@@ -81,6 +89,33 @@ def training_args(cfg: Any, **extra: Any) -> dict[str, Any]:
         args["num_train_epochs"] = cfg.epochs
     args.update(extra)
     return args
+
+
+def causal_lm(folder: str) -> tuple[Any, Any]:
+    """(model, tokenizer) to train: fp32 weights (mixed precision, where used, comes from the arguments)
+    and a pad token (EOS when the tokenizer has none, as TRL's trainers would set it)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), tokenizer
+
+
+def trainer_inputs(
+    ctx: RunContext, rows: list[dict[str, Any]], tokenizer: Any, task_type: str
+) -> dict[str, Any]:
+    """The TRL trainer arguments every stage passes alike: its rows as a Dataset, the tokenizer, LoRA
+    when the config asks for it, and the callback that reports progress and honours cancel."""
+    from datasets import Dataset
+
+    cfg = ctx.config
+    return {
+        "train_dataset": Dataset.from_list(rows),
+        "processing_class": tokenizer,
+        "peft_config": lora_config(cfg, task_type) if cfg.lora else None,  # type: ignore[attr-defined]
+        "callbacks": [ProgressCallback(ctx)],
+    }
 
 
 def lora_config(cfg: Any, task_type: str) -> Any:
@@ -121,15 +156,36 @@ class ProgressCallback(TrainerCallback):
             self.ctx.log(f"step {state.global_step}: {json.dumps(short)}")
 
 
-def train(trainer: Any, out_dir: Path) -> None:
-    """Train, continuing from the run's last checkpoint when a resumed run left one."""
-    last = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+def last_checkpoint(out_dir: Path) -> str | None:
+    """The newest checkpoint that was written to the end, else None.
+
+    A worker killed while saving (SIGKILL to the process group, a lost machine) leaves a checkpoint
+    folder without trainer_state.json, which the Trainer writes last and cannot resume without; such a
+    folder is passed over for the one before it (save_total_limit keeps two), and is left in place:
+    under accelerate every rank looks at once, and a later save of that step completes it."""
+    if not out_dir.is_dir():
+        return None
+    complete = [p for p in out_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    steps = {p: int(p.name.split("-")[1]) for p in complete if p.name.split("-")[1].isdigit()}
+    return str(max(steps, key=steps.__getitem__)) if steps else None
+
+
+def train(trainer: Any) -> None:
+    """Train, continuing from the run's last complete checkpoint when a resumed run left one."""
+    trainer.train(resume_from_checkpoint=last_checkpoint(Path(trainer.args.output_dir)))
 
 
 def save_model(trainer: Any, tokenizer: Any, db: Database, name: str) -> str:
-    """Save the trained model (LoRA adapters merged) and tokenizer under data_dir/models/<name>."""
-    path = output_dir(db, name)
+    """Save the trained model (LoRA adapters merged) and tokenizer under data_dir/models/<name>.
+
+    Under accelerate rank 0 writes and every rank waits for it, so none goes on (to register, or to
+    score with the new model) before the folder is complete."""
+    path = _save(trainer, tokenizer, output_dir(db, name))
+    trainer.accelerator.wait_for_everyone()
+    return path
+
+
+def _save(trainer: Any, tokenizer: Any, path: Path) -> str:
     model = trainer.model
     if getattr(trainer.args, "world_size", 1) > 1 and not hasattr(model, "merge_and_unload"):
         # Several processes: the trainer gathers sharded weights (ZeRO-3, FSDP) and rank 0 alone writes.
@@ -166,6 +222,70 @@ def check_name(db: Database, name: str, run_id: int) -> dict[str, Any] | None:
     return row
 
 
+@dataclass
+class Target:
+    """The model a training run makes: its name, its registry row when a resumed run had already
+    registered it (then there is nothing to train), and the registry row of the model it starts from
+    (plus `folder`, its local weights)."""
+
+    name: str
+    done: dict[str, Any] | None
+    parent: dict[str, Any]
+
+
+def start(ctx: RunContext, model_spec: str, **run_fields: Any) -> Target:
+    """The shared prologue: the new model's name (default `<kind>-<run id>`; refused if another run
+    took it or it is no safe folder name, before any training time is spent), and the run linked to
+    the model it starts from (plus `run_fields`, e.g. its constitution version)."""
+    cfg = ctx.config
+    name = cfg.name or f"{cfg.kind}-{ctx.run_id}"  # type: ignore[attr-defined]
+    done = check_name(ctx.db, name, ctx.run_id)
+    parent = base_model(ctx.db, model_spec)
+    ctx.db.table("runs").update(ctx.run_id, {"model_id": parent["id"], **run_fields})
+    return Target(name=name, done=done, parent=parent)
+
+
+@dataclass
+class Trained:
+    """What `finish` hands back: the registered model, and the steps and last loss of its training."""
+
+    model_id: int
+    path: str
+    steps: int
+    loss: float | None
+
+
+def finish(
+    ctx: RunContext,
+    trainer: Any,
+    tokenizer: Any,
+    target: Target,
+    *,
+    constitution_version_id: int | None,
+    meta: dict[str, Any],
+) -> Trained:
+    """The shared epilogue: train (from the last complete checkpoint of a resumed run), save, register
+    the model with its lineage (parent, run, constitution version; `meta` plus steps and final loss)
+    and log it.
+
+    Under accelerate every rank runs this; rank 0's database is the workbench's, the other ranks'
+    registrations go to their private snapshots (see cai.runs), so the model is registered once."""
+    train(trainer)
+    path = save_model(trainer, tokenizer, ctx.db, target.name)
+    steps, loss = trainer.state.global_step, last_loss(trainer)
+    model_id = register(
+        ctx.db,
+        target.name,
+        path,
+        parent=target.parent,
+        run_id=ctx.run_id,
+        constitution_version_id=constitution_version_id,
+        meta={**meta, "steps": steps, "final_loss": loss},
+    )
+    ctx.log(f"registered model {target.name} (id {model_id}) at {path}")
+    return Trained(model_id=model_id, path=path, steps=steps, loss=loss)
+
+
 def register(
     db: Database,
     name: str,
@@ -196,13 +316,17 @@ def constitution_of(db: Database, pref_set: str) -> int | None:
     rows = list(db["pref_sets"].rows_where("name = ?", [pref_set], limit=1))
     if not rows or not rows[0]["run_id"]:
         return None
-    run = db["runs"].get(rows[0]["run_id"]) if db["runs"].count_where("id = ?", [rows[0]["run_id"]]) else None
+    run = (
+        db.table("runs").get(rows[0]["run_id"])
+        if db["runs"].count_where("id = ?", [rows[0]["run_id"]])
+        else None
+    )
     return run["constitution_version_id"] if run else None
 
 
 def update_meta(db: Database, model_id: int, **values: Any) -> None:
     row = models.get_model_by_id(db, model_id)
-    db["models"].update(model_id, {"meta": store.dumps({**row["meta"], **values})})
+    db.table("models").update(model_id, {"meta": store.dumps({**row["meta"], **values})})
 
 
 def last_loss(trainer: Any) -> float | None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 SOFT_MODES = ("label_smoothing", "threshold")
 
 
@@ -37,8 +35,6 @@ def dpo_rows(pairs: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def run_stage(ctx: Any) -> dict[str, Any]:
     """Stage "dpo": DPO of the policy on an AI preference set; saves and registers the new policy."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     from cai.train import common
@@ -46,59 +42,46 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     cfg, db = ctx.config, ctx.db
     if not (cfg.policy and cfg.prefs):
         raise ValueError("dpo needs a policy and a prefs set")
-    name = cfg.name or f"dpo-{ctx.run_id}"
-    done = common.check_name(db, name, ctx.run_id)
-    base = common.base_model(db, cfg.policy)
-    db["runs"].update(ctx.run_id, {"model_id": base["id"]})
+    target = common.start(ctx, cfg.policy)
     pairs, eps = soft_handling(common.load_pairs(db, cfg.prefs), cfg.soft, cfg.threshold)
     if not pairs:
         raise ValueError(f"no pairs of {cfg.prefs!r} have p >= {cfg.threshold}; lower the threshold")
     ctx.log(f"DPO on {len(pairs)} pairs, soft labels by {cfg.soft} (label_smoothing {eps}), beta {cfg.beta}")
-    if done is not None:
-        return {"model": name, "model_id": done["id"], "path": done["path"], "algorithm": "dpo"}
-    out_dir = common.run_dir(db, ctx.run_id)
+    if target.done is not None:
+        return {
+            "model": target.name,
+            "model_id": target.done["id"],
+            "path": target.done["path"],
+            "algorithm": "dpo",
+        }
     args = DPOConfig(
-        output_dir=str(out_dir),
         beta=cfg.beta,
         label_smoothing=eps,
         loss_type=["sigmoid"],
         max_length=cfg.max_length,
-        **common.training_args(cfg),
+        **common.training_args(ctx),
     )
-    tok = AutoTokenizer.from_pretrained(base["folder"])
-    model = AutoModelForCausalLM.from_pretrained(base["folder"], dtype=torch.float32)
+    model, tok = common.causal_lm(target.parent["folder"])
     trainer = DPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(dpo_rows(pairs)),
-        processing_class=tok,
-        peft_config=common.lora_config(cfg, task_type="CAUSAL_LM") if cfg.lora else None,
-        callbacks=[common.ProgressCallback(ctx)],
+        model=model, args=args, **common.trainer_inputs(ctx, dpo_rows(pairs), tok, "CAUSAL_LM")
     )
-    common.train(trainer, out_dir)
-    path = common.save_model(trainer, tok, db, name)
-    model_id = common.register(
-        db,
-        name,
-        path,
-        parent=base,
-        run_id=ctx.run_id,
-        constitution_version_id=common.constitution_of(db, cfg.prefs),
-        meta={
-            "kind": "policy",
-            "algorithm": "dpo",
-            "prefs": cfg.prefs,
-            "soft": cfg.soft,
-            "label_smoothing": eps,
-        },
+    meta = {
+        "kind": "policy",
+        "algorithm": "dpo",
+        "prefs": cfg.prefs,
+        "soft": cfg.soft,
+        "label_smoothing": eps,
+    }
+    trained = ctx.finish(
+        trainer, tok, target, constitution_version_id=common.constitution_of(db, cfg.prefs), meta=meta
     )
     return {
-        "model": name,
-        "model_id": model_id,
-        "path": path,
+        "model": target.name,
+        "model_id": trained.model_id,
+        "path": trained.path,
         "algorithm": "dpo",
         "pairs": len(pairs),
         "label_smoothing": eps,
-        "steps": trainer.state.global_step,
-        "train_loss": common.last_loss(trainer),
+        "steps": trained.steps,
+        "train_loss": trained.loss,
     }

@@ -193,7 +193,6 @@ def accuracy(pm_spec: str, pairs: list[dict[str, Any]], db: Any = None, batch_si
 # ----------------------------------------------------------------------------- the stage
 def run_stage(ctx: Any) -> dict[str, Any]:
     """Stage "pm": mix, train (resuming from the last checkpoint), save, register, report held-out accuracy."""
-    from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from cai.train import common
@@ -210,53 +209,34 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         raise ValueError("no training pairs: the preference sets are empty")
     n_ai = sum(1 for x in train if x["_source"] == "ai")
     ctx.log(f"training on {len(train)} pairs ({n_ai} AI, {len(train) - n_ai} human); {len(heldout)} held out")
-    name = cfg.name or f"pm-{ctx.run_id}"
-    done = common.check_name(db, name, ctx.run_id)
-    base = common.base_model(db, cfg.model)
-    db["runs"].update(ctx.run_id, {"model_id": base["id"]})
+    target = common.start(ctx, cfg.model)
     train_loss = None
-    if done is None:
-        out_dir = common.run_dir(db, ctx.run_id)
-        args = RewardConfig(
-            output_dir=str(out_dir),
-            max_length=cfg.max_length,
-            disable_dropout=True,
-            **common.training_args(cfg),
-        )
-        tok = AutoTokenizer.from_pretrained(base["folder"])
+    if target.done is None:
+        args = RewardConfig(max_length=cfg.max_length, disable_dropout=True, **common.training_args(ctx))
+        tok = AutoTokenizer.from_pretrained(target.parent["folder"])
         model = AutoModelForSequenceClassification.from_pretrained(
-            base["folder"], num_labels=1, dtype=torch.float32
+            target.parent["folder"], num_labels=1, dtype=torch.float32
         )
         trainer = SoftRewardTrainer(
             model=model,
             args=args,
-            train_dataset=Dataset.from_list(to_rows(train)),
-            processing_class=tok,
             data_collator=SoftPreferenceCollator(pad_token_id=pad_id(tok)),
-            peft_config=common.lora_config(cfg, task_type="SEQ_CLS") if cfg.lora else None,
-            callbacks=[common.ProgressCallback(ctx)],
             loss_kind=cfg.loss,
+            **common.trainer_inputs(ctx, to_rows(train), tok, "SEQ_CLS"),
         )
-        common.train(trainer, out_dir)
-        path = common.save_model(trainer, tok, db, name)
+        meta = {"kind": "preference-model", "loss": cfg.loss, "lora": cfg.lora}
+        trained = ctx.finish(
+            trainer, tok, target, constitution_version_id=common.constitution_of(db, cfg.ai_prefs), meta=meta
+        )
         _load_pm.cache_clear()
-        train_loss = common.last_loss(trainer)
-        model_id = common.register(
-            db,
-            name,
-            path,
-            parent=base,
-            run_id=ctx.run_id,
-            constitution_version_id=common.constitution_of(db, cfg.ai_prefs),
-            meta={"kind": "preference-model", "loss": cfg.loss, "lora": cfg.lora, "train_loss": train_loss},
-        )
+        path, model_id, train_loss = trained.path, trained.model_id, trained.loss
     else:
-        path, model_id = done["path"], done["id"]
+        path, model_id = target.done["path"], target.done["id"]
     acc = accuracy(path, heldout, batch_size=cfg.batch_size)
     common.update_meta(db, model_id, heldout_accuracy=acc, heldout_pairs=len(heldout))
     ctx.log(f"held-out accuracy {acc if acc is None else round(acc, 4)} on {len(heldout)} human pairs")
     return {
-        "model": name,
+        "model": target.name,
         "model_id": model_id,
         "path": path,
         "train_pairs": len(train),

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from cai import store
 from cai.backends.base import HUMAN_STOP, cut_at_stop
 from cai.evals import goodhart
@@ -118,9 +116,6 @@ def trainer_class(algorithm: str) -> tuple[type, type]:
 
 def run_stage(ctx: Any) -> dict[str, Any]:
     """Stage "rl": RLOO/GRPO on the prompt set against the PM; saves and registers the new policy."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from cai import data, models
     from cai.backends import model_path
     from cai.train import common
@@ -128,73 +123,58 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     cfg, db = ctx.config, ctx.db
     if not (cfg.policy and cfg.reward_model and cfg.prompts):
         raise ValueError("rl needs a policy, a reward_model and a prompts set")
-    name = cfg.name or f"rl-{ctx.run_id}"
-    done = common.check_name(db, name, ctx.run_id)
-    base = common.base_model(db, cfg.policy)
+    target = common.start(ctx, cfg.policy)
     pm_row = models.ensure_model(db, cfg.reward_model)
-    db["runs"].update(ctx.run_id, {"model_id": base["id"]})
     texts = [r["text"] for r in data.list_prompts(db, cfg.prompts, limit=cfg.limit)]
     if not texts:
         raise ValueError(f"prompt set {cfg.prompts!r} has no prompts")
     ctx.log(
         f"{cfg.algorithm.upper()} on {len(texts)} prompts, beta {cfg.beta}, {cfg.num_generations} per prompt"
     )
-    if done is not None:
-        return {"model": name, "model_id": done["id"], "path": done["path"], "algorithm": cfg.algorithm}
+    if target.done is not None:
+        return {
+            "model": target.name, "model_id": target.done["id"], "path": target.done["path"],
+            "algorithm": cfg.algorithm,
+        }  # fmt: skip
     pm_model, pm_tok = _load_pm(model_path(cfg.reward_model, db))
     reward = PMReward(pm_model, pm_tok, db, ctx.run_id)
     config_cls, trainer_cls = trainer_class(cfg.algorithm)
-    out_dir = common.run_dir(db, ctx.run_id)
     args = config_cls(
-        output_dir=str(out_dir),
         beta=cfg.beta,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_new_tokens,
         temperature=cfg.temperature,
         gradient_checkpointing=False,
-        **common.training_args(cfg, per_device_train_batch_size=cfg.batch_size * cfg.num_generations),
+        **common.training_args(ctx, per_device_train_batch_size=cfg.batch_size * cfg.num_generations),
         **vllm_args(cfg.vllm),
     )
-    tok = AutoTokenizer.from_pretrained(base["folder"])
-    model = AutoModelForCausalLM.from_pretrained(base["folder"], dtype=torch.float32)
+    model, tok = common.causal_lm(target.parent["folder"])
+    rows = prompt_rows(texts, bool(target.parent["chat"]))
     trainer = trainer_cls(
-        model=model,
-        reward_funcs=[reward],
-        args=args,
-        train_dataset=Dataset.from_list(prompt_rows(texts, bool(base["chat"]))),
-        processing_class=tok,
-        peft_config=common.lora_config(cfg, task_type="CAUSAL_LM") if cfg.lora else None,
-        callbacks=[common.ProgressCallback(ctx)],
+        model=model, reward_funcs=[reward], args=args, **common.trainer_inputs(ctx, rows, tok, "CAUSAL_LM")
     )
-    common.train(trainer, out_dir)
-    path = common.save_model(trainer, tok, db, name)
+    meta = {
+        "kind": "policy",
+        "algorithm": cfg.algorithm,
+        "reward_model": cfg.reward_model,
+        "reward_model_id": pm_row["id"],
+        "beta": cfg.beta,
+        "lora": cfg.lora,
+    }
+    trained = ctx.finish(
+        trainer, tok, target, constitution_version_id=pm_row["constitution_version_id"], meta=meta
+    )
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-    model_id = common.register(
-        db,
-        name,
-        path,
-        parent=base,
-        run_id=ctx.run_id,
-        constitution_version_id=pm_row["constitution_version_id"],
-        meta={
-            "kind": "policy",
-            "algorithm": cfg.algorithm,
-            "reward_model": cfg.reward_model,
-            "reward_model_id": pm_row["id"],
-            "beta": cfg.beta,
-            "lora": cfg.lora,
-        },
-    )
     watch = [
         store.loads(r["metrics"])
         for r in db["goodhart"].rows_where("run_id = ?", [ctx.run_id], order_by="step")
     ]
     return {
-        "model": name,
-        "model_id": model_id,
-        "path": path,
+        "model": target.name,
+        "model_id": trained.model_id,
+        "path": trained.path,
         "algorithm": cfg.algorithm,
-        "steps": trainer.state.global_step,
+        "steps": trained.steps,
         "reward_first": rewards[0] if rewards else None,
         "reward_last": rewards[-1] if rewards else None,
         "goodhart_last": watch[-1] if watch else None,

@@ -37,8 +37,6 @@ def chain_run(db: Database, run_id: int) -> dict[str, Any]:
 
 def run_stage(ctx: Any) -> dict[str, Any]:
     """Stage "sft": train on the chain run's final revisions, save, register with lineage."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     cfg, db = ctx.config, ctx.db
@@ -52,61 +50,42 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         raise ValueError(f"chains: run {cfg.chains} has no chains with a non-empty final response")
     if skipped:
         ctx.log(f"left out {skipped} chains whose final response is empty", level="warning")
-    name = cfg.name or f"sft-{ctx.run_id}"
-    done = common.check_name(db, name, ctx.run_id)
-    if done:  # a resumed run that had already registered its model
-        return {"model": name, "model_id": done["id"], "rows": len(rows), "skipped_empty": skipped}
-    parent = common.base_model(db, cfg.model or source["config"]["model"])
-    db.table("runs").update(
-        ctx.run_id, {"model_id": parent["id"], "constitution_version_id": source["constitution_version_id"]}
+    target = common.start(
+        ctx, cfg.model or source["config"]["model"], constitution_version_id=source["constitution_version_id"]
     )
-
-    tokenizer = AutoTokenizer.from_pretrained(parent["folder"])
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    import torch
-
-    model = AutoModelForCausalLM.from_pretrained(parent["folder"], dtype=torch.float32)
+    if target.done:  # a resumed run that had already registered its model
+        return {
+            "model": target.name,
+            "model_id": target.done["id"],
+            "rows": len(rows),
+            "skipped_empty": skipped,
+        }
+    parent = target.parent
+    model, tokenizer = common.causal_lm(parent["folder"])
     data = conversational(rows) if parent["chat"] else rows
-    out_dir = common.run_dir(db, ctx.run_id)
     args = SFTConfig(
-        output_dir=str(out_dir),
         **common.training_args(
-            cfg,
+            ctx,
             max_length=cfg.max_length,
             completion_only_loss=True,
             gradient_checkpointing=False,
             save_strategy="steps",
         ),
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(data),
-        processing_class=tokenizer,
-        peft_config=common.lora_config(cfg, "CAUSAL_LM") if cfg.lora else None,
-        callbacks=[common.ProgressCallback(ctx)],
-    )
+    trainer = SFTTrainer(model=model, args=args, **common.trainer_inputs(ctx, data, tokenizer, "CAUSAL_LM"))
     ctx.log(
         f"SFT of {parent['name']} on {len(rows)} rows of run {cfg.chains} ({'LoRA' if cfg.lora else 'full'})"
     )
-    common.train(trainer, out_dir)
-    path = common.save_model(trainer, tokenizer, db, name)
-    meta = {
-        "chains_run": cfg.chains,
-        "rows": len(rows),
-        "lora": cfg.lora,
-        "final_loss": common.last_loss(trainer),
-        "steps": trainer.state.global_step,
-    }
-    model_id = common.register(
-        db,
-        name,
-        path,
-        parent=parent,
-        run_id=ctx.run_id,
-        constitution_version_id=source["constitution_version_id"],
-        meta=meta,
+    meta = {"chains_run": cfg.chains, "rows": len(rows), "lora": cfg.lora}
+    trained = ctx.finish(
+        trainer, tokenizer, target, constitution_version_id=source["constitution_version_id"], meta=meta
     )
-    ctx.log(f"registered model {name} (id {model_id}) at {path}")
-    return {"model": name, "model_id": model_id, "path": path, "skipped_empty": skipped, **meta}
+    return {
+        "model": target.name,
+        "model_id": trained.model_id,
+        "path": trained.path,
+        "skipped_empty": skipped,
+        **meta,
+        "final_loss": trained.loss,
+        "steps": trained.steps,
+    }
