@@ -22,14 +22,14 @@ import numpy as np
 from sqlite_utils import Database
 
 from cai import runs, store
-from cai.config import (
+from cai.config import StageConfig
+from cai.stages import (
     AgreementConfig,
     ExperimentConfig,
     LabelConfig,
     RevisionScoresConfig,
-    SFTConfig,
+    SFTStageConfig,
     SLConfig,
-    StageConfig,
 )
 
 _SPEC = re.compile(r"^(?P<name>[^@\s,]+)@(?P<version>\d+)$")
@@ -104,9 +104,10 @@ def chain_metrics(chain: dict[str, Any], steps: Sequence[dict[str, Any]]) -> dic
 
 
 def credit(p: float) -> float:
-    from cai.evals.agreement import credit as _credit
+    """Agreement credit with no tie band: 1, 0.5 at exactly p = 0.5, else 0."""
+    from cai.evals.consistency import credit as _credit
 
-    return _credit(p)
+    return _credit(p, 0.0)
 
 
 # ----------------------------------------------------------------------------- creating
@@ -123,7 +124,7 @@ def _stage_config(cfg: ExperimentConfig, stage: str, name: str, version: int, sl
     if stage == "scores":
         return RevisionScoresConfig(run=sl_run or 0, pm=cfg.pm, batch_size=cfg.batch_size)
     if stage == "sft":
-        return SFTConfig(chains=sl_run or 0, name=f"{tag}-sft", lora=cfg.sft_lora, max_steps=cfg.sft_max_steps,
+        return SFTStageConfig(chains=sl_run or 0, name=f"{tag}-sft", lora=cfg.sft_lora, max_steps=cfg.sft_max_steps,
                          seed=cfg.seed)
     if stage == "label":
         return LabelConfig(pairs=cfg.pairs or 0, feedback_model=feedback, constitution=name,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from cai import data, models, runs
-from cai.config import ConfigError, PMConfig, SFTConfig, SLConfig
+from cai.config import ConfigError
+from cai.stages import PMConfig, SFTStageConfig, SLConfig
 from tests.test_runs import seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -36,7 +37,7 @@ def test_worker_command_under_accelerate(tmp_path):
     cmd = runs.worker_command(db, 3, {"processes": 1, "accelerate_config": str(conf)})
     assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(conf)]
     with pytest.raises(ConfigError, match="accelerate_config: no such file: nope.yaml"):
-        SFTConfig(chains=1, accelerate_config="nope.yaml")
+        SFTStageConfig(chains=1, accelerate_config="nope.yaml")
 
 
 def test_rl_vllm_generation_option():
@@ -57,7 +58,7 @@ def test_sft_on_two_processes(db, db_path):
         prompts="red", model="tiny", constitution="test", revisions=1, batch_size=4, max_new_tokens=8,
         helpful_prompts="help", helpful_samples=2, temperature=1.0, seed=3)))  # fmt: skip
     assert sl_run["status"] == "done", sl_run["error"]
-    config = SFTConfig(chains=sl_run["id"], max_steps=2, batch_size=2, learning_rate=1e-2, max_length=64,
+    config = SFTStageConfig(chains=sl_run["id"], max_steps=2, batch_size=2, learning_rate=1e-2, max_length=64,
                        name="sft-ddp", processes=2)  # fmt: skip
     run_id, proc = runs.start(db, db_path, config)
     proc.wait(timeout=600)

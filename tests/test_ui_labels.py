@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 
 from cai import data, runs, store, users
-from cai.config import AgreementConfig, HHHConfig
+from cai.stages import AgreementConfig, HHHConfig
 from ui import labels as L
 from ui.common import AppContext
 
