@@ -21,8 +21,37 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
-PROCESSES_HELP = "Training processes under `accelerate launch` (one per GPU; on CPU, gloo ranks)."
-ACCELERATE_HELP = "An accelerate config file (multi-node, DeepSpeed ZeRO-3, FSDP; examples in accelerate/)."
+# What a form or command calls a constitution, a model, ... (field metadata `ref`): a table of named things,
+# or "runs:<kind>" (a run id of that kind).
+PROMPT_SETS, MODELS, CONSTITUTIONS, PREFS = "prompt_sets", "models", "constitutions", "prefs"
+
+
+# Fields that mean the same in several stages, made once (each call makes a new dataclass field).
+def processes_field() -> Any:
+    return _f(1, "Training processes under `accelerate launch` (one per GPU; on CPU, gloo ranks).", min=1)
+
+
+def accelerate_field() -> Any:
+    return _f("", "An accelerate config file (multi-node, DeepSpeed ZeRO-3, FSDP; examples in accelerate/).")
+
+
+def constitution_field(help: str = "Constitution name; empty = the most recently changed one.") -> Any:
+    return _f("", help, ref=CONSTITUTIONS)
+
+
+def constitution_version_field(help: str = "Constitution version; empty = the newest.") -> Any:
+    return _f(None, help, min=1)
+
+
+def tie_band_field() -> Any:
+    return _f(0.01, "Tie band: a p within this of 0.5 counts as a tie, not a preference (and orders agree on it).",
+              min=0.0, max=0.49)
+
+
+def inconsistent_field() -> Any:
+    return _f("average",
+              "Pairs whose two option orders disagree: 'average' keeps the order average, 'tie' sets p = 0.5.",
+              choices=("average", "tie"))
 
 
 class ConfigError(ValueError):
@@ -135,10 +164,6 @@ FIELD_LABELS: dict[str, str] = {
 }
 
 
-# What a `ref` names: a table of named things, or "runs:<kind>" (a run id of that kind).
-PROMPT_SETS, MODELS, CONSTITUTIONS, PREFS = "prompt_sets", "models", "constitutions", "prefs"
-
-
 def refs(cls: type[StageConfig] | StageConfig) -> dict[str, str]:
     """Field name -> what its value names in the store (from the fields' `ref` metadata)."""
     return {f.name: f.metadata["ref"] for f in dataclasses.fields(cls) if f.metadata.get("ref")}
@@ -153,6 +178,15 @@ def subject_model(config: StageConfig) -> str:
     """The model a run is about (its row's model_id): the first non-empty field marked `subject`."""
     return next((getattr(config, f.name) for f in dataclasses.fields(config)
                  if f.metadata.get("subject") and getattr(config, f.name)), "")
+
+
+class FromConfig:
+    """A mixin for an engine's options dataclass: `from_config(config, **overrides)` takes the values of the
+    stage config's fields that the options also have (same name, same meaning), then `overrides`."""
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> Self:
+        return cls(**{**options_of(cls, config), **overrides})
 
 
 def options_of(cls: type, config: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from cai import prompts
 from cai.backends.base import Backend, SamplingParams
+from cai.config import FromConfig
 from cai.evals import consistency
 
 OPTIONS = prompts.OPTIONS
@@ -81,7 +82,7 @@ def to_preference(
 
 # ----------------------------------------------------------------------------- readings
 @dataclass
-class LabelOptions:
+class LabelOptions(FromConfig):
     """How to read labels: principles per pair, option orders, chain of thought, clamping, batching."""
 
     ensemble: int = 1
@@ -95,13 +96,6 @@ class LabelOptions:
     max_new_tokens: int = 128
     batch_size: int = 8
     seed: int = 0
-
-    @classmethod
-    def from_config(cls, config: Any, **overrides: Any) -> LabelOptions:
-        """The options named like the config's fields, then `overrides`."""
-        from cai.config import options_of
-
-        return cls(**{**options_of(cls, config), **overrides})
 
     @property
     def orders(self) -> tuple[str, ...]:

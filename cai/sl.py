@@ -19,7 +19,7 @@ from sqlite_utils import Database
 from cai import prompts as P
 from cai import store
 from cai.backends.base import HUMAN_STOP, Backend, Completion, SamplingParams
-from cai.config import options_of
+from cai.config import FromConfig
 from cai.data import chain_records
 
 INITIAL_STOP = (HUMAN_STOP, "\n\nCritiqueRequest:", "\n\nRevisionRequest:")
@@ -71,7 +71,7 @@ class Chain:
 
 
 @dataclass(frozen=True)
-class ChainOptions:
+class ChainOptions(FromConfig):
     """The engine's knobs; a stage derives them from its config by field name (`from_config`)."""
 
     revisions: int = 4
@@ -80,11 +80,6 @@ class ChainOptions:
     max_new_tokens: int = 128
     temperature: float = 0.0
     seed: int = 0
-
-    @classmethod
-    def from_config(cls, config: Any, **overrides: Any) -> ChainOptions:
-        """The options named like the config's fields, then `overrides`."""
-        return cls(**{**options_of(cls, config), **overrides})
 
 
 # ----------------------------------------------------------------------------- pure pieces

@@ -15,7 +15,7 @@ from typing import Any
 from cai import runs, store
 from cai.cli import emit
 from cai.cli.runs import add_stage_parser, follow, stage_config
-from cai.stages import REGISTRY
+from cai.stages import REGISTRY, HHHConfig
 
 # `cai eval NAME` -> (stage kind, help): the same parser as `cai run KIND` (one door, the same flags).
 EVALS = {
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_eval(args: argparse.Namespace) -> int:
     config = stage_config(args)
-    if config.kind == "hhh":
+    if isinstance(config, HHHConfig):
         from cai.evals.hhh import read_hhh
 
         read_hhh(config.data, config.limit)  # a bad file fails here, naming its line, before any run exists

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cai.config import CONSTITUTIONS, MODELS, PREFS, StageConfig, _f
+from cai.config import (
+    MODELS,
+    PREFS,
+    StageConfig,
+    _f,
+    constitution_field,
+    constitution_version_field,
+    inconsistent_field,
+    tie_band_field,
+)
 from cai.stages.base import Stage
 
 if TYPE_CHECKING:
@@ -17,8 +26,8 @@ class AgreementConfig(StageConfig):
     kind: ClassVar[str] = "agreement"
     prefs: str = _f("", "Human preference set to compare with.", ref=PREFS, required='choose a human preference set (import one on the Labels tab or with `cai prefs import`)')
     feedback_model: str = _f("default", "Feedback model that labels the human pairs.", ref=MODELS, subject=True)
-    constitution: str = _f("", "Constitution name; empty = the most recently changed one.", ref=CONSTITUTIONS)
-    constitution_version: int | None = _f(None, "Constitution version; empty = the newest.", min=1)
+    constitution: str = constitution_field()
+    constitution_version: int | None = constitution_version_field()
     principles: str = _f("", "Comparison principle names (several words, or comma-separated); empty = all enabled.",
                          several=True)
     both_orders: bool = _f(True, "Score both option orders and average.")
@@ -26,14 +35,8 @@ class AgreementConfig(StageConfig):
     batch_size: int = _f(8, "Pairs per batch.", min=1)
     bins: int = _f(10, "Calibration bins.", min=2)
     seed: int = _f(0, "Seed for principle draws.")
-    tie_band: float = _f(
-        0.01, "Tie band: a p within this of 0.5 counts as a tie, not a preference (and orders agree on it).",
-        min=0.0, max=0.49,
-    )
-    inconsistent: str = _f(
-        "average", "Pairs whose two option orders disagree: 'average' keeps the order average, 'tie' sets p = 0.5.",
-        choices=("average", "tie"),
-    )
+    tie_band: float = tie_band_field()
+    inconsistent: str = inconsistent_field()
 
     def principle_names(self) -> list[str]:
         return [n.strip() for n in self.principles.split(",") if n.strip()]

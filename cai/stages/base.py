@@ -34,3 +34,17 @@ class Stage:
 
     def __post_init__(self) -> None:
         assert self.kind == self.config.kind, f"stage {self.kind!r} has config kind {self.config.kind!r}"
+
+
+def engine_runner(path: str) -> Callable[[RunContext], Any]:
+    """A runner that stays in an engine module ("module:function"), imported only when a run starts (so the
+    registry loads without torch or TRL)."""
+    module, name = path.split(":")
+
+    def run(ctx: RunContext) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(ctx)
+
+    run.__doc__ = f"Run the stage with {path}."
+    return run

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cai.config import CONSTITUTIONS, MODELS, PREFS, ConfigError, StageConfig, _f
+from cai.config import (
+    MODELS,
+    PREFS,
+    ConfigError,
+    StageConfig,
+    _f,
+    constitution_field,
+    constitution_version_field,
+)
 from cai.stages.base import Stage
 
 if TYPE_CHECKING:
@@ -19,8 +27,8 @@ class DiscoverConfig(StageConfig):
     kind: ClassVar[str] = "discover"
     prefs: str = _f("", "Preference set (human or arena votes) whose choices the principles should explain.", ref=PREFS)
     feedback_model: str = _f("default", "Model that proposes principles and labels the held-out pairs.", ref=MODELS, subject=True)
-    constitution: str = _f("", "Constitution the draft version extends; empty = the most recently changed one.", ref=CONSTITUTIONS)
-    constitution_version: int | None = _f(None, "Version to extend; empty = the newest.", min=1)
+    constitution: str = constitution_field("Constitution the draft version extends; empty = the most recently changed one.")
+    constitution_version: int | None = constitution_version_field("Version to extend; empty = the newest.")
     sample_pairs: int = _f(16, "Pairs (seeded sample) the feedback model proposes a principle for.", min=1)
     candidates: int = _f(5, "Most-supported candidates (after merging near-duplicates) to test.", min=1)
     test_pairs: int = _f(32, "Held-out pairs (disjoint from the sample) each candidate is tested on.", min=1)

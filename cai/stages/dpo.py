@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
-from cai.config import ACCELERATE_HELP, MODELS, PREFS, PROCESSES_HELP, StageConfig, _f
-from cai.stages.base import Stage
-
-if TYPE_CHECKING:
-    from cai.runs import RunContext
+from cai.config import MODELS, PREFS, StageConfig, _f, accelerate_field, processes_field
+from cai.stages.base import Stage, engine_runner
 
 
 @dataclass
@@ -32,15 +29,12 @@ class DPOStageConfig(StageConfig):
     max_length: int = _f(512, "Truncate prompt + response to this many tokens.", min=8)
     lora: bool = _f(False, "Train LoRA adapters.")
     seed: int = _f(0, "Seed.")
-    processes: int = _f(1, PROCESSES_HELP, min=1)
-    accelerate_config: str = _f("", ACCELERATE_HELP)
+    processes: int = processes_field()
+    accelerate_config: str = accelerate_field()
 
 
-def run(ctx: RunContext) -> Any:
-    """Train (the trainer stays in cai.train.dpo, beside its TRL config)."""
-    from cai.train.dpo import run_stage
-
-    return run_stage(ctx)
+# The trainer stays in cai.train.dpo, beside its TRL config.
+run = engine_runner("cai.train.dpo:run_stage")
 
 
 STAGE = Stage("dpo", DPOStageConfig, "DPO on AI labels", "DPO on AI preference labels", run)

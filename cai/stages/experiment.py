@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
 from cai.config import MODELS, PREFS, PROMPT_SETS, ConfigError, StageConfig, _f
-from cai.stages.base import Stage
-
-if TYPE_CHECKING:
-    from cai.runs import RunContext
-
+from cai.stages.base import Stage, engine_runner
 
 EXPERIMENT_STAGES = ("sl", "scores", "sft", "label", "agreement")
 
@@ -63,11 +59,8 @@ class ExperimentConfig(StageConfig):
         return [s.strip() for s in self.stages.replace(" ", ",").split(",") if s.strip()]
 
 
-def run(ctx: RunContext) -> dict[str, Any]:
-    """Execute each stage run not yet done, in order, then the deltas (the orchestration: cai.experiments)."""
-    from cai.experiments import run_stage
-
-    return run_stage(ctx)
+# The orchestration (child runs, cancel forwarding, deltas) stays in cai.experiments.
+run = engine_runner("cai.experiments:run_stage")
 
 
 STAGE = Stage("experiment", ExperimentConfig, "Constitution experiment (paired versions)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cai.config import MODELS, StageConfig, _f
+from cai.config import MODELS, StageConfig, _f, inconsistent_field, tie_band_field
 from cai.stages.base import Stage
 
 if TYPE_CHECKING:
@@ -28,14 +28,8 @@ class HHHConfig(StageConfig):
     batch_size: int = _f(8, "Comparisons per batch.", min=1)
     max_new_tokens: int = _f(128, "Token limit for CoT reasoning.", min=1)
     seed: int = _f(0, "Seed for CoT sampling.")
-    tie_band: float = _f(
-        0.01, "Tie band: a p within this of 0.5 counts as a tie, not a preference (and orders agree on it).",
-        min=0.0, max=0.49,
-    )
-    inconsistent: str = _f(
-        "average", "Pairs whose two option orders disagree: 'average' keeps the order average, 'tie' sets p = 0.5.",
-        choices=("average", "tie"),
-    )
+    tie_band: float = tie_band_field()
+    inconsistent: str = inconsistent_field()
 
 
 def run(ctx: RunContext) -> dict[str, Any]:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cai.config import CONSTITUTIONS, MODELS, ConfigError, StageConfig, _f
+from cai.config import (
+    MODELS,
+    ConfigError,
+    StageConfig,
+    _f,
+    constitution_field,
+    constitution_version_field,
+    inconsistent_field,
+    tie_band_field,
+)
 from cai.stages.base import Stage
 
 if TYPE_CHECKING:
@@ -17,8 +26,8 @@ class LabelConfig(StageConfig):
     kind: ClassVar[str] = "label"
     pairs: int = _f(0, "The pairs run whose response pairs to label.", min=1, ref="runs:pairs", required='choose a response pairs run (launch a “Response pairs” run first)')
     feedback_model: str = _f("default", "Feedback model that reads the comparison prompt.", ref=MODELS, subject=True)
-    constitution: str = _f("", "Constitution name; empty = the most recently changed one.", ref=CONSTITUTIONS)
-    constitution_version: int | None = _f(None, "Constitution version; empty = the newest.", min=1)
+    constitution: str = constitution_field()
+    constitution_version: int | None = constitution_version_field()
     ensemble: int = _f(1, "Comparison principles per pair (their p are averaged).", min=1)
     both_orders: bool = _f(True, "Score (A, B) and (B, A) and average: cancels position bias.")
     few_shot: int = _f(0, "Few-shot comparison exemplars prepended.", min=0)
@@ -33,14 +42,8 @@ class LabelConfig(StageConfig):
     max_new_tokens: int = _f(128, "Token limit for CoT reasoning.", min=1)
     seed: int = _f(0, "Seed for principle draws and CoT sampling.")
     name: str = _f("", "Name of the AI preference set written; empty = labels-<run id>.")
-    tie_band: float = _f(
-        0.01, "Tie band: a p within this of 0.5 counts as a tie, not a preference (and orders agree on it).",
-        min=0.0, max=0.49,
-    )
-    inconsistent: str = _f(
-        "average", "Pairs whose two option orders disagree: 'average' keeps the order average, 'tie' sets p = 0.5.",
-        choices=("average", "tie"),
-    )
+    tie_band: float = tie_band_field()
+    inconsistent: str = inconsistent_field()
 
     def validate(self) -> None:
         if self.clamp_low > self.clamp_high:

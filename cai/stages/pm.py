@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
-from cai.config import ACCELERATE_HELP, MODELS, PREFS, PROCESSES_HELP, ConfigError, StageConfig, _f
-from cai.stages.base import Stage
-
-if TYPE_CHECKING:
-    from cai.runs import RunContext
+from cai.config import MODELS, PREFS, ConfigError, StageConfig, _f, accelerate_field, processes_field
+from cai.stages.base import Stage, engine_runner
 
 
 @dataclass
@@ -29,19 +26,16 @@ class PMConfig(StageConfig):
     batch_size: int = _f(4, "Per-device batch size.", min=1)
     max_length: int = _f(512, "Truncate each sequence to this many tokens.", min=8)
     seed: int = _f(0, "Seed for mixing, splitting and training.")
-    processes: int = _f(1, PROCESSES_HELP, min=1)
-    accelerate_config: str = _f("", ACCELERATE_HELP)
+    processes: int = processes_field()
+    accelerate_config: str = accelerate_field()
 
     def validate(self) -> None:
         if not self.ai_prefs and not self.human_prefs:
             raise ConfigError("ai_prefs: name an AI-labelled preference set (or human_prefs)")
 
 
-def run(ctx: RunContext) -> Any:
-    """Train (the trainer stays in cai.train.reward, beside its TRL config)."""
-    from cai.train.reward import run_stage
-
-    return run_stage(ctx)
+# The trainer stays in cai.train.reward, beside its TRL config.
+run = engine_runner("cai.train.reward:run_stage")
 
 
 STAGE = Stage("pm", PMConfig, "Preference model", "preference model training", run)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
-from cai.config import ACCELERATE_HELP, MODELS, PROCESSES_HELP, PROMPT_SETS, StageConfig, _f
-from cai.stages.base import Stage
-
-if TYPE_CHECKING:
-    from cai.runs import RunContext
+from cai.config import MODELS, PROMPT_SETS, StageConfig, _f, accelerate_field, processes_field
+from cai.stages.base import Stage, engine_runner
 
 
 @dataclass
@@ -30,8 +27,8 @@ class RLConfig(StageConfig):
     lora: bool = _f(False, "Train LoRA adapters.")
     limit: int | None = _f(None, "Use only the first N prompts.", min=1)
     seed: int = _f(0, "Seed.")
-    processes: int = _f(1, PROCESSES_HELP, min=1)
-    accelerate_config: str = _f("", ACCELERATE_HELP)
+    processes: int = processes_field()
+    accelerate_config: str = accelerate_field()
     vllm: str = _f(
         "",
         "Generate with vLLM (GPUs): colocate (in each training process), or the URL of a "
@@ -39,11 +36,8 @@ class RLConfig(StageConfig):
     )
 
 
-def run(ctx: RunContext) -> Any:
-    """Train (the trainer stays in cai.train.rl, beside its TRL config)."""
-    from cai.train.rl import run_stage
-
-    return run_stage(ctx)
+# The trainer stays in cai.train.rl, beside its TRL config.
+run = engine_runner("cai.train.rl:run_stage")
 
 
 STAGE = Stage("rl", RLConfig, "RL (RLOO / GRPO)", "RL against the preference model (RLOO/GRPO)", run)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
-from cai.config import ACCELERATE_HELP, MODELS, PROCESSES_HELP, StageConfig, _f
-from cai.stages.base import Stage
-
-if TYPE_CHECKING:
-    from cai.runs import RunContext
+from cai.config import MODELS, StageConfig, _f, accelerate_field, processes_field
+from cai.stages.base import Stage, engine_runner
 
 
 @dataclass
@@ -27,15 +24,12 @@ class SFTStageConfig(StageConfig):
     max_length: int = _f(512, "Truncate prompt + completion to this many tokens.", min=8)
     save_steps: int = _f(50, "Checkpoint every N steps (resume continues from the last).", min=1)
     seed: int = _f(0, "Training seed.")
-    processes: int = _f(1, PROCESSES_HELP, min=1)
-    accelerate_config: str = _f("", ACCELERATE_HELP)
+    processes: int = processes_field()
+    accelerate_config: str = accelerate_field()
 
 
-def run(ctx: RunContext) -> Any:
-    """Train (the trainer stays in cai.train.sft, beside its TRL config)."""
-    from cai.train.sft import run_stage
-
-    return run_stage(ctx)
+# The trainer stays in cai.train.sft, beside its TRL config.
+run = engine_runner("cai.train.sft:run_stage")
 
 
 STAGE = Stage("sft", SFTStageConfig, "SFT (train the SL-CAI model)", "supervised fine-tuning on the final revisions of an SL run", run)

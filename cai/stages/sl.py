@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cai.config import CONSTITUTIONS, MODELS, PROMPT_SETS, ConfigError, StageConfig, _f
+from cai.config import (
+    MODELS,
+    PROMPT_SETS,
+    ConfigError,
+    StageConfig,
+    _f,
+    constitution_field,
+    constitution_version_field,
+)
 from cai.stages.base import Stage
 
 if TYPE_CHECKING:
@@ -17,8 +25,8 @@ class SLConfig(StageConfig):
     kind: ClassVar[str] = "sl"
     prompts: str = _f("", "Red-team prompt set (name) to critique and revise.", ref=PROMPT_SETS, required='name a red-team prompt set (import one with `cai prompts import`)')
     model: str = _f("default", "Policy model: a registered name, 'default', 'tiny', a path or a hub id.", ref=MODELS, subject=True)
-    constitution: str = _f("", "Constitution name; empty = the most recently changed one.", ref=CONSTITUTIONS)
-    constitution_version: int | None = _f(None, "Constitution version; empty = the newest.", min=1)
+    constitution: str = constitution_field()
+    constitution_version: int | None = constitution_version_field()
     revisions: int = _f(4, "Critique -> revision rounds per prompt (paper: 4).", min=0, max=8)
     direct: bool = _f(False, "Direct revision: skip the critique step (the paper's ablation).")
     few_shot: int = _f(2, "Few-shot critique/revision exemplars prepended to each request.", min=0)
