@@ -224,3 +224,13 @@ def test_the_spec_scripted_loads_a_fresh_scripted_backend(db):
     with runs.scripted("mine", backend):
         assert ctx.backend("mine") is backend
     assert "mine" not in runs.SCRIPTED
+
+
+def test_the_cli_progress_line_names_the_step():
+    from cai.cli.runs import progress_line
+
+    run = {"id": 3, "kind": "label", "status": "running", "done": 2, "total": 8, "tokens_per_s": 41.27,
+           "eta_s": 12.4, "steps_done": 5, "steps_total": 16, "phase": "pairs 3-4 of 8: option log-probs"}
+    assert progress_line(run) == (
+        "run 3 label running: 2/8  step 5/16 (pairs 3-4 of 8: option log-probs)  41.3 tok/s  ETA 12 s")
+    assert progress_line({**run, "status": "done"}) == "run 3 label done: 2/8  41.3 tok/s"

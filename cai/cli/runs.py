@@ -231,8 +231,11 @@ def follow(args: argparse.Namespace, db: Any, run_id: int, poll: float = 0.5) ->
 
 
 def progress_line(run: dict[str, Any]) -> str:
-    """One line: status, items done / total, tokens/s, ETA."""
+    """One line: status, items done / total, the step running now (stages with step progress), tokens/s, ETA."""
     parts = [f"run {run['id']} {run['kind']} {run['status']}: {run['done'] or 0}/{run['total'] or 0}"]
+    if run["status"] == "running" and run.get("steps_total"):
+        parts.append(f"step {run.get('steps_done') or 0}/{run['steps_total']}"
+                     + (f" ({run['phase']})" if run.get("phase") else ""))
     if run.get("tokens_per_s"):
         parts.append(f"{run['tokens_per_s']:.1f} tok/s")
     if run.get("eta_s") is not None and run["status"] == "running":
