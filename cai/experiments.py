@@ -178,53 +178,19 @@ def start(db: Database, db_path: Any, cfg: ExperimentConfig) -> tuple[int, int]:
     return exp_id, run_id
 
 
-# ----------------------------------------------------------------------------- the run stage
+# ----------------------------------------------------------------------------- running a stage run (cai.stages.experiment)
 
 
-def run_stage(ctx: Any) -> dict[str, Any]:
-    """Stage "experiment": execute each stage run not yet done, in order, then compute the deltas."""
-    db, cfg = ctx.db, ctx.config
-    exp_id = ensure_children(db, ctx.run_id, cfg)
-    children = links(db, exp_id)
-    done = sum(1 for c in children if runs.get_run(db, c["run_id"])["status"] == "done")
-    ctx.begin(done, len(children))
-    for child in children:
-        run = runs.get_run(db, child["run_id"])
-        if run["status"] == "done":
-            continue
-        if run["status"] in ("failed", "cancelled", "interrupted"):
-            runs.prepare_resume(db, run["id"])
-        ctx.log(f"{child['stage']} for {child['version']}: run {run['id']}")
-        stop = threading.Event()
-        watcher = threading.Thread(target=_forward_cancel, args=(_db_file(db), ctx.run_id, run["id"], stop), daemon=True)
-        watcher.start()
-        try:
-            run = runs.execute(db, run["id"])
-        finally:
-            stop.set()
-            watcher.join()
-        ctx.check_cancel()  # the experiment was cancelled: so was its running stage run
-        if run["status"] != "done":
-            raise RuntimeError(f"{child['stage']} run {run['id']} for {child['version']} is {run['status']}: "
-                               f"{run['error'] or 'see its log'}")
-        done += 1
-        ctx.progress(done, len(children))
-    result = deltas(db, exp_id)
-    noisy = [d for d in result["deltas"] if d["within_noise"] is False]
-    ctx.log(f"experiment {exp_id}: {len(result['deltas'])} deltas, {len(noisy)} outside noise")
-    return {"experiment": exp_id, **result}
-
-
-def _db_file(db: Database) -> str:
+def db_file(db: Database) -> str:
     row = db.execute("pragma database_list").fetchone()
     return str(row[2] or "")
 
 
-def _forward_cancel(db_file: str, parent: int, child: int, stop: threading.Event, poll: float = 0.3) -> None:
+def forward_cancel(path: str, parent: int, child: int, stop: threading.Event, poll: float = 0.3) -> None:
     """While a stage run executes, pass a cancel request of its experiment on to it (own connection)."""
-    if not db_file:  # an in-memory database: nobody else can request a cancel
+    if not path:  # an in-memory database: nobody else can request a cancel
         return
-    conn = sqlite3.connect(db_file, timeout=30)
+    conn = sqlite3.connect(path, timeout=30)
     try:
         while not stop.wait(poll):
             row = conn.execute("select cancel_requested from runs where id = ?", [parent]).fetchone()

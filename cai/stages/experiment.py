@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cai.config import MODELS, PREFS, PROMPT_SETS, ConfigError, StageConfig, _f
-from cai.stages.base import Stage, engine_runner
+from cai.stages.base import Stage
+
+if TYPE_CHECKING:
+    from cai.runs import RunContext
 
 EXPERIMENT_STAGES = ("sl", "scores", "sft", "label", "agreement")
 
@@ -59,8 +62,45 @@ class ExperimentConfig(StageConfig):
         return [s.strip() for s in self.stages.replace(" ", ",").split(",") if s.strip()]
 
 
-# The orchestration (child runs, cancel forwarding, deltas) stays in cai.experiments.
-run = engine_runner("cai.experiments:run_stage")
+def run(ctx: RunContext) -> dict[str, Any]:
+    """Execute each stage run not yet done, in order (a cancel of the experiment is passed on to the one
+    running), then compute the deltas."""
+    import threading
+
+    from cai import runs
+    from cai.experiments import db_file, deltas, ensure_children, forward_cancel, links
+
+    db, cfg = ctx.db, ctx.config
+    assert isinstance(cfg, ExperimentConfig)
+    exp_id = ensure_children(db, ctx.run_id, cfg)
+    children = links(db, exp_id)
+    done = sum(1 for c in children if runs.get_run(db, c["run_id"])["status"] == "done")
+    ctx.begin(done, len(children))
+    for child in children:
+        run = runs.get_run(db, child["run_id"])
+        if run["status"] == "done":
+            continue
+        if run["status"] in ("failed", "cancelled", "interrupted"):
+            runs.prepare_resume(db, run["id"])
+        ctx.log(f"{child['stage']} for {child['version']}: run {run['id']}")
+        stop = threading.Event()
+        watcher = threading.Thread(target=forward_cancel, args=(db_file(db), ctx.run_id, run["id"], stop), daemon=True)
+        watcher.start()
+        try:
+            run = runs.execute(db, run["id"])
+        finally:
+            stop.set()
+            watcher.join()
+        ctx.check_cancel()  # the experiment was cancelled: so was its running stage run
+        if run["status"] != "done":
+            raise RuntimeError(f"{child['stage']} run {run['id']} for {child['version']} is {run['status']}: "
+                               f"{run['error'] or 'see its log'}")
+        done += 1
+        ctx.progress(done, len(children))
+    result = deltas(db, exp_id)
+    noisy = [d for d in result["deltas"] if d["within_noise"] is False]
+    ctx.log(f"experiment {exp_id}: {len(result['deltas'])} deltas, {len(noisy)} outside noise")
+    return {"experiment": exp_id, **result}
 
 
 STAGE = Stage("experiment", ExperimentConfig, "Constitution experiment (paired versions)",
