@@ -58,7 +58,13 @@ def run(ctx: RunContext) -> dict[str, Any]:
     if cfg.helpful_prompts and cfg.helpful_samples > 1 and cfg.temperature == 0:
         helpful_opts = sl.ChainOptions.from_config(cfg, temperature=sl.HELPFUL_TEMPERATURE)
         ctx.log(f"helpful samples are drawn at temperature {sl.HELPFUL_TEMPERATURE} so the k samples differ")
-    model_id = ctx.link(model=cfg.model, constitution_version=cv)["id"]  # type: ignore[index]
+    linked: list[int] = []
+
+    def model_id() -> int:  # linked once the backend loaded, so a misspelt model fails in the loader unregistered
+        if not linked:
+            linked.append(ctx.link(model=cfg.model, constitution_version=cv)["id"])  # type: ignore[index]
+        return linked[0]
+
     ctx.log(
         f"{len(items)} chains ({len(items) - len(todo)} stored), {len(todo)} to build with {cfg.model}, "
         f"constitution {cv['name']}@{cv['version']}, {cfg.revisions} revisions"
@@ -75,13 +81,14 @@ def run(ctx: RunContext) -> dict[str, Any]:
             on_step=on_step,
         )
         for chain in chains:
-            sl.store_chain(db, ctx.run_id, chain, model_id=model_id, constitution_version_id=cv["id"])
+            sl.store_chain(db, ctx.run_id, chain, model_id=model_id(), constitution_version_id=cv["id"])
         ctx.log(f"chains {first + len(chains) - 1}/{len(items)}" + sl.flag_note(chains))
         return 0  # tokens are counted per step
 
     ctx.work(items, model=cfg.model, todo=todo, build=build,
              batches=lambda todo: sl.chunks(todo, cfg.batch_size),
              steps=lambda it: sl.steps_per_chain(it, cfg.revisions))
+    model_id()
     return sl.run_summary(db, ctx.run_id)
 
 
