@@ -234,3 +234,17 @@ def test_the_cli_progress_line_names_the_step():
     assert progress_line(run) == (
         "run 3 label running: 2/8  step 5/16 (pairs 3-4 of 8: option log-probs)  41.3 tok/s  ETA 12 s")
     assert progress_line({**run, "status": "done"}) == "run 3 label done: 2/8  41.3 tok/s"
+
+
+def test_link_and_resume_record_inputs_and_skip_stored_items(db):
+    config = HHHConfig(data="x.jsonl", model="judge")
+    ctx = runs.RunContext(db, runs.create_run(db, config), config)
+    row = ctx.link(model="judge")
+    assert row is not None and db["runs"].get(ctx.run_id)["model_id"] == row["id"] == ctx.link(model="judge")["id"]
+    for idx, option in ((1, "A"), (3, "B")):
+        db["hhh_results"].insert({"run_id": ctx.run_id, "idx": idx, "correct_option": option, "p_plain": 1.0,
+                                  "p_swapped": 1.0, "p_avg": 1.0, "meta": "{}"})
+    items = [{"idx": i, "opt": o} for i, o in ((0, "A"), (1, "A"), (2, "B"), (3, "A"))]
+    assert ctx.resume(items, lambda it: it["idx"], "hhh_results", "idx") == [items[0], items[2]]
+    assert ctx.resume(items, lambda it: (it["idx"], it["opt"]), "hhh_results", ("idx", "correct_option")) == [
+        items[0], items[2], items[3]]
