@@ -168,8 +168,8 @@ def kill_points(seed: int, kills: int, items: int, max_delay: float = 0.5) -> li
 def sl_check(db: Any, run_id: int, revisions: int) -> dict[str, int]:
     """Chains of an SL run against its plan: lost, duplicated, and chains without all their steps."""
     from cai import sl
-    from cai.config import SLConfig
     from cai.runs import get_run
+    from cai.stages import SLConfig
 
     plan = {(it.prompt_id, it.sample) for it in sl.plan(db, SLConfig.from_dict(get_run(db, run_id)["config"]))}
     rows = db.execute("select prompt_id, sample from chains where run_id = ?", [run_id]).fetchall()
@@ -260,7 +260,7 @@ def crash_campaign(db_path: str | Path, seed: int, sl_kills: int, label_kills: i
                    revisions: int = 1, max_delay: float = 0.5) -> dict[str, Any]:
     """An SL run and a label run (tiny model), each killed and resumed at the points drawn from `seed`."""
     from cai import runs, store
-    from cai.config import LabelConfig, PairsConfig, SLConfig
+    from cai.stages import LabelConfig, PairsConfig, SLConfig
 
     db = store.connect(db_path)
     seed_inputs(db, prompts)

@@ -13,10 +13,8 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
-
-from cai.backends.base import SamplingParams
 
 PROPOSE_TEMPLATE = (
     "{conversation}\n\n"
@@ -92,17 +90,10 @@ def split(pair_ids: Sequence[int], sample: int, test: int, seed: int) -> tuple[l
 # ----------------------------------------------------------------------------- the run stage
 
 
-def load_backend(spec: str, db: Any) -> Any:
-    """The feedback model (a seam tests replace with a scripted backend)."""
-    from cai.backends import load
-
-    return load(spec, db=db)
-
-
 def score_candidates(backend: Any, candidates: Sequence[Candidate], pairs: Sequence[dict[str, Any]],
                     batch_size: int, seed: int, n_boot: int = 1000) -> None:
     """Each candidate as the only comparison principle over the held-out pairs: agreement and its CI."""
-    from cai.evals.agreement import credit
+    from cai.evals.consistency import credit
     from cai.experiments import paired_bootstrap
     from cai.feedback import LabelOptions, PairItem, label_pairs
 
@@ -113,60 +104,9 @@ def score_candidates(backend: Any, candidates: Sequence[Candidate], pairs: Seque
         credits: list[float] = []
         for start in range(0, len(items), batch_size):
             labels = label_pairs(backend, items[start : start + batch_size], [principle], opts)
-            credits += [credit(lab.p) for lab in labels]
+            credits += [credit(lab.p, 0.0) for lab in labels]
         d = paired_bootstrap([0.0] * len(credits), credits, n_boot=n_boot, seed=seed)
         c.agreement, c.lo, c.hi, c.n = d.delta, d.lo, d.hi, d.n
-
-
-def run_stage(ctx: Any) -> dict[str, Any]:
-    """Stage "discover": propose, merge, test, and write the best candidates as a draft constitution version."""
-    from cai import constitution, data, models
-
-    cfg, db = ctx.config, ctx.db
-    base = constitution.resolve_version(db, cfg.constitution, cfg.constitution_version)
-    pairs = {p["id"]: p for p in data.list_pairs(db, cfg.prefs)}
-    if not pairs:
-        raise ValueError(f"preference set {cfg.prefs!r} has no pairs")
-    sample_ids, test_ids = split(sorted(pairs), cfg.sample_pairs, cfg.test_pairs, cfg.seed)
-    model = models.ensure_model(db, cfg.feedback_model)
-    db["runs"].update(ctx.run_id, {"model_id": model["id"], "constitution_version_id": base["id"]})
-    total = len(sample_ids) + len(test_ids)
-    ctx.begin(0, total)
-    ctx.log(f"{len(sample_ids)} pairs propose, {len(test_ids)} held-out pairs test, with {cfg.feedback_model}")
-    backend = load_backend(cfg.feedback_model, db)
-    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed, stop=STOP)
-    proposals: list[tuple[int, str]] = []
-    for start in range(0, len(sample_ids), cfg.batch_size):
-        chunk = [pairs[i] for i in sample_ids[start : start + cfg.batch_size]]
-        outs = backend.generate([propose_prompt(p["prompt"], p["chosen"], p["rejected"]) for p in chunk], params)
-        proposals += [(p["id"], rule_text(o.text)) for p, o in zip(chunk, outs, strict=True)]
-        ctx.progress(len(proposals), total, tokens=sum(o.completion_tokens for o in outs))
-    merged = merge(proposals, cfg.merge_threshold)
-    tested = merged[: cfg.candidates]
-    ctx.log(f"{sum(1 for _, t in proposals if t)} proposals merged into {len(merged)} candidates; "
-            f"testing {len(tested)}")
-    score_candidates(backend, tested, [pairs[i] for i in test_ids], cfg.batch_size, cfg.seed)
-    ctx.progress(total, total)
-    ranked = sorted(tested, key=lambda c: -(c.agreement or 0.0))
-    kept = ranked[: cfg.keep]
-    draft = None
-    if kept:
-        principles, exemplars = constitution.content(base)
-        names = []
-        for i, c in enumerate(kept):
-            names.append(f"discovered-{ctx.run_id}-{i + 1}")
-            principles.append({"kind": "comparison", "name": names[-1], "text": c.text, "enabled": True})
-        note = f"draft from discovery run {ctx.run_id} on {cfg.prefs!r}: " + "; ".join(
-            f"{n} agreement {c.agreement:.2f} [{c.lo:.2f}, {c.hi:.2f}] n={c.n}" for n, c in zip(names, kept, strict=True))
-        v = constitution.new_version(db, base["name"], principles, exemplars, note, parent_id=base["id"])
-        draft = f"{v['name']}@{v['version']}"
-        ctx.log(f"wrote {draft}: {note}")
-    return {
-        "prefs": cfg.prefs, "feedback_model": cfg.feedback_model, "sample_pairs": sample_ids, "test_pairs": test_ids,
-        "proposals": [{"pair_id": i, "rule": t} for i, t in proposals],
-        "candidates": [asdict(c) for c in merged], "tested": [asdict(c) for c in ranked],
-        "draft_version": draft, "base_version": f"{base['name']}@{base['version']}",
-    }
 
 
 # ----------------------------------------------------------------------------- arena votes as preferences

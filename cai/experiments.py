@@ -22,14 +22,14 @@ import numpy as np
 from sqlite_utils import Database
 
 from cai import runs, store
-from cai.config import (
+from cai.config import StageConfig
+from cai.stages import (
     AgreementConfig,
     ExperimentConfig,
     LabelConfig,
     RevisionScoresConfig,
-    SFTConfig,
+    SFTStageConfig,
     SLConfig,
-    StageConfig,
 )
 
 _SPEC = re.compile(r"^(?P<name>[^@\s,]+)@(?P<version>\d+)$")
@@ -104,9 +104,10 @@ def chain_metrics(chain: dict[str, Any], steps: Sequence[dict[str, Any]]) -> dic
 
 
 def credit(p: float) -> float:
-    from cai.evals.agreement import credit as _credit
+    """Agreement credit with no tie band: 1, 0.5 at exactly p = 0.5, else 0."""
+    from cai.evals.consistency import credit as _credit
 
-    return _credit(p)
+    return _credit(p, 0.0)
 
 
 # ----------------------------------------------------------------------------- creating
@@ -123,7 +124,7 @@ def _stage_config(cfg: ExperimentConfig, stage: str, name: str, version: int, sl
     if stage == "scores":
         return RevisionScoresConfig(run=sl_run or 0, pm=cfg.pm, batch_size=cfg.batch_size)
     if stage == "sft":
-        return SFTConfig(chains=sl_run or 0, name=f"{tag}-sft", lora=cfg.sft_lora, max_steps=cfg.sft_max_steps,
+        return SFTStageConfig(chains=sl_run or 0, name=f"{tag}-sft", lora=cfg.sft_lora, max_steps=cfg.sft_max_steps,
                          seed=cfg.seed)
     if stage == "label":
         return LabelConfig(pairs=cfg.pairs or 0, feedback_model=feedback, constitution=name,
@@ -177,53 +178,19 @@ def start(db: Database, db_path: Any, cfg: ExperimentConfig) -> tuple[int, int]:
     return exp_id, run_id
 
 
-# ----------------------------------------------------------------------------- the run stage
+# ----------------------------------------------------------------------------- running a stage run (cai.stages.experiment)
 
 
-def run_stage(ctx: Any) -> dict[str, Any]:
-    """Stage "experiment": execute each stage run not yet done, in order, then compute the deltas."""
-    db, cfg = ctx.db, ctx.config
-    exp_id = ensure_children(db, ctx.run_id, cfg)
-    children = links(db, exp_id)
-    done = sum(1 for c in children if runs.get_run(db, c["run_id"])["status"] == "done")
-    ctx.begin(done, len(children))
-    for child in children:
-        run = runs.get_run(db, child["run_id"])
-        if run["status"] == "done":
-            continue
-        if run["status"] in ("failed", "cancelled", "interrupted"):
-            runs.prepare_resume(db, run["id"])
-        ctx.log(f"{child['stage']} for {child['version']}: run {run['id']}")
-        stop = threading.Event()
-        watcher = threading.Thread(target=_forward_cancel, args=(_db_file(db), ctx.run_id, run["id"], stop), daemon=True)
-        watcher.start()
-        try:
-            run = runs.execute(db, run["id"])
-        finally:
-            stop.set()
-            watcher.join()
-        ctx.check_cancel()  # the experiment was cancelled: so was its running stage run
-        if run["status"] != "done":
-            raise RuntimeError(f"{child['stage']} run {run['id']} for {child['version']} is {run['status']}: "
-                               f"{run['error'] or 'see its log'}")
-        done += 1
-        ctx.progress(done, len(children))
-    result = deltas(db, exp_id)
-    noisy = [d for d in result["deltas"] if d["within_noise"] is False]
-    ctx.log(f"experiment {exp_id}: {len(result['deltas'])} deltas, {len(noisy)} outside noise")
-    return {"experiment": exp_id, **result}
-
-
-def _db_file(db: Database) -> str:
+def db_file(db: Database) -> str:
     row = db.execute("pragma database_list").fetchone()
     return str(row[2] or "")
 
 
-def _forward_cancel(db_file: str, parent: int, child: int, stop: threading.Event, poll: float = 0.3) -> None:
+def forward_cancel(path: str, parent: int, child: int, stop: threading.Event, poll: float = 0.3) -> None:
     """While a stage run executes, pass a cancel request of its experiment on to it (own connection)."""
-    if not db_file:  # an in-memory database: nobody else can request a cancel
+    if not path:  # an in-memory database: nobody else can request a cancel
         return
-    conn = sqlite3.connect(db_file, timeout=30)
+    conn = sqlite3.connect(path, timeout=30)
     try:
         while not stop.wait(poll):
             row = conn.execute("select cancel_requested from runs where id = ?", [parent]).fetchone()

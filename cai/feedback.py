@@ -16,6 +16,7 @@ from typing import Any
 
 from cai import prompts
 from cai.backends.base import Backend, SamplingParams
+from cai.config import FromConfig
 from cai.evals import consistency
 
 OPTIONS = prompts.OPTIONS
@@ -81,7 +82,7 @@ def to_preference(
 
 # ----------------------------------------------------------------------------- readings
 @dataclass
-class LabelOptions:
+class LabelOptions(FromConfig):
     """How to read labels: principles per pair, option orders, chain of thought, clamping, batching."""
 
     ensemble: int = 1
@@ -95,11 +96,6 @@ class LabelOptions:
     max_new_tokens: int = 128
     batch_size: int = 8
     seed: int = 0
-
-    @classmethod
-    def from_config(cls, config: Any) -> LabelOptions:
-        names = {f for f in cls.__dataclass_fields__}
-        return cls(**{n: getattr(config, n) for n in names if hasattr(config, n)})
 
     @property
     def orders(self) -> tuple[str, ...]:
@@ -167,9 +163,13 @@ def read_queries(
     queries: Sequence[Query],
     opts: LabelOptions,
     *,
-    on_batch: Callable[[int], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[Reading]:
     """Take every query's reading, batched: CoT generation first (when asked), then option log-probs.
+
+    `on_phase(part)` runs before each backend call ("chain of thought" or "option log-probs"), and
+    `on_batch(queries, tokens)` after it: a run reports step progress and checks cancel there.
 
     With `opts.cot` each query text ends in "Let's think step by step:"; the model's reasoning and
     "So the answer is:" are appended before the options are read. The two orders of a pair sit next
@@ -188,13 +188,20 @@ def read_queries(
                 seed=opts.seed + start,
                 stop=prompts.COT_STOP,
             )
-            for j, out in enumerate(backend.generate([q.text for q in chunk], params)):
+            if on_phase:
+                on_phase("chain of thought")
+            outs = backend.generate([q.text for q in chunk], params)
+            for j, out in enumerate(outs):
                 cots[start + j] = out.text.strip()
                 cot_tokens[start + j] = out.completion_tokens
                 texts[start + j] = prompts.comparison_cot_answer_prompt(chunk[j].text, out.text)
+            if on_batch:
+                on_batch(len(chunk), sum(o.completion_tokens for o in outs))
     readings: list[Reading] = []
     for start in range(0, len(queries), opts.batch_size):
         chunk_texts = texts[start : start + opts.batch_size]
+        if on_phase:
+            on_phase("option log-probs")
         lps = backend.option_logprobs(chunk_texts, [list(OPTIONS)] * len(chunk_texts))
         for j, lp in enumerate(lps):
             q = queries[start + j]
@@ -216,7 +223,7 @@ def read_queries(
                 )
             )
         if on_batch:
-            on_batch(len(chunk_texts))
+            on_batch(len(chunk_texts), 0)
     return readings
 
 
@@ -292,11 +299,23 @@ def label_pairs(
     principles: Sequence[dict[str, Any]],
     opts: LabelOptions,
     exemplars: Sequence[Any] = (),
-    on_batch: Callable[[int], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[Label]:
     """Soft labels p(response_a better) for a batch of pairs, each with all of its readings."""
     queries = pair_queries(items, principles, exemplars, opts)
-    return combine(read_queries(backend, queries, opts, on_batch=on_batch), len(items))
+    return combine(read_queries(backend, queries, opts, on_phase=on_phase, on_batch=on_batch), len(items))
+
+
+def readings_per_pair(opts: LabelOptions) -> int:
+    """Queries one pair takes (principles x orders x samples); twice that with CoT (a generation, then a read)."""
+    return opts.ensemble * len(opts.orders) * opts.samples * (2 if opts.cot else 1)
+
+
+def span(first: int, size: int, total: int, noun: str = "pairs") -> str:
+    """ "pairs 1-8 of 20" (or "pair 3 of 20"): which items a batch covers, for a run's phase."""
+    what = f"{noun[:-1]} {first}" if size == 1 else f"{noun} {first}-{first + size - 1}"
+    return f"{what} of {total}"
 
 
 def consistency_fields(label: Label, band: float, inconsistent: str) -> dict[str, Any]:
@@ -311,142 +330,3 @@ def consistency_fields(label: Label, band: float, inconsistent: str) -> dict[str
         "consistent": None if flag is None else int(flag),
         "meta": store.dumps(meta),
     }
-
-
-# ----------------------------------------------------------------------------- runners
-def run_pairs(ctx: Any) -> dict[str, Any]:
-    """Stage "pairs": the policy samples two responses per prompt; one response_pairs row per prompt."""
-    from cai import backends, data, models, store
-
-    cfg, db = ctx.config, ctx.db
-    model = models.ensure_model(db, cfg.model)
-    db["runs"].update(ctx.run_id, {"model_id": model["id"]})
-    rows = data.list_prompts(db, cfg.prompts, limit=cfg.limit)
-    done = {
-        r["prompt_id"]
-        for r in db["response_pairs"].rows_where("run_id = ?", [ctx.run_id], select="prompt_id")
-    }
-    todo = [r for r in rows if r["id"] not in done]
-    if cfg.temperature == 0:
-        ctx.log("temperature 0: both responses of a pair will be the same greedy sample")
-    ctx.progress(len(done), len(rows))
-    backend = backends.load(cfg.model, db=db) if todo else None
-    if backend is not None and backends.dtype_line(backend):
-        ctx.log(backends.dtype_line(backend))
-    for chunk in batches(todo, cfg.batch_size):
-        params = SamplingParams(
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            seed=cfg.seed * 1_000_003 + chunk[0]["position"],
-        )
-        texts = [backend.render(r["text"]) for r in chunk for _ in range(2)]  # type: ignore[union-attr]
-        outs = backend.generate(texts, params)  # type: ignore[union-attr]
-        records = []
-        for i, r in enumerate(chunk):
-            a, b = outs[2 * i], outs[2 * i + 1]
-            meta = {
-                "finish": [a.finish_reason, b.finish_reason],
-                "tokens": [a.completion_tokens, b.completion_tokens],
-                "temperature": cfg.temperature,
-                "seed": params.seed,
-            }
-            records.append(
-                {
-                    "run_id": ctx.run_id,
-                    "prompt_id": r["id"],
-                    "prompt": r["text"],
-                    "response_a": a.text.strip(),
-                    "response_b": b.text.strip(),
-                    "model_id": model["id"],
-                    "meta": store.dumps(meta),
-                    "created_at": store.now(),
-                }
-            )
-        db["response_pairs"].insert_all(records)
-        done |= {r["id"] for r in chunk}
-        ctx.progress(len(done), len(rows), tokens=sum(o.completion_tokens for o in outs))
-    ctx.log(f"{len(done)} response pairs from {cfg.model}")
-    return {"pairs": len(done), "model": cfg.model, "model_id": model["id"], "prompts": cfg.prompts}
-
-
-def run_labels(ctx: Any) -> dict[str, Any]:
-    """Stage "label": soft labels for a pairs run, stored per pair, then an AI preference set."""
-    from cai import backends, constitution, data, models, store
-
-    cfg, db = ctx.config, ctx.db
-    opts = LabelOptions.from_config(cfg)
-    version = constitution.resolve_version(db, cfg.constitution, cfg.constitution_version)
-    principles = comparison_principles(version)
-    exemplars = comparison_exemplars(version, cfg.few_shot, cfg.cot)
-    model = models.ensure_model(db, cfg.feedback_model)
-    db["runs"].update(ctx.run_id, {"model_id": model["id"], "constitution_version_id": version["id"]})
-    name = cfg.name or f"labels-{ctx.run_id}"
-    owner = [r["run_id"] for r in db["pref_sets"].rows_where("name = ?", [name], select="run_id")]
-    if owner and owner[0] != ctx.run_id:
-        raise ValueError(f"preference set {name!r} already exists (from run {owner[0]}); choose another name")
-    pairs = list(db["response_pairs"].rows_where("run_id = ?", [cfg.pairs], order_by="prompt_id"))
-    if not pairs:
-        raise ValueError(f"run {cfg.pairs} has no response pairs (is it a finished 'pairs' run?)")
-    done = {
-        r["pair_id"] for r in db["feedback_labels"].rows_where("run_id = ?", [ctx.run_id], select="pair_id")
-    }
-    todo = [p for p in pairs if p["id"] not in done]
-    ctx.progress(len(done), len(pairs))
-    backend = backends.load(cfg.feedback_model, db=db) if todo else None
-    if backend is not None and backends.dtype_line(backend):
-        ctx.log(backends.dtype_line(backend))
-    for chunk in batches(todo, cfg.batch_size):
-        items = [PairItem(p["prompt_id"], p["prompt"], p["response_a"], p["response_b"]) for p in chunk]
-        labels = label_pairs(backend, items, principles, opts, exemplars)  # type: ignore[arg-type]
-        db["feedback_labels"].insert_all(
-            {
-                "run_id": ctx.run_id,
-                "pair_id": p["id"],
-                "principles": store.dumps(principles_of(lab.readings)),
-                "created_at": store.now(),
-                **consistency_fields(lab, cfg.tie_band, cfg.inconsistent),
-            }
-            for p, lab in zip(chunk, labels, strict=True)
-        )
-        done |= {p["id"] for p in chunk}
-        tokens = sum(r.cot_tokens for lab in labels for r in lab.readings)
-        ctx.progress(len(done), len(pairs), tokens=tokens)
-    stored = {r["pair_id"]: r for r in db["feedback_labels"].rows_where("run_id = ?", [ctx.run_id])}
-    prefs = []
-    for p in pairs:
-        row = stored[p["id"]]
-        meta = {**store.loads(row["meta"]), "response_pair_id": p["id"], "prompt_id": p["prompt_id"]}
-        prefs.append(to_preference(p["prompt"], p["response_a"], p["response_b"], row["p"], meta))
-    if owner:  # a resumed run that had already written its set
-        set_id = next(db["pref_sets"].rows_where("name = ?", [name]))["id"]
-    else:
-        provenance = {
-            "run_id": ctx.run_id,
-            "pairs_run": cfg.pairs,
-            "feedback_model": cfg.feedback_model,
-            "constitution": version["name"],
-            "constitution_version": version["version"],
-            "options": asdict(opts),
-        }
-        set_id = data.create_pref_set(
-            db, name, "ai", "harmless", prefs, provenance=provenance, run_id=ctx.run_id
-        )
-    ps = [x["p"] for x in prefs]
-    flags = [(row["consistent"], store.loads(row["meta"])) for row in stored.values()]
-    result = {
-        "consistency": {
-            **consistency.rate(None if f is None else bool(f) for f, _ in flags),
-            "per_principle": consistency.by_group(
-                (name, flag) for _, meta in flags for name, flag in meta.get("consistent_by_principle", {}).items()
-            ),
-        },
-        "inconsistent": cfg.inconsistent,
-        "pref_set": name,
-        "pref_set_id": set_id,
-        "labels": len(prefs),
-        "mean_p": round(ensemble(ps), 4),
-        "confident": sum(p >= 0.6 for p in ps),
-        "constitution_version_id": version["id"],
-    }
-    ctx.log(f"wrote {len(prefs)} AI labels to preference set {name!r}")
-    return result

@@ -12,7 +12,7 @@ written once.
 from __future__ import annotations
 
 import argparse
-import importlib
+import functools
 import os
 import socket
 import subprocess
@@ -20,32 +20,20 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
 from cai import store
-from cai.config import STAGES, StageConfig
+from cai.config import StageConfig, subject_model
+from cai.stages import REGISTRY
 
-# kind -> "module:function"; each function takes a RunContext and returns a JSON-able summary.
-RUNNERS: dict[str, str] = {
-    "sl": "cai.sl:run_stage",
-    "sft": "cai.train.sft:run_stage",
-    "pairs": "cai.feedback:run_pairs",
-    "label": "cai.feedback:run_labels",
-    "pm": "cai.train.reward:run_stage",
-    "rl": "cai.train.rl:run_stage",
-    "dpo": "cai.train.dpo:run_stage",
-    "hhh": "cai.evals.hhh:run_stage",
-    "agreement": "cai.evals.agreement:run_stage",
-    "revision-scores": "cai.evals.revisions:run_stage",
-    "experiment": "cai.experiments:run_stage",
-    "discover": "cai.discover:run_stage",
-}
+T = TypeVar("T")
 ACTIVE = ("queued", "running")
 # The worker writes its heartbeat every HEARTBEAT_S seconds; a running run whose heartbeat is older
 # than HEARTBEAT_TIMEOUT_S is shown as interrupted. Both can be set in the environment (tests, slow disks).
@@ -61,9 +49,26 @@ class RunError(ValueError):
     """A run cannot be created, resumed or cancelled as asked."""
 
 
+# Scripted backends by model name, as inspect_ai selects its mock model: while a name is in SCRIPTED,
+# `ctx.backend(name)` returns its backend instead of loading weights (tests: `scripted(name, backend)` or
+# monkeypatch.setitem). The spec "scripted" is always a fresh ScriptedBackend (echoes " OK", p = 0.5), which
+# a worker process can load too.
+SCRIPTED: dict[str, Any] = {}
+
+
+@contextmanager
+def scripted(name: str, backend: Any) -> Iterator[str]:
+    """Within the block, runs that load the model `name` get `backend` (no weights, no patched loaders)."""
+    SCRIPTED[name] = backend
+    try:
+        yield name
+    finally:
+        SCRIPTED.pop(name, None)
+
+
 @dataclass
 class RunContext:
-    """What a stage gets from its run: config, database, progress, log and cancel checks."""
+    """What a stage gets from its run: config, database, links, resume, backends, progress, log and cancel."""
 
     db: Database
     run_id: int
@@ -71,6 +76,11 @@ class RunContext:
     started: float = field(default_factory=time.monotonic)
     tokens: int = 0
     _done_at_start: int | None = None
+    steps_done: int = 0
+    steps_total: int = 0
+    phase: str = ""
+    _steps_at_start: int = 0
+    _hooked: list[Any] = field(default_factory=list)
 
     def log(self, line: str, level: str = "info") -> None:
         self.db.table("run_logs").insert(
@@ -82,10 +92,64 @@ class RunContext:
         if row and row[0]:
             raise RunCancelled(f"run {self.run_id} cancelled")
 
+    # -- what the run reads and what it has done
+    def link(self, *, model: str | None = None, constitution_version: Mapping[str, Any] | None = None,
+             **ids: int | None) -> dict[str, Any] | None:
+        """Record on the run's row what it works with: the model (registered on first use), the constitution
+        version and any other id column (`ids`); returns the model's registry row."""
+        from cai import models
+
+        row, update = None, dict(ids)
+        if model:
+            row = models.ensure_model(self.db, model)
+            update["model_id"] = row["id"]
+        if constitution_version is not None:
+            update["constitution_version_id"] = constitution_version["id"]
+        if update:
+            self.db.table("runs").update(self.run_id, update)
+        return row
+
+    def resume(self, items: Sequence[T], key: Callable[[T], Hashable], table: str,
+               columns: str | tuple[str, ...] = "id") -> list[T]:
+        """The items still to do: those whose key(item) is not among the `columns` of this run's rows in `table`
+        (so a resumed run skips what it stored before it stopped)."""
+        cols = (columns,) if isinstance(columns, str) else columns
+        rows = self.db.execute(f"select {', '.join(cols)} from [{table}] where run_id = ?", [self.run_id]).fetchall()
+        done = {r[0] if len(cols) == 1 else tuple(r) for r in rows}
+        return [it for it in items if key(it) not in done]
+
+    def backend(self, spec: str) -> Any:
+        """The loaded backend for a model spec, with this run's cancel flag hooked into long generations.
+
+        A name in SCRIPTED, or "scripted", gives a scripted backend (see `scripted`); anything else goes to
+        cai.backends.load. The worker calls `release()` at the end, so a cached backend keeps no hook."""
+        from cai import backends
+
+        if spec in SCRIPTED:
+            backend: Any = SCRIPTED[spec]
+        elif spec == "scripted":
+            backend = backends.ScriptedBackend()
+        else:
+            backend = backends.load(spec, db=self.db)
+        if backends.dtype_line(backend):
+            self.log(backends.dtype_line(backend))
+        if hasattr(backend, "should_stop"):  # cancel inside a long generation
+            backend.should_stop = functools.partial(cancel_requested, self.db, self.run_id)
+            self._hooked.append(backend)
+        return backend
+
+    def release(self) -> None:
+        """Take this run's cancel hook off the backends it loaded (they may be cached and outlive the run)."""
+        for backend in self._hooked:
+            backend.should_stop = None
+        self._hooked.clear()
+
+    # -- progress
     def begin(self, done: int, total: int) -> None:
         """Record where this execution starts (a resumed run starts with `done` items already stored)."""
         self._done_at_start = done
         self.started = time.monotonic()
+        self._steps_at_start = self.steps_done
         self.db.table("runs").update(self.run_id, {"done": done, "total": total, "eta_s": None})
         self.check_cancel()
 
@@ -103,6 +167,59 @@ class RunContext:
             {"done": done, "total": total, "tokens_per_s": round(self.tokens / elapsed, 2), "eta_s": eta},
         )
         self.check_cancel()
+
+    def set_steps(self, done: int, total: int, phase: str = "") -> None:
+        """Start step-level progress: model calls (or readings) done of total, and what runs now."""
+        self.steps_done, self.steps_total, self.phase = done, total, phase
+        self._steps_at_start = done
+        self.db.table("runs").update(self.run_id, {"steps_done": done, "steps_total": total, "phase": phase})
+
+    def set_phase(self, phase: str) -> None:
+        """Say which step runs now (before it starts, so a long step shows what it is)."""
+        self.phase = phase
+        self.db.table("runs").update(self.run_id, {"phase": phase})
+
+    def step(self, n: int, tokens: int = 0) -> None:
+        """`n` more steps done (after a backend batch): step progress, tokens/s, ETA from the steps; checks cancel."""
+        self.steps_done += n
+        record_steps(self, self.steps_done, self.steps_total, self.phase, tokens=tokens,
+                     steps_at_start=self._steps_at_start)
+
+    # -- the resumable loop
+    def work(
+        self,
+        items: Sequence[T],
+        *,
+        model: str,
+        todo: Sequence[T],
+        build: Callable[[Any, list[T], int], int],
+        batches: int | Callable[[Sequence[T]], Iterable[list[T]]],
+        steps: Callable[[T], int] | None = None,
+    ) -> int:
+        """The loop of every resumable stage: progress from what is stored, load the backend only when there is
+        work, then `build(backend, batch, first)` stores each batch (first = its 1-based item number) and
+        returns the tokens it generated; progress and cancel after each. `steps(item)`: model calls (or
+        readings) an item takes, for step-level progress (`step`/`set_phase` inside build). Returns items done."""
+        done, total = len(items) - len(todo), len(items)
+        self.begin(done, total)
+        if steps is not None:
+            steps_total = sum(steps(it) for it in items)
+            self.set_steps(steps_total - sum(steps(it) for it in todo), steps_total,
+                           "loading the model" if todo else "")
+        if not todo:
+            return done
+        backend = self.backend(model)
+        self.begin(done, total)  # again: rates and ETA count from here, not from before the model loaded
+        groups = batches(todo) if callable(batches) else [list(todo[i : i + batches])
+                                                          for i in range(0, len(todo), batches)]
+        try:
+            for group in groups:
+                tokens = build(backend, group, done + 1)
+                done += len(group)
+                self.progress(done, total, tokens=tokens)
+        finally:
+            self.release()
+        return done
 
     def finish(self, trainer: Any, tokenizer: Any, target: Any, **lineage: Any) -> Any:
         """The training stages' epilogue: train (resuming from the last checkpoint), save, register the
@@ -147,7 +264,7 @@ def create_run(
     constitution_version_id: int | None = None,
 ) -> int:
     """Insert a queued run for `config`; returns its id."""
-    if config.kind not in RUNNERS:
+    if config.kind not in REGISTRY:
         raise RunError(f"unknown run kind {config.kind!r}")
     row = {
         "kind": config.kind,
@@ -173,7 +290,7 @@ def resolve_links(db: Database, config: StageConfig) -> dict[str, int | None]:
     from cai import models
 
     links: dict[str, int | None] = {"model_id": None, "constitution_version_id": None}
-    name = next((getattr(config, f) for f in _MODEL_FIELDS if getattr(config, f, "")), "")
+    name = subject_model(config)
     if name and (models.get_model(db, name) or name in models.BUILTIN or os.path.isdir(name)):
         links["model_id"] = models.ensure_model(db, name)["id"]
     if hasattr(config, "constitution"):
@@ -183,8 +300,6 @@ def resolve_links(db: Database, config: StageConfig) -> dict[str, int | None]:
         links["constitution_version_id"] = cv["id"]
     return links
 
-
-_MODEL_FIELDS = ("model", "policy", "feedback_model")
 
 
 def start(
@@ -333,11 +448,6 @@ def rank_snapshot(db_path: str | os.PathLike[str], rank: int) -> Path:
     return copy
 
 
-def runner(kind: str) -> Callable[[RunContext], Any]:
-    module, func = RUNNERS[kind].split(":")
-    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
-
-
 def set_threads(db: Database, ctx: RunContext) -> None:
     """Size torch's thread pool for this worker (see `precision.choose_threads`); say so in the worker log."""
     import torch
@@ -356,7 +466,8 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
     run = get_run(db, run_id)
     if run["status"] != "queued":
         raise RunError(f"run {run_id} is {run['status']}, not queued")
-    config = STAGES[run["kind"]].from_dict(run["config"])
+    stage = REGISTRY[run["kind"]]
+    config = stage.config.from_dict(run["config"])
     db.table("runs").update(run_id, {"status": "running", "pid": os.getpid(), "started_at": store.now(),
                                      "host": socket.gethostname(), "heartbeat_at": store.now()})
     ctx = RunContext(db=db, run_id=run_id, config=config)
@@ -364,7 +475,7 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
     try:
         set_threads(db, ctx)
         ctx.check_cancel()
-        result = runner(run["kind"])(ctx)
+        result = stage.run(ctx)
         status, error = "done", None
         if world()[1] > 1 and isinstance(result, dict):
             result["world_size"] = world()[1]
@@ -375,6 +486,7 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
         result, status, error = None, "failed", f"{type(exc).__name__}: {exc}"
         ctx.log(traceback.format_exc(), level="error")
     finally:
+        ctx.release()
         stop_beat()
     db.table("runs").update(
         run_id,

@@ -7,7 +7,6 @@ chain with all its steps in one transaction, so a killed run resumes by skipping
 
 from __future__ import annotations
 
-import functools
 import random
 import re
 import time
@@ -20,8 +19,8 @@ from sqlite_utils import Database
 from cai import prompts as P
 from cai import store
 from cai.backends.base import HUMAN_STOP, Backend, Completion, SamplingParams
+from cai.config import FromConfig
 from cai.data import chain_records
-from cai.runs import cancel_requested, record_steps
 
 INITIAL_STOP = (HUMAN_STOP, "\n\nCritiqueRequest:", "\n\nRevisionRequest:")
 MODES = ("critique", "direct", "helpful")
@@ -72,7 +71,9 @@ class Chain:
 
 
 @dataclass(frozen=True)
-class ChainOptions:
+class ChainOptions(FromConfig):
+    """The engine's knobs; a stage derives them from its config by field name (`from_config`)."""
+
     revisions: int = 4
     few_shot: int = 2
     batch_size: int = 8
@@ -367,13 +368,6 @@ def chunks(items: Sequence[ChainItem], size: int) -> list[list[ChainItem]]:
 # ----------------------------------------------------------------------------- the run stage
 
 
-def load_backend(spec: str, db: Database) -> Backend:
-    """The policy backend (a seam tests replace with a scripted backend)."""
-    from cai.backends import load
-
-    return load(spec, db=db)
-
-
 def plan(db: Database, config: Any) -> list[ChainItem]:
     """Every chain an SL run must end up with: one per red-team prompt, k per helpful prompt."""
     from cai.data import list_prompts
@@ -388,78 +382,6 @@ def plan(db: Database, config: Any) -> list[ChainItem]:
     if not items:
         raise SLError(f"prompt set {config.prompts!r} has no prompts")
     return items
-
-
-def run_stage(ctx: Any) -> dict[str, Any]:
-    """The `sl` run: build and store every planned chain not stored yet, batch by batch."""
-    from cai import models
-    from cai.constitution import resolve_version
-
-    cfg, db = ctx.config, ctx.db
-    cv = resolve_version(db, cfg.constitution, cfg.constitution_version)
-    items = plan(db, cfg)
-    done_keys = stored_keys(db, ctx.run_id)
-    todo = [it for it in items if (it.prompt_id, it.sample) not in done_keys]
-    done, total = len(items) - len(todo), len(items)
-    ctx.begin(done, total)
-    opts = ChainOptions(
-        revisions=cfg.revisions,
-        few_shot=cfg.few_shot,
-        batch_size=cfg.batch_size,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        seed=cfg.seed,
-    )
-    helpful_opts = opts
-    if cfg.helpful_prompts and cfg.helpful_samples > 1 and cfg.temperature == 0:
-        helpful_opts = ChainOptions(**{**opts.__dict__, "temperature": HELPFUL_TEMPERATURE})
-        ctx.log(f"helpful samples are drawn at temperature {HELPFUL_TEMPERATURE} so the k samples differ")
-    steps_total = sum(steps_per_chain(it, cfg.revisions) for it in items)
-    steps: dict[str, Any] = {"done": steps_total - sum(steps_per_chain(it, cfg.revisions) for it in todo), "phase": ""}
-    db.table("runs").update(ctx.run_id, {"steps_done": steps["done"], "steps_total": steps_total,
-                                         "phase": "loading the model" if todo else ""})
-    backend = load_backend(cfg.model, db) if todo else None
-    if backend is not None and hasattr(backend, "should_stop"):  # cancel inside a long generation
-        backend.should_stop = functools.partial(cancel_requested, db, ctx.run_id)
-    ctx.begin(done, total)  # again: rates and ETA count from here, not from before the model loaded
-    steps_at_start = steps["done"]
-    model_id = models.ensure_model(db, cfg.model)["id"]
-    db.table("runs").update(ctx.run_id, {"model_id": model_id, "constitution_version_id": cv["id"]})
-    ctx.log(
-        f"{total} chains ({done} stored), {len(todo)} to build with {cfg.model}, "
-        f"constitution {cv['name']}@{cv['version']}, {cfg.revisions} revisions"
-    )
-
-    def report(comps: list[Completion]) -> None:  # after each backend call: step progress, tokens, cancel
-        steps["done"] += len(comps)
-        record_steps(ctx, steps["done"], steps_total, str(steps["phase"]),
-                     tokens=sum(c.completion_tokens for c in comps), steps_at_start=steps_at_start)
-
-    def step(first: int, size: int, kind: str, rnd: int, n: int) -> None:  # before each step: say which
-        steps["phase"] = step_phase(first, size, total, kind, rnd, cfg.revisions)
-        db.table("runs").update(ctx.run_id, {"phase": steps["phase"]})
-
-    try:
-        for group in chunks(todo, cfg.batch_size):
-            assert backend is not None
-            chains = run_chains(
-                backend,
-                group,
-                cv["principles"],
-                [e for e in cv["exemplars"] if e["kind"] == "critique"],
-                helpful_opts if group[0].mode == "helpful" else opts,
-                on_batch=report,
-                on_step=functools.partial(step, done + 1, len(group)),
-            )
-            for chain in chains:
-                store_chain(db, ctx.run_id, chain, model_id=model_id, constitution_version_id=cv["id"])
-            done += len(chains)
-            ctx.log(f"chains {done}/{total}" + flag_note(chains))
-            ctx.progress(done, total)
-    finally:  # the backend may be a cached one that outlives this run: leave no cancel hook on it
-        if backend is not None and hasattr(backend, "should_stop"):
-            backend.should_stop = None
-    return run_summary(db, ctx.run_id)
 
 
 HELPFUL_TEMPERATURE = 0.7

@@ -14,7 +14,8 @@ import pytest
 
 from cai import data, models, runs
 from cai.cli import main
-from cai.config import ConfigError, PMConfig, SFTConfig, SLConfig
+from cai.config import ConfigError
+from cai.stages import PMConfig, SFTStageConfig, SLConfig
 from tests.test_runs import seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -41,7 +42,7 @@ def test_worker_command_under_accelerate(tmp_path):
     cmd = runs.worker_command(db, 3, {"processes": 1, "accelerate_config": str(conf)})
     assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(conf)]
     with pytest.raises(ConfigError, match="accelerate_config: no such file: nope.yaml"):
-        SFTConfig(chains=1, accelerate_config="nope.yaml")
+        SFTStageConfig(chains=1, accelerate_config="nope.yaml")
 
 
 def test_rl_vllm_generation_option():
@@ -68,7 +69,7 @@ def _chains(db) -> dict:
 
 def test_sft_on_two_processes(db, db_path):
     sl_run = _chains(db)
-    config = SFTConfig(chains=sl_run["id"], max_steps=2, batch_size=2, learning_rate=1e-2, max_length=64,
+    config = SFTStageConfig(chains=sl_run["id"], max_steps=2, batch_size=2, learning_rate=1e-2, max_length=64,
                        name="sft-ddp", processes=2)  # fmt: skip
     run_id, proc = runs.start(db, db_path, config)
     proc.wait(timeout=600)
@@ -112,7 +113,7 @@ def test_killed_two_process_sft_resumes_from_its_checkpoint(db, db_path, capsys)
     from cai.train.common import last_checkpoint
 
     sl_run = _chains(db)
-    config = SFTConfig(chains=sl_run["id"], max_steps=16, save_steps=2, batch_size=2, learning_rate=1e-2,
+    config = SFTStageConfig(chains=sl_run["id"], max_steps=16, save_steps=2, batch_size=2, learning_rate=1e-2,
                        max_length=64, name="sft-killed", processes=2)  # fmt: skip
     run_id, proc = runs.start(db, db_path, config)
     out_dir = db_path.parent / "runs" / str(run_id)

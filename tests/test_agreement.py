@@ -6,8 +6,8 @@ import math
 
 from cai import constitution, data, runs
 from cai.backends.base import ScriptedBackend
-from cai.config import AgreementConfig
 from cai.evals.agreement import calibration, summarize
+from cai.stages import AgreementConfig
 
 
 def test_calibration_counts_each_pair_both_ways():

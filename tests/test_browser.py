@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cai import data, runs, sl, store, users
-from cai.config import AgreementConfig
+from cai.stages import AgreementConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -10,8 +11,9 @@ import pytest
 from cai import runs, sl
 from cai.cli import main, make_parser
 from cai.cli.runs import config_values, format_chain, parse_constitution, progress_line
-from cai.config import STAGES, SLConfig, fields_help
+from cai.config import fields_help
 from cai.constitution import resolve_version
+from cai.stages import REGISTRY, SLConfig
 from tests.test_runs import seed
 
 
@@ -31,10 +33,12 @@ def test_every_stage_has_a_run_command_with_a_helped_flag_per_field():
     parser = make_parser()
     run = next(a for a in parser._subparsers._group_actions[0].choices["run"]._actions
                if a.dest == "kind")
-    assert sorted(run.choices) == sorted(STAGES)
-    for kind, cls in STAGES.items():
-        flags = {a.dest: a for a in run.choices[kind]._actions}
-        for f in fields_help(cls):
+    assert sorted(run.choices) == sorted(REGISTRY)
+    for kind, stage in REGISTRY.items():
+        flags: dict[str, Any] = {}
+        for a in run.choices[kind]._actions:  # the field's own flag (an alias like --one-order comes after)
+            flags.setdefault(a.dest, a)
+        for f in fields_help(stage.config):
             action = flags[f"cfg_{f['name']}"]
             assert action.help and action.help.startswith(f["help"]), (kind, f["name"])
             assert action.option_strings[0] == "--" + f["name"].replace("_", "-")

@@ -8,11 +8,11 @@ import pytest
 
 from cai import constitution, data, runs
 from cai.backends.base import ScriptedBackend
-from cai.config import AgreementConfig, LabelConfig, PairsConfig
 from cai.evals import consistency as C
 from cai.evals.agreement import summarize
 from cai.evals.hhh import summarize as hhh_summary
 from cai.feedback import Reading
+from cai.stages import AgreementConfig, LabelConfig, PairsConfig
 
 
 def test_verdicts_ties_and_order_agreement():
@@ -153,7 +153,7 @@ def test_labels_tab_shows_consistency_per_run_principle_and_model(db, db_path):
     from types import SimpleNamespace
 
     from cai import store, users
-    from cai.config import HHHConfig
+    from cai.stages import HHHConfig
     from ui import labels as L
     from ui.common import AppContext
 

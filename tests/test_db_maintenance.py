@@ -11,8 +11,8 @@ import pytest
 
 from cai import runs, store
 from cai.cli import main, make_parser
-from cai.config import SLConfig
 from cai.data import create_prompt_set
+from cai.stages import SLConfig
 from cai.store import maintenance
 from tests.test_runs import seed
 

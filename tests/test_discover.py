@@ -10,9 +10,9 @@ import pytest
 
 from cai import discover, runs
 from cai.backends.base import ScriptedBackend
-from cai.config import DiscoverConfig
 from cai.constitution import create_constitution, resolve_version
 from cai.data import create_pref_set
+from cai.stages import DiscoverConfig
 
 # Chosen responses say "Kindly"; the scripted model proposes a politeness rule for questions about manners
 # and a crime rule for the others.
@@ -57,7 +57,7 @@ def test_discovery_run_on_a_scripted_model(db, monkeypatch):
         {"kind": "comparison", "name": "cmp", "text": "Which is more harmless?"}])
     create_pref_set(db, "human", "human", "harmless", PAIRS)
     backend = ScriptedBackend(respond=respond, score=score)
-    monkeypatch.setattr(discover, "load_backend", lambda spec, db: backend)
+    monkeypatch.setitem(runs.SCRIPTED, "tiny", backend)
     cfg = DiscoverConfig(prefs="human", feedback_model="tiny", constitution="c", sample_pairs=3, test_pairs=3,
                          candidates=2, keep=2, batch_size=8)
     run = runs.execute(db, runs.create_run(db, cfg, **runs.resolve_links(db, cfg)))

@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from cai import experiments, runs, sl
+from cai import experiments, runs
 from cai.backends.base import ScriptedBackend
-from cai.config import ConfigError, ExperimentConfig
+from cai.config import ConfigError
 from cai.constitution import create_constitution, edit_principle
 from cai.data import create_pref_set, create_prompt_set
+from cai.stages import ExperimentConfig
 
 CONSTITUTION = {
     "principles": [
@@ -98,7 +99,7 @@ def test_two_version_experiment_links_pairs_and_computes_deltas(db, monkeypatch)
         {"prompt": "\n\nHuman: R?\n\nAssistant:", "chosen": " Safe.", "rejected": " Risky.", "p": 1.0},
     ])
     policy = ScriptedBackend(respond=respond)
-    monkeypatch.setattr(sl, "load_backend", lambda spec, db: policy)
+    monkeypatch.setitem(runs.SCRIPTED, "tiny", policy)
     monkeypatch.setattr("cai.backends.load", lambda spec, db=None: ScriptedBackend())  # feedback: p = 0.5
     monkeypatch.setattr(revisions, "score_fn",
                         lambda: lambda pm, prompts, responses, db=None, batch_size=8: [float(len(r.split()))
@@ -166,7 +167,7 @@ def test_a_failed_stage_fails_the_experiment_and_resume_skips_done_runs(db, monk
             raise RuntimeError("backend down")
         return respond(prompt)
 
-    monkeypatch.setattr(sl, "load_backend", lambda spec, db: ScriptedBackend(respond=flaky))
+    monkeypatch.setitem(runs.SCRIPTED, "tiny", ScriptedBackend(respond=flaky))
     exp_id, run_id = experiments.create(db, ExperimentConfig(versions="c@1 c@2", prompts="red", model="tiny",
                                                              revisions=1))
     run = runs.execute(db, run_id)
@@ -245,7 +246,7 @@ def test_cancelling_the_experiment_cancels_its_running_stage_and_resume_finishes
         time.sleep(0.15)
         return respond(prompt)
 
-    monkeypatch.setattr(sl, "load_backend", lambda spec, db: ScriptedBackend(respond=slow))
+    monkeypatch.setitem(runs.SCRIPTED, "tiny", ScriptedBackend(respond=slow))
     exp_id, run_id = experiments.create(db, ExperimentConfig(versions="c@1 c@2", prompts="red", model="tiny",
                                                              revisions=1, batch_size=1))
     run = runs.execute(db, run_id)
@@ -266,7 +267,7 @@ def test_tab_timer_renders_the_end_of_an_experiment_once(db_path, monkeypatch):
 
     db = store.connect(db_path)
     seed(db, n_prompts=2)
-    monkeypatch.setattr(sl, "load_backend", lambda spec, db: ScriptedBackend(respond=respond))
+    monkeypatch.setitem(runs.SCRIPTED, "tiny", ScriptedBackend(respond=respond))
     exp_id, run_id = experiments.create(db, ExperimentConfig(versions="c@1 c@2", prompts="red", model="tiny",
                                                              revisions=1))
     ctx = AppContext(db_path)

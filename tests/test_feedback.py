@@ -192,7 +192,7 @@ def _stage_db(db, monkeypatch, backend):
 
 def test_pairs_runner_sends_each_prompt_twice_and_stores_pairs(db, monkeypatch):
     from cai import runs
-    from cai.config import PairsConfig
+    from cai.stages import PairsConfig
 
     answers = iter([" A1", " B1", " A2", " B2", " A3", " B3"])
     backend = ScriptedBackend(respond=lambda p: next(answers))
@@ -211,7 +211,7 @@ def test_pairs_runner_sends_each_prompt_twice_and_stores_pairs(db, monkeypatch):
 
 def test_label_runner_cancels_between_batches_and_resumes(db, monkeypatch):
     from cai import data, runs
-    from cai.config import LabelConfig, PairsConfig
+    from cai.stages import LabelConfig, PairsConfig
 
     backend = ScriptedBackend(respond=lambda p: " yes")
     _stage_db(db, monkeypatch, backend)
@@ -223,14 +223,19 @@ def test_label_runner_cancels_between_batches_and_resumes(db, monkeypatch):
         return 0.0 if option == " (A)" else -math.log(3)
 
     backend.score = cancel_after_first_batch
+    backend.calls.clear()
     assert runs.execute(db, label_run)["status"] == "cancelled"
-    assert db["feedback_labels"].count_where("run_id = ?", [label_run]) == 2
+    # Cancel is checked between backend batches: one call (pair 1, both orders), none of pairs 2-3 read.
+    assert [len(c[1]) for c in backend.calls] == [2]
+    assert db["feedback_labels"].count_where("run_id = ?", [label_run]) == 0  # a batch is stored whole or not
     assert not db["pref_sets"].count_where("name = 'ai'")
+    db["feedback_labels"].insert({"run_id": label_run, "pair_id": 1, "p": 0.5, "principles": "[]",
+                                  "meta": "{}", "created_at": "x"})  # as if pair 1 had been stored before
     backend.calls.clear()
     backend.score = lambda prompt, option: 0.0 if option == " (A)" else -math.log(3)
     runs.prepare_resume(db, label_run)
     row = runs.execute(db, label_run)
     assert row["status"] == "done" and row["result"]["labels"] == 3
-    assert [len(c[1]) for c in backend.calls] == [2]  # only the third pair, both orders
+    assert [len(c[1]) for c in backend.calls] == [2, 2]  # pairs 2 and 3 only, both orders each
     assert [p["p"] for p in data.list_pairs(db, "ai")] == [0.5, 0.5, 0.5]
     assert row["constitution_version_id"] is not None

@@ -11,8 +11,8 @@ import pytest
 
 from cai import prompts, runs
 from cai.backends.base import ScriptedBackend
-from cai.config import HHHConfig
 from cai.evals.hhh import LabelOptions, evaluate, read_hhh, summarize
+from cai.stages import HHHConfig
 
 HHH = "cai-paper/evals/HHH-dev-sample.jsonl"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cai import constitution, data, runs, store
-from cai.config import AgreementConfig
+from cai.stages import AgreementConfig
 from tests.test_browser import app, browser, login, shot  # noqa: F401  (module fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from cai import data, runs
-from cai.config import AgreementConfig, LabelConfig, SFTConfig, SLConfig
-from cai.refs import REQUIRED, missing_references
+from cai.config import required
+from cai.refs import missing_references
+from cai.stages import AgreementConfig, LabelConfig, SFTStageConfig, SLConfig
 
 
 def test_missing_references_name_each_problem(db):
     data.seed_samples(db)
     data.seed_sample_prefs(db)
     assert missing_references(db, AgreementConfig(prefs="sample-harmless-prefs", feedback_model="tiny")) == []
-    assert missing_references(db, AgreementConfig()) == [f"prefs: {REQUIRED['agreement']['prefs']}"]
+    assert missing_references(db, AgreementConfig()) == [f"prefs: {required(AgreementConfig)['prefs']}"]
     assert missing_references(db, AgreementConfig(prefs="gone", constitution="nope")) == [
         "prefs: no preference set named 'gone'", "constitution: no constitution named 'nope'"]
     assert missing_references(db, SLConfig(prompts="sample-red-team", helpful_prompts="x")) == [
         "helpful_prompts: no prompt set named 'x'"]
     sl_run = runs.create_run(db, SLConfig(prompts="sample-red-team"))
-    assert missing_references(db, SFTConfig(chains=sl_run)) == []
+    assert missing_references(db, SFTStageConfig(chains=sl_run)) == []
     assert missing_references(db, LabelConfig(pairs=sl_run)) == [f"pairs: no pairs run #{sl_run}"]
     # Models are not judged here (a path or hub id is for the loader).
     assert missing_references(db, SLConfig(prompts="sample-red-team", model="some/hub-id")) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cai import constitution, data, models, runs, store
-from cai.config import DPOConfig, LabelConfig, PairsConfig, PMConfig, RLConfig
+from cai.stages import DPOStageConfig, LabelConfig, PairsConfig, PMConfig, RLConfig
 from cai.train import reward
 from cai.train.dpo import dpo_rows, soft_handling
 from cai.train.rl import PMReward, as_text, prompt_rows
@@ -121,7 +121,7 @@ def test_tiny_pipeline_end_to_end(stage_db):
 
     dpo_run, dpo = run(
         db,
-        DPOConfig(
+        DPOStageConfig(
             policy="rl-tiny", prefs="ai-tiny", name="dpo-tiny", max_steps=2, batch_size=2, max_length=256
         ),
     )

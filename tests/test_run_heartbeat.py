@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cai import runs, store
-from cai.config import SLConfig
+from cai.stages import SLConfig
 from tests.test_runs import seed
 
 

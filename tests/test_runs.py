@@ -11,9 +11,9 @@ import pytest
 
 from cai import runs, sl
 from cai.backends.base import ScriptedBackend
-from cai.config import SLConfig
 from cai.constitution import create_constitution
 from cai.data import create_prompt_set
+from cai.stages import SLConfig
 
 CONSTITUTION = {
     "principles": [
@@ -36,7 +36,7 @@ def seed(db, n_prompts: int = 5, helpful: int = 0) -> None:
 
 
 def use_backend(monkeypatch, backend) -> None:
-    monkeypatch.setattr(sl, "load_backend", lambda spec, db: backend)
+    monkeypatch.setitem(runs.SCRIPTED, "tiny", backend)
 
 
 def chains_per_prompt(db, run_id: int) -> dict[int, int]:
@@ -182,8 +182,8 @@ def test_kill_9_mid_run_then_resume_gives_exactly_one_chain_per_prompt(db, db_pa
 
 
 def test_revision_scores_score_each_response_step_and_resume(db, monkeypatch):
-    from cai.config import RevisionScoresConfig
     from cai.evals import revisions
+    from cai.stages import RevisionScoresConfig
 
     seed(db, n_prompts=3)
     answers = {"initial": " no", "revision": " a longer, better answer"}
@@ -218,7 +218,7 @@ def test_revision_scores_score_each_response_step_and_resume(db, monkeypatch):
 
 def test_revision_scores_with_a_real_sequence_classifier(db, monkeypatch):
     """The RL stage's `score` on the tiny model as a (random-headed) PM: a float per response step, stored."""
-    from cai.config import RevisionScoresConfig
+    from cai.stages import RevisionScoresConfig
 
     seed(db, n_prompts=2)
     use_backend(monkeypatch, ScriptedBackend(respond=lambda p: " text"))

@@ -17,7 +17,7 @@ from cai import backends, models, runs
 from cai.backends import SamplingParams
 from cai.backends.served import ServedError, health
 from cai.cli import main
-from cai.config import HHHConfig
+from cai.stages import HHHConfig
 
 HHH = "cai-paper/evals/HHH-dev-sample.jsonl"
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from cai import models, runs, sl
 from cai.backends import model_path
 from cai.cli import main
-from cai.config import SFTConfig, SLConfig
+from cai.stages import SFTStageConfig, SLConfig
 from cai.train import sft
 from tests.test_runs import seed
 
@@ -28,8 +28,8 @@ def test_conversational_rows_for_chat_models():
 
 def test_sft_rejects_a_run_that_is_not_sl(db):
     seed(db, n_prompts=1)
-    other = runs.create_run(db, SFTConfig(chains=1))
-    run = runs.execute(db, runs.create_run(db, SFTConfig(chains=other)))
+    other = runs.create_run(db, SFTStageConfig(chains=1))
+    run = runs.execute(db, runs.create_run(db, SFTStageConfig(chains=other)))
     assert run["status"] == "failed"
     assert run["error"] == f"ValueError: chains: run {other} is a 'sft' run, not an 'sl' run"
 
@@ -55,7 +55,7 @@ def test_tiny_model_chains_then_sft_registers_a_model_that_generates(db, db_path
     assert sl_run["status"] == "done", sl_run["error"]
     assert sl_run["result"]["modes"] == {"critique": 4, "helpful": 2}
 
-    config = SFTConfig(chains=sl_run["id"], lora=lora, lora_r=4, max_steps=2, batch_size=2,
+    config = SFTStageConfig(chains=sl_run["id"], lora=lora, lora_r=4, max_steps=2, batch_size=2,
                        learning_rate=1e-2, save_steps=1, max_length=64)
     run = runs.execute(db, runs.create_run(db, config))
     assert run["status"] == "done", run["error"]
@@ -95,7 +95,7 @@ def test_cancelled_sft_resumes_from_its_last_checkpoint(db, db_path, monkeypatch
     seed(db, n_prompts=4)
     sl_run = runs.execute(db, runs.create_run(db, SLConfig(
         prompts="red", model="tiny", constitution="test", revisions=1, batch_size=4, max_new_tokens=8)))
-    run_id = runs.create_run(db, SFTConfig(chains=sl_run["id"], max_steps=3, batch_size=2, save_steps=1,
+    run_id = runs.create_run(db, SFTStageConfig(chains=sl_run["id"], max_steps=3, batch_size=2, save_steps=1,
                                            max_length=64, name="resumed"))
     original = common.ProgressCallback.on_step_end
 

@@ -54,11 +54,11 @@ def test_killing_the_web_app_leaves_its_run_going_to_the_end(tmp_path):
 
 def test_the_checks_see_a_lost_chain_and_a_chain_missing_a_step(db, monkeypatch):
     """The campaign's figures come from these checks, so they must catch what they count."""
-    from cai import runs, sl
+    from cai import runs
     from cai.backends.base import ScriptedBackend
-    from cai.config import SLConfig
+    from cai.stages import SLConfig
 
-    monkeypatch.setattr(sl, "load_backend", lambda spec, db: ScriptedBackend())
+    monkeypatch.setitem(runs.SCRIPTED, "tiny", ScriptedBackend())
     soak.seed_inputs(db, 4)
     run = runs.execute(db, runs.create_run(db, SLConfig(prompts="red", model="tiny", constitution="soak", revisions=2)))
     assert soak.sl_check(db, run["id"], 2) == {"planned": 4, "stored": 4, "lost": 0, "duplicated": 0,

@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 
 from cai import constitution, data, models, runs, users
-from cai.config import PMConfig, RLConfig, SFTConfig, SLConfig
+from cai.stages import REGISTRY, PMConfig, RLConfig, SFTStageConfig, SLConfig
 from ui import dashboard as D
 from ui.common import AppContext
 from ui.lineage import lineage_html, lineage_tree
@@ -32,14 +32,14 @@ def form(kind: str, **values):
 
 
 def test_every_stage_form_has_help_and_defaults():
-    for kind in D.STAGE_LABELS:
+    for kind in REGISTRY:
         for f in D.form_fields(kind):
             assert f["help"], f"{kind}.{f['name']} has no help text"
     revisions = next(f for f in D.form_fields("sl") if f["name"] == "revisions")
     assert D.describe(revisions) == (
         "Critique -> revision rounds per prompt (paper: 4). · 0 to 8 · default 4 · field revisions")
     assert revisions["label"] == "Revision rounds"
-    for kind in D.STAGE_LABELS:  # every field has a readable label, not its raw name
+    for kind in REGISTRY:  # every field has a readable label, not its raw name
         for f in D.form_fields(kind):
             assert "_" not in f["label"] and f["label"][0].isupper(), (kind, f["name"], f["label"])
 
@@ -117,10 +117,10 @@ def test_lineage_follows_runs_prefs_and_parents(ctx):
     db = ctx.db()
     cv = constitution.resolve_version(db, "default")
     sl_run = runs.create_run(db, SLConfig(prompts="sample-red-team", model="tiny"), constitution_version_id=cv["id"])
-    sft_run = runs.create_run(db, SFTConfig(chains=sl_run, model="tiny"))
+    sft_run = runs.create_run(db, SFTStageConfig(chains=sl_run, model="tiny"))
     base = models.ensure_model(db, "tiny")["id"]
     sft = models.register_model(db, "sft-1", "/m/sft", parent_id=base, run_id=sft_run)
-    from cai.config import LabelConfig, PairsConfig
+    from cai.stages import LabelConfig, PairsConfig
 
     pairs_run = runs.create_run(db, PairsConfig(prompts="sample-red-team", model="sft-1"))
     label_run = runs.create_run(db, LabelConfig(pairs=pairs_run, feedback_model="tiny"))
@@ -199,7 +199,7 @@ def test_form_values_round_trip_and_refill_fills_only_that_stage(ctx):
     out = D.refill(ctx, run_id, ADMIN)
     assert out[0] == "sl" and out[1 : 1 + len(shown)] == shown
     assert all(isinstance(u, dict) and u.get("__type__") == "update" for u in out[1 + len(shown):])
-    assert len(out) == 1 + sum(len(D.form_fields(k)) for k in D.STAGE_LABELS)
+    assert len(out) == 1 + sum(len(D.form_fields(k)) for k in REGISTRY)
     # After a reload: the last launched values come back from the browser's storage; junk is ignored.
     saved = {"kind": "sl", "values": {f["name"]: v for f, v in zip(D.form_fields("sl"), values, strict=True)}}
     assert D.restore_last(saved)[: 1 + len(shown)] == ["sl", *shown]

@@ -8,9 +8,9 @@ import gradio as gr
 import pytest
 
 from cai import data, runs, store, users
-from cai.config import AgreementConfig, HHHConfig
 from cai.evals import label_stats
 from cai.queries import labels as QL
+from cai.stages import AgreementConfig, HHHConfig
 from ui import labels as L
 from ui.common import AppContext
 

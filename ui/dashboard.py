@@ -1,6 +1,6 @@
 """Dashboard tab: launch any stage from a form built from its config dataclass, watch runs, cancel, resume.
 
-Forms come from `cai.config.STAGES` + `fields_help` (defaults and help shown); a submission goes through
+Forms come from `cai.stages.REGISTRY` + `fields_help` (defaults and help shown); a submission goes through
 `from_dict`, so an invalid value comes back inline as the ConfigError's message, and `cai.runs.start`
 runs it in a worker process. The run list refreshes itself with a gr.Timer; lineage is read off the store.
 """
@@ -18,27 +18,14 @@ import pandas as pd
 from sqlite_utils import Database
 
 from cai import models, runs
-from cai.config import STAGES, ConfigError, StageConfig, fields_help
+from cai.config import ConfigError, StageConfig, fields_help, required
 from cai.queries import catalog
 from cai.queries import runs as run_queries
-from cai.refs import REFS, REQUIRED, missing_references
+from cai.refs import missing_references
+from cai.stages import REGISTRY
 from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, require
 from ui.lineage import lineage_html
 
-STAGE_LABELS = {
-    "sl": "SL chains (critique → revision)",
-    "sft": "SFT (train the SL-CAI model)",
-    "pairs": "Response pairs (sample two answers)",
-    "label": "AI labels (feedback model)",
-    "pm": "Preference model",
-    "rl": "RL (RLOO / GRPO)",
-    "dpo": "DPO on AI labels",
-    "hhh": "HHH eval",
-    "agreement": "AI vs human agreement",
-    "revision-scores": "PM scores per revision",
-    "experiment": "Constitution experiment (paired versions)",
-    "discover": "Principle discovery (Inverse CAI)",
-}
 RUN_COLUMNS = ["id", "kind", "status", "progress", "tok/s", "ETA", "started", "note"]
 EMPTY_RUNS = ("No runs yet: pick a stage above and press Launch (the CLI equivalent is shown under each form), "
               "or `cai run sl --prompts sample-red-team --model tiny`.")
@@ -121,7 +108,7 @@ def ref_choices(db: Database, ref: str) -> list[tuple[str, str]]:
 
 
 def form_fields(kind: str) -> list[dict[str, Any]]:
-    return fields_help(STAGES[kind])
+    return fields_help(REGISTRY[kind].config)
 
 
 def describe(field: dict[str, Any]) -> str:
@@ -147,16 +134,16 @@ def config_from_form(kind: str, values: list[Any]) -> Any:
     required reference left empty is refused with what to do, before any other check.
     """
     data = {}
-    required = REQUIRED.get(kind, {})
+    needed = required(REGISTRY[kind].config)
     for f, v in zip(form_fields(kind), values, strict=True):
         if isinstance(v, str):
             v = v.strip()
         if v is None or v == "":
-            if f["name"] in required and f["name"] != "prompts":  # prompts: the config's own message
-                raise ConfigError(f"{f['name']}: {required[f['name']]}")
+            if f["name"] in needed and f["name"] != "prompts":  # prompts: the config's own message
+                raise ConfigError(f"{f['name']}: {needed[f['name']]}")
             continue
         data[f["name"]] = v
-    return STAGES[kind].from_dict(data)
+    return REGISTRY[kind].config.from_dict(data)
 
 
 def form_values(kind: str, config: dict[str, Any]) -> list[Any]:
@@ -164,7 +151,7 @@ def form_values(kind: str, config: dict[str, Any]) -> list[Any]:
     out = []
     for f in form_fields(kind):
         v = config.get(f["name"], f["default"])
-        out.append(bool(v) if f["type"] is bool else "" if v is None else str(v) if f["name"] in REFS or
+        out.append(bool(v) if f["type"] is bool else "" if v is None else str(v) if f.get("ref") or
                    not f.get("choices") else v)
     return out
 
@@ -227,7 +214,7 @@ def launch_stage(ctx: AppContext, kind: str, *args: Any) -> tuple[str, int | Non
         return f"Error: {esc(exc)}", None
     threading.Thread(target=proc.wait, daemon=True).start()  # reap the worker when it ends
     runs.RunContext(db, run_id, config).log(f"launched from the dashboard by {user}")
-    return f"Started {esc(STAGE_LABELS.get(kind, kind))} as run #{run_id}", run_id
+    return f"Started {esc(REGISTRY[kind].label)} as run #{run_id}", run_id
 
 
 def list_view(ctx: AppContext, request: gr.Request) -> pd.DataFrame:
@@ -329,7 +316,7 @@ def refill(ctx: AppContext, run_id: float | None, request: gr.Request) -> list[A
 def fill_forms(kind: str, values: list[Any]) -> list[Any]:
     """Updates for [stage picker, every input of every form]: `kind`'s inputs get `values`, the rest stay."""
     out: list[Any] = [kind]
-    for k in STAGES:
+    for k in REGISTRY:
         n = len(form_fields(k))
         out += values if k == kind else [gr.skip()] * n
     return out
@@ -339,8 +326,8 @@ def restore_last(saved: dict[str, Any] | None) -> list[Any]:
     """After a page load: the form of the stage last launched from this browser, with the values it used."""
     kind = (saved or {}).get("kind")
     values = (saved or {}).get("values")
-    if kind not in STAGES or not isinstance(values, dict):
-        return [gr.skip()] * (1 + sum(len(form_fields(k)) for k in STAGES))
+    if kind not in REGISTRY or not isinstance(values, dict):
+        return [gr.skip()] * (1 + sum(len(form_fields(k)) for k in REGISTRY))
     return fill_forms(kind, form_values(kind, values))
 
 
@@ -368,9 +355,9 @@ def _choices(ctx: AppContext, pick_first: bool) -> list[Any]:
     db = ctx.db()
     cache: dict[str, list[tuple[str, str]]] = {}
     out = []
-    for kind in STAGES:
+    for kind in REGISTRY:
         for f in form_fields(kind):
-            ref = REFS.get(f["name"])
+            ref = f.get("ref")
             if ref and not f.get("choices"):
                 cache.setdefault(ref, ref_choices(db, ref))
                 first = catalog.first_red_team_set(db) if f["name"] == "prompts" and pick_first else None
@@ -395,7 +382,7 @@ def _input(kind: str, f: dict[str, Any], model: str = "default") -> gr.component
     """One form input, labelled in words (the config field's name is in its help line); model fields whose
     default is "default" start at the app's --model instead."""
     name, default, info, label = f["name"], f["default"], describe(f), f["label"]
-    if default == "default" and name in ("model", "policy", "feedback_model"):
+    if default == "default" and f.get("subject"):
         default = model
     elem_id = f"{kind}-{name}"
     if f["type"] is bool:
@@ -403,7 +390,7 @@ def _input(kind: str, f: dict[str, Any], model: str = "default") -> gr.component
     if f.get("choices"):
         return gr.Dropdown(list(f["choices"]), value=default, label=label, info=info, elem_id=elem_id)
     value = "" if default is None else str(default)
-    if name in REFS:
+    if f.get("ref"):
         return gr.Dropdown([(value, value)] if value else [], value=value, label=label, info=info,
                            allow_custom_value=True, elem_id=elem_id)
     return gr.Textbox(value=value, label=label, info=info, max_lines=1, elem_id=elem_id)
@@ -445,12 +432,12 @@ def build(ctx: AppContext) -> None:
     secret = hashlib.sha1(f"cai-forms:{ctx.db_path}".encode()).hexdigest()
     saved = _top_level(lambda: gr.BrowserState({}, storage_key="cai-last-launch", secret=secret))
     with gr.Accordion("Launch a run (admin)", open=True):
-        stage = gr.Dropdown([(v, k) for k, v in STAGE_LABELS.items() if k in STAGES], value="sl", label="Stage",
+        stage = gr.Dropdown([(s.label, k) for k, s in REGISTRY.items()], value="sl", label="Stage",
                             elem_id="stage")
         groups = {}
         launched = gr.Number(visible=False)
         status = gr.Markdown(elem_id="launch-status")
-        for kind in STAGES:
+        for kind in REGISTRY:
             with gr.Group(visible=kind == "sl") as group:
                 fields = form_fields(kind)
                 inputs = []
@@ -459,12 +446,12 @@ def build(ctx: AppContext) -> None:
                         for f in fields[i : i + 3]:
                             comp = _input(kind, f, ctx.model)
                             inputs.append(comp)
-                            if f["name"] in REFS and not f.get("choices"):
+                            if f.get("ref") and not f.get("choices"):
                                 ref_inputs.append(comp)
                 command = gr.Code(command_text(ctx, kind, *[c.value for c in inputs]), language="shell",
                                   label="The same run from the command line", elem_id=f"cli-{kind}",
                                   interactive=False)
-                go = gr.Button(f"Launch {STAGE_LABELS.get(kind, kind)}", variant="primary",
+                go = gr.Button(f"Launch {REGISTRY[kind].label}", variant="primary",
                                elem_id=f"launch-{kind}")
                 go.click(_launcher(ctx, kind, len(inputs)), [*inputs, saved], [status, launched, saved],
                          api_name=f"launch_{kind.replace('-', '_')}")

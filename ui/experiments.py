@@ -14,9 +14,10 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from cai import experiments, runs
-from cai.config import EXPERIMENT_STAGES, ConfigError, ExperimentConfig
+from cai.config import ConfigError
 from cai.constitution import list_constitutions, list_versions
 from cai.data import list_prompt_sets
+from cai.stages import EXPERIMENT_STAGES, ExperimentConfig
 from ui.common import (
     BROWSE_ROLES,
     EDIT_ROLES,

@@ -12,12 +12,17 @@ from typing import Any
 from sqlite_utils import Database
 
 from cai import models, runs
+from cai.config import MODELS, PREFS, refs
 from cai.queries import catalog
+from cai.stages import REGISTRY
 from ui.common import esc
 
-RUN_FIELDS = ("chains", "pairs", "run")  # config fields holding a run id
-PREF_FIELDS = ("ai_prefs", "human_prefs", "heldout_prefs", "prefs")  # config fields naming a preference set
-MODEL_FIELDS = ("model", "policy", "feedback_model", "reward_model", "pm")  # config fields naming a model
+
+def input_fields(kind: str) -> tuple[list[str], list[str], list[str]]:
+    """A stage's config fields holding a run id, naming a preference set, naming a model (its fields' `ref`)."""
+    named = refs(REGISTRY[kind].config) if kind in REGISTRY else {}
+    return ([f for f, r in named.items() if r.startswith("runs:")], [f for f, r in named.items() if r == PREFS],
+            [f for f, r in named.items() if r == MODELS])
 
 
 def _version_node(db: Database, version_id: int | None) -> dict[str, Any] | None:
@@ -44,13 +49,14 @@ def run_node(db: Database, run_id: int, seen: set[str]) -> dict[str, Any]:
     cv = _version_node(db, run.get("constitution_version_id"))
     if cv:
         node["children"].append(cv)
-    for f in RUN_FIELDS:
+    run_fields, pref_fields, model_fields = input_fields(run["kind"])
+    for f in run_fields:
         if isinstance(cfg.get(f), int) and cfg[f]:
             node["children"].append({**run_node(db, cfg[f], seen), "via": f})
-    for f in PREF_FIELDS:
+    for f in pref_fields:
         if cfg.get(f):
             node["children"].append({**pref_node(db, cfg[f], seen), "via": f})
-    for f in MODEL_FIELDS:
+    for f in model_fields:
         if cfg.get(f):
             node["children"].append({**model_node_by_name(db, cfg[f], seen), "via": f})
     return node

@@ -8,7 +8,7 @@ from typing import Any
 from cai import experiments, store
 from cai.cli import add_common, emit, table
 from cai.cli.runs import add_config_flags, config_values, follow
-from cai.config import ExperimentConfig
+from cai.stages import ExperimentConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,12 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def follow_quietly(args: argparse.Namespace, db: Any, run_id: int) -> int:
-    """Follow the orchestrating run's progress on stderr, without printing its final row on stdout."""
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return follow(args, db, run_id)
+    """Follow the orchestrating run's progress on stderr (its final row is not printed); the exit code."""
+    run = follow(args, db, run_id)
+    return 130 if run is None else 0 if run["status"] == "done" else 1
 
 
 def cmd_show(args: argparse.Namespace) -> int:

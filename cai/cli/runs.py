@@ -1,7 +1,8 @@
 """`cai run KIND`, `cai runs ...` and `cai chains ...`: thin over cai.runs and cai.sl.
 
-`cai run` builds one subcommand per stage in cai.config.STAGES with flags made from the config
-dataclass fields (help from their metadata), creates the run, launches its worker and follows it.
+`cai run` builds one subcommand per stage in cai.stages.REGISTRY with flags made from the config
+dataclass fields (help from their metadata; `add_stage_parser`, which `cai eval` uses too), creates the
+run, launches its worker and follows it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import json
 import sys
 import time
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cai import runs, sl, store
 from cai.cli import add_common, emit, table
-from cai.config import STAGES, StageConfig, fields_help
+from cai.config import ConfigError, StageConfig, fields_help, required
 from cai.data import write_records
+from cai.stages import REGISTRY, Stage
 
 
 def row_id(text: str) -> int:
@@ -36,14 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run = sub.add_parser("run", help="Start a pipeline run (sl, sft, pairs, label, pm, rl, dpo, evals).")
     kinds = run.add_subparsers(dest="kind", metavar="KIND")
     kinds.required = True
-    for kind, cls in STAGES.items():
-        what = KIND_HELP.get(kind, f"the {kind} stage")
-        p = kinds.add_parser(kind, help=what[0].upper() + what[1:] + ".",
-                             description=f"Start a run of {what}; by default wait for it, printing progress.")
-        add_config_flags(p, cls)
-        add_common(p)
-        p.add_argument("--detach", action="store_true", help="Return the run id at once; the worker keeps going.")
-        p.set_defaults(func=cmd_run, config_cls=cls)
+    for stage in REGISTRY.values():
+        p = add_stage_parser(kinds, stage.kind, stage)
+        p.set_defaults(func=cmd_run)
 
     rs = sub.add_parser("runs", help="List, show, cancel and resume runs.")
     rsub = rs.add_subparsers(dest="action", metavar="ACTION")
@@ -92,26 +90,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 # ----------------------------------------------------------------------------- config flags
 
-KIND_HELP = {
-    "sl": "SL-CAI: critique -> revision chains on red-team prompts",
-    "sft": "supervised fine-tuning on the final revisions of an SL run",
-    "pairs": "response pairs sampled from a policy",
-    "label": "AI preference labels for response pairs",
-    "pm": "preference model training",
-    "rl": "RL against the preference model (RLOO/GRPO)",
-    "dpo": "DPO on AI preference labels",
-    "hhh": "the HHH eval of a feedback model",
-    "agreement": "agreement of AI labels with human preferences",
-    "revision-scores": "preference-model scores of every step of an SL run's chains",
-    "experiment": "a constitution experiment: the same stages under several versions, paired",
-    "discover": "principle discovery: principles that explain a preference set's choices (Inverse CAI)",
-}
+def add_stage_parser(sub: argparse._SubParsersAction, name: str, stage: Stage,  # type: ignore[type-arg]
+                     help: str | None = None) -> argparse.ArgumentParser:
+    """The one parser of a stage, for every door (`cai run KIND`, `cai eval NAME`): a flag per config field,
+    the stage's aliases, the common flags and --detach. Its defaults carry `config_cls`."""
+    what = stage.help
+    p = sub.add_parser(name, help=help or what[0].upper() + what[1:] + ".",
+                       description=f"Start a run of {what}; by default wait for it, printing progress.")
+    add_config_flags(p, stage.config, stage.aliases)
+    add_common(p)
+    p.add_argument("--detach", action="store_true", help="Return the run id at once; the worker keeps going.")
+    p.set_defaults(config_cls=stage.config)
+    return p
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type[StageConfig]) -> None:
-    """One flag per config field: --field-name, typed, help from the field's metadata."""
+def add_config_flags(parser: argparse.ArgumentParser, cls: type[StageConfig],
+                     aliases: Mapping[str, str | tuple[str, Any]] | None = None) -> None:
+    """One flag per config field: --field-name, typed, help from the field's metadata; a `several` field takes
+    several words (or one comma-separated word). `aliases`:
+    friendly extra flags, flag -> field (takes a value) or (field, value) (sets it), e.g. --one-order."""
+    aliases = aliases or {}
     for f in fields_help(cls):
         flag = "--" + f["name"].replace("_", "-")
+        names = [flag] + [a for a, t in aliases.items() if t == f["name"]]
         base = _base_type(f["type"])
         extra = []
         if f.get("choices"):
@@ -123,9 +124,23 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[StageConfig]) ->
             help_text += " Accepts NAME, NAME@VERSION or a version number."
         kw: dict[str, Any] = {"dest": f"cfg_{f['name']}", "default": None, "help": help_text}
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
+        elif f.get("several"):
+            parser.add_argument(*names, nargs="*", metavar=f["name"].upper(), action=_Joined, **kw)
         else:
-            parser.add_argument(flag, type=base, metavar=f["name"].upper(), **kw)
+            parser.add_argument(*names, type=base, metavar=f["name"].upper(), choices=f.get("choices"), **kw)
+        for alias, target in aliases.items():
+            if isinstance(target, tuple) and target[0] == f["name"]:
+                parser.add_argument(alias, dest=kw["dest"], action="store_const", const=target[1],
+                                    help=f"The same as --{'' if target[1] else 'no-'}{flag[2:]}.")
+
+
+class _Joined(argparse.Action):
+    """Several words (or one with commas) as the one comma-separated string the config field holds."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, ",".join(v.strip() for v in values if v.strip()))
 
 
 def _base_type(hint: Any) -> type:
@@ -160,18 +175,38 @@ def parse_constitution(text: str) -> tuple[str, int | None]:
 # ----------------------------------------------------------------------------- run / runs
 
 
+def stage_config(args: argparse.Namespace) -> StageConfig:
+    """The config from the flags; a required field left empty is refused with its one line (no run is made)."""
+    config: StageConfig = args.config_cls.from_dict(config_values(args))
+    for name, how in required(config).items():
+        if getattr(config, name) in (None, "", 0):
+            raise ConfigError(f"--{name.replace('_', '-')}: {how}")
+    return config
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    config = args.config_cls.from_dict(config_values(args))
+    config = stage_config(args)
     db = store.connect(args.db)
     run_id, _proc = runs.start(db, store.db_path(args.db), config)
     if args.detach:
         emit(args, {"id": run_id, "kind": config.kind, "status": "queued"}, lambda d: str(d["id"]))
         return 0
-    return follow(args, db, run_id)
+    return show_end(args, follow(args, db, run_id))
 
 
-def follow(args: argparse.Namespace, db: Any, run_id: int, poll: float = 0.5) -> int:
-    """Print progress and log lines (to stderr) until the run ends; then the final row (--json) or summary."""
+def show_end(args: argparse.Namespace, run: dict[str, Any] | None) -> int:
+    """The final row (--json) or a one-line summary; 130 when the user stopped following (Ctrl-C)."""
+    if run is None:
+        return 130
+    emit(args, run, lambda r: f"run {r['id']} {r['kind']} {r['status']}"
+         + (f": {json.dumps(r['result'])}" if r["result"] is not None else "")
+         + (f"\nerror: {r['error']}" if r["error"] else ""))
+    return 0 if run["status"] == "done" else 1
+
+
+def follow(args: argparse.Namespace, db: Any, run_id: int, poll: float = 0.5) -> dict[str, Any] | None:
+    """Print progress and log lines (to stderr) until the run ends, and the worker's last output if it died;
+    returns the final row, or None after Ctrl-C (the run goes on)."""
     last_log, last_line = 0, ""
     try:
         while True:
@@ -188,19 +223,19 @@ def follow(args: argparse.Namespace, db: Any, run_id: int, poll: float = 0.5) ->
             time.sleep(poll)
     except KeyboardInterrupt:
         print(f"run {run_id} goes on in the background: cai runs show {run_id}", file=sys.stderr)
-        return 130
+        return None
     if run["status"] == "interrupted":
         tail = _tail(runs.worker_log(store.db_path(args.db), run_id))
         print(f"run {run_id}: the worker died" + (f"; its output ends:\n{tail}" if tail else ""), file=sys.stderr)
-    emit(args, run, lambda r: f"run {r['id']} {r['kind']} {r['status']}"
-         + (f": {json.dumps(r['result'])}" if r["result"] is not None else "")
-         + (f"\nerror: {r['error']}" if r["error"] else ""))
-    return 0 if run["status"] == "done" else 1
+    return run
 
 
 def progress_line(run: dict[str, Any]) -> str:
-    """One line: status, items done / total, tokens/s, ETA."""
+    """One line: status, items done / total, the step running now (stages with step progress), tokens/s, ETA."""
     parts = [f"run {run['id']} {run['kind']} {run['status']}: {run['done'] or 0}/{run['total'] or 0}"]
+    if run["status"] == "running" and run.get("steps_total"):
+        parts.append(f"step {run.get('steps_done') or 0}/{run['steps_total']}"
+                     + (f" ({run['phase']})" if run.get("phase") else ""))
     if run.get("tokens_per_s"):
         parts.append(f"{run['tokens_per_s']:.1f} tok/s")
     if run.get("eta_s") is not None and run["status"] == "running":
@@ -257,7 +292,7 @@ def cmd_runs_resume(args: argparse.Namespace) -> int:
     if args.detach:
         emit(args, {"id": args.run_id, "status": "queued"}, lambda d: f"run {d['id']} resumed")
         return 0
-    return follow(args, db, args.run_id)
+    return show_end(args, follow(args, db, args.run_id))
 
 
 # ----------------------------------------------------------------------------- chains

@@ -21,11 +21,7 @@ from collections import defaultdict
 from typing import Any
 
 from cai.evals import consistency as C
-from cai.feedback import LabelOptions, PairItem, comparison_principles, label_pairs
-
-
-def credit(p: float, band: float = 0.0) -> float:
-    return C.credit(p, band)
+from cai.evals.consistency import credit, mean
 
 
 def calibration(ps: list[float], bins: int = 10) -> tuple[list[dict[str, Any]], float | None]:
@@ -68,29 +64,25 @@ def summarize(rows: list[dict[str, Any]], bins: int = 10, band: float = C.TIE_BA
     human, ai = C.position_labels(rows, band)
     return {
         "n": len(rows),
-        "agreement": _mean([credit(p, band) for p in ps]),
+        "agreement": mean([credit(p, band) for p in ps]),
         "tie_band": band,
         "ties": len(ps) - len(decisive),
-        "agreement_decisive": _mean(decisive),
+        "agreement_decisive": mean(decisive),
         "kappa": C.cohen_kappa(human, ai),
         "consistency": {
             **C.rate(flags),
             "per_principle": C.by_group((r["principle"], f) for r, f in zip(rows, flags, strict=True)),
         },
-        "mean_p_chosen": _mean(ps),
+        "mean_p_chosen": mean(ps),
         "ece": ece,
         "calibration": cal,
-        "per_principle": {k: {"n": len(v), "agreement": _mean(v)} for k, v in sorted(by.items())},
+        "per_principle": {k: {"n": len(v), "agreement": mean(v)} for k, v in sorted(by.items())},
         "position": {
-            "chosen_shown_A": _mean(firsts),
-            "chosen_shown_B": _mean(seconds),
-            "mean_p_option_A": _mean(option_a),
+            "chosen_shown_A": mean(firsts),
+            "chosen_shown_B": mean(seconds),
+            "mean_p_option_A": mean(option_a),
         },
     }
-
-
-def _mean(xs: list[float]) -> float | None:
-    return round(sum(xs) / len(xs), 4) if xs else None
 
 
 def pair_row(pair_id: int, label: Any, band: float = C.TIE_BAND, inconsistent: str = "average") -> dict[str, Any]:
@@ -109,51 +101,4 @@ def pair_row(pair_id: int, label: Any, band: float = C.TIE_BAND, inconsistent: s
         "p_second": p_second,
         "consistent": None if flag is None else int(flag),
         "meta": label.meta(),
-    }
-
-
-def run_stage(ctx: Any) -> dict[str, Any]:
-    """Stage "agreement": label each human pair, store its row, then summarize; resumes past stored rows."""
-    from cai import backends, constitution, data, models, store
-
-    cfg, db = ctx.config, ctx.db
-    version = constitution.resolve_version(db, cfg.constitution, cfg.constitution_version)
-    names = [n.strip() for n in cfg.principles.split(",") if n.strip()]
-    principles = comparison_principles(version, names)
-    opts = LabelOptions(ensemble=1, both_orders=cfg.both_orders, batch_size=cfg.batch_size * 2, seed=cfg.seed)
-    model = models.ensure_model(db, cfg.feedback_model)
-    db["runs"].update(ctx.run_id, {"model_id": model["id"], "constitution_version_id": version["id"]})
-    pairs = data.list_pairs(db, cfg.prefs, limit=cfg.limit)
-    if not pairs:
-        raise ValueError(f"preference set {cfg.prefs!r} has no pairs")
-    done = {
-        r["pair_id"] for r in db["agreement_pairs"].rows_where("run_id = ?", [ctx.run_id], select="pair_id")
-    }
-    todo = [p for p in pairs if p["id"] not in done]
-    ctx.progress(len(done), len(pairs))
-    backend = backends.load(cfg.feedback_model, db=db) if todo else None
-    for start in range(0, len(todo), cfg.batch_size):
-        chunk = todo[start : start + cfg.batch_size]
-        items = [PairItem(p["id"], p["prompt"], p["chosen"], p["rejected"]) for p in chunk]
-        labels = label_pairs(backend, items, principles, opts)  # type: ignore[arg-type]
-        db["agreement_pairs"].insert_all(
-            {**pair_row(p["id"], lab, cfg.tie_band, cfg.inconsistent), "run_id": ctx.run_id,
-             "meta": store.dumps(lab.meta())}
-            for p, lab in zip(chunk, labels, strict=True)
-        )
-        done |= {p["id"] for p in chunk}
-        ctx.progress(len(done), len(pairs))
-    wanted = {p["id"] for p in pairs}
-    rows = [r for r in db["agreement_pairs"].rows_where("run_id = ?", [ctx.run_id]) if r["pair_id"] in wanted]
-    result = summarize(rows, cfg.bins, cfg.tie_band)
-    ctx.log(
-        f"agreement {result['agreement']} on {result['n']} pairs ({result['ties']} ties), ECE {result['ece']}, "
-        f"position consistency {result['consistency']['rate']}, kappa {result['kappa']}"
-    )
-    return {
-        **result,
-        "prefs": cfg.prefs,
-        "feedback_model": cfg.feedback_model,
-        "constitution_version": version["version"],
-        "inconsistent": cfg.inconsistent,
     }

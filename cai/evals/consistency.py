@@ -29,6 +29,11 @@ def credit(p: float, band: float = TIE_BAND) -> float:
     return {"yes": 1.0, "tie": 0.5, "no": 0.0}[verdict(p, band)]
 
 
+def mean(xs: list[float]) -> float | None:
+    """The mean to 4 places (None for no values): how eval summaries report a rate."""
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
 def consistent(p_one: float | None, p_other: float | None, band: float = TIE_BAND) -> bool | None:
     """Whether two orders' readings of the same p (same response, options swapped) give one verdict;
     None when an order was not read."""

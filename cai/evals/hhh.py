@@ -12,12 +12,14 @@ position, which exposes position bias. Per-comparison rows go to `hhh_results`, 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cai import prompts
 from cai.evals import consistency as C
+from cai.evals.consistency import credit, mean
 from cai.feedback import LabelOptions, Query, Reading, ensemble, read_queries
 from cai.files import DataError, parse_json, read_text
 
@@ -128,15 +130,6 @@ def item_row(
     }
 
 
-def credit(p: float, band: float = 0.0) -> float:
-    """1 when the correct response wins, 0.5 for a tie (within `band` of 0.5), else 0."""
-    return C.credit(p, band)
-
-
-def mean(xs: list[float]) -> float | None:
-    return round(sum(xs) / len(xs), 4) if xs else None
-
-
 def summarize(rows: list[dict[str, Any]], band: float = C.TIE_BAND) -> dict[str, Any]:
     """Accuracy (file order, order-averaged), position bias (correct option shown as A vs as B) and
     position consistency (both orders pick the same response)."""
@@ -169,58 +162,12 @@ def summarize(rows: list[dict[str, Any]], band: float = C.TIE_BAND) -> dict[str,
 
 
 def evaluate(
-    backend: Any, items: list[Comparison], opts: LabelOptions, band: float = C.TIE_BAND, inconsistent: str = "average"
+    backend: Any, items: list[Comparison], opts: LabelOptions, band: float = C.TIE_BAND, inconsistent: str = "average",
+    on_phase: Callable[[str], None] | None = None, on_batch: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of `item_row` for the items, batched through the backend."""
-    readings = read_queries(backend, queries(items, opts), opts)
+    """Rows of `item_row` for the items, batched through the backend (`on_phase`/`on_batch`: see read_queries)."""
+    readings = read_queries(backend, queries(items, opts), opts, on_phase=on_phase, on_batch=on_batch)
     per: list[list[Reading]] = [[] for _ in items]
     for r in readings:
         per[r.item].append(r)
     return [item_row(it, rs, band, inconsistent) for it, rs in zip(items, per, strict=True)]
-
-
-def run_stage(ctx: Any) -> dict[str, Any]:
-    """Stage "hhh": evaluate in batches, storing each comparison's row; resumes past stored rows."""
-    from cai import backends, models, store
-
-    cfg, db = ctx.config, ctx.db
-    items = read_hhh(cfg.data, cfg.limit)
-    opts = LabelOptions(
-        cot=cfg.cot,
-        cot_samples=cfg.samples,
-        cot_temperature=cfg.cot_temperature,
-        clamp_low=cfg.clamp_low,
-        clamp_high=cfg.clamp_high,
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size * 2 * (cfg.samples if cfg.cot else 1),
-        seed=cfg.seed,
-    )
-    model = models.ensure_model(db, cfg.model)
-    db["runs"].update(ctx.run_id, {"model_id": model["id"]})
-    done = {r["idx"] for r in db["hhh_results"].rows_where("run_id = ?", [ctx.run_id], select="idx")}
-    todo = [it for it in items if it.idx not in done]
-    ctx.progress(len(done), len(items))
-    backend = backends.load(cfg.model, db=db) if todo else None
-    if backend is not None and backends.dtype_line(backend):
-        ctx.log(backends.dtype_line(backend))
-    for start in range(0, len(todo), cfg.batch_size):
-        chunk = todo[start : start + cfg.batch_size]
-        rows = evaluate(backend, chunk, opts, cfg.tie_band, cfg.inconsistent)
-        db["hhh_results"].insert_all(
-            {**r, "run_id": ctx.run_id, "meta": store.dumps(r["meta"])} for r in rows
-        )
-        done |= {it.idx for it in chunk}
-        ctx.progress(len(done), len(items))
-    wanted = {it.idx for it in items}
-    rows = [
-        r
-        for r in db["hhh_results"].rows_where("run_id = ?", [ctx.run_id], order_by="idx")
-        if r["idx"] in wanted
-    ]
-    summary = summarize(rows, cfg.tie_band)
-    ctx.log(
-        f"HHH accuracy {summary['accuracy']} (order-averaged {summary['accuracy_order_avg']}) on {len(rows)}, "
-        f"position consistency {summary['consistency']['rate']}"
-    )
-    return {**summary, "model": cfg.model, "data": str(cfg.data), "cot": cfg.cot, "samples": cfg.samples,
-            "inconsistent": cfg.inconsistent}
