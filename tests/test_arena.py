@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cai import arena, models, store, users
-from cai.arena_models import BackendPool, TurnResult, stream_pair, visible
+from cai.backend_pool import BackendPool, TurnResult, stream_pair, visible
 from cai.backends.base import ScriptedBackend
 from cai.cli import main
 

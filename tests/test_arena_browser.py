@@ -101,7 +101,7 @@ def test_voting_is_disabled_until_both_answers_are_complete(db, db_path):
 
     from playwright.sync_api import expect, sync_playwright
 
-    from cai.arena_models import BackendPool
+    from cai.backend_pool import BackendPool
 
     shots = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def test_a_multi_turn_battle_on_the_default_model_has_no_broken_characters_or_tu
 
     from playwright.sync_api import expect, sync_playwright
 
-    from cai.arena_models import BackendPool
+    from cai.backend_pool import BackendPool
 
     shots = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import gradio as gr
 import pytest
 
 from cai import arena, models, store, users
-from cai.arena_models import (
+from cai.backend_pool import (
     TURN_STOPS,
     BackendPool,
     IncrementalDecoder,

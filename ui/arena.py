@@ -19,7 +19,7 @@ import gradio as gr
 import pandas as pd
 
 from cai import arena, users
-from cai.arena_models import BackendPool, TurnResult, stream_pair
+from cai.backend_pool import BackendPool, TurnResult, shared_pool, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
 from ui.arena_rigor import build_rigor
@@ -329,7 +329,7 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None) ->
     """The rater page: sign in (or redeem an invite), read the instructions, battle, vote."""
     ctx = ctx if isinstance(ctx, AppContext) else AppContext(Path(ctx))
     ctx.db()
-    pool = pool or BackendPool()
+    pool = pool or shared_pool()
     with gr.Blocks(title="Arena") as page:
         state = gr.State({})
         gr.Markdown("## Arena: compare two anonymous assistants")
@@ -449,7 +449,7 @@ def make_invites(ctx: AppContext, count: float, campaign: str, request: gr.Reque
 
 def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     """The workbench's Arena tab: battles for raters and admins; campaigns and ratings for admins."""
-    pool = pool or BackendPool()
+    pool = pool or shared_pool()
     gr.Markdown("Raters can also use the rater page at [/arena/](/arena/), where invite codes are redeemed.")
     state = gr.State({})
     campaign = battle_panel(ctx, pool, app_user(ctx), state)
