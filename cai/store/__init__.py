@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,18 @@ def connect(path: str | os.PathLike[str] | None = None, *, memory: bool = False)
 def now() -> str:
     """UTC timestamp, ISO 8601 with seconds; sorts as text."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@contextmanager
+def immediate(db: Database) -> Iterator[None]:
+    """One write transaction, taking the write lock up front so check-then-write cannot interleave."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
 
 
 def dumps(value: Any) -> str:
