@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cai.files import DataError, parse_json, read_bytes, read_text
+from cai.files import DataError, iter_jsonl, parse_json, read_bytes, read_text
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 _OUTCOME = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5}
@@ -157,6 +157,9 @@ def win_rate_matrix(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rate_, index=models, columns=models)
 
 
+_RECORD = "a JSON object (model_a, model_b, winner)"
+
+
 def read_votes(path: str | Path) -> pd.DataFrame:
     """Battles from JSON (a list, FastChat's clean_battle files), JSONL, CSV or Parquet.
 
@@ -182,16 +185,11 @@ def read_votes(path: str | Path) -> pd.DataFrame:
         records = parse_json(p, text)
         if not isinstance(records, list):
             raise DataError(f"{p}: expected a JSON list of battles")
-        where = [f"{p}: item {i}" for i in range(len(records))]
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise DataError(f"{p}: item {i}: expected {_RECORD}, got {type(rec).__name__}")
     else:
-        records, where = [], []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                records.append(parse_json(p, line, lineno))
-                where.append(f"{p}:{lineno}")
-    for at, rec in zip(where, records, strict=True):
-        if not isinstance(rec, dict):
-            raise DataError(f"{at}: expected a JSON object (model_a, model_b, winner), got {type(rec).__name__}")
+        records = [rec for _, rec in iter_jsonl(p, text, _RECORD)]
     return _battles(pd.DataFrame.from_records(records), str(p))
 
 
