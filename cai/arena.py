@@ -1,4 +1,5 @@
-"""Blind pairwise battles: campaigns, invites, pairing, turns, votes, leak flags and the preference export.
+"""Blind pairwise battles: campaigns, turns, votes, leak flags and the preference export (invite codes are in
+cai/invites.py, the pairing math in cai/evals/ratings/pairing.py).
 
 Everything a rater can receive goes through functions here that never return a model identity
 before the battle ends (`reveal` is the one door); votes are single transactions guarded by the

@@ -15,7 +15,7 @@ from sqlite_utils import Database
 from cai.data import DataError, check_text
 from cai.files import safe_name
 from cai.prompts import wrap_comparison, wrap_critique, wrap_revision
-from cai.store import now
+from cai.store import by_name, now
 
 PRINCIPLE_KINDS = ("critique", "comparison")
 EXEMPLAR_KINDS = ("critique", "comparison", "comparison_cot")
@@ -95,11 +95,7 @@ def _constitution(db: Database, name: str = "") -> dict[str, Any]:
         if not rows:
             raise LookupError("there is no constitution yet: run `cai init`")
         return rows[0]
-    rows = list(db.table("constitutions").rows_where("name = ?", [name]))
-    if not rows:
-        known = ", ".join(r["name"] for r in db.table("constitutions").rows) or "none"
-        raise LookupError(f"no constitution named {name!r} (known: {known})")
-    return rows[0]
+    return by_name(db, "constitutions", name, "constitution")
 
 
 def resolve_version(db: Database, name: str = "", version: int | None = None) -> dict[str, Any]:

@@ -90,6 +90,15 @@ def immediate(db: Database) -> Iterator[None]:
     db.commit()
 
 
+def by_name(db: Database, table: str, name: str, what: str) -> dict[str, Any]:
+    """The row of `table` called `name`; a miss raises LookupError naming the ones that exist."""
+    rows = list(db.table(table).rows_where("name = ?", [name], limit=1))
+    if not rows:
+        known = ", ".join(r["name"] for r in db.table(table).rows_where(select="name")) or "none"
+        raise LookupError(f"no {what} named {name!r} (known: {known})")
+    return rows[0]
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
