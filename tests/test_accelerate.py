@@ -10,7 +10,7 @@ import pytest
 
 from cai import data, models, runs
 from cai.config import ConfigError, PMConfig, SFTConfig, SLConfig
-from tests.test_runs import seed
+from tests.helpers import seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

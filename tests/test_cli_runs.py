@@ -12,7 +12,7 @@ from cai.cli import main, make_parser
 from cai.cli.runs import config_values, format_chain, parse_constitution, progress_line
 from cai.config import STAGES, SLConfig, fields_help
 from cai.constitution import resolve_version
-from tests.test_runs import seed
+from tests.helpers import seed
 
 
 @pytest.mark.parametrize(
