@@ -10,6 +10,7 @@ the next turn marker.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -61,23 +62,34 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
 
 @dataclass
 class BackendPool:
-    """Loaded backends by model id; `loader(model_row)` makes one the first time it is needed.
+    """Loaded backends by registry row; `loader(model_row)` makes one the first time it is needed.
 
-    The lock belongs to the loaded backend, not to the row: two names for one set of weights (which
-    `backends.load` caches once) take turns as well.
+    A row is known by everything that decides what gets loaded, not by its id alone, since one process may
+    serve several databases whose ids repeat. The lock belongs to the loaded backend, not to the row: two
+    names for one set of weights (which `backends.load` caches once) take turns as well.
     """
 
     loader: Callable[[dict[str, Any]], Backend] | None = None
-    _backends: dict[int, Backend] = field(default_factory=dict)
+    _backends: dict[str, Backend] = field(default_factory=dict)
     _locks: dict[int, threading.Lock] = field(default_factory=dict)  # by id() of a backend held in _backends
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, row: dict[str, Any]) -> tuple[Backend, threading.Lock]:
+        key = row_key(row)
         with self._guard:
-            backend = self._backends.get(row["id"])
+            backend = self._backends.get(key)
             if backend is None:
-                backend = self._backends[row["id"]] = (self.loader or default_loader)(row)
+                backend = self._backends[key] = (self.loader or default_loader)(row)
             return backend, self._locks.setdefault(id(backend), threading.Lock())
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """What identifies a registry row's model: id, name, path, backend, chat flag and, for a served model,
+    where it is served (a new endpoint makes a new backend)."""
+    fields = {k: row.get(k) for k in ("id", "name", "path", "backend", "chat")}
+    meta = row.get("meta") or {}
+    fields["meta"] = {k: meta.get(k) for k in ("endpoints", "served_name", "tokenizer", "weights")}
+    return json.dumps(fields, sort_keys=True, default=str)
 
 
 def default_loader(row: dict[str, Any]) -> Backend:

@@ -35,6 +35,22 @@ def test_two_names_for_one_loaded_model_share_its_lock(db):
         assert lock_b.locked()
 
 
+def test_the_shared_pool_tells_apart_two_databases_rows_of_one_id(tmp_path):
+    """One process may serve several databases (tests, a second app): row ids repeat across them, the
+    models behind them need not."""
+    from cai import store
+    from cai.backend_pool import shared_pool
+
+    first, second = store.connect(tmp_path / "a.db"), store.connect(tmp_path / "b.db")
+    models.register_model(first, "plain", "tiny")
+    models.register_model(second, "chatty", "tiny", chat=True)
+    rows = models.get_model(first, "plain"), models.get_model(second, "chatty")
+    assert rows[0]["id"] == rows[1]["id"] == 1
+    plain, _ = shared_pool().get(rows[0])
+    chatty, _ = shared_pool().get(rows[1])
+    assert (plain.render(HH), chatty.render(HH)) == (HH, "<bos><|user|>\nHi there<eos>\n<|assistant|>\n")
+
+
 def pools_in(blocks) -> list[BackendPool]:  # type: ignore[no-untyped-def]
     """Every backend pool an event handler of `blocks` reaches through its closures."""
     found: dict[int, BackendPool] = {}
