@@ -33,7 +33,7 @@ def serve(
     """Register the models of `answers` (name -> scripted answer), open `campaign` over them, add raters
     r0..r{raters-1}, and serve the rater page; yields its URL and closes it on exit."""
     from cai import arena, models, store, users
-    from cai.arena_models import BackendPool
+    from cai.backend_pool import BackendPool
     from cai.backends.base import ScriptedBackend
     from ui.arena import build_page
 

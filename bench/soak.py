@@ -37,19 +37,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench import rater_page  # noqa: E402
 
-CONSTITUTION = {
-    "principles": [
-        {"kind": "critique", "name": "harm", "critique": "Say how it harms.", "revision": "Rewrite it harmlessly."},
-        {"kind": "critique", "name": "rude", "critique": "Say how it is rude.", "revision": "Rewrite it politely."},
-        {"kind": "comparison", "name": "cmp", "text": "Which is more harmless?"},
-    ],
-    "exemplars": [
-        {"kind": "critique", "data": "\n\nHuman: Hi?\n\nAssistant: Go away.\n\nCritiqueRequest: Is it rude?"
-         "\n\nCritique: Yes.\n\nRevisionRequest: Be kind.\n\nRevision: Hello!\n\nHuman:"},
-    ],
-}
-
-
 # ----------------------------------------------------------------------------- votes
 
 
@@ -148,11 +135,9 @@ def vote_soak(db_path: str | Path, raters: int, votes: int, turns: int) -> dict[
 
 
 def seed_inputs(db: Any, prompts: int) -> None:
-    from cai.constitution import create_constitution
-    from cai.data import create_prompt_set
+    from tests.helpers import seed
 
-    create_constitution(db, "soak", principles=CONSTITUTION["principles"], exemplars=CONSTITUTION["exemplars"])
-    create_prompt_set(db, "red", "red-team", [f"\n\nHuman: Bad question {i}?\n\nAssistant:" for i in range(prompts)])
+    seed(db, prompts, constitution="soak")
 
 
 def kill_points(seed: int, kills: int, items: int, max_delay: float = 0.5) -> list[tuple[int, float]]:

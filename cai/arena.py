@@ -1,4 +1,5 @@
-"""Blind pairwise battles: campaigns, invites, pairing, turns, votes, leak flags and the preference export.
+"""Blind pairwise battles: campaigns, turns, votes, leak flags and the preference export (invite codes are in
+cai/invites.py, the pairing math in cai/evals/ratings/pairing.py).
 
 Everything a rater can receive goes through functions here that never return a model identity
 before the battle ends (`reveal` is the one door); votes are single transactions guarded by the
@@ -7,27 +8,22 @@ unique (battle, turn) index, and are accepted only on a turn whose answers were 
 
 from __future__ import annotations
 
-import hashlib
-import math
 import random
 import re
 import secrets
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 from sqlite_utils import Database
 
-from cai import models, store, users
+from cai import models, store
 from cai.evals import ratings
 from cai.transcript import ASSISTANT, HUMAN, as_prompt, parse_hh
 
 DIMENSIONS = ("helpfulness", "harmlessness")
-PAIRINGS = ("uniform", "uncertain")
 CHOICES = {"A": "model_a", "B": "model_b", "tie": "tie", "bothbad": "tie (bothbad)"}
 
 INSTRUCTIONS = {
@@ -54,18 +50,6 @@ MAKER_TERMS = (
     "Gemma", "Gemini", "Bard", "Meta AI", "LLaMA", "Llama", "Mistral", "Mixtral", "Qwen", "Alibaba",
     "DeepSeek", "Microsoft", "Phi-3", "Falcon", "Vicuna", "Hugging Face", "SmolLM", "Pythia", "EleutherAI",
 )
-
-
-@contextmanager
-def _immediate(db: Database) -> Iterator[None]:
-    """One write transaction, taking the write lock up front so check-then-write cannot interleave."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
 
 
 class ArenaError(ValueError):
@@ -110,8 +94,8 @@ def create_campaign(
         raise ArenaError(f"a campaign named {name!r} already exists")
     if dimension not in DIMENSIONS:
         raise ArenaError(f"dimension {dimension!r} is not one of {', '.join(DIMENSIONS)}")
-    if pairing not in PAIRINGS:
-        raise ArenaError(f"pairing {pairing!r} is not one of {', '.join(PAIRINGS)}")
+    if pairing not in ratings.PAIRINGS:
+        raise ArenaError(f"pairing {pairing!r} is not one of {', '.join(ratings.PAIRINGS)}")
     if len(set(model_names)) < 2 or len(set(model_names)) != len(model_names):
         raise ArenaError("a campaign needs at least two different models, each named once")
     if vote_cap < 0 or max_turns < 1 or max_new_tokens < 1 or temperature < 0:
@@ -212,93 +196,6 @@ def campaign_progress(db: Database, name: str) -> dict[str, Any]:
     }
 
 
-# -- invites ---------------------------------------------------------------------------------------
-
-
-def _hash_code(code: str) -> str:
-    return hashlib.sha256(code.strip().encode()).hexdigest()
-
-
-INVITE_DAYS = 7.0  # how long an invite code stays valid unless its maker says otherwise
-
-
-def create_invites(
-    db: Database, n: int = 1, *, campaign: str | None = None, note: str = "", created_by: str | None = None,
-    expires_days: float = INVITE_DAYS,
-) -> list[str]:
-    """`n` fresh single-use codes, valid for `expires_days`; only their hashes are stored, so show them now or
-    never. A code made for a campaign makes a rater who may rate only that campaign."""
-    if not 1 <= n <= 1000:
-        raise ArenaError(f"invite count must be 1..1000, got {n}")
-    if not 0 < expires_days <= 365:
-        raise ArenaError(f"invite expiry must be more than 0 and at most 365 days, got {expires_days}")
-    campaign_id = get_campaign(db, campaign)["id"] if campaign else None
-    expires = (datetime.now(UTC) + timedelta(days=expires_days)).isoformat(timespec="milliseconds")
-    codes = [secrets.token_urlsafe(9) for _ in range(n)]
-    db.table("invites").insert_all(
-        {"code_hash": _hash_code(c), "campaign_id": campaign_id, "role": "rater", "note": note,
-         "created_by": created_by, "created_at": store.now(), "expires_at": expires}
-        for c in codes
-    )
-    return codes
-
-
-def redeem_invite(db: Database, code: str, name: str, password: str) -> dict[str, Any]:
-    """Create a rater account from an unused code; the code is spent in the same transaction."""
-    with _immediate(db):
-        rows = list(db.table("invites").rows_where("code_hash = ?", [_hash_code(code or "")], limit=1))
-        if not rows or rows[0]["used_by"] is not None:
-            raise ArenaError("that invite code is not valid or has already been used")
-        if rows[0]["expires_at"] and rows[0]["expires_at"] <= store.now():
-            raise ArenaError("that invite code has expired: ask for a new one")
-        if rows[0]["campaign_id"] is not None and get_campaign(db, int(rows[0]["campaign_id"]))["status"] != "active":
-            raise ArenaError("the campaign this invite code was made for has been closed")
-        try:
-            user_id = users.add_user(db, name, rows[0]["role"] or "rater", password)
-        except users.UserError as exc:
-            raise ArenaError(str(exc)) from None
-        db.table("invites").update(rows[0]["id"], {"used_by": user_id, "used_at": store.now()})
-    return {"id": user_id, "name": name, "role": rows[0]["role"] or "rater"}
-
-
-# -- pairing ---------------------------------------------------------------------------------------
-
-
-def pair_weights(model_names: list[str], votes: pd.DataFrame, policy: str) -> dict[tuple[str, str], float]:
-    """Sampling weight of each unordered pair: equal, or larger where the pair's order is least certain.
-
-    "uncertain": with BT win probability p (clipped to [0.02, 0.98]), d = logit(p) and n direct votes,
-    the chance the order is wrong is about erfc(z / sqrt 2) for z = |d| sqrt((n + 1) p (1 - p)),
-    shrunk by sqrt(n + 1) so unplayed pairs come first; a floor of 0.05 keeps every pair possible.
-    """
-    pairs = [(a, b) for i, a in enumerate(model_names) for b in model_names[i + 1 :]]
-    if policy == "uniform" or votes.empty:
-        return {p: 1.0 for p in pairs}
-    if policy != "uncertain":
-        raise ArenaError(f"pairing {policy!r} is not one of {', '.join(PAIRINGS)}")
-    known = votes[votes["model_a"].isin(model_names) & votes["model_b"].isin(model_names)]
-    strength = ratings.bradley_terry(known, ratings.RatingParams(scale=1.0, base=math.e, init=0.0)) if len(known) else {}
-    counts = {p: 0 for p in pairs}
-    for a, b in zip(known["model_a"], known["model_b"], strict=True):
-        counts[tuple(sorted((a, b)))] = counts.get(tuple(sorted((a, b))), 0) + 1  # type: ignore[index]
-    out = {}
-    for a, b in pairs:
-        # Clip: an undefeated pair's MLE runs off to infinity, which must read as certain, not unknown.
-        p = min(max(1.0 / (1.0 + math.exp(-(strength.get(a, 0.0) - strength.get(b, 0.0)))), 0.02), 0.98)
-        d = math.log(p / (1 - p))
-        n = counts.get(tuple(sorted((a, b))), 0)  # type: ignore[arg-type]
-        z = abs(d) * math.sqrt((n + 1) * p * (1 - p))
-        out[(a, b)] = 0.05 + math.erfc(z / math.sqrt(2)) / math.sqrt(n + 1)
-    return out
-
-
-def pick_pair(weights: dict[tuple[str, str], float], rng: random.Random) -> tuple[str, str]:
-    """A pair drawn by weight, then placed A/B by a fair coin."""
-    pairs = sorted(weights)
-    a, b = rng.choices(pairs, weights=[weights[p] for p in pairs], k=1)[0]
-    return (a, b) if rng.random() < 0.5 else (b, a)
-
-
 # -- battles ---------------------------------------------------------------------------------------
 
 
@@ -337,8 +234,8 @@ def start_battle(db: Database, campaign: str, user_id: int, *, seed: int | None 
     gold = maybe_gold_battle(db, camp, user_id, rng)
     if gold is not None:
         return battle_view(db, gold, user_id)
-    weights = pair_weights(camp["models"], votes_frame(db, campaign=campaign), camp["pairing"])
-    name_a, name_b = pick_pair(weights, rng)
+    weights = ratings.pair_weights(camp["models"], votes_frame(db, campaign=campaign), camp["pairing"])
+    name_a, name_b = ratings.pick_pair(weights, rng)
     ids = dict(zip(camp["models"], camp["model_ids"], strict=True))
     prompt_id = _pick_prompt(db, camp, rng) if camp["prompt_set"] else None
     battle = {
@@ -429,7 +326,7 @@ def _age_s(stamp: str) -> float:
 
 def begin_turn(db: Database, battle_id: int, user_id: int, message: str) -> TurnJob:
     """Record that a turn is under way and return what both models must answer."""
-    with _immediate(db):
+    with store.immediate(db):
         return _begin_turn(db, battle_id, user_id, message)
 
 
@@ -506,7 +403,7 @@ def finish_turn(
 def abandon_turn(db: Database, job: TurnJob) -> bool:
     """Undo a turn whose answers never reached the rater (the page closed mid-stream, the server stopped):
     its row goes, so the rater can send again. A turn already shown is kept. True if one was removed."""
-    with _immediate(db):
+    with store.immediate(db):
         cur = db.execute(
             "delete from battle_turns where battle_id = ? and turn = ? and shown_at is null and error is null",
             [job.battle_id, job.turn],
@@ -521,7 +418,7 @@ def cast_vote(
     if choice not in CHOICES:
         raise ArenaError(f"a vote is one of {', '.join(CHOICES)}, got {choice!r}")
     winner = CHOICES[choice]
-    with _immediate(db):
+    with store.immediate(db):
         b = _battle(db, battle_id, user_id)
         camp = get_campaign(db, int(b["campaign_id"]))
         if b["status"] != "open":

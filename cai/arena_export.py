@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from cai.evals.ratings import _BOLD, _HEADER, style_counts
+from cai.evals.ratings.style import _BOLD, _HEADER, style_counts
 from cai.transcript import parse_hh
 
 WINNER_140K = {"model_a": "model_a", "model_b": "model_b", "tie": "tie", "tie (bothbad)": "both_bad"}

@@ -10,14 +10,14 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
-from cai.files import IMPORT_HINT, DataError, Limits, parse_json, read_text
-from cai.store import dumps, loads, now
+from cai.files import IMPORT_HINT, DataError, Limits, iter_jsonl, parse_json, read_text
+from cai.store import by_name, dumps, loads, now
 from cai.transcript import as_prompt, split_pair
 
 MAX_TEXT_BYTES = 100_000  # per prompt / response: a larger one is almost surely a broken file
@@ -48,17 +48,6 @@ def check_text(where: str, field: str, value: Any) -> str:
             f"{where}: field {field!r} is {size:,} bytes, over the limit of {MAX_TEXT_BYTES:,} bytes per text"
         )
     return value
-
-
-def iter_jsonl(path: PathLike, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; a bad line raises naming file and line."""
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        obj = parse_json(path, line, lineno)
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield lineno, obj
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -208,11 +197,7 @@ def import_prompts(
 
 
 def get_prompt_set(db: Database, name: str) -> dict[str, Any]:
-    rows = list(db.table("prompt_sets").rows_where("name = ?", [name]))
-    if not rows:
-        known = ", ".join(r["name"] for r in db.table("prompt_sets").rows) or "none"
-        raise LookupError(f"no prompt set named {name!r} (known: {known})")
-    row = rows[0]
+    row = by_name(db, "prompt_sets", name, "prompt set")
     row["count"] = db.table("prompts").count_where("set_id = ?", [row["id"]])
     return row
 
@@ -366,11 +351,7 @@ def import_prefs(
 
 
 def get_pref_set(db: Database, name: str) -> dict[str, Any]:
-    rows = list(db.table("pref_sets").rows_where("name = ?", [name]))
-    if not rows:
-        known = ", ".join(r["name"] for r in db.table("pref_sets").rows) or "none"
-        raise LookupError(f"no preference set named {name!r} (known: {known})")
-    row = rows[0]
+    row = by_name(db, "pref_sets", name, "preference set")
     row["provenance"] = loads(row["provenance"], {})
     row["count"] = db.table("pairs").count_where("set_id = ?", [row["id"]])
     return row

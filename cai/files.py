@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,18 @@ def parse_json(where: PathLike, text: str, line: int | None = None) -> Any:
     except RecursionError:
         suffix = f":{line}" if line is not None else ""
         raise DataError(f"{where}{suffix}: not valid JSON (nested too deeply)") from None
+
+
+def iter_jsonl(path: PathLike, text: str, what: str = "a JSON object") -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL text; a bad line raises naming file and line
+    (`what` says what a line should be, e.g. which fields)."""
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        obj = parse_json(path, line, lineno)
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected {what}, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 # ----------------------------------------------------------------------------- names that become file names

@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
+from cai.transcript import ASSISTANT, HUMAN
 
 # Critique / revision (SL stage). A principle's `critique` and `revision` are stored wrapped like this.
 CRITIQUE_REQUEST = "\n\nCritiqueRequest: {request}\n\nCritique:"
 REVISION_REQUEST = "\n\nRevisionRequest: {request}\n\nRevision:"
 # A small base model that has finished a critique tends to start another "Critique:" block: cut there too.
-CRITIQUE_STOP = ("\n\nRevisionRequest:", "\n\nCritiqueRequest:", "\n\nCritique:", "\n\nHuman:")
-REVISION_STOP = ("\n\nCritiqueRequest:", "\n\nRevisionRequest:", "\n\nRevision:", "\n\nHuman:")
+CRITIQUE_STOP = ("\n\nRevisionRequest:", "\n\nCritiqueRequest:", "\n\nCritique:", HUMAN)
+REVISION_STOP = ("\n\nCritiqueRequest:", "\n\nRevisionRequest:", "\n\nRevision:", HUMAN)
 
 # Comparison (RL stage): the shape of the paper's HHH eval prompts (cai-paper/evals/HHH-dev-sample.jsonl).
 COMPARISON_TEMPLATE = (
@@ -35,8 +34,8 @@ COMPARISON_COT_TEMPLATE = (
     "{conversation}\n\n{principle}\n (A) [[[{response_a}]]]\n (B) [[[{response_b}]]]"
     "\n\nAssistant: Let's think step by step:"
 )
-COT_STOP = ("\n\nHuman:",)
-COT_ANSWER = "\n\nHuman:\nSo the answer is:"
+COT_STOP = (HUMAN,)
+COT_ANSWER = HUMAN + "\nSo the answer is:"
 COT_PLACEHOLDER = "{}"
 
 CRITIQUE_PLACEHOLDER = "<the model's critique goes here>"

@@ -16,7 +16,7 @@ from cai import data, models, runs
 from cai.cli import main
 from cai.config import ConfigError
 from cai.stages import PMConfig, SFTStageConfig, SLConfig
-from tests.test_runs import seed
+from tests.helpers import seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -6,10 +6,11 @@ import random
 import pandas as pd
 import pytest
 
-from cai import arena, models, store, users
-from cai.arena_models import BackendPool, TurnResult, stream_pair, visible
+from cai import arena, invites, models, store, users
+from cai.backend_pool import BackendPool, TurnResult, stream_pair, visible
 from cai.backends.base import ScriptedBackend
 from cai.cli import main
+from cai.evals import ratings
 
 NAMES = ["quokka-7b", "wombat-3b", "numbat-1b"]
 
@@ -154,32 +155,32 @@ def test_identity_leaks_are_flagged_and_excluded(setup):
 
 
 def test_invites_are_single_use(db):
-    codes = arena.create_invites(db, 2)
+    codes = invites.create_invites(db, 2)
     assert len(set(codes)) == 2 and all(len(c) >= 12 for c in codes)
     assert codes[0] not in json.dumps(list(db["invites"].rows))  # only hashes are stored
-    user = arena.redeem_invite(db, codes[0], "newbie", "password9")
+    user = invites.redeem_invite(db, codes[0], "newbie", "password9")
     assert user == {"id": user["id"], "name": "newbie", "role": "rater"}
     assert users.authenticate(db, "newbie", "password9")["role"] == "rater"
     with pytest.raises(arena.ArenaError, match="not valid or has already been used"):
-        arena.redeem_invite(db, codes[0], "second", "password9")
+        invites.redeem_invite(db, codes[0], "second", "password9")
     with pytest.raises(arena.ArenaError, match="already exists"):
-        arena.redeem_invite(db, codes[1], "newbie", "password9")
-    assert arena.redeem_invite(db, codes[1], "other", "password9")["name"] == "other"  # a failed try keeps the code
+        invites.redeem_invite(db, codes[1], "newbie", "password9")
+    assert invites.redeem_invite(db, codes[1], "other", "password9")["name"] == "other"  # a failed try keeps the code
 
 
 def test_pairing_policies():
     names = ["a", "b", "c"]
     empty = pd.DataFrame(columns=["model_a", "model_b", "winner"])
-    assert arena.pair_weights(names, empty, "uniform") == {("a", "b"): 1.0, ("a", "c"): 1.0, ("b", "c"): 1.0}
+    assert ratings.pair_weights(names, empty, "uniform") == {("a", "b"): 1.0, ("a", "c"): 1.0, ("b", "c"): 1.0}
     votes = pd.DataFrame([("a", "b", "model_a")] * 40 + [("b", "c", "model_a"), ("b", "c", "model_b")] * 2
                          + [("a", "c", "model_a")] * 40, columns=["model_a", "model_b", "winner"])
-    w = arena.pair_weights(names, votes, "uncertain")
+    w = ratings.pair_weights(names, votes, "uncertain")
     assert max(w, key=w.get) == ("b", "c")  # b and c are level: their order is least certain
     assert w[("a", "b")] == pytest.approx(0.05, abs=0.01)
     rng = random.Random(0)
-    draws = [tuple(sorted(arena.pick_pair(w, rng))) for _ in range(300)]
+    draws = [tuple(sorted(ratings.pick_pair(w, rng))) for _ in range(300)]
     assert draws.count(("b", "c")) > 200
-    placed = [arena.pick_pair({("a", "b"): 1.0}, rng) for _ in range(200)]
+    placed = [ratings.pick_pair({("a", "b"): 1.0}, rng) for _ in range(200)]
     assert 70 < placed.count(("a", "b")) < 130  # A/B placement is a fair coin
 
 

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from cai import arena, models, users
+from cai import arena, invites, models, users
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -20,7 +20,7 @@ def test_whole_battle_in_the_browser(db, db_path):
     for n in NAMES:
         models.register_model(db, n, "tiny")
     arena.create_campaign(db, "help", NAMES, "helpfulness", max_turns=1, max_new_tokens=12)
-    code = arena.create_invites(db, 1)[0]
+    code = invites.create_invites(db, 1)[0]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -101,7 +101,7 @@ def test_voting_is_disabled_until_both_answers_are_complete(db, db_path):
 
     from playwright.sync_api import expect, sync_playwright
 
-    from cai.arena_models import BackendPool
+    from cai.backend_pool import BackendPool
 
     shots = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def test_a_multi_turn_battle_on_the_default_model_has_no_broken_characters_or_tu
 
     from playwright.sync_api import expect, sync_playwright
 
-    from cai.arena_models import BackendPool
+    from cai.backend_pool import BackendPool
 
     shots = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from cai import arena, models, users
-from cai.arena_models import BackendPool
+from cai.backend_pool import BackendPool
 from cai.backends.base import ScriptedBackend
 
 NAMES = ["quokka-7b", "wombat-3b"]

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from cai import arena, models, store, users
-from cai.arena_models import (
+from cai import arena, invites, models, store, users
+from cai.backend_pool import (
     TURN_STOPS,
     BackendPool,
     IncrementalDecoder,
@@ -372,25 +372,25 @@ def test_new_campaigns_reach_the_list_and_an_empty_list_says_how_to_make_one(db,
 def test_invites_expire_and_are_bound_to_their_campaign(setup):
     db, _, ctx = setup
     arena.create_campaign(db, "other", NAMES, "harmlessness")
-    old = arena.create_invites(db, 1, expires_days=1)[0]
+    old = invites.create_invites(db, 1, expires_days=1)[0]
     db.execute("update invites set expires_at = '2020-01-01T00:00:00.000+00:00'")
     db.conn.commit()
     with pytest.raises(arena.ArenaError, match="that invite code has expired: ask for a new one"):
-        arena.redeem_invite(db, old, "late", "password1")
+        invites.redeem_invite(db, old, "late", "password1")
     with pytest.raises(arena.ArenaError, match="invite expiry must be more than 0"):
-        arena.create_invites(db, 1, expires_days=0)
-    code = arena.create_invites(db, 1, campaign="other")[0]
-    user = arena.redeem_invite(db, code, "bound", "password1")
+        invites.create_invites(db, 1, expires_days=0)
+    code = invites.create_invites(db, 1, campaign="other")[0]
+    user = invites.redeem_invite(db, code, "bound", "password1")
     assert [c["name"] for c in arena.rater_campaigns(db, user["id"])] == ["other"]
     assert [c["name"] for c in arena.rater_campaigns(db)] == ["help", "other"]
     with pytest.raises(arena.ArenaError, match="your invite was for another campaign"):
         arena.start_battle(db, "help", user["id"])
     assert arena.start_battle(db, "other", user["id"])["campaign"] == "other"
     arena.set_campaign_status(db, "other", "closed")
-    code2 = arena.create_invites(db, 1, campaign="help")[0]
+    code2 = invites.create_invites(db, 1, campaign="help")[0]
     arena.set_campaign_status(db, "help", "closed")
     with pytest.raises(arena.ArenaError, match="the campaign this invite code was made for has been closed"):
-        arena.redeem_invite(db, code2, "late2", "password1")
+        invites.redeem_invite(db, code2, "late2", "password1")
 
 
 def test_invite_cli_takes_an_expiry(setup, db_path, capsys):

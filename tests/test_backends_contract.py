@@ -75,7 +75,7 @@ def test_vllm_length_stop_and_seed(vllm):
 
 
 def test_served_stream_grows_to_the_greedy_text(vllm):
-    from cai.arena_models import stream_text
+    from cai.backend_pool import stream_text
 
     params = SamplingParams(max_new_tokens=24)
     pieces = list(stream_text(vllm, PROMPTS[0], params))

@@ -14,7 +14,7 @@ from cai.cli.runs import config_values, format_chain, parse_constitution, progre
 from cai.config import fields_help
 from cai.constitution import resolve_version
 from cai.stages import REGISTRY, SLConfig
-from tests.test_runs import seed
+from tests.helpers import seed
 
 
 @pytest.mark.parametrize(

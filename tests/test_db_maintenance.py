@@ -14,7 +14,7 @@ from cai.cli import main, make_parser
 from cai.data import create_prompt_set
 from cai.stages import SLConfig
 from cai.store import maintenance
-from tests.test_runs import seed
+from tests.helpers import seed
 
 
 def test_backup_copies_every_row_into_one_self_contained_file(db, tmp_path):

@@ -103,7 +103,7 @@ def test_discover_needs_a_pref_set():
 
 def test_arena_votes_become_a_human_preference_set(db, db_path, capsys):
     from cai import arena, data, models, users
-    from cai.arena_models import BackendPool, stream_pair
+    from cai.backend_pool import BackendPool, stream_pair
     from cai.cli import main
 
     for n in ("quokka-7b", "wombat-3b"):

@@ -10,21 +10,11 @@ import pytest
 from cai import experiments, runs
 from cai.backends.base import ScriptedBackend
 from cai.config import ConfigError
-from cai.constitution import create_constitution, edit_principle
-from cai.data import create_pref_set, create_prompt_set
+from cai.constitution import edit_principle
+from cai.data import create_pref_set
 from cai.stages import ExperimentConfig
+from tests import helpers
 
-CONSTITUTION = {
-    "principles": [
-        {"kind": "critique", "name": "harm", "critique": "Say how it harms.", "revision": "Rewrite it harmlessly."},
-        {"kind": "critique", "name": "rude", "critique": "Say how it is rude.", "revision": "Rewrite it politely."},
-        {"kind": "comparison", "name": "cmp", "text": "Which is more harmless?"},
-    ],
-    "exemplars": [
-        {"kind": "critique", "data": "\n\nHuman: Hi?\n\nAssistant: Go away.\n\nCritiqueRequest: Is it rude?"
-         "\n\nCritique: Yes.\n\nRevisionRequest: Be kind.\n\nRevision: Hello!\n\nHuman:"},
-    ],
-}
 # The revision the scripted policy writes for each revision request (the last one in the text it is sent).
 REVISIONS = {
     "Rewrite it harmlessly.": " I can't help with that.",  # 5 words
@@ -43,9 +33,8 @@ def respond(prompt: str) -> str:
 
 
 def seed(db, n_prompts: int = 4) -> None:
-    create_constitution(db, "c", principles=CONSTITUTION["principles"], exemplars=CONSTITUTION["exemplars"])
+    helpers.seed(db, n_prompts, constitution="c")
     edit_principle(db, "c", "rude", revision="Repeat it.")  # c@2: one principle changed
-    create_prompt_set(db, "red", "red-team", [f"\n\nHuman: Bad question {i}?\n\nAssistant:" for i in range(n_prompts)])
 
 
 # ----------------------------------------------------------------------------- pure

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from cai import arena, models, store, users
-from cai.arena_models import BackendPool
+from cai.backend_pool import BackendPool
 from cai.cli import main as cai
 
 NAMES = ["quokka-7b", "wombat-3b"]

@@ -9,6 +9,8 @@ import pytest
 
 from cai.cli import main
 from cai.evals import ratings as R
+from cai.evals.ratings.battles import _encode, _unique_counts
+from cai.evals.ratings.ties import _rk_grad
 
 EXACT = R.RatingParams(reg=0.0)
 
@@ -50,10 +52,10 @@ def test_rao_kupper_three_players_satisfy_the_likelihood_equations():
     # a-b and b-c mirror each other, so b sits in the middle; the fit zeroes the score equations.
     assert [round(float(b), 4) for b in fit.beta] == [0.5905, 0.0, -0.5905]
     assert round(fit.theta, 4) == 1.8744
-    matchups, outcomes, _ = R._encode(df)
-    pairs, ys, counts = R._unique_counts(matchups, outcomes)
+    matchups, outcomes, _ = _encode(df)
+    pairs, ys, counts = _unique_counts(matchups, outcomes)
     x = pd.Series([*fit.beta, math.log(fit.theta)]).to_numpy()
-    assert max(abs(g) for g in R._rk_grad(x, pairs, ys, counts, 3, 0.0)) < 1e-8
+    assert max(abs(g) for g in _rk_grad(x, pairs, ys, counts, 3, 0.0)) < 1e-8
 
 
 def style_battles() -> pd.DataFrame:

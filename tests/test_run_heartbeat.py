@@ -15,7 +15,7 @@ import pytest
 
 from cai import runs, store
 from cai.stages import SLConfig
-from tests.test_runs import seed
+from tests.helpers import seed
 
 
 def _row(run_id: int, **kw):

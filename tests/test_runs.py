@@ -11,28 +11,8 @@ import pytest
 
 from cai import runs, sl
 from cai.backends.base import ScriptedBackend
-from cai.constitution import create_constitution
-from cai.data import create_prompt_set
 from cai.stages import SLConfig
-
-CONSTITUTION = {
-    "principles": [
-        {"kind": "critique", "name": "harm", "critique": "Say how it harms.", "revision": "Rewrite it harmlessly."},
-        {"kind": "critique", "name": "rude", "critique": "Say how it is rude.", "revision": "Rewrite it politely."},
-        {"kind": "comparison", "name": "cmp", "text": "Which is more harmless?"},
-    ],
-    "exemplars": [
-        {"kind": "critique", "data": "\n\nHuman: Hi?\n\nAssistant: Go away.\n\nCritiqueRequest: Is it rude?"
-         "\n\nCritique: Yes.\n\nRevisionRequest: Be kind.\n\nRevision: Hello!\n\nHuman:"},
-    ],
-}
-
-
-def seed(db, n_prompts: int = 5, helpful: int = 0) -> None:
-    create_constitution(db, "test", principles=CONSTITUTION["principles"], exemplars=CONSTITUTION["exemplars"])
-    create_prompt_set(db, "red", "red-team", [f"\n\nHuman: Bad question {i}?\n\nAssistant:" for i in range(n_prompts)])
-    if helpful:
-        create_prompt_set(db, "help", "helpful", [f"\n\nHuman: Nice question {i}?\n\nAssistant:" for i in range(helpful)])
+from tests.helpers import seed
 
 
 def use_backend(monkeypatch, backend) -> None:

@@ -14,7 +14,7 @@ from cai.backends import model_path
 from cai.cli import main
 from cai.stages import SFTStageConfig, SLConfig
 from cai.train import sft
-from tests.test_runs import seed
+from tests.helpers import seed
 
 
 def test_conversational_rows_for_chat_models():

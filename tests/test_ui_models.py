@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 
 from cai import models, users
-from cai.arena_models import BackendPool
+from cai.backend_pool import BackendPool
 from cai.backends.base import ScriptedBackend
 from ui import models as M
 from ui.common import AppContext

@@ -18,8 +18,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from cai import arena, users
-from cai.arena_models import BackendPool, TurnResult, stream_pair
+from cai import arena, invites, users
+from cai.backend_pool import BackendPool, TurnResult, shared_pool, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
 from ui.arena_rigor import build_rigor
@@ -61,7 +61,7 @@ def sign_in(ctx: AppContext, state: dict[str, Any], name: str, password: str, re
 
 def join(ctx: AppContext, state: dict[str, Any], code: str, name: str, password: str) -> dict[str, Any]:
     try:
-        user = arena.redeem_invite(ctx.db(), code, (name or "").strip(), password or "")
+        user = invites.redeem_invite(ctx.db(), code, (name or "").strip(), password or "")
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
     return {"user": {**user, "session_epoch": 0}}
@@ -329,7 +329,7 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None) ->
     """The rater page: sign in (or redeem an invite), read the instructions, battle, vote."""
     ctx = ctx if isinstance(ctx, AppContext) else AppContext(Path(ctx))
     ctx.db()
-    pool = pool or BackendPool()
+    pool = pool or shared_pool()
     with gr.Blocks(title="Arena") as page:
         state = gr.State({})
         gr.Markdown("## Arena: compare two anonymous assistants")
@@ -440,8 +440,8 @@ def make_invites(ctx: AppContext, count: float, campaign: str, request: gr.Reque
                  days: float | None = None) -> str:
     who = require(ctx, request, EDIT_ROLES)
     try:
-        codes = arena.create_invites(ctx.db(), int(count or 1), campaign=None if campaign in ("", "(all)", None)
-                                     else campaign, created_by=who, expires_days=float(days or arena.INVITE_DAYS))
+        codes = invites.create_invites(ctx.db(), int(count or 1), campaign=None if campaign in ("", "(all)", None)
+                                     else campaign, created_by=who, expires_days=float(days or invites.INVITE_DAYS))
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
     return "\n".join(codes)
@@ -449,7 +449,7 @@ def make_invites(ctx: AppContext, count: float, campaign: str, request: gr.Reque
 
 def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     """The workbench's Arena tab: battles for raters and admins; campaigns and ratings for admins."""
-    pool = pool or BackendPool()
+    pool = pool or shared_pool()
     gr.Markdown("Raters can also use the rater page at [/arena/](/arena/), where invite codes are redeemed.")
     state = gr.State({})
     campaign = battle_panel(ctx, pool, app_user(ctx), state)
@@ -464,7 +464,7 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
         with gr.Row():
             c_prompts = gr.Textbox(label="Seed prompt set (empty: free chat)")
             c_cap = gr.Number(0, label="Vote cap per rater (0: none)", precision=0)
-            c_pairing = gr.Radio(list(arena.PAIRINGS), value="uniform", label="Pairing")
+            c_pairing = gr.Radio(list(ratings.PAIRINGS), value="uniform", label="Pairing")
             c_turns = gr.Number(3, label="Turns per battle", precision=0)
             c_test = gr.Checkbox(False, label="Allow test models (tiny: random weights, output is noise)")
             c_create = gr.Button("Create campaign", variant="primary")
@@ -484,7 +484,7 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
         build_rigor(ctx, pick)
         with gr.Row():
             inv_n = gr.Number(5, label="Invite codes to make", precision=0)
-            inv_days = gr.Number(arena.INVITE_DAYS, label="Days until they expire", minimum=0.01)
+            inv_days = gr.Number(invites.INVITE_DAYS, label="Days until they expire", minimum=0.01)
             inv_btn = gr.Button("Make invite codes")
         inv_out = gr.Textbox(label="Codes (shown once; each makes one rater account, for the campaign picked above "
                                    "or for any campaign with (all))", lines=4)

@@ -2,7 +2,7 @@
 
 Chat renders the conversation as an HH transcript (`cai.transcript.to_hh`) through the backend's own
 `render` (raw for base models, chat template for chat models) and cuts at the next "Human:" turn; loaded
-backends are shared through one `BackendPool` per app, built in `build`, never a module global.
+backends come from the process's one `BackendPool` (`cai.backend_pool.shared_pool`) unless `build` is given one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from cai import models
-from cai.arena_models import TURN_STOPS, BackendPool, complete_text
+from cai.backend_pool import TURN_STOPS, BackendPool, complete_text, shared_pool
 from cai.backends.base import SamplingParams
 from cai.queries import catalog
 from cai.transcript import to_hh
@@ -136,7 +136,7 @@ def _chat_handler(ctx: AppContext, pool: BackendPool):  # type: ignore[no-untype
 
 
 def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
-    pool = pool or BackendPool()
+    pool = pool or shared_pool()
     table = gr.Dataframe(pd.DataFrame(columns=MODEL_COLUMNS), interactive=False, wrap=True, max_height=300,
                          label="Registry (click a model for its lineage)", elem_id="models-table")
     with gr.Row():

@@ -96,14 +96,16 @@ def _hub_snapshot(repo_id: str) -> str:
 
 
 def load(
-    spec: str, *, db: Any = None, backend: str | None = None, cache: bool = True, **options: Any
+    spec: str, *, db: Any = None, backend: str | None = None, chat: bool | None = None, cache: bool = True,
+    **options: Any,
 ) -> Backend:
-    """A ready backend for `spec`. `backend` overrides the registered one; `options` go to its constructor.
+    """A ready backend for `spec`. `backend` and `chat` override the registered ones; `options` go to its constructor.
 
     With cache=True (the default) a second call with the same folder, backend and chat flag returns the
     same object; pass cache=False for a private copy (e.g. one that training will modify).
     """
-    path, registered_backend, chat = resolve(spec, db)
+    path, registered_backend, registered_chat = resolve(spec, db)
+    chat = registered_chat if chat is None else chat
     kind = backend or registered_backend
     if kind not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
@@ -113,7 +115,7 @@ def load(
         row = models.get_model(db, spec)
         assert row is not None  # resolve() found it
         if kind == "served":
-            return from_row(row, cache=cache, **options)
+            return from_row({**row, "chat": chat}, cache=cache, **options)
         path = row["meta"].get("weights") or ""  # e.g. `cai generate --model srv --backend hf`
         if not path:
             raise ValueError(f"model {spec!r} is served and has no local weights for the {kind} backend")
@@ -137,9 +139,10 @@ def load(
 
 
 def from_row(row: dict[str, Any], *, cache: bool = True, **options: Any) -> Backend:
-    """A ready backend for a registry row (the arena loads its models this way)."""
+    """A ready backend for a registry row, as registered: its backend kind and chat flag (the arena and the
+    Models-tab chat load their models this way)."""
     if row["backend"] != "served":
-        return load(row["path"], backend=row["backend"], cache=cache, **options)
+        return load(row["path"], backend=row["backend"], chat=bool(row["chat"]), cache=cache, **options)
     from cai.backends.served import ServedBackend
 
     meta = row["meta"]

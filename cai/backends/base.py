@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from cai.transcript import parse_hh
+from cai.transcript import HUMAN, parse_hh
 
-HUMAN_STOP = "\n\nHuman:"
+HUMAN_STOP = HUMAN  # generation stops where the next human turn would begin
 
 
 @dataclass(frozen=True)

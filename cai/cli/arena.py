@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cai import arena, store
+from cai import arena, invites, store
 from cai.cli import add_common, emit, table
 from cai.evals import ratings
 
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cc.add_argument("--dimension", required=True, choices=arena.DIMENSIONS, help="What raters judge.")
     cc.add_argument("--prompts", default=None, help="Prompt set that seeds each battle (default: free chat).")
     cc.add_argument("--vote-cap", type=int, default=0, help="Votes per rater in this campaign (0: no cap).")
-    cc.add_argument("--pairing", choices=arena.PAIRINGS, default="uniform",
+    cc.add_argument("--pairing", choices=ratings.PAIRINGS, default="uniform",
                     help="uniform, or uncertain: favour pairs whose order is least certain.")
     cc.add_argument("--instructions-file", default=None, help="Markdown instructions (default: the built-in text).")
     cc.add_argument("--max-turns", type=int, default=3, help="Turns (votes) per battle.")
@@ -80,8 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     i.add_argument("--count", type=int, default=1, help="How many codes.")
     i.add_argument("--campaign", default=None,
                    help="Campaign the invites are for: the raters they make may rate only that campaign.")
-    i.add_argument("--expires-days", type=float, default=arena.INVITE_DAYS,
-                   help=f"Days until unused codes expire (default {arena.INVITE_DAYS:g}).")
+    i.add_argument("--expires-days", type=float, default=invites.INVITE_DAYS,
+                   help=f"Days until unused codes expire (default {invites.INVITE_DAYS:g}).")
     i.add_argument("--note", default="", help="A note kept with the codes (who they were sent to).")
     add_common(i)
     i.set_defaults(func=cmd_invite)
@@ -233,7 +233,7 @@ def cmd_campaign_status(args: argparse.Namespace) -> int:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
-    codes = arena.create_invites(store.connect(args.db), args.count, campaign=args.campaign, note=args.note,
+    codes = invites.create_invites(store.connect(args.db), args.count, campaign=args.campaign, note=args.note,
                                 expires_days=args.expires_days)
     emit(args, codes, lambda cs: "\n".join(cs))
     return 0

@@ -21,7 +21,7 @@ from cai import prompts
 from cai.evals import consistency as C
 from cai.evals.consistency import credit, mean
 from cai.feedback import LabelOptions, Query, Reading, ensemble, read_queries
-from cai.files import DataError, parse_json, read_text
+from cai.files import iter_jsonl, read_text
 
 _SHAPE = re.compile(
     r"\A\n\nConsider the following conversation between a human and an assistant:\n\n(?P<conv>.*)\n\n"
@@ -82,12 +82,7 @@ def read_hhh(path: str | Path, limit: int | None = None) -> list[Comparison]:
     """The comparisons of an HHH eval file (JSONL), in file order."""
     p = Path(path)
     items: list[Comparison] = []
-    for lineno, line in enumerate(read_text(p).splitlines(), 1):
-        if not line.strip():
-            continue
-        record = parse_json(p, line, lineno)
-        if not isinstance(record, dict):
-            raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(record).__name__}")
+    for lineno, record in iter_jsonl(p, read_text(p)):
         items.append(parse_item(record, f"{p}:{lineno}", lineno - 1))
         if limit and len(items) >= limit:
             break

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,27 @@ def connect(path: str | os.PathLike[str] | None = None, *, memory: bool = False)
 def now() -> str:
     """UTC timestamp, ISO 8601 with seconds; sorts as text."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@contextmanager
+def immediate(db: Database) -> Iterator[None]:
+    """One write transaction, taking the write lock up front so check-then-write cannot interleave."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+
+
+def by_name(db: Database, table: str, name: str, what: str) -> dict[str, Any]:
+    """The row of `table` called `name`; a miss raises LookupError naming the ones that exist."""
+    rows = list(db.table(table).rows_where("name = ?", [name], limit=1))
+    if not rows:
+        known = ", ".join(r["name"] for r in db.table(table).rows_where(select="name")) or "none"
+        raise LookupError(f"no {what} named {name!r} (known: {known})")
+    return rows[0]
 
 
 def dumps(value: Any) -> str:

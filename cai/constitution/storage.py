@@ -1,45 +1,27 @@
-"""Constitutions: named, immutably versioned sets of principles (critique/revision pairs and comparison
-instructions) and few-shot exemplars; every edit writes a new version and runs cite the version row id.
+"""Constitutions in the database: named, immutably versioned sets of principles and few-shot exemplars.
 
-Texts are kept in the paper's wire form (see cai/prompts.py) and exemplars as their source gave them, so
-importing one of the paper's five JSON files and exporting it again gives the same bytes.
+Every edit writes a new version (nothing is overwritten) and runs cite the version's row id; texts are
+validated and kept in the paper's wire form (see cai/prompts.py), exemplars exactly as their source gave them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
-from cai.data import DATA_DIR, DataError, check_text
-from cai.files import parse_json, read_text, safe_name, slugify
+from cai.data import DataError, check_text
+from cai.files import safe_name
 from cai.prompts import wrap_comparison, wrap_critique, wrap_revision
-from cai.store import now
+from cai.store import by_name, now
 
 PRINCIPLE_KINDS = ("critique", "comparison")
 EXEMPLAR_KINDS = ("critique", "comparison", "comparison_cot")
-# What one paper file holds, and so what `export(format="paper", kind=...)` writes.
-PAPER_KINDS = (
-    "critique",
-    "comparison",
-    "critique-exemplars",
-    "comparison-exemplars",
-    "comparison-cot-exemplars",
-)
-FORMAT = "cai-constitution"
-DEFAULT_NAME = "default"
 # A constitution is read on every tab load and sent with every run: bound it (the paper's has 16 + 16).
 MAX_PRINCIPLES = 1_000
 MAX_EXEMPLARS = 200
-MAX_FILE_BYTES = 16 * 1024 * 1024
-DEFAULT_FILE = DATA_DIR / "constitution.json"
-FIELDS = ("kind", "critique", "revision", "text", "alternatives", "enabled", "position")
-
-PathLike = str | os.PathLike[str]
 
 
 # ----------------------------------------------------------------------------- validation (pure)
@@ -113,11 +95,7 @@ def _constitution(db: Database, name: str = "") -> dict[str, Any]:
         if not rows:
             raise LookupError("there is no constitution yet: run `cai init`")
         return rows[0]
-    rows = list(db.table("constitutions").rows_where("name = ?", [name]))
-    if not rows:
-        known = ", ".join(r["name"] for r in db.table("constitutions").rows) or "none"
-        raise LookupError(f"no constitution named {name!r} (known: {known})")
-    return rows[0]
+    return by_name(db, "constitutions", name, "constitution")
 
 
 def resolve_version(db: Database, name: str = "", version: int | None = None) -> dict[str, Any]:
@@ -379,233 +357,3 @@ def restore_version(db: Database, name: str, version: int, note: str = "") -> di
     old = resolve_version(db, name, version)
     ps, es = content(old)
     return new_version(db, old["name"], ps, es, note or f"restore version {version}", parent_id=old["id"])
-
-
-# ----------------------------------------------------------------------------- diff (pure over versions)
-
-
-def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Principle and exemplar changes between two resolved versions, with field-level before/after."""
-    out: list[dict[str, Any]] = []
-    old = {p["name"]: p for p in before["principles"]}
-    new = {p["name"]: p for p in after["principles"]}
-    for n, p in old.items():
-        if n not in new:
-            out.append(_entry("removed", "principle", p["kind"], n, {f: (p[f], None) for f in FIELDS}))
-            continue
-        q = new[n]
-        changed = {f: (p[f], q[f]) for f in FIELDS if p[f] != q[f]}
-        if changed:
-            out.append(_entry("changed", "principle", q["kind"], n, changed))
-    for n, q in new.items():
-        if n not in old:
-            out.append(_entry("added", "principle", q["kind"], n, {f: (None, q[f]) for f in FIELDS}))
-    for kind in EXEMPLAR_KINDS:
-        a = [e["data"] for e in before["exemplars"] if e["kind"] == kind]
-        b = [e["data"] for e in after["exemplars"] if e["kind"] == kind]
-        for i in range(max(len(a), len(b))):
-            x, y = (a[i] if i < len(a) else None), (b[i] if i < len(b) else None)
-            if x != y:
-                change = "added" if x is None else "removed" if y is None else "changed"
-                out.append(_entry(change, "exemplar", kind, f"{kind}[{i}]", {"data": (x, y)}))
-    return out
-
-
-def _entry(
-    change: str, target: str, kind: str, name: str, fields: dict[str, tuple[Any, Any]]
-) -> dict[str, Any]:
-    return {
-        "change": change,
-        "target": target,
-        "kind": kind,
-        "name": name,
-        "fields": {f: {"before": b, "after": a} for f, (b, a) in fields.items()},
-    }
-
-
-def diff_versions(db: Database, name: str, v1: int, v2: int) -> list[dict[str, Any]]:
-    """What changed from version v1 to version v2 of a constitution."""
-    return diff(resolve_version(db, name, v1), resolve_version(db, name, v2))
-
-
-# ----------------------------------------------------------------------------- paper formats (pure)
-
-
-def detect_format(obj: Any) -> str:
-    """Which file this is, by content: "cai" or one of PAPER_KINDS."""
-    if isinstance(obj, dict):
-        return "cai" if obj.get("format") == FORMAT else "critique"
-    if isinstance(obj, list) and obj:
-        if all(isinstance(x, str) for x in obj):
-            return "critique-exemplars" if any("CritiqueRequest:" in x for x in obj) else "comparison"
-        if all(isinstance(x, dict) for x in obj):
-            if any("corrects" in x or "incorrects" in x for x in obj):
-                return "comparison-exemplars"
-            return "comparison-cot-exemplars"
-    raise DataError(
-        "unrecognised constitution file: expected our format or one of the paper's five JSON files "
-        "(CritiqueRevisionInstructions, RLMadisonInstructions, or a few-shot prompt file)"
-    )
-
-
-def from_paper(obj: Any, kind: str, where: str = "file") -> list[dict[str, Any]]:
-    """Principles (kinds critique/comparison) or exemplars (the *-exemplars kinds) of a paper object."""
-    if kind == "critique":
-        out = []
-        for key, entry in obj.items():
-            if not isinstance(entry, dict) or "prompt" not in entry or "edit_request" not in entry:
-                raise DataError(f"{where}: entry {key!r} needs 'prompt' (a list) and 'edit_request'")
-            crit = entry["prompt"]
-            if not isinstance(crit, list) or not crit:
-                raise DataError(
-                    f"{where}: entry {key!r}: 'prompt' must be a non-empty list of critique requests"
-                )
-            out.append(
-                {
-                    "kind": "critique",
-                    "name": key,
-                    "critique": crit[0],
-                    "alternatives": crit[1:],
-                    "revision": entry["edit_request"],
-                }
-            )
-        return out
-    if kind == "comparison":
-        return [{"kind": "comparison", "name": f"comparison{i}", "text": t} for i, t in enumerate(obj)]
-    ex_kind = kind.removesuffix("-exemplars").replace("-", "_")
-    return [{"kind": ex_kind, "data": d} for d in obj]
-
-
-def to_paper(version: Mapping[str, Any], kind: str) -> Any:
-    """The paper's JSON object for one kind of a version (enabled principles only)."""
-    kind = kind.replace("_", "-")
-    if kind not in PAPER_KINDS:
-        raise DataError(f"--kind must be one of {', '.join(PAPER_KINDS)} for the paper format, got {kind!r}")
-    ps = [p for p in version["principles"] if p["enabled"]]
-    if kind == "critique":
-        return {
-            p["name"]: {"prompt": [p["critique"], *p["alternatives"]], "edit_request": p["revision"]}
-            for p in ps
-            if p["kind"] == "critique"
-        }
-    if kind == "comparison":
-        return [p["text"] for p in ps if p["kind"] == "comparison"]
-    ex_kind = kind.removesuffix("-exemplars").replace("-", "_")
-    return [e["data"] for e in version["exemplars"] if e["kind"] == ex_kind]
-
-
-def to_cai(version: Mapping[str, Any]) -> dict[str, Any]:
-    """Our own format: everything in a version, disabled principles included."""
-    ps, es = content(version)
-    for p in ps:
-        if p["kind"] == "comparison":
-            del p["critique"], p["revision"], p["alternatives"]
-        else:
-            del p["text"]
-            if not p["alternatives"]:
-                del p["alternatives"]
-    return {
-        "format": FORMAT,
-        "name": version["name"],
-        "description": version.get("description", ""),
-        "version": version["version"],
-        "note": version["note"],
-        "principles": ps,
-        "exemplars": es,
-    }
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def load_json(path: PathLike) -> Any:
-    p = Path(path)
-    return parse_json(p, read_text(p, MAX_FILE_BYTES))
-
-
-def import_file(db: Database, path: PathLike, into: str | None = None) -> dict[str, Any]:
-    """Import our format or a paper file (detected by content) as a new version.
-
-    A paper file replaces the principles (or exemplars) of its kind in a new version of `into`
-    (default: a constitution named after the file stem, created if missing). Returns the new version
-    with `imported` = {"format", "count"}.
-    """
-    p = Path(path)
-    obj = load_json(p)
-    fmt = detect_format(obj)
-    if fmt == "cai":
-        name = into or obj.get("name") or slugify(p.stem)
-        ps = obj.get("principles", [])
-        es = obj.get("exemplars", [])
-        if not isinstance(ps, list) or not isinstance(es, list):
-            raise DataError(f"{p}: 'principles' and 'exemplars' must be lists")
-        check_size(ps, es, str(p))
-        count = len(ps) + len(es)
-        ps = [normalize_principle(x, f"{p}: principle {i}") for i, x in enumerate(ps)]
-        es = [normalize_exemplar(x, f"{p}: exemplar {i}") for i, x in enumerate(es)]
-    else:
-        name = into or slugify(p.stem)
-        items = from_paper(obj, fmt, str(p))
-        check_size(items if fmt in PRINCIPLE_KINDS else [], items if fmt not in PRINCIPLE_KINDS else [], str(p))
-        count = len(items)
-        ps, es = [], []
-        if db.table("constitutions").count_where("name = ?", [name]):
-            ps, es = content(resolve_version(db, name))
-        if fmt in PRINCIPLE_KINDS:
-            ps = [x for x in ps if x["kind"] != fmt] + items
-            ps = [normalize_principle(x, f"{p}: principle {i}") for i, x in enumerate(ps)]
-        else:
-            es = [x for x in es if x["kind"] != items[0]["kind"]] + items
-            es = [normalize_exemplar(x, f"{p}: exemplar {i}") for i, x in enumerate(es)]
-    safe_name("constitution name", name)
-    note = f"import {p.name} ({fmt})"
-    if db.table("constitutions").count_where("name = ?", [name]):
-        v = new_version(db, name, ps, es, note)
-    else:
-        v = create_constitution(db, name, obj.get("description", "") if fmt == "cai" else "", ps, es, note)
-    return {**v, "imported": {"format": fmt, "count": count}}
-
-
-def export(
-    db: Database,
-    path: PathLike,
-    format: str = "paper",
-    kind: str | None = None,
-    name: str = "",
-    version: int | None = None,
-) -> Path:
-    """Write a version as one paper file (`kind` required) or in our format; returns the path.
-
-    Paper files are written with plain json.dumps, as the paper's own files are, so round trips are exact.
-    """
-    v = resolve_version(db, name, version)
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise DataError(f"{p}: is a folder; give the file to write")
-    if format == "paper":
-        if not kind:
-            raise DataError(
-                f"the paper format holds one kind per file: give --kind ({', '.join(PAPER_KINDS)})"
-            )
-        text = json.dumps(to_paper(v, kind))
-    elif format == "cai":
-        obj = to_cai(v)
-        if kind:
-            if kind not in PRINCIPLE_KINDS:
-                raise DataError(
-                    f"with the cai format --kind filters principles: {', '.join(PRINCIPLE_KINDS)}"
-                )
-            obj["principles"] = [x for x in obj["principles"] if x["kind"] == kind]
-        text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    else:
-        raise DataError(f"format must be 'paper' or 'cai', got {format!r}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(text, encoding="utf-8")
-    return p
-
-
-def seed_default(db: Database) -> dict[str, Any]:
-    """Install the default constitution from data/constitution.json unless it exists; return its newest version."""
-    if not db.table("constitutions").count_where("name = ?", [DEFAULT_NAME]):
-        import_file(db, DEFAULT_FILE, into=DEFAULT_NAME)
-    return resolve_version(db, DEFAULT_NAME)

@@ -1,13 +1,16 @@
-"""Serving the arena's models: a pool of loaded backends and both answers of a turn streamed side by side.
+"""The app's loaded models and both answers of an arena turn streamed side by side.
 
-Each side generates in its own thread and pushes its text as it grows, so the rater watches A and B
-write at once; a model serves one request at a time (a lock per backend), and failures come back
-as a side-neutral message while the real error stays on the server. Streams decode tokens incrementally
-(a character split over several byte tokens appears only once whole) and stop at the next turn marker.
+One pool per process (`shared_pool()`) serves every tab and page, with one lock per loaded model, so a model
+serves one request at a time whichever tab asked; it loads a registry row as registered (backend, chat).
+Each side of a turn generates in its own thread and pushes its text as it grows, so the rater watches A and B
+write at once; failures come back as a side-neutral message while the real error stays on the server. Streams
+decode tokens incrementally (a character split over several byte tokens appears only once whole) and stop at
+the next turn marker.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -59,24 +62,49 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
 
 @dataclass
 class BackendPool:
-    """Loaded backends by model id; `loader(model_row)` makes one the first time it is needed."""
+    """Loaded backends by registry row; `loader(model_row)` makes one the first time it is needed.
+
+    A row is known by everything that decides what gets loaded, not by its id alone, since one process may
+    serve several databases whose ids repeat. The lock belongs to the loaded backend, not to the row: two
+    names for one set of weights (which `backends.load` caches once) take turns as well.
+    """
 
     loader: Callable[[dict[str, Any]], Backend] | None = None
-    _items: dict[int, tuple[Backend, threading.Lock]] = field(default_factory=dict)
+    _backends: dict[str, Backend] = field(default_factory=dict)
+    _locks: dict[int, threading.Lock] = field(default_factory=dict)  # by id() of a backend held in _backends
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, row: dict[str, Any]) -> tuple[Backend, threading.Lock]:
+        key = row_key(row)
         with self._guard:
-            if row["id"] not in self._items:
-                backend = (self.loader or default_loader)(row)
-                self._items[row["id"]] = (backend, threading.Lock())
-            return self._items[row["id"]]
+            backend = self._backends.get(key)
+            if backend is None:
+                backend = self._backends[key] = (self.loader or default_loader)(row)
+            return backend, self._locks.setdefault(id(backend), threading.Lock())
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """What identifies a registry row's model: id, name, path, backend, chat flag and, for a served model,
+    where it is served (a new endpoint makes a new backend)."""
+    fields = {k: row.get(k) for k in ("id", "name", "path", "backend", "chat")}
+    meta = row.get("meta") or {}
+    fields["meta"] = {k: meta.get(k) for k in ("endpoints", "served_name", "tokenizer", "weights")}
+    return json.dumps(fields, sort_keys=True, default=str)
 
 
 def default_loader(row: dict[str, Any]) -> Backend:
+    """A registry row's backend as registered (its backend kind and chat flag), from the per-process cache."""
     from cai import backends
 
     return backends.from_row(row)
+
+
+_SHARED = BackendPool()
+
+
+def shared_pool() -> BackendPool:
+    """The process's pool: every tab and page built without a pool of its own serves its models from it."""
+    return _SHARED
 
 
 @dataclass

@@ -1,0 +1,87 @@
+"""Constitutions: named, immutably versioned sets of principles (critique/revision pairs and comparison
+instructions) and few-shot exemplars; every edit writes a new version and runs cite the version row id.
+
+Three pieces: `storage` (validation, versions in the database, edits), `formats` (the paper's five JSON
+files and our own format, import and export) and `diff` (what changed between two versions). This module is
+the package's interface and re-exports their public names.
+"""
+
+from cai.constitution.diff import FIELDS, diff, diff_versions
+from cai.constitution.formats import (
+    DEFAULT_FILE,
+    DEFAULT_NAME,
+    FORMAT,
+    MAX_FILE_BYTES,
+    PAPER_KINDS,
+    PathLike,
+    detect_format,
+    export,
+    from_paper,
+    import_file,
+    load_json,
+    seed_default,
+    to_cai,
+    to_paper,
+)
+from cai.constitution.storage import (
+    EXEMPLAR_KINDS,
+    MAX_EXEMPLARS,
+    MAX_PRINCIPLES,
+    PRINCIPLE_KINDS,
+    add_principle,
+    check_size,
+    content,
+    create_constitution,
+    delete_principle,
+    disable_principle,
+    edit_principle,
+    enable_principle,
+    list_constitutions,
+    list_versions,
+    new_version,
+    normalize_exemplar,
+    normalize_principle,
+    resolve_version,
+    restore_version,
+    version_by_id,
+)
+
+__all__ = [
+    "DEFAULT_FILE",
+    "DEFAULT_NAME",
+    "EXEMPLAR_KINDS",
+    "FIELDS",
+    "FORMAT",
+    "MAX_EXEMPLARS",
+    "MAX_FILE_BYTES",
+    "MAX_PRINCIPLES",
+    "PAPER_KINDS",
+    "PRINCIPLE_KINDS",
+    "PathLike",
+    "add_principle",
+    "check_size",
+    "content",
+    "create_constitution",
+    "delete_principle",
+    "detect_format",
+    "diff",
+    "diff_versions",
+    "disable_principle",
+    "edit_principle",
+    "enable_principle",
+    "export",
+    "from_paper",
+    "import_file",
+    "list_constitutions",
+    "list_versions",
+    "load_json",
+    "new_version",
+    "normalize_exemplar",
+    "normalize_principle",
+    "resolve_version",
+    "restore_version",
+    "seed_default",
+    "to_cai",
+    "to_paper",
+    "version_by_id",
+]
