@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -438,6 +439,7 @@ def rank_snapshot(db_path: str | os.PathLike[str], rank: int) -> Path:
     import sqlite3
 
     real = Path(store.db_path(str(db_path))).resolve()
+    sweep_rank_snapshots(real)
     copy = real.parent / f".{real.name}.rank{rank}-{os.getpid()}"
     src, dst = sqlite3.connect(real), sqlite3.connect(copy)
     try:
@@ -446,6 +448,18 @@ def rank_snapshot(db_path: str | os.PathLike[str], rank: int) -> Path:
         src.close()
         dst.close()
     return copy
+
+
+def sweep_rank_snapshots(real: Path) -> list[Path]:
+    """Delete the snapshots (and their -wal/-shm files) that killed ranks left beside the database, i.e. those
+    whose pid is gone; returns them."""
+    gone = []
+    for path in sorted(real.parent.glob(f".{real.name}.rank*-*")):
+        m = re.fullmatch(r"rank\d+-(\d+)(?:-wal|-shm|-journal)?", path.name[len(real.name) + 2 :])
+        if m and not _alive(int(m[1])):
+            path.unlink(missing_ok=True)
+            gone.append(path)
+    return gone
 
 
 def set_threads(db: Database, ctx: RunContext) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -265,3 +267,19 @@ def test_a_run_leaves_no_cancel_hook_on_a_cached_backend(db, monkeypatch):
     config = SLConfig(prompts="red", model="tiny", constitution="test", revisions=1, batch_size=2)
     assert runs.execute(db, runs.create_run(db, config))["status"] == "done"
     assert seen == [True, True, True] and backend.should_stop is None
+
+
+def test_rank_snapshots_of_dead_ranks_are_swept(tmp_path):
+    """A killed rank leaves `.NAME.rankR-PID` beside the database; the next snapshot deletes the ones whose pid
+    is gone and keeps live ones (this process) and unrelated files."""
+    real = tmp_path / "workbench.db"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".workbench.db.rank1-{dead.pid}"
+    stale_wal = tmp_path / f".workbench.db.rank1-{dead.pid}-wal"
+    live = tmp_path / f".workbench.db.rank2-{os.getpid()}"
+    other = tmp_path / ".workbench.db.rank1-notapid"
+    for p in (stale, stale_wal, live, other):
+        p.write_text("x")
+    assert runs.sweep_rank_snapshots(real) == [stale, stale_wal]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
