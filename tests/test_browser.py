@@ -214,7 +214,7 @@ def test_labels_page_shows_a_real_tiny_labeling_run(app, browser):
     page.close()
 
 
-def test_roles_viewer_cannot_launch_and_rater_sees_only_the_arena(app, browser):
+def test_each_role_gets_its_page_viewer_cannot_launch_and_rater_sees_only_the_arena(app, browser):
     from playwright.sync_api import expect
 
     url, _ = app
@@ -224,10 +224,23 @@ def test_roles_viewer_cannot_launch_and_rater_sees_only_the_arena(app, browser):
     expect(page.get_by_text("Not allowed: this needs the admin role; you are vera (viewer)").first).to_be_visible(
         timeout=20_000)
     page.close()
+    assert page.get_by_role("tab", name="Arena").count() == 0  # the viewer's page has no Arena tab at all
+    shot(page, "page-viewer")
+    page.close()
     page = login(browser, url, "rita", "rater-pw-1")
-    page.wait_for_timeout(4500)  # past two dashboard timer ticks: they must not pop errors at a rater
+    assert page.url == f"{url}/arena/"  # the rater page, signed in from the one login
+    expect(page.locator("#arena-campaign")).to_be_visible()
+    page.wait_for_timeout(2500)
     assert page.get_by_text("Not allowed").count() == 0
-    assert page.locator("[role=tab]:visible").count() == 0
-    assert page.locator("#chains-table:visible, #runs-table:visible, #principles-table:visible").count() == 0
-    shot(page, "arena-rater")
+    assert page.locator("[role=tab]").count() == 0
+    assert page.locator("#chains-table, #runs-table, #principles-table").count() == 0
+    shot(page, "page-rater")
+    page.goto(url + "/")  # the workbench address sends a rater back to the rater page
+    expect(page).to_have_url(f"{url}/arena/")
+    assert page.request.get(f"{url}/config").status == 401
+    page.close()
+    page = login(browser, url, "admin", ADMIN_PASSWORD)
+    page.get_by_role("tab", name="Arena").click()
+    expect(page.get_by_text("Campaigns, progress and ratings (admins)")).to_be_visible(timeout=20_000)
+    shot(page, "page-admin")
     page.close()

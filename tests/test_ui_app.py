@@ -1,25 +1,31 @@
-"""The app frame: views by role, the login check, the whole Blocks builds, and app.py's first start."""
+"""The app frame: pages by role, the login check, each role's Blocks builds, and app.py's first start."""
 
 from __future__ import annotations
 
 import gradio as gr
+import pytest
 
 import app as app_module
 from cai import constitution, data, users
 from ui import app as ui_app
 
 
-def test_view_for_roles():
-    assert [ui_app.view_for(r) for r in ("admin", "viewer", "rater", None, "boss")] == [
-        "workbench", "workbench", "arena", "none", "none"]
+def test_home_and_tabs_for_roles():
+    assert [ui_app.home_for(r) for r in ("admin", "viewer", "rater", None, "boss")] == [
+        "/", "/", "/arena/", "/login", "/login"]
+    assert [t[0] for t in ui_app.tabs_for("admin")] == [
+        "Constitution", "Chains", "Labels", "Dashboard", "Models", "Arena", "Experiments"]
+    assert [t[0] for t in ui_app.tabs_for("viewer")] == [
+        "Constitution", "Chains", "Labels", "Dashboard", "Models", "Experiments"]
+    assert ui_app.tabs_for("rater") == []
 
 
-def test_auth_function_checks_the_users_table(db, db_path):
+def test_login_check_checks_the_users_table(db, db_path):
     users.add_user(db, "ada", "admin", "password1")
-    check = ui_app.auth_function(db_path)
-    assert check("ada", "password1") is True
-    assert check("ada", "password2") is False
-    assert check("nobody", "password1") is False
+    check = ui_app.login_check(db_path)
+    assert check("ada", "password1", "1.2.3.4").user["name"] == "ada"
+    assert check("ada", "password2", "1.2.3.4").message == "Wrong name or password."
+    assert check("nobody", "password1", "1.2.3.4").user is None
 
 
 def test_header_escapes_the_user_name():
@@ -43,11 +49,32 @@ def test_prepare_seeds_and_creates_the_first_admin_once(tmp_path, monkeypatch):
     assert app_module.prepare(str(path)) == (str(path), None)  # second start: nothing new, nothing printed
 
 
-def test_build_app_builds_every_tab(db_path):
-    demo = ui_app.build_app(db_path, "tiny")
-    assert isinstance(demo, gr.Blocks)
-    labels = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
-    assert labels[:6] == ["Constitution", "Chains", "Labels", "Dashboard", "Models", "Arena"]
+def test_build_app_builds_the_tabs_of_each_role(db_path):
+    labels = {}
+    for role in ("admin", "viewer"):
+        demo = ui_app.build_app(db_path, "tiny", role)
+        assert isinstance(demo, gr.Blocks)
+        labels[role] = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
+    assert labels["admin"][:7] == ["Constitution", "Chains", "Labels", "Dashboard", "Models", "Arena", "Experiments"]
+    assert "Arena" not in labels["viewer"] and labels["viewer"][:6] == [
+        "Constitution", "Chains", "Labels", "Dashboard", "Models", "Experiments"]
+    with pytest.raises(ValueError, match="role 'rater' has no workbench page"):
+        ui_app.build_app(db_path, "tiny", "rater")
+
+
+def test_only_the_first_tab_fills_on_page_load_the_others_on_first_select(db_path):
+    demo = ui_app.build_app(db_path, "tiny", "admin")
+    tabs = {b._id: b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)}
+    loads, selects = [], set()
+    for fn in demo.fns.values():
+        for block, event in fn.targets:
+            if event == "load":
+                loads.append(fn.name)
+            elif event == "select" and block in tabs:
+                selects.add(tabs[block])
+    assert loads[0] == "on_load"  # the header first
+    assert selects == {"Chains", "Labels", "Dashboard", "Models", "Arena", "Experiments"}
+    assert "Constitution" not in selects
 
 
 def test_calm_queue_polls_less_often(db_path):
