@@ -85,13 +85,15 @@ def test_admin_and_viewer_each_get_their_own_workbench(running):
             assert c.get("/").status_code == 200
             config = c.get("/config").json()
             info = c.get("/gradio_api/info").json()
-            tabs = [x["props"]["label"] for x in config["components"] if x["type"] == "tabitem"]
-            got[name] = (tabs, labels(config), info)
-    tabs, admin_labels, _ = got["ada"]
-    assert tabs == ["Constitution", "Chains", "Labels", "Dashboard", "Models", "Arena", "Experiments"]
+            assert c.get("/dashboard").status_code == 200
+            pages = [path for path, _, _ in config["pages"]]
+            got[name] = (pages, labels(config), info)
+            assert c.get("/campaigns").status_code == (200 if name == "ada" else 404)
+    pages, admin_labels, _ = got["ada"]
+    assert pages == ["", "chains", "labels", "dashboard", "models", "campaigns", "experiments"]
     assert ARENA_ADMIN_LABELS <= admin_labels
-    tabs, viewer_labels, viewer_info = got["vera"]
-    assert tabs == ["Constitution", "Chains", "Labels", "Dashboard", "Models", "Experiments"]
+    pages, viewer_labels, viewer_info = got["vera"]
+    assert pages == ["", "chains", "labels", "dashboard", "models", "experiments"]
     assert not ARENA_ADMIN_LABELS & viewer_labels
     assert "Model A" not in viewer_labels and "Model A" not in admin_labels  # no battle copy in the workbench
     endpoints = set(viewer_info["named_endpoints"]) | set(viewer_info["unnamed_endpoints"])
@@ -105,7 +107,7 @@ def test_the_workbench_is_not_sent_to_a_rater_or_a_visitor(running, name):
         home = c.get("/")
         assert (home.status_code, home.headers["location"]) == (303, "/arena/" if name else "/login")
         assert home.content == b""
-        for path in ("/config", "/gradio_api/info", "/gradio_api/openapi.json", "/gradio_api/login_check",
+        for path in ("/config", "/dashboard", "/campaigns", "/gradio_api/info", "/gradio_api/openapi.json", "/gradio_api/login_check",
                      "/theme.css", "/gradio_api/queue/data?session_hash=x"):
             resp = c.get(path)
             assert resp.status_code == 401, path

@@ -49,32 +49,31 @@ def test_prepare_seeds_and_creates_the_first_admin_once(tmp_path, monkeypatch):
     assert app_module.prepare(str(path)) == (str(path), None)  # second start: nothing new, nothing printed
 
 
-def test_build_app_builds_the_tabs_of_each_role(db_path):
-    labels = {}
+def test_build_app_gives_each_role_its_pages(db_path):
+    paths = {}
     for role in ("admin", "viewer"):
         demo = ui_app.build_app(db_path, "tiny", role)
         assert isinstance(demo, gr.Blocks)
-        labels[role] = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
-    assert labels["admin"][:7] == ["Constitution", "Chains", "Labels", "Dashboard", "Models", "Arena", "Experiments"]
-    assert "Arena" not in labels["viewer"] and labels["viewer"][:6] == [
-        "Constitution", "Chains", "Labels", "Dashboard", "Models", "Experiments"]
+        paths[role] = [(path, name) for path, name, _ in demo.pages]
+    assert paths["admin"] == [("", "Home"), ("chains", "Chains"), ("labels", "Labels"), ("dashboard", "Dashboard"),
+                              ("models", "Models"), ("campaigns", "Arena"), ("experiments", "Experiments")]
+    assert paths["viewer"] == [p for p in paths["admin"] if p[0] != "campaigns"]
     with pytest.raises(ValueError, match="role 'rater' has no workbench page"):
         ui_app.build_app(db_path, "tiny", "rater")
 
 
-def test_only_the_first_tab_fills_on_page_load_the_others_on_first_select(db_path):
+def test_each_page_carries_only_its_own_components_and_fills_its_header_first(db_path):
     demo = ui_app.build_app(db_path, "tiny", "admin")
-    tabs = {b._id: b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)}
-    loads, selects = [], set()
-    for fn in demo.fns.values():
-        for block, event in fn.targets:
-            if event == "load":
-                loads.append(fn.name)
-            elif event == "select" and block in tabs:
-                selects.add(tabs[block])
-    assert loads[0] == "on_load"  # the header first
-    assert selects == {"Chains", "Labels", "Dashboard", "Models", "Arena", "Experiments"}
-    assert "Constitution" not in selects
+    config = demo.get_config_file()
+    by_id = {c["id"]: c for c in config["components"]}
+    elem_ids = {page: {by_id[i]["props"].get("elem_id") for i in spec["components"]} - {None}
+                for page, spec in config["page"].items()}
+    assert "principles-table" in elem_ids[""] and "runs-table" in elem_ids["dashboard"]
+    assert "runs-table" not in elem_ids[""] and "principles-table" not in elem_ids["dashboard"]
+    assert "chains-table" in elem_ids["chains"] and not elem_ids["chains"] & elem_ids["labels"]
+    for page, spec in config["page"].items():
+        first = demo.fns[min(spec["dependencies"])]
+        assert first.name == "on_load" and [t[1] for t in first.targets] == ["load"], page
 
 
 def test_calm_queue_polls_less_often(db_path):

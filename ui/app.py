@@ -3,21 +3,22 @@
 Pages (`server`):
 - `/login`: the sign-in form (`POST /login` answers JSON, as Gradio's did). Lockout per name and per client
   address, every attempt logged (`cai.users.attempt_login`); the check runs off the event loop.
-- `/`: the workbench, a Gradio Blocks per role, chosen by the session's role on every request: admins get
-  every tab (the Arena tab holds campaigns, ratings and invites), viewers every tab but the Arena. A page a
-  role may not use is never sent to it: its `/config` and `/gradio_api/info` come from its own Blocks, and a
+- `/`: the workbench, a multipage Gradio Blocks per role (`TABS`: one page per tab, a navbar between them, so
+  the browser builds only the page it opens), chosen by the session's role on every request: admins get every
+  page (the Arena page, /campaigns, holds campaigns, ratings and invites), viewers every page but that one. A
+  page a role may not use is never sent to it: `/config` and `/gradio_api/info` come from its own Blocks, and a
   rater or a signed-out client gets 401 there (a browser asking for `/` is sent to `/arena/` or `/login`).
 - `/arena/`: the rater page (`ui.arena.build_page`): battles for raters and admins, who arrive signed in from
   `/login`; it also has its own sign-in and takes invite codes.
 A session ends on log out, and when its user is removed or changes password (`cai.users.session_user`).
 
 Contract for tab modules (the arena engineer's `ui/arena.py` follows it too):
-- each module exposes `build(ctx: AppContext) -> None`, called inside an open `gr.Tab`; it creates its
+- each module exposes `build(ctx: AppContext) -> None`, called inside its page (`Blocks.route`); it creates its
   components and wires its events there. Handlers are plain module functions taking the context, their
   inputs and `request: gr.Request`, and return values (testable without a browser);
 - shared resources come only through `ctx` (`ctx.db()` gives a per-thread connection, `ctx.model`
   the default model spec); per-user state lives in `gr.State`, never in module globals;
-  `ui.common.on_page_load(fn, inputs, outputs)` fills a tab once per page load, when it is first shown;
+  `ui.common.on_page_load(fn, inputs, outputs)` refreshes a page each time it loads;
 - roles are still enforced inside handlers with `ui.common.require(ctx, request, ROLES)`:
   EDIT_ROLES (admin) to change things, BROWSE_ROLES (admin, viewer) to read, ARENA_ROLES (admin, rater)
   for the arena.
@@ -30,6 +31,7 @@ import html
 import importlib
 import secrets
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +45,15 @@ from cai import store, users
 from ui import arena
 from ui.common import BROWSE_ROLES, CSS, EDIT_ROLES, AppContext, bind, esc, username
 
-# (tab label, tab id, module, roles that get the tab) of the workbench page.
+# (label, path, module, roles that get it): the pages of the workbench, each its own Gradio page (`Blocks.route`)
+# with a navbar, so the browser builds only the page it opens. The first is the home page, at /.
 TABS = [
-    ("Constitution", "constitution", "ui.constitution", BROWSE_ROLES),
+    ("Constitution", "", "ui.constitution", BROWSE_ROLES),
     ("Chains", "chains", "ui.chains", BROWSE_ROLES),
     ("Labels", "labels", "ui.labels", BROWSE_ROLES),
     ("Dashboard", "dashboard", "ui.dashboard", BROWSE_ROLES),
     ("Models", "models", "ui.models", BROWSE_ROLES),
-    ("Arena", "arena", "ui.arena", EDIT_ROLES),
+    ("Arena", "campaigns", "ui.arena", EDIT_ROLES),  # /arena/ is the rater page
     ("Experiments", "experiments", "ui.experiments", BROWSE_ROLES),
 ]
 WORKBENCH_ROLES = BROWSE_ROLES  # the roles with a workbench page; raters have the rater page
@@ -74,8 +77,8 @@ def home_for(role: str | None) -> str:
 
 
 def tabs_for(role: str) -> list[tuple[str, str, str]]:
-    """The (label, id, module) of the workbench tabs a role gets."""
-    return [(label, tab_id, module) for label, tab_id, module, roles in TABS if role in roles]
+    """The (label, path, module) of the workbench pages a role gets."""
+    return [(label, path, module) for label, path, module, roles in TABS if role in roles]
 
 
 def on_load(ctx: AppContext, request: gr.Request) -> str:
@@ -83,19 +86,27 @@ def on_load(ctx: AppContext, request: gr.Request) -> str:
     return header_html(name, users.role_of(ctx.db(), name))
 
 
+def _page(ctx: AppContext, root: gr.Blocks, module: str) -> None:
+    """One workbench page: navbar, header (filled first on load), then the module's components."""
+    gr.Navbar(main_page_name=TABS[0][0])
+    header = gr.HTML(header_html(None, None))
+    root.load(bind(on_load, ctx), None, header, show_progress="hidden")
+    importlib.import_module(module).build(ctx)
+
+
 def build_app(db_path: str | Path, model: str = "default", role: str = "admin") -> gr.Blocks:
-    """The workbench page of `role` over the database at `db_path`; `model` is the default for chat and forms."""
+    """The workbench of `role` over the database at `db_path`, one page per tab; `model` is the default for chat
+    and forms."""
     if role not in WORKBENCH_ROLES:
         raise ValueError(f"role {role!r} has no workbench page (one of {', '.join(WORKBENCH_ROLES)})")
     ctx = AppContext(Path(db_path), model)
     ctx.db()  # create and migrate before the first request
+    (_, _, home), *pages = tabs_for(role)
     with gr.Blocks(title="Constitutional AI Workbench") as demo:
-        header = gr.HTML(header_html(None, None))
-        demo.load(bind(on_load, ctx), None, header, show_progress="hidden")  # first: the header shows at once
-        with gr.Tabs():
-            for label, tab_id, module in tabs_for(role):
-                with gr.Tab(label, id=tab_id):
-                    importlib.import_module(module).build(ctx)
+        _page(ctx, demo, home)
+    for label, path, module in pages:
+        with demo.route(label, path):
+            _page(ctx, demo, module)
     return demo
 
 
@@ -219,8 +230,10 @@ def _role_app(sessions: Sessions, blocks: gr.Blocks, role: str, max_file_size: s
         user = sessions.from_request(request)
         return user["name"] if user and user["role"] == role else None
 
-    return gr.mount_gradio_app(FastAPI(), calm_queue(blocks.queue(default_concurrency_limit=8)), path="",
-                               auth_dependency=who, max_file_size=max_file_size, **_look())
+    with warnings.catch_warnings():  # "SSR mode is not supported with multi-page apps": we do not use SSR
+        warnings.filterwarnings("ignore", message="SSR mode is not supported", category=UserWarning)
+        return gr.mount_gradio_app(FastAPI(), calm_queue(blocks.queue(default_concurrency_limit=8)), path="",
+                                   auth_dependency=who, max_file_size=max_file_size, **_look())
 
 
 def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,

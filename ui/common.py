@@ -83,57 +83,12 @@ def quietly(fn: Callable[..., Any], n_outputs: int) -> Callable[..., Any]:
 
 
 def on_page_load(fn: Callable[..., Any], inputs: list[Any] | None, outputs: list[Any]) -> Any:
-    """Run `fn` once per page load, from inside a tab's build() (fresh choices, first page); quietly.
-
-    In the tab shown first it runs on page load; in any other tab it runs the first time that tab is
-    selected (a per-session flag skips later selects), so signing in does not wait for every tab's data.
+    """Run `fn` each time the page loads (fresh choices, first page), from inside a page's build(); quietly.
     Returns the event, for `.then(...)`."""
     root = gr.context.Context.root_block
     if root is None:
         raise RuntimeError("on_page_load must be called inside a gr.Blocks context")
-    quiet = quietly(fn, len(outputs))
-    tab = _hidden_tab(gr.context.Context.block)
-    if tab is None:
-        return root.load(quiet, inputs, outputs)
-    done = gr.State(False)
-    return tab.select(_once(quiet, len(outputs)), [done, *(inputs or [])], [done, *outputs], show_progress="hidden")
-
-
-def then_once(event: Any, fn: Callable[..., Any], inputs: list[Any] | None, outputs: list[Any]) -> Any:
-    """Chain `fn` after an `on_page_load` event, also once per page load (a tab is selected many times)."""
-    done = gr.State(False)
-    return event.then(_once(fn, len(outputs)), [done, *(inputs or [])], [done, *outputs], show_progress="hidden")
-
-
-def _hidden_tab(block: Any) -> gr.Tab | None:
-    """The innermost enclosing tab that is not shown when the page opens (None: all of them are shown)."""
-    while block is not None:
-        if isinstance(block, gr.Tab):
-            tabs = block.parent
-            siblings = [c for c in getattr(tabs, "children", []) if isinstance(c, gr.Tab) and c is not block]
-            selected = getattr(tabs, "selected", None)
-            shown = (selected == block.id) if selected is not None else not siblings  # the first tab is shown
-            if not shown:
-                return block
-        block = getattr(block, "parent", None)
-    return None
-
-
-def _once(fn: Callable[..., Any], n_outputs: int) -> Callable[..., Any]:
-    """`fn` behind a session flag (its first input and first output): later calls change nothing."""
-
-    def first(done: bool, *args: Any, **kwargs: Any) -> Any:
-        if done:
-            return [True, *(gr.skip() for _ in range(n_outputs))]
-        out = fn(*args, **kwargs)
-        return [True, out] if n_outputs == 1 else [True, *out]
-
-    sig = inspect.signature(fn)
-    flag = inspect.Parameter("cai_loaded", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    first.__signature__ = sig.replace(parameters=[flag, *sig.parameters.values()])  # type: ignore[attr-defined]
-    first.__annotations__ = dict(getattr(fn, "__annotations__", {}))
-    first.__name__ = first.__qualname__ = getattr(fn, "__name__", "first")
-    return first
+    return root.load(quietly(fn, len(outputs)), inputs, outputs)
 
 
 def username(request: gr.Request | None) -> str | None:

@@ -20,17 +20,7 @@ from sqlite_utils import Database
 from cai import models, runs
 from cai.config import STAGES, ConfigError, StageConfig, fields_help
 from cai.refs import REFS, REQUIRED, missing_references
-from ui.common import (
-    BROWSE_ROLES,
-    EDIT_ROLES,
-    AppContext,
-    bind,
-    esc,
-    on_page_load,
-    quietly,
-    require,
-    then_once,
-)
+from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, require
 from ui.lineage import lineage_html
 
 STAGE_LABELS = {
@@ -539,8 +529,10 @@ def build(ctx: AppContext) -> None:
     lineage_btn.click(bind(lineage, ctx), lineage_model, lineage_view)
     lineage_model.input(bind(lineage, ctx), lineage_model, lineage_view)
     on_page_load(bind(poll, ctx), [last_sig, interval], [table, last_sig, interval, timer, empty_note])
+    root = gr.context.Context.root_block
+    assert root is not None
     refresh_refs = quietly(bind(model_choices, ctx), len(ref_inputs) + 1)
-    then_once(on_page_load(refresh_refs, None, [*ref_inputs, lineage_model]), restore_last, [saved], [stage, *all_inputs])
+    root.load(refresh_refs, None, [*ref_inputs, lineage_model]).then(restore_last, saved, [stage, *all_inputs])
     imported.then(quietly(bind(fresh_choices, ctx), len(ref_inputs) + 1), None, [*ref_inputs, lineage_model])
 
 
