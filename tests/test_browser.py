@@ -230,7 +230,7 @@ def test_each_role_gets_its_page_viewer_cannot_launch_and_rater_sees_only_the_ar
     page.locator("#launch-sl").click()
     expect(page.get_by_text("Not allowed: this needs the admin role; you are vera (viewer)").first).to_be_visible(
         timeout=20_000)
-    page.close()
+    assert page.get_by_role("link", name="Dashboard", exact=True).count() == 1
     assert page.get_by_role("link", name="Arena", exact=True).count() == 0  # viewers have no Arena page at all
     shot(page, "page-viewer")
     page.close()
