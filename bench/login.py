@@ -87,24 +87,35 @@ def http_figures(url: str, role: str) -> dict[str, float]:
             "config_bytes": len(config.content) if config.status_code == 200 else 0}
 
 
-def browser_login(browser, url: str, role: str) -> float:  # type: ignore[no-untyped-def]
-    """Seconds from pressing Login to a usable page for `role`."""
+def browser_login(browser, url: str, role: str, context=None) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(seconds from pressing Login to a usable page for `role`, seconds the page's main thread was busy meanwhile
+    (Chrome's TaskDuration: the browser's CPU work, which a loaded machine stretches less than wall time)).
+    A fresh browser context (no cached assets) unless `context` is given (a returning user: cached assets)."""
     from playwright.sync_api import expect
 
     name, password = ACCOUNTS[role]
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    if context is not None:
+        context.clear_cookies()
+    page = (context or browser).new_page(viewport={"width": 1400, "height": 1000})
     try:
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")
         page.goto(url + "/")
         page.get_by_label("username").fill(name)
         page.get_by_label("password").fill(password)
+        busy0 = _busy(cdp)
         t = time.perf_counter()
         page.get_by_role("button", name="Login").click()
         expect(page.locator("text=Signed in as >> visible=true").first).to_be_visible(timeout=120_000)
         if role != "rater":
             expect(page.locator("#constitution-info")).to_contain_text("default v", timeout=120_000)
-        return time.perf_counter() - t
+        return time.perf_counter() - t, _busy(cdp) - busy0
     finally:
         page.close()
+
+
+def _busy(cdp) -> float:  # type: ignore[no-untyped-def]
+    return float(next(m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration"))
 
 
 def main() -> None:
@@ -132,7 +143,8 @@ def main() -> None:
     servers = {side: start_app(tree, Path(tempfile.mkdtemp(prefix=f"login-{side}-"))) for side, tree in sides.items()}
     try:
         http: dict[str, dict[str, list[dict[str, float]]]] = {s: {r: [] for r in roles} for s in sides}
-        clicks: dict[str, dict[str, list[float]]] = {s: {r: [] for r in roles} for s in sides}
+        kinds = ("cold", "warm")
+        clicks = {s: {r: {k: [] for k in kinds} for r in roles} for s in sides}  # (wall, busy) per login
         for _ in range(args.runs):  # interleaved: before and after, role by role
             for role in roles:
                 for side in sides:
@@ -142,21 +154,28 @@ def main() -> None:
 
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-                for side in sides:  # one warm-up sign-in each (first page of a fresh server compiles templates)
-                    browser_login(browser, servers[side][1], roles[0])
+                returning = {side: browser.new_context() for side in sides}  # keeps its HTTP cache
+                for side in sides:  # warm-up: the server's first page, and the returning user's cache
+                    for role in roles:
+                        browser_login(browser, servers[side][1], role, returning[side])
                 for _ in range(args.runs):
                     for role in roles:
                         for side in sides:
-                            clicks[side][role].append(browser_login(browser, servers[side][1], role))
+                            url = servers[side][1]
+                            clicks[side][role]["cold"].append(browser_login(browser, url, role))
+                            clicks[side][role]["warm"].append(browser_login(browser, url, role, returning[side]))
                 browser.close()
         for side in sides:
-            per_role: dict[str, dict[str, float]] = {}
+            per_role: dict[str, dict[str, object]] = {}
             for role in roles:
                 rows = http[side][role]
-                fig = {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]}
-                if clicks[side][role]:
-                    fig["browser_login_to_usable_s"] = round(statistics.median(clicks[side][role]), 2)
-                    fig["browser_login_to_usable_all_s"] = [round(x, 2) for x in clicks[side][role]]  # type: ignore[assignment]
+                fig: dict[str, object] = {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]}
+                for kind in kinds:
+                    got = clicks[side][role][kind]
+                    if got:
+                        fig[f"login_to_usable_{kind}_s"] = round(statistics.median(w for w, _ in got), 2)
+                        fig[f"browser_busy_{kind}_s"] = round(statistics.median(b for _, b in got), 2)
+                        fig[f"login_to_usable_{kind}_all_s"] = [round(w, 2) for w, _ in got]
                 per_role[role] = fig
             out[side] = per_role
     finally:
@@ -166,6 +185,7 @@ def main() -> None:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if args.guessers:
         for off in (False, True, False, True):  # interleaved: the machine's load drifts
             key = f"p95_ms_with_{args.guessers}_guessers_{'off_loop' if off else 'on_loop'}"

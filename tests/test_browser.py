@@ -225,6 +225,11 @@ def test_each_role_gets_its_page_viewer_cannot_launch_and_rater_sees_only_the_ar
     from playwright.sync_api import expect
 
     url, _ = app
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    expect(page).to_have_url(f"{url}/login")  # signed out: the sign-in page
+    shot(page, "page-login")
+    page.close()
     page = login(browser, url, "vera", "viewer-pw-1")
     open_tab(page, "Dashboard")
     page.locator("#launch-sl").click()

@@ -2,7 +2,7 @@
 
 Two faces: `build_page(...)` is the rater page, the only place battles happen (its own path; whoever
 signed in at /login as a rater or admin arrives signed in, others sign in there with a password or a
-single-use invite code), and `build(ctx)` is the admins' Arena tab of the workbench (campaigns,
+single-use invite code), and `build(ctx)` is the admins' Arena page of the workbench (campaigns,
 progress, ratings and invites; no battles). Handlers are plain
 functions over `cai.arena`; the rater's identity and battle live in server-side `gr.State`, and the
 identity is checked against the database on every call (a removed, demoted or re-passworded rater is
@@ -28,7 +28,7 @@ from ui.common import ARENA_ROLES, EDIT_ROLES, AppContext, bind, chat_safe, esc,
 
 VOTE_LABELS = {"A is better": "A", "B is better": "B", "Tie": "tie", "Both are bad": "bothbad"}
 Identify = Callable[[dict[str, Any], Any], dict[str, Any]]
-NO_CAMPAIGNS = ("**No campaign is open yet.** An admin creates one in the workbench's Arena tab "
+NO_CAMPAIGNS = ("**No campaign is open yet.** An admin creates one on the workbench's Arena page "
                 "(*Campaigns, progress and ratings*) or with "
                 "`cai arena campaign create NAME --models A,B --dimension helpfulness`; it then appears here.")
 ANSWERING = "Both models are answering…"
@@ -341,7 +341,7 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
         def enter(new_state: dict) -> tuple:
             camps = campaign_choices(ctx, new_state["user"]["id"])
             return (new_state, gr.Column(visible=False), gr.Column(visible=True),
-                    f"Signed in as **{new_state['user']['name']}**.",
+                    f"Signed in as **{new_state['user']['name']}**. [Log out](/logout)",
                     gr.Dropdown(choices=camps, value=camps[0] if camps else None))
 
         def on_sign_in(s: dict, n: str, p: str, request: gr.Request) -> tuple:
@@ -363,7 +363,7 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
     return page
 
 
-# -- admin handlers (the Arena tab of the workbench) -------------------------------------------------
+# -- admin handlers (the Arena page of the workbench) ------------------------------------------------
 
 
 def admin_visible(ctx: AppContext, request: gr.Request) -> gr.Accordion:
@@ -441,7 +441,7 @@ def make_invites(ctx: AppContext, count: float, campaign: str, request: gr.Reque
 
 
 def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
-    """The workbench's Arena tab (admins only): campaigns, progress, ratings and invites. `pool` is unused
+    """The workbench's Arena page (admins only): campaigns, progress, ratings and invites. `pool` is unused
     (battles are on the rater page); it stays for callers that pass one."""
     gr.Markdown("Battles happen on the rater page, [/arena/](/arena/): raters and admins who signed in here "
                 "arrive there signed in, and invite codes are redeemed there.")
