@@ -46,7 +46,7 @@ def app(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "app.py", "--db", str(db_path), "--port", str(port)], cwd=ROOT,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # it builds a workbench per role: slow on a loaded machine
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
