@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
 PASSWORD = "bench-admin-pw"
+VIEWPORT = {"width": 1400, "height": 1000}
 ACCOUNTS = {"admin": ("admin", PASSWORD), "viewer": ("vera", "bench-viewer-pw"), "rater": ("rita", "bench-rater-pw")}
 
 
@@ -96,7 +97,7 @@ def browser_login(browser, url: str, role: str, context=None) -> tuple[float, fl
     name, password = ACCOUNTS[role]
     if context is not None:
         context.clear_cookies()
-    page = (context or browser).new_page(viewport={"width": 1400, "height": 1000})
+    page = context.new_page() if context is not None else browser.new_page(viewport=VIEWPORT)
     try:
         cdp = page.context.new_cdp_session(page)
         cdp.send("Performance.enable")
@@ -154,7 +155,7 @@ def main() -> None:
 
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-                returning = {side: browser.new_context() for side in sides}  # keeps its HTTP cache
+                returning = {side: browser.new_context(viewport=VIEWPORT) for side in sides}  # keeps its HTTP cache
                 for side in sides:  # warm-up: the server's first page, and the returning user's cache
                     for role in roles:
                         browser_login(browser, servers[side][1], role, returning[side])
