@@ -66,7 +66,8 @@ def main() -> None:
             page.get_by_label("username").fill("admin")
             page.get_by_label("password").fill("bench-admin-pw")
             page.get_by_role("button", name="Login").click()
-            page.get_by_role("tab", name="Experiments").click(timeout=30_000)
+            tab = page.get_by_role("tab", name="Experiments")  # a tab before, a page of its own (navbar link) now
+            tab.or_(page.get_by_role("link", name="Experiments", exact=True)).first.click(timeout=30_000)
             page.get_by_label("default@1").check(timeout=30_000)
             page.get_by_label("default@2").check()
             for elem, value in (("exp-model", args.model), ("exp-limit", args.prompts),

@@ -89,7 +89,8 @@ def measure(root: Path, seconds: float, pw) -> dict[str, float]:  # type: ignore
             page.get_by_label("password").fill(PASSWORD)
             page.get_by_role("button", name="Login").click()
             page.get_by_text("Signed in as admin").wait_for(timeout=60_000)
-            page.get_by_role("tab", name="Dashboard").click()
+            tab = page.get_by_role("tab", name="Dashboard")  # a tab before, a page of its own (navbar link) now
+            tab.or_(page.get_by_role("link", name="Dashboard", exact=True)).first.click()
             time.sleep(5)  # page-load handlers done
             chrome = browser_processes()
             before_s, before_b, t0 = cpu_seconds(server), cpu_seconds(chrome), time.monotonic()

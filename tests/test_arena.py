@@ -261,9 +261,6 @@ def test_arena_tab_admin_handlers_and_role_checks(setup, db_path):
     for handler, args in ((ui_arena.campaigns_table, ()), (ui_arena.make_invites, (1, "help"))):
         with pytest.raises(gr.Error, match="Not allowed"):
             handler(ctx, *args, rater)
-    assert ui_arena.app_user(ctx)({}, rater)["name"] == "rita"
-    with pytest.raises(gr.Error, match="Not allowed"):
-        ui_arena.app_user(ctx)({}, SimpleNamespace(username=None))
 
 
 def test_a_campaign_refuses_the_tiny_test_model_unless_confirmed(db):

@@ -4,7 +4,6 @@ output, incremental decoding, turn markers, invite expiry and binding, and the p
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from types import SimpleNamespace
@@ -73,19 +72,21 @@ def test_a_removed_demoted_or_repassworded_rater_can_no_longer_send_or_vote(setu
 
 
 def test_a_password_change_or_removal_ends_workbench_sessions(db, db_path):
-    from ui.app import SessionTokens
+    from ui.app import Sessions
 
     users.add_user(db, "ada", "admin", "password1")
     users.add_user(db, "bob", "viewer", "password1")
-    tokens = SessionTokens(db_path)
-    tokens["t-ada"], tokens["t-bob"], tokens["t-bob2"] = "ada", "bob", "bob"
-    assert [tokens.get(t) for t in ("t-ada", "t-bob", "t-bob2", "nope")] == ["ada", "bob", "bob", None]
+    sessions = Sessions(db_path)
+    signed = {who: sessions.open(users.authenticate(db, name, "password1"))
+              for who, name in (("t-ada", "ada"), ("t-bob", "bob"), ("t-bob2", "bob"))}
+    assert [(sessions.user(signed[t]) or {}).get("name") for t in ("t-ada", "t-bob", "t-bob2")] == ["ada", "bob", "bob"]
+    assert sessions.user("nope") is None and sessions.user(None) is None
     users.set_password(db, "ada", "password9")
     users.remove_user(db, "bob")
-    assert [tokens.get(t) for t in ("t-ada", "t-bob", "t-bob2")] == [None, None, None]
-    assert dict(tokens) == {}  # ended, not just hidden
-    tokens["t-ada3"] = "ada"  # a new sign-in after the change works
-    assert tokens.get("t-ada3") == "ada"
+    assert [sessions.user(signed[t]) for t in ("t-ada", "t-bob", "t-bob2")] == [None, None, None]
+    assert sessions._tokens == {}  # ended, not just hidden
+    again = sessions.open(users.authenticate(db, "ada", "password9"))  # a new sign-in after the change works
+    assert sessions.user(again)["name"] == "ada"
 
 
 # -- #17.7 / #13.2: login lockout, logging, timing, off the event loop -------------------------------
@@ -130,28 +131,28 @@ def test_an_unknown_name_costs_one_scrypt_like_a_known_one(db, monkeypatch):
     assert len(calls) == 2 and all(h.startswith("scrypt$16384$8$1$") for h in calls)
 
 
-def test_the_login_check_runs_in_a_worker_thread_with_the_client_address(db, db_path):
-    from ui import app as ui_app
+def test_the_login_check_runs_in_a_worker_thread_with_the_client_address(db, db_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from ui.app import server
 
     users.add_user(db, "ada", "admin", "password1")
     seen = []
+    real = users.attempt_login
 
-    def check(name, password):
-        seen.append((threading.get_ident(), ui_app.CLIENT.get()))
-        return name == "ada"
+    def spy(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return real(*args, **kwargs)
 
-    async def main():
-        ui_app.CLIENT.set("9.9.9.9")
-        return await ui_app.off_loop(check)("ada", "pw"), threading.get_ident()
-
-    ok, loop_thread = asyncio.run(main())
-    assert ok is True and seen[0][0] != loop_thread and seen[0][1] == "9.9.9.9"
-    assert asyncio.iscoroutinefunction(ui_app.off_loop(check))
-    # The real check logs the attempt with the address the middleware saw.
-    ui_app.CLIENT.set("8.8.8.8")
-    assert ui_app.auth_function(db_path)("ada", "password1") is True
+    monkeypatch.setattr(users, "attempt_login", spy)
+    with TestClient(server(db_path, "tiny")) as client:
+        assert client.post("/login", data={"username": "ada", "password": "password1"}).json() == {
+            "success": True, "home": "/"}
+        assert client.post("/login", data={"username": "ada", "password": "nope"}).json() == {
+            "detail": "Wrong name or password."}
+    assert seen == ["AnyIO worker thread"] * 2  # not the event loop: a scrypt there would stall every request
     assert [(r["name"], r["address"], r["ok"]) for r in store.connect(db_path)["login_attempts"].rows] == [
-        ("ada", "8.8.8.8", 1)]
+        ("ada", "testclient", 1), ("ada", "testclient", 0)]
 
 
 def test_the_rater_page_sign_in_is_throttled(setup):

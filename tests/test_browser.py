@@ -46,7 +46,7 @@ def app(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "app.py", "--db", str(db_path), "--port", str(port)], cwd=ROOT,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # it builds a workbench per role: slow on a loaded machine
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -86,6 +86,13 @@ def login(browser, url: str, name: str, password: str):  # type: ignore[no-untyp
     return page
 
 
+def open_tab(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Open a workbench page from the navbar (each tab is its own page) and wait until it is signed in."""
+    with page.expect_navigation():
+        page.get_by_role("link", name=name, exact=True).click()
+    page.get_by_text("Signed in as").first.wait_for(timeout=30_000)
+
+
 def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -119,7 +126,7 @@ def test_sl_run_from_the_dashboard_reaches_done_and_its_chain_opens(app, browser
 
     url, _ = app
     page = login(browser, url, "admin", ADMIN_PASSWORD)
-    page.get_by_role("tab", name="Dashboard").click()
+    open_tab(page, "Dashboard")
     expect(page.locator("#sl-prompts input")).to_have_value("sample-red-team (red-team, 16)", timeout=20_000)
     model = page.locator("#sl-model input")
     model.fill("tiny")
@@ -135,7 +142,7 @@ def test_sl_run_from_the_dashboard_reaches_done_and_its_chain_opens(app, browser
     expect(page.locator("#runs-table")).to_contain_text("2/2 (100%)", timeout=10_000)
     expect(page.locator("#run-log textarea")).to_have_value(__import__("re").compile("chains 2/2"))
     shot(page, "dashboard")
-    page.get_by_role("tab", name="Chains").click()
+    open_tab(page, "Chains")
     page.get_by_role("button", name="Search").click()
     expect(page.locator("#chains-table")).to_contain_text("tiny", timeout=20_000)
     page.locator("#chains-table [role=gridcell]").nth(7).click()
@@ -144,7 +151,7 @@ def test_sl_run_from_the_dashboard_reaches_done_and_its_chain_opens(app, browser
     expect(view).to_contain_text("Critique 1")
     expect(view).to_contain_text("Revision 1")
     shot(page, "chains")
-    page.get_by_role("tab", name="Models").click()
+    open_tab(page, "Models")
     expect(page.locator("#models-table")).to_contain_text("tiny", timeout=20_000)
     shot(page, "models")
     page.close()
@@ -166,7 +173,7 @@ def test_model_text_is_shown_as_text_never_run(app, browser):
     chain_id = sl.store_chain(db, run_id, chain, model_id=None, constitution_version_id=None)
     db.close()
     page = login(browser, url, "vera", "viewer-pw-1")
-    page.get_by_role("tab", name="Chains").click()
+    open_tab(page, "Chains")
     fill(page, "chain-id-box", str(chain_id))
     page.get_by_role("button", name="Open chain").click()
     view = page.locator("#chain-view")
@@ -198,7 +205,7 @@ def test_labels_page_shows_a_real_tiny_labeling_run(app, browser):
                                           order_by="id", limit=1))["id"]
     db.close()
     page = login(browser, url, "vera", "viewer-pw-1")
-    page.get_by_role("tab", name="Labels").click()
+    open_tab(page, "Labels")
     summary = page.locator("#labels-summary")
     expect(summary).to_contain_text(f"Run #{run_id} (done, feedback model tiny): 4 pairs", timeout=30_000)
     expect(summary).to_contain_text("agreement with humans")
@@ -214,20 +221,38 @@ def test_labels_page_shows_a_real_tiny_labeling_run(app, browser):
     page.close()
 
 
-def test_roles_viewer_cannot_launch_and_rater_sees_only_the_arena(app, browser):
+def test_each_role_gets_its_page_viewer_cannot_launch_and_rater_sees_only_the_arena(app, browser):
     from playwright.sync_api import expect
 
     url, _ = app
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    expect(page).to_have_url(f"{url}/login")  # signed out: the sign-in page
+    shot(page, "page-login")
+    page.close()
     page = login(browser, url, "vera", "viewer-pw-1")
-    page.get_by_role("tab", name="Dashboard").click()
+    open_tab(page, "Dashboard")
     page.locator("#launch-sl").click()
     expect(page.get_by_text("Not allowed: this needs the admin role; you are vera (viewer)").first).to_be_visible(
         timeout=20_000)
+    assert page.get_by_role("link", name="Dashboard", exact=True).count() == 1
+    assert page.get_by_role("link", name="Arena", exact=True).count() == 0  # viewers have no Arena page at all
+    shot(page, "page-viewer")
     page.close()
     page = login(browser, url, "rita", "rater-pw-1")
-    page.wait_for_timeout(4500)  # past two dashboard timer ticks: they must not pop errors at a rater
+    assert page.url == f"{url}/arena/"  # the rater page, signed in from the one login
+    expect(page.locator("#arena-campaign")).to_be_visible()
+    page.wait_for_timeout(2500)
     assert page.get_by_text("Not allowed").count() == 0
-    assert page.locator("[role=tab]:visible").count() == 0
-    assert page.locator("#chains-table:visible, #runs-table:visible, #principles-table:visible").count() == 0
-    shot(page, "arena-rater")
+    assert page.locator("[role=tab]").count() == 0
+    assert page.locator("#chains-table, #runs-table, #principles-table").count() == 0
+    shot(page, "page-rater")
+    page.goto(url + "/")  # the workbench address sends a rater back to the rater page
+    expect(page).to_have_url(f"{url}/arena/")
+    assert page.request.get(f"{url}/config").status == 401
+    page.close()
+    page = login(browser, url, "admin", ADMIN_PASSWORD)
+    open_tab(page, "Arena")
+    expect(page.get_by_text("Campaigns, progress and ratings (admins)")).to_be_visible(timeout=20_000)
+    shot(page, "page-admin")
     page.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import ADMIN_PASSWORD, app, browser, fill, login, shot  # noqa: F401  (fixtures: a fresh app)
+from test_browser import ADMIN_PASSWORD, app, browser, fill, login, open_tab, shot  # noqa: F401  (fixtures: a fresh app)
 
 from cai import data
 
@@ -35,7 +35,7 @@ def test_import_prefs_then_agreement_on_tiny_then_its_plots(app, browser):  # no
     page = login(browser, url, "admin", ADMIN_PASSWORD)
 
     # 1. Import a preference set from the browser (the Labels tab's upload).
-    page.get_by_role("tab", name="Labels").click()
+    open_tab(page, "Labels")
     page.get_by_text("Import a preference set (admin)").click()
     page.locator("#labels-prefs-file input[type=file]").set_input_files(str(data.SAMPLE_PREFS))
     fill(page, "labels-prefs-name", "my-prefs")
@@ -46,7 +46,7 @@ def test_import_prefs_then_agreement_on_tiny_then_its_plots(app, browser):  # no
     shot(page, "newcomer-labels-import")
 
     # 2. The agreement form refuses a launch without a preference set, then launches on tiny.
-    page.get_by_role("tab", name="Dashboard").click()
+    open_tab(page, "Dashboard")
     pick(page, "stage", "AI vs human agreement")
     choose(page, "agreement-prefs", "")
     page.locator("#launch-agreement").click()
@@ -68,7 +68,7 @@ def test_import_prefs_then_agreement_on_tiny_then_its_plots(app, browser):  # no
     shot(page, "newcomer-dashboard-agreement-done")
 
     # 3. Its plots on the Labels tab.
-    page.get_by_role("tab", name="Labels").click()
+    open_tab(page, "Labels")
     page.get_by_role("button", name="↻ Refresh").first.click()
     expect(page.locator("#labels-summary")).to_contain_text("(done, feedback model tiny): **4 pairs**".replace(
         "**", ""), timeout=30_000)
@@ -78,17 +78,17 @@ def test_import_prefs_then_agreement_on_tiny_then_its_plots(app, browser):  # no
     # 4. After a reload the form keeps the values last launched from this browser.
     page.reload()
     page.get_by_text("Signed in as admin").wait_for(timeout=30_000)
-    page.get_by_role("tab", name="Dashboard").click()
+    open_tab(page, "Dashboard")
     expect(page.locator("#stage input")).to_have_value("AI vs human agreement", timeout=20_000)
     expect(page.locator("#agreement-limit input, #agreement-limit textarea").first).to_have_value("4")
     expect(page.locator("#agreement-prefs input")).to_have_value(re.compile("my-prefs"))
     shot(page, "newcomer-dashboard-restored")
 
     # The flag legend beside the chains table, and the whole principles table.
-    page.get_by_role("tab", name="Chains").click()
+    open_tab(page, "Chains")
     expect(page.locator("#flag-legend")).to_contain_text("copied: the output parrots the few-shot exemplars")
     shot(page, "newcomer-chains-legend")
-    page.get_by_role("tab", name="Constitution").click()
+    open_tab(page, "Constitution")
     expect(page.locator("#constitution-info")).to_contain_text("constitution default v1", timeout=20_000)
     shot(page, "newcomer-constitution")
     page.close()
@@ -99,7 +99,7 @@ def test_step_progress_then_cancelling_at_once(app, browser):  # noqa: F811
 
     url, _ = app
     page = login(browser, url, "admin", ADMIN_PASSWORD)
-    page.get_by_role("tab", name="Dashboard").click()
+    open_tab(page, "Dashboard")
     expect(page.locator("#sl-prompts input")).to_have_value("sample-red-team (red-team, 16)", timeout=20_000)
     pick(page, "stage", "SL chains (critique → revision)")
     choose(page, "sl-model", "tiny")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_browser import ADMIN_PASSWORD, app, browser, fill, login, shot  # noqa: F401  (fixtures)
+from test_browser import ADMIN_PASSWORD, app, browser, fill, login, open_tab, shot  # noqa: F401  (fixtures)
 
 from cai import constitution, store
 
@@ -19,7 +19,7 @@ def test_experiment_from_the_ui_shows_paired_revisions_and_deltas(app, browser):
                                 revision="Rewrite the reply so that it is kind and safe.")
     db.close()
     page = login(browser, url, "admin", ADMIN_PASSWORD)
-    page.get_by_role("tab", name="Experiments").click()
+    open_tab(page, "Experiments")
     page.get_by_label("default@1").check(timeout=20_000)
     page.get_by_label("default@2").check()
     expect(page.locator("#exp-prompts input")).to_have_value("sample-red-team", timeout=20_000)

@@ -6,7 +6,7 @@ import pytest
 
 from cai import constitution, data, runs, store
 from cai.stages import AgreementConfig
-from tests.test_browser import app, browser, login, shot  # noqa: F401  (module fixtures)
+from tests.test_browser import app, browser, login, open_tab, shot  # noqa: F401  (module fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -27,7 +27,7 @@ def test_labels_tab_position_consistency_default_model(app, browser, shared):  #
     rate = run["result"]["consistency"]["rate"]
     db.close()
     page = login(browser, url, "vera", "viewer-pw-1")
-    page.get_by_role("tab", name="Labels").click()
+    open_tab(page, "Labels")
     expect(page.locator("#labels-summary")).to_contain_text(f"Run #{run_id} (done, feedback model default)",
                                                             timeout=30_000)
     line = page.locator("#labels-consistency")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cai import constitution, data, models, sl, store, users
+from cai import constitution, data, models, sl, store
 from cai.evals import label_stats
 from cai.queries import catalog, chains, labels
 from cai.queries import runs as run_queries
-from cai.queries import users as user_queries
 
 PROMPT = "\n\nHuman: question {i}?\n\nAssistant:"
 CRITIQUES = [{"kind": "critique", "name": n, "critique": f"{n}?", "revision": f"fix {n}"} for n in ("harm", "ethics")]
@@ -128,14 +127,6 @@ def test_chain_page_rows_and_one_chain_through_sl(world):
     chain = sl.get_chain(db, 3)
     assert (chain["model"], chain["constitution"], [s["kind"] for s in chain["steps"]]) == (
         "sl-cai", "paper@1", ["initial", "critique", "revision"])
-
-
-def test_session_key_is_the_users_id_and_epoch(db):
-    uid = users.add_user(db, "ada", "admin", "password1")
-    assert user_queries.session_key(db, "ada") == (uid, 0)
-    users.set_password(db, "ada", "password2")  # ends open sessions: the epoch moves on
-    assert user_queries.session_key(db, "ada") == (uid, 1)
-    assert user_queries.session_key(db, "nobody") is None
 
 
 @pytest.fixture

@@ -1,46 +1,63 @@
-"""The workbench web app: one Gradio Blocks with a tab per module of `ui/`, behind a login.
+"""The workbench web app: one page per role, behind one sign-in.
+
+Pages (`server`):
+- `/login`: the sign-in form (`POST /login` answers JSON, as Gradio's did). Lockout per name and per client
+  address, every attempt logged (`cai.users.attempt_login`); the check runs off the event loop.
+- `/`: the workbench, a multipage Gradio Blocks per role (`TABS`: one page per tab, a navbar between them, so
+  the browser builds only the page it opens), chosen by the session's role on every request: admins get every
+  page (the Arena page, /campaigns, holds campaigns, ratings and invites), viewers every page but that one. A
+  page a role may not use is never sent to it: `/config` and `/gradio_api/info` come from its own Blocks, and a
+  rater or a signed-out client gets 401 there (a browser asking for `/` is sent to `/arena/` or `/login`).
+- `/arena/`: the rater page (`ui.arena.build_page`): battles for raters and admins, who arrive signed in from
+  `/login`; it also has its own sign-in and takes invite codes.
+A session ends on log out, and when its user is removed or changes password (`cai.users.session_user`).
 
 Contract for tab modules (the arena engineer's `ui/arena.py` follows it too):
-- each module exposes `build(ctx: AppContext) -> None`, called inside an open `gr.Tab` (or column); it
-  creates its components and wires its events there. Handlers are plain module functions taking the
-  context, their inputs and `request: gr.Request`, and return values (testable without a browser);
+- each module exposes `build(ctx: AppContext) -> None`, called inside its page (`Blocks.route`); it creates its
+  components and wires its events there. Handlers are plain module functions taking the context, their
+  inputs and `request: gr.Request`, and return values (testable without a browser);
 - shared resources come only through `ctx` (`ctx.db()` gives a per-thread connection, `ctx.model`
   the default model spec); per-user state lives in `gr.State`, never in module globals;
-  `ui.common.on_page_load(fn, inputs, outputs)` refreshes a tab on each page load;
-- roles are enforced inside handlers with `ui.common.require(ctx, request, ROLES)`:
+  `ui.common.on_page_load(fn, inputs, outputs)` refreshes a page each time it loads;
+- roles are still enforced inside handlers with `ui.common.require(ctx, request, ROLES)`:
   EDIT_ROLES (admin) to change things, BROWSE_ROLES (admin, viewer) to read, ARENA_ROLES (admin, rater)
   for the arena.
-Layout by role (decided on page load; both views start hidden): admins and viewers get the workbench
-tabs (the arena as its last tab, "Arena"); raters get only the arena view, a second `ui.arena.build(ctx)`
-(Gradio 6 cannot hide a tab after render, so the rater view is its own column). The standalone rater page
-(`ui.arena.page_for`, own sign-in and invite codes) is mounted at /arena by `server`.
 """
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
+import html
 import importlib
+import secrets
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
+import anyio
 import gradio as gr
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from starlette.requests import HTTPConnection
 
 from cai import store, users
-from cai.queries import users as user_queries
 from ui import arena
-from ui.common import BROWSE_ROLES, CSS, AppContext, bind, esc, username
+from ui.common import BROWSE_ROLES, CSS, EDIT_ROLES, AppContext, bind, esc, username
 
-# (tab label, tab id, module) of the workbench view (admins and viewers); raters get the arena view instead.
+# (label, path, module, roles that get it): the pages of the workbench, each its own Gradio page (`Blocks.route`)
+# with a navbar, so the browser builds only the page it opens. The first is the home page, at /.
 TABS = [
-    ("Constitution", "constitution", "ui.constitution"),
-    ("Chains", "chains", "ui.chains"),
-    ("Labels", "labels", "ui.labels"),
-    ("Dashboard", "dashboard", "ui.dashboard"),
-    ("Models", "models", "ui.models"),
-    ("Arena", "arena", "ui.arena"),
-    ("Experiments", "experiments", "ui.experiments"),
+    ("Constitution", "", "ui.constitution", BROWSE_ROLES),
+    ("Chains", "chains", "ui.chains", BROWSE_ROLES),
+    ("Labels", "labels", "ui.labels", BROWSE_ROLES),
+    ("Dashboard", "dashboard", "ui.dashboard", BROWSE_ROLES),
+    ("Models", "models", "ui.models", BROWSE_ROLES),
+    ("Arena", "campaigns", "ui.arena", EDIT_ROLES),  # /arena/ is the rater page
+    ("Experiments", "experiments", "ui.experiments", BROWSE_ROLES),
 ]
+WORKBENCH_ROLES = BROWSE_ROLES  # the roles with a workbench page; raters have the rater page
+SESSION_COOKIE = "cai-session"
 
 
 def header_html(name: str | None, role: str | None) -> str:
@@ -48,156 +65,248 @@ def header_html(name: str | None, role: str | None) -> str:
     return (
         '<div style="display:flex;justify-content:space-between;align-items:baseline">'
         '<h2 style="margin:0">Constitutional AI Workbench</h2>'
-        f'<span>{who} · <a href="/logout">log out</a></span></div>'
+        f'<span>{who} · <a href="/arena/">rater page</a> · <a href="/logout">log out</a></span></div>'
     )
 
 
-def view_for(role: str | None) -> str:
-    """Which view a role gets: "workbench" (admin, viewer), "arena" (rater) or "none" (no known role)."""
-    if role in BROWSE_ROLES:
-        return "workbench"
-    return "arena" if role == "rater" else "none"
+def home_for(role: str | None) -> str:
+    """Where a role's page is: "/" (admin, viewer), "/arena/" (rater) or "/login" (no known role)."""
+    if role in WORKBENCH_ROLES:
+        return "/"
+    return "/arena/" if role == "rater" else "/login"
 
 
-def on_load(ctx: AppContext, request: gr.Request) -> list:
-    """Header text, and which view this user's role may see."""
+def tabs_for(role: str) -> list[tuple[str, str, str]]:
+    """The (label, path, module) of the workbench pages a role gets."""
+    return [(label, path, module) for label, path, module, roles in TABS if role in roles]
+
+
+def on_load(ctx: AppContext, request: gr.Request) -> str:
     name = username(request)
-    role = users.role_of(ctx.db(), name)
-    view = view_for(role)
-    return [
-        header_html(name, role),
-        gr.Column(visible=view == "workbench"),
-        gr.Column(visible=view == "arena"),
-        gr.Markdown(visible=view == "none"),
-    ]
+    return header_html(name, users.role_of(ctx.db(), name))
 
 
-def build_app(db_path: str | Path, model: str = "default") -> gr.Blocks:
-    """The whole app over the database at `db_path`; `model` is the default for chat and forms."""
+def _page(ctx: AppContext, root: gr.Blocks, module: str) -> None:
+    """One workbench page: navbar, header (filled first on load), then the module's components."""
+    gr.Navbar(main_page_name=TABS[0][0])
+    header = gr.HTML(header_html(None, None))
+    root.load(bind(on_load, ctx), None, header, show_progress="hidden")
+    importlib.import_module(module).build(ctx)
+
+
+def build_app(db_path: str | Path, model: str = "default", role: str = "admin") -> gr.Blocks:
+    """The workbench of `role` over the database at `db_path`, one page per tab; `model` is the default for chat
+    and forms."""
+    if role not in WORKBENCH_ROLES:
+        raise ValueError(f"role {role!r} has no workbench page (one of {', '.join(WORKBENCH_ROLES)})")
     ctx = AppContext(Path(db_path), model)
     ctx.db()  # create and migrate before the first request
+    (_, _, home), *pages = tabs_for(role)
     with gr.Blocks(title="Constitutional AI Workbench") as demo:
-        header = gr.HTML(header_html(None, None))
-        with gr.Column(visible=False) as workbench, gr.Tabs():
-            for label, tab_id, module in TABS:
-                with gr.Tab(label, id=tab_id):
-                    importlib.import_module(module).build(ctx)
-        with gr.Column(visible=False) as rater_view:
-            arena.build(ctx)
-        nobody = gr.Markdown("This account has no role that can use the workbench.", visible=False)
-        demo.load(bind(on_load, ctx), None, [header, workbench, rater_view, nobody])
+        _page(ctx, demo, home)
+    for label, path, module in pages:
+        with demo.route(label, path):
+            _page(ctx, demo, module)
     return demo
 
 
-# The client address of the request being served, set by `Guard` (Gradio's auth callback gets no request).
-CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("cai_client", default=None)
+# -- sign-in and sessions ------------------------------------------------------------------------------
 
 
-def auth_function(db_path: str | Path, policy: users.LoginPolicy | None = None):  # type: ignore[no-untyped-def]
-    """Gradio's login check over the users table: lockout per name and per client address, each attempt
-    logged (`cai.users.attempt_login`)."""
-
-    def check(name: str, password: str) -> bool:
-        db = store.connect(db_path)
-        try:
-            return users.attempt_login(db, name, password, CLIENT.get(), policy=policy or users.LoginPolicy()).user is not None
-        finally:
-            db.close()
-
-    return check
-
-
-def off_loop(check):  # type: ignore[no-untyped-def]
-    """The check as a coroutine that runs it in a worker thread: Gradio awaits coroutine auth functions,
-    but calls plain ones on the event loop, where each scrypt (~50 ms) would stall every other request."""
-    import anyio
-
-    async def check_async(name: str, password: str) -> bool:
-        ctx = contextvars.copy_context()
-        return bool(await anyio.to_thread.run_sync(lambda: ctx.run(check, name, password)))
-
-    return check_async
-
-
-class SessionTokens(dict):  # type: ignore[type-arg]
-    """Gradio's session table (token -> user name), which also remembers each session's user id and
-    password epoch: a session ends once its user is removed or changes password (`cai.users.session_user`).
-    Gradio reads identities only through `.get`, so that is where the check happens."""
+class Sessions:
+    """Signed-in sessions: cookie token -> (user id, password epoch). A session ends on log out, or once its
+    user is removed or changes password (`cai.users.session_user` is checked on every lookup)."""
 
     def __init__(self, db_path: str | Path) -> None:
-        super().__init__()
         self.db_path = db_path
         self._local = threading.local()
-        self._sessions: dict[str, tuple[int, int]] = {}
+        self._tokens: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
 
     def _db(self):  # type: ignore[no-untyped-def]
         if getattr(self._local, "db", None) is None:
             self._local.db = store.connect(self.db_path)
         return self._local.db
 
-    def __setitem__(self, token: str, name: str) -> None:
-        key = user_queries.session_key(self._db(), name)
-        if key:
-            self._sessions[token] = key
-            super().__setitem__(token, name)
+    def open(self, user: dict[str, Any]) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._tokens[token] = (int(user["id"]), int(user.get("session_epoch") or 0))
+        return token
 
-    def get(self, token: Any, default: Any = None) -> Any:
-        if token not in self:
-            return default
-        user_id, epoch = self._sessions.get(token, (0, -1))
-        if users.session_user(self._db(), user_id, epoch) is None:
-            self.pop(token, None)
-            self._sessions.pop(token, None)
-            return default
-        return super().get(token, default)
+    def user(self, token: str | None) -> dict[str, Any] | None:
+        """The session's user (id, name, role, session_epoch), or None (unknown token, or the session ended)."""
+        held = self._tokens.get(token or "")
+        if held is None:
+            return None
+        user = users.session_user(self._db(), *held)
+        if user is None:
+            self.close(token)
+            return None
+        return {**user, "session_epoch": held[1]}
+
+    def close(self, token: str | None) -> None:
+        with self._lock:
+            self._tokens.pop(token or "", None)
+
+    def from_request(self, request: Any) -> dict[str, Any] | None:
+        cookies = getattr(request, "cookies", None) or {}
+        return self.user(cookies.get(SESSION_COOKIE))
+
+
+def login_check(db_path: str | Path, policy: users.LoginPolicy | None = None):  # type: ignore[no-untyped-def]
+    """`check(name, password, address) -> LoginResult` over the users table, under the lockout policy."""
+
+    def check(name: str, password: str, address: str | None) -> users.LoginResult:
+        db = store.connect(db_path)
+        try:
+            return users.attempt_login(db, name, password, address, policy=policy or users.LoginPolicy())
+        finally:
+            db.close()
+
+    return check
+
+
+LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Sign in · Constitutional AI Workbench</title>
+<style>body{font-family:system-ui,sans-serif;background:#f6f7fb;margin:0;display:flex;justify-content:center}
+main{margin-top:12vh;background:#fff;padding:28px 32px;border-radius:12px;box-shadow:0 2px 12px #0001;width:340px}
+h1{font-size:1.2em;margin:0 0 6px}p{color:#555;font-size:.9em;margin:0 0 16px}label{display:block;margin:10px 0 4px}
+input{width:100%;box-sizing:border-box;padding:8px;border:1px solid #ccc;border-radius:6px;font-size:1em}
+button{margin-top:16px;width:100%;padding:9px;border:0;border-radius:6px;background:#4f46e5;color:#fff;font-size:1em}
+#error{color:#b00020;min-height:1.2em;margin-top:10px;font-size:.9em}</style></head><body><main>
+<h1>Constitutional AI Workbench</h1><p>__MESSAGE__</p>
+<form id="login" method="post" action="/login">
+<label for="username">username</label><input id="username" name="username" autocomplete="username" autofocus required>
+<label for="password">password</label><input id="password" name="password" type="password"
+ autocomplete="current-password" required>
+<button type="submit">Login</button><div id="error" role="alert"></div></form>
+<p style="margin-top:14px">Have an invite code? Redeem it on the <a href="/arena/">rater page</a>.</p></main>
+<script>document.getElementById("login").addEventListener("submit", async (e) => {
+  e.preventDefault(); const err = document.getElementById("error"); err.textContent = "";
+  const r = await fetch("/login", {method: "POST", body: new URLSearchParams(new FormData(e.target))});
+  const body = await r.json().catch(() => ({}));
+  if (r.ok) { window.location.assign(body.home || "/"); } else { err.textContent = body.detail || "Sign-in failed."; }
+});</script></body></html>"""
+
+
+def _client_host(request: Any) -> str | None:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None)
+
+
+# -- the ASGI app --------------------------------------------------------------------------------------
+
+
+class RolePages:
+    """ASGI: sends each request for the workbench to its role's Gradio app. Without a workbench role a
+    browser asking for a page is redirected (raters to /arena/, everyone else to /login); anything else
+    gets 401, so no config, API info, queue or upload of a workbench page reaches them."""
+
+    def __init__(self, sessions: Sessions, apps: dict[str, Any]) -> None:
+        self.sessions = sessions
+        self.apps = apps
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        conn = HTTPConnection(scope)
+        user = self.sessions.user(conn.cookies.get(SESSION_COOKIE))
+        role = user["role"] if user else None
+        target = self.apps.get(role)
+        if target is not None:
+            await target(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return  # a websocket without a session: not accepted
+        if scope.get("method") == "GET" and scope.get("path", "/").rstrip("/") == "":
+            await RedirectResponse(home_for(role), status_code=303)(scope, receive, send)
+            return
+        await JSONResponse({"detail": {"error": "Not authenticated", "auth_message": "Sign in at /login."}},
+                           status_code=401)(scope, receive, send)
+
+
+def _role_app(sessions: Sessions, blocks: gr.Blocks, role: str, max_file_size: str) -> Any:
+    """A FastAPI app serving one role's Blocks; its auth dependency admits sessions of that role only."""
+    def who(request: Any) -> str | None:
+        user = sessions.from_request(request)
+        return user["name"] if user and user["role"] == role else None
+
+    with warnings.catch_warnings():  # "SSR mode is not supported with multi-page apps": we do not use SSR
+        warnings.filterwarnings("ignore", message="SSR mode is not supported", category=UserWarning)
+        return gr.mount_gradio_app(FastAPI(), calm_queue(blocks.queue(default_concurrency_limit=8)), path="",
+                                   auth_dependency=who, max_file_size=max_file_size, **_look())
+
+
+def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
+           login_policy: users.LoginPolicy | None = None, auth_off_loop: bool = True) -> Any:
+    """The ASGI app: /login, the workbench at / (one page per role) and the rater page at /arena/.
+    `arena_pool` serves the rater page's models (tests pass scripted ones); `login_policy` and
+    `auth_off_loop=False` exist for bench/login.py's before/after comparison."""
+    sessions = Sessions(db_path)
+    role_apps = {role: _role_app(sessions, build_app(db_path, model, role), role, "5mb") for role in WORKBENCH_ROLES}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any):  # type: ignore[no-untyped-def]
+        async with contextlib.AsyncExitStack() as stack:  # each role's app starts its queue
+            for sub in role_apps.values():
+                await stack.enter_async_context(sub.router.lifespan_context(sub))
+            yield
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    check = login_check(db_path, login_policy)
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page(request: Request) -> Any:
+        user = sessions.from_request(request)
+        if user is not None:
+            return RedirectResponse(home_for(user["role"]), status_code=303)
+        message = "Sign in (users are managed with <code>cai users</code>)."
+        return HTMLResponse(LOGIN_PAGE.replace("__MESSAGE__", message))
+
+    @app.post("/login")
+    async def login(request: Request) -> Any:
+        form = await request.form()
+        name, password = str(form.get("username") or "").strip(), str(form.get("password") or "")
+        address = _client_host(request)
+        if auth_off_loop:  # each scrypt (~50 ms) on the event loop would stall every other request
+            got = await anyio.to_thread.run_sync(check, name, password, address)
+        else:
+            got = check(name, password, address)
+        if got.user is None:
+            return JSONResponse({"detail": html.escape(got.message)}, status_code=400)
+        response = JSONResponse({"success": True, "home": home_for(got.user["role"])})
+        response.set_cookie(SESSION_COOKIE, sessions.open(got.user), httponly=True, samesite="lax", path="/")
+        return response
+
+    @app.get("/logout")
+    def logout(request: Request) -> Any:
+        sessions.close(request.cookies.get(SESSION_COOKIE))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    arena_page = calm_queue(arena.page_for(db_path, arena_pool, session=sessions.from_request)
+                            .queue(default_concurrency_limit=8))
+    app = gr.mount_gradio_app(app, arena_page, path="/arena", max_file_size="1kb", **_look())
+    app.mount("/", RolePages(sessions, role_apps))
+    return Guard(app)
 
 
 class Guard:
-    """ASGI middleware: remembers the client address for the login check, and refuses uploads to the rater
-    page (it takes no files, and it has no login of Gradio's, so an upload there would be anonymous)."""
+    """ASGI middleware: refuses uploads to the rater page (it takes no files, and a visitor with an invite
+    code is anonymous until they redeem it)."""
 
     def __init__(self, app: Any, no_upload_prefix: str = "/arena/") -> None:
         self.app = app
         self.prefix = no_upload_prefix
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            client = scope.get("client")
-            CLIENT.set(client[0] if client else None)
-            path = scope.get("path", "")
-            if scope["type"] == "http" and path.startswith(self.prefix) and "/upload" in path[len(self.prefix):]:
-                from starlette.responses import PlainTextResponse
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(self.prefix) and "/upload" in path[len(self.prefix):]:
+            from starlette.responses import PlainTextResponse
 
-                await PlainTextResponse("The rater page takes no uploads.", status_code=403)(scope, receive, send)
-                return
+            await PlainTextResponse("The rater page takes no uploads.", status_code=403)(scope, receive, send)
+            return
         await self.app(scope, receive, send)
-
-
-def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
-           login_policy: users.LoginPolicy | None = None, auth_off_loop: bool = True) -> Any:
-    """The ASGI app: the rater page at /arena (its own sign-in, invite codes) and the workbench at / behind
-    Gradio's login over the users table. `arena_pool` serves the rater page's models (tests pass scripted ones);
-    `login_policy` and `auth_off_loop=False` exist for bench/login.py's before/after comparison."""
-    from fastapi import FastAPI
-    from gradio.routes import App
-
-    app = FastAPI()
-    arena_page = calm_queue(arena.page_for(db_path, arena_pool).queue(default_concurrency_limit=8))
-    app = gr.mount_gradio_app(app, arena_page, path="/arena", max_file_size="1kb", **_look())
-    demo = calm_queue(build_app(db_path, model).queue(default_concurrency_limit=8))
-    app = gr.mount_gradio_app(
-        app,
-        demo,
-        path="",
-        auth=off_loop(auth_function(db_path, login_policy)) if auth_off_loop else auth_function(db_path, login_policy),
-        auth_message="Constitutional AI Workbench: sign in (users are managed with `cai users`).",
-        max_file_size="5mb",
-        **_look(),
-    )
-    for route in app.routes:
-        if isinstance(getattr(route, "app", None), App) and route.app.auth is not None:
-            route.app.tokens = SessionTokens(db_path)
-    return Guard(app)
 
 
 def calm_queue(blocks: gr.Blocks, free_s: float = 0.02, progress_s: float = 0.1) -> gr.Blocks:
@@ -218,5 +327,6 @@ def launch(db_path: str | Path, model: str = "default", *, host: str = "127.0.0.
     """Serve the app until interrupted."""
     import uvicorn
 
-    print(f"* Workbench at http://{host}:{port}/  (rater page: http://{host}:{port}/arena/)", flush=True)
+    print(f"* Workbench at http://{host}:{port}/  (sign in at /login; rater page: http://{host}:{port}/arena/)",
+          flush=True)
     uvicorn.run(server(db_path, model), host=host, port=port, log_level="warning")

@@ -1,8 +1,9 @@
 """The arena: raters chat with two anonymous models side by side and vote each turn; admins run campaigns.
 
-Two faces over the same handlers: `build_page(...)` is the rater page (its own path, its own sign-in
-with a password or a single-use invite code), and `build(ctx)` is the workbench's Arena tab (battles
-for signed-in raters, plus campaigns, progress, ratings and invites for admins). Handlers are plain
+Two faces: `build_page(...)` is the rater page, the only place battles happen (its own path; whoever
+signed in at /login as a rater or admin arrives signed in, others sign in there with a password or a
+single-use invite code), and `build(ctx)` is the admins' Arena page of the workbench (campaigns,
+progress, ratings and invites; no battles). Handlers are plain
 functions over `cai.arena`; the rater's identity and battle live in server-side `gr.State`, and the
 identity is checked against the database on every call (a removed, demoted or re-passworded rater is
 signed out). Refusals go to the status line, not to error badges over the panel; model text is shown
@@ -27,7 +28,7 @@ from ui.common import ARENA_ROLES, EDIT_ROLES, AppContext, bind, chat_safe, esc,
 
 VOTE_LABELS = {"A is better": "A", "B is better": "B", "Tie": "tie", "Both are bad": "bothbad"}
 Identify = Callable[[dict[str, Any], Any], dict[str, Any]]
-NO_CAMPAIGNS = ("**No campaign is open yet.** An admin creates one in the workbench's Arena tab "
+NO_CAMPAIGNS = ("**No campaign is open yet.** An admin creates one on the workbench's Arena page "
                 "(*Campaigns, progress and ratings*) or with "
                 "`cai arena campaign create NAME --models A,B --dimension helpfulness`; it then appears here.")
 ANSWERING = "Both models are answering…"
@@ -80,20 +81,6 @@ def page_user(ctx: AppContext) -> Identify:
             raise Refused("your session has ended (the account was removed, its role changed or its password "
                           "changed): reload the page and sign in again.")
         return user
-
-    return identify
-
-
-def app_user(ctx: AppContext) -> Identify:
-    """The Arena tab's identity: the workbench login, which must hold the rater or admin role."""
-
-    def identify(state: dict[str, Any], request: Any = None) -> dict[str, Any]:
-        try:
-            name = require(ctx, request, ARENA_ROLES)
-        except gr.Error as exc:
-            raise Refused(exc.message) from None
-        user = users.get_user(ctx.db(), name)
-        return {k: user[k] for k in ("id", "name", "role")}  # type: ignore[index]
 
     return identify
 
@@ -325,8 +312,11 @@ def battle_panel(ctx: AppContext, pool: BackendPool, identify: Identify, state: 
     return campaign
 
 
-def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None) -> gr.Blocks:
-    """The rater page: sign in (or redeem an invite), read the instructions, battle, vote."""
+def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
+               session: Callable[[Any], dict[str, Any] | None] | None = None) -> gr.Blocks:
+    """The rater page: sign in (or redeem an invite), read the instructions, battle, vote. With `session`
+    (the request's user from the workbench sign-in, or None), a rater or admin signed in there arrives
+    signed in here."""
     ctx = ctx if isinstance(ctx, AppContext) else AppContext(Path(ctx))
     ctx.db()
     pool = pool or shared_pool()
@@ -351,13 +341,21 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None) ->
         def enter(new_state: dict) -> tuple:
             camps = campaign_choices(ctx, new_state["user"]["id"])
             return (new_state, gr.Column(visible=False), gr.Column(visible=True),
-                    f"Signed in as **{new_state['user']['name']}**.",
+                    f"Signed in as **{new_state['user']['name']}**. [Log out](/logout)",
                     gr.Dropdown(choices=camps, value=camps[0] if camps else None))
 
         def on_sign_in(s: dict, n: str, p: str, request: gr.Request) -> tuple:
             return enter(sign_in(ctx, s, n, p, request))
 
         outs = [state, login, main, hello, campaign]
+        if session is not None:
+            def arrive(s: dict, request: gr.Request) -> tuple:
+                user = session(request)
+                if user is None or user["role"] not in ARENA_ROLES:
+                    return tuple(gr.skip() for _ in outs)
+                return enter({"user": {k: user[k] for k in ("id", "name", "role", "session_epoch")}})
+
+            page.load(arrive, state, outs, api_name=False, show_progress="hidden")
         login_btn.click(on_sign_in, [state, name, password], outs, api_name="sign_in")
         password.submit(on_sign_in, [state, name, password], outs, api_name=False)
         join_btn.click(lambda s, c, n, p: enter(join(ctx, s, c, n, p)), [state, code, new_name, new_password], outs,
@@ -365,12 +363,7 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None) ->
     return page
 
 
-# -- admin handlers (the Arena tab of the workbench) -------------------------------------------------
-
-
-def tab_campaigns(ctx: AppContext, request: gr.Request) -> gr.Dropdown:
-    require(ctx, request, ARENA_ROLES)
-    return gr.Dropdown(choices=campaign_choices(ctx))
+# -- admin handlers (the Arena page of the workbench) ------------------------------------------------
 
 
 def admin_visible(ctx: AppContext, request: gr.Request) -> gr.Accordion:
@@ -448,12 +441,10 @@ def make_invites(ctx: AppContext, count: float, campaign: str, request: gr.Reque
 
 
 def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
-    """The workbench's Arena tab: battles for raters and admins; campaigns and ratings for admins."""
-    pool = pool or shared_pool()
-    gr.Markdown("Raters can also use the rater page at [/arena/](/arena/), where invite codes are redeemed.")
-    state = gr.State({})
-    campaign = battle_panel(ctx, pool, app_user(ctx), state)
-    on_page_load(bind(tab_campaigns, ctx), None, [campaign])
+    """The workbench's Arena page (admins only): campaigns, progress, ratings and invites. `pool` is unused
+    (battles are on the rater page); it stays for callers that pass one."""
+    gr.Markdown("Battles happen on the rater page, [/arena/](/arena/): raters and admins who signed in here "
+                "arrive there signed in, and invite codes are redeemed there.")
     with gr.Accordion("Campaigns, progress and ratings (admins)", open=False, visible=False) as admin:
         camps = gr.Dataframe(pd.DataFrame(columns=CAMPAIGN_COLUMNS), interactive=False, wrap=True, label="Campaigns")
         refresh = gr.Button("Refresh")
@@ -501,7 +492,9 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     inv_btn.click(bind(make_invites, ctx), [inv_n, pick, inv_days], inv_out, api_name=False)
 
 
-def page_for(db_path: str | Path, pool: BackendPool | None = None) -> gr.Blocks:
-    """The rater page over a database path (what `ui.app` mounts at /arena)."""
-    return build_page(AppContext(Path(db_path)), pool)
+def page_for(db_path: str | Path, pool: BackendPool | None = None,
+             session: Callable[[Any], dict[str, Any] | None] | None = None) -> gr.Blocks:
+    """The rater page over a database path (what `ui.app` mounts at /arena); `session(request)` gives the
+    user signed in at /login, if any."""
+    return build_page(AppContext(Path(db_path)), pool, session)
 

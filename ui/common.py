@@ -82,12 +82,13 @@ def quietly(fn: Callable[..., Any], n_outputs: int) -> Callable[..., Any]:
     return _like(fn, quiet, drop_first=False)
 
 
-def on_page_load(fn: Callable[..., Any], inputs: list[Any] | None, outputs: list[Any]) -> None:
-    """Run `fn` each time the page loads (fresh choices, first page), from inside a tab's build(); quietly."""
+def on_page_load(fn: Callable[..., Any], inputs: list[Any] | None, outputs: list[Any]) -> Any:
+    """Run `fn` each time the page loads (fresh choices, first page), from inside a page's build(); quietly.
+    Returns the event, for `.then(...)`."""
     root = gr.context.Context.root_block
     if root is None:
         raise RuntimeError("on_page_load must be called inside a gr.Blocks context")
-    root.load(quietly(fn, len(outputs)), inputs, outputs)
+    return root.load(quietly(fn, len(outputs)), inputs, outputs)
 
 
 def username(request: gr.Request | None) -> str | None:
