@@ -5,14 +5,17 @@ least-loaded healthy endpoint (a bound on requests in flight per endpoint), so s
 data parallel. Connection errors, timeouts and 5xx answers are retried with backoff on any endpoint;
 an endpoint that fails rests for a while. Option scoring asks only for the tokens that decide the
 options (see `option_logprobs`), built by the same token rule as the transformers backend (tokens.py).
+Generation streams, so a run's cancel or Ctrl-C closes the connections at once (vLLM aborts a request
+whose client went away) instead of waiting for every completion or timeout.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,7 @@ TIMEOUT_S = 600.0  # per request
 RETRIES = 4  # further attempts after a failure that may pass (connection, timeout, 5xx)
 BACKOFF_S = 0.5  # first wait; doubles per attempt
 REST_S = 5.0  # an endpoint that failed gets no new requests for this long
+CANCEL_GRACE_S = 5.0  # after a cancel, how long generate waits for its requests to hand back their text
 
 
 class ServedError(RuntimeError):
@@ -161,6 +165,8 @@ class ServedBackend:
         self._tokenizer_path = tokenizer
         self._tokenizer: Any = None
         self._workers = ThreadPoolExecutor(max_workers=max_in_flight * len(self.pool.endpoints))
+        self.should_stop: Callable[[], bool] | None = None  # a run's cancel flag, polled during generation
+        self.stop_poll_s = 0.5  # ... at most this often
 
     def __repr__(self) -> str:
         return f"ServedBackend({self.name!r}, served_name={self.served_name!r}, endpoints={self.urls})"
@@ -222,16 +228,82 @@ class ServedBackend:
         }
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        """Completions in prompt order; every prompt is its own request, all in flight together."""
+        """Completions in prompt order; every prompt is its own streamed request, all in flight together.
 
-        def one(i: int) -> Completion:
-            r = self.pool.call(lambda c: c.completions.create(prompt=prompts[i], **self._request(params, i)))
-            choice = r.choices[0]
-            text, _ = cut_at_stop(choice.text, params.stop)
-            finish = "length" if choice.finish_reason == "length" else "stop"
-            return Completion(text, r.usage.prompt_tokens, r.usage.completion_tokens, finish)
+        When `should_stop()` turns true, or the caller is interrupted (Ctrl-C), every open stream is cut;
+        the prompts then hold the text they had (finish reason "length"), or raise the interruption.
+        """
+        calls = [_Call() for _ in prompts]
+        futures = [
+            self._workers.submit(self._generate_one, p, params, i, c)
+            for i, (p, c) in enumerate(zip(prompts, calls, strict=True))
+        ]
+        try:
+            self._wait(futures, calls)
+        except BaseException:  # KeyboardInterrupt, or a request that failed: stop the others now
+            _cut(calls, futures)
+            raise
+        return [
+            f.result() if f.done() and not f.cancelled() else c.partial()
+            for f, c in zip(futures, calls, strict=True)
+        ]
 
-        return list(self._workers.map(one, range(len(prompts))))
+    def _wait(self, futures: list[Future[Completion]], calls: list[_Call]) -> None:
+        """Until every request is done; polls `should_stop` and cuts every stream once it is true."""
+        pending: set[Future[Completion]] = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=self.stop_poll_s, return_when=FIRST_EXCEPTION)
+            for f in done:
+                f.result()  # a failed request raises here
+            if pending and self.should_stop is not None and self.should_stop():
+                _cut(calls, futures)
+                wait(pending, timeout=CANCEL_GRACE_S)
+                return
+
+    def _generate_one(self, prompt: str, params: SamplingParams, index: int, call: _Call) -> Completion:
+        def attempt(client: Any) -> Completion:
+            call.reset()
+            if call.cancel.is_set():
+                return call.partial()
+            chunks = None
+            try:
+                chunks = client.completions.create(
+                    prompt=prompt,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **self._request(params, index),
+                )
+                call.open(chunks.response)
+                for chunk in chunks:
+                    if call.cancel.is_set():
+                        break
+                    if chunk.usage is not None:
+                        call.usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices or ():
+                        call.text += choice.text or ""
+                        call.chunks += 1
+                        call.finish = choice.finish_reason or call.finish
+            except Exception:
+                if call.cancel.is_set():  # our own cut of the connection
+                    return call.partial()
+                raise
+            finally:
+                call.close()
+                if chunks is not None:
+                    chunks.close()
+            if call.cancel.is_set():
+                return call.partial()
+            text, _ = cut_at_stop(call.text, params.stop)
+            finish = "length" if call.finish == "length" else "stop"
+            prompt_tokens, completion_tokens = call.usage or self._count(prompt, call.text)
+            return Completion(text, prompt_tokens, completion_tokens, finish)
+
+        return self.pool.call(attempt)  # type: ignore[no-any-return]
+
+    def _count(self, prompt: str, text: str) -> tuple[int, int]:
+        """Token counts for a server that sends no usage in streams."""
+        tok = self.tokenizer
+        return len(tokens.encode(tok, prompt, self._bos)), len(tok(text, add_special_tokens=False).input_ids)
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
         """The completion as it grows (cumulative text), token by token from the server."""
@@ -295,3 +367,54 @@ class ServedBackend:
             )
         )
         return float(r.choices[0].logprobs.token_logprobs[0])
+
+
+@dataclass
+class _Call:
+    """One streamed generation request: what it has received, and the handle that cuts it."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    text: str = ""
+    chunks: int = 0
+    finish: str | None = None
+    usage: tuple[int, int] | None = None
+    _response: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:  # a retried request starts over
+        self.text, self.chunks, self.finish, self.usage = "", 0, None, None
+
+    def partial(self) -> Completion:
+        return Completion(self.text, 0, self.chunks, "length")
+
+    def open(self, response: Any) -> None:
+        with self._lock:
+            self._response = response
+        if self.cancel.is_set():
+            self.cut()
+
+    def close(self) -> None:
+        with self._lock:
+            self._response = None
+
+    def cut(self) -> None:
+        """Stop the request: shut its socket down, which wakes a read blocked on it in another thread."""
+        self.cancel.set()
+        with self._lock:
+            response = self._response
+        if response is None:
+            return
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _cut(calls: Sequence[_Call], futures: Sequence[Future[Any]]) -> None:
+    for f in futures:
+        f.cancel()  # not started yet: never sent
+    for c in calls:
+        c.cut()
