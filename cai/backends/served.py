@@ -27,6 +27,7 @@ TIMEOUT_S = 600.0  # per request
 RETRIES = 4  # further attempts after a failure that may pass (connection, timeout, 5xx)
 BACKOFF_S = 0.5  # first wait; doubles per attempt
 REST_S = 5.0  # an endpoint that failed gets no new requests for this long
+SCORE_PROMPTS = 16  # token prompts per scoring request (each its own choice in the answer)
 CANCEL_GRACE_S = 5.0  # after a cancel, how long generate waits for its requests to hand back their text
 
 
@@ -60,6 +61,16 @@ def health(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         if r.status_code == 200:
             return True, "ok"
     return False, f"HTTP {r.status_code}"
+
+
+def score_requests(keys: Sequence[tuple[int, ...]], per_request: int) -> list[list[tuple[int, ...]]]:
+    """Scoring requests for `keys` (a prefix + the one token it may continue with): keys that allow the
+    same token share a request, `per_request` at most, in the order the keys came."""
+    by_target: dict[int, list[tuple[int, ...]]] = {}
+    for k in keys:
+        by_target.setdefault(k[-1], []).append(k)
+    n = max(1, per_request)
+    return [g[a : a + n] for g in by_target.values() for a in range(0, len(g), n)]
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -167,6 +178,7 @@ class ServedBackend:
         self._workers = ThreadPoolExecutor(max_workers=max_in_flight * len(self.pool.endpoints))
         self.should_stop: Callable[[], bool] | None = None  # a run's cancel flag, polled during generation
         self.stop_poll_s = 0.5  # ... at most this often
+        self.score_prompts = SCORE_PROMPTS  # prefixes per scoring request (1: one request per log-prob)
 
     def __repr__(self) -> str:
         return f"ServedBackend({self.name!r}, served_name={self.served_name!r}, endpoints={self.urls})"
@@ -322,10 +334,12 @@ class ServedBackend:
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
         """Sum of each option's token log-probs, asking the server only for the tokens the options need.
 
-        Each needed log-prob (a prefix and its next option token) is one 1-token request restricted
+        Each needed log-prob (a prefix and its next option token) is a 1-token completion restricted
         to that token (`allowed_token_ids`) whose sampled log-prob is the model's raw one; the
-        prompt itself is never scored. A prompt's first request runs alone, so the server's prefix
-        cache holds the prompt before the rest (its options' later tokens) arrive.
+        prompt itself is never scored. Prefixes that share the next token go in one request as a list
+        of token prompts (`score_prompts` at most), so a comparison's few distinct option tokens make a
+        few requests, not one per prompt and token. Every prompt's first token is scored in a wave
+        before the rest, so the server's prefix cache holds the prompt when its options' later tokens come.
         """
         if len(prompts) != len(options):
             raise ValueError(f"got {len(prompts)} prompts but {len(options)} option lists")
@@ -347,26 +361,39 @@ class ServedBackend:
                 first[i] = keys[0]
         wave0 = list(dict.fromkeys(first.values()))
         for wave in (wave0, [k for k in steps if k not in set(wave0)]):
-            for k, value in zip(wave, self._workers.map(self._step_logprob, wave), strict=True):
-                steps[k] = value
+            for group, values in zip(*self._score_wave(wave), strict=True):
+                for k, value in zip(group, values, strict=True):
+                    steps[k] = value
         scores: list[list[float]] = [[0.0] * len(opts) for opts in options]
         for i, j, keys in needs:
             scores[i][j] = sum(steps[k] for k in keys)
         return scores
 
-    def _step_logprob(self, key: tuple[int, ...]) -> float:
-        *prefix, target = key
+    def _score_wave(
+        self, keys: list[tuple[int, ...]]
+    ) -> tuple[list[list[tuple[int, ...]]], list[list[float]]]:
+        """Sends `score_requests(keys)`, all in flight together; the groups and each one's log-probs."""
+        groups = score_requests(keys, self.score_prompts)
+        return groups, list(self._workers.map(self._step_logprobs, groups))
+
+    def _step_logprobs(self, keys: list[tuple[int, ...]]) -> list[float]:
+        """One request: each key's prefix as a token prompt, its last token the only one allowed."""
         r = self.pool.call(
             lambda c: c.completions.create(
                 model=self.served_name,
-                prompt=list(prefix),
+                prompt=[list(k[:-1]) for k in keys] if len(keys) > 1 else list(keys[0][:-1]),
                 max_tokens=1,
                 temperature=0.0,
                 logprobs=0,
-                extra_body={"allowed_token_ids": [target]},
+                extra_body={"allowed_token_ids": [keys[0][-1]]},
             )
         )
-        return float(r.choices[0].logprobs.token_logprobs[0])
+        choices = sorted(r.choices, key=lambda ch: ch.index)
+        if len(choices) != len(keys):
+            raise ServedError(
+                f"asked to score {len(keys)} prompts in one request, got {len(choices)} answers"
+            )
+        return [float(ch.logprobs.token_logprobs[0]) for ch in choices]
 
 
 @dataclass

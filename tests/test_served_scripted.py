@@ -1,5 +1,6 @@
-"""Cancel inside a served generation: a scripted slow OpenAI-compatible server that streams one token per
-tick and records which streams ran to the end and which the client cut (as vLLM aborts those)."""
+"""The served backend without a real server: cancel inside a generation against a scripted slow
+OpenAI-compatible server (one token per tick; it records which streams ran to the end and which the
+client cut, as vLLM aborts those), and how scoring groups its requests."""
 
 from __future__ import annotations
 
@@ -135,3 +136,21 @@ def test_ctrl_c_with_requests_in_flight_exits_without_waiting_for_them(slow):
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     slow.wait_for("cut", 2)
     assert slow.finished == 0
+
+
+def test_scoring_requests_group_prefixes_by_the_token_they_allow():
+    from cai.backends.served import score_requests
+
+    # two prompts [1, 2] and [1, 3], options " (A)" = [7, 8, 9] and " (B)" = [7, 5, 9]
+    wave1 = [(1, 2, 7, 8), (1, 2, 7, 8, 9), (1, 2, 7, 5), (1, 2, 7, 5, 9),
+             (1, 3, 7, 8), (1, 3, 7, 8, 9), (1, 3, 7, 5), (1, 3, 7, 5, 9)]  # fmt: skip
+    assert score_requests(wave1, 16) == [
+        [(1, 2, 7, 8), (1, 3, 7, 8)],
+        [(1, 2, 7, 8, 9), (1, 2, 7, 5, 9), (1, 3, 7, 8, 9), (1, 3, 7, 5, 9)],
+        [(1, 2, 7, 5), (1, 3, 7, 5)],
+    ]
+    assert score_requests(wave1, 3)[1:3] == [
+        [(1, 2, 7, 8, 9), (1, 2, 7, 5, 9), (1, 3, 7, 8, 9)],
+        [(1, 3, 7, 5, 9)],
+    ]
+    assert score_requests(wave1[:2], 1) == [[(1, 2, 7, 8)], [(1, 2, 7, 8, 9)]]
