@@ -107,7 +107,9 @@ def timed(fn: Any) -> tuple[Any, float]:
     return value, time.perf_counter() - t0
 
 
-def hhh_comparison(backend: Any, items: list[Any], batch_size: int, rounds: int) -> dict[str, Any]:
+def hhh_comparison(
+    backend: Any, items: list[Any], batch_size: int, rounds: int, only: list[str] | None = None
+) -> dict[str, Any]:
     """`cai eval hhh`'s scoring (default settings) vs the simple loop and the prefix tree, interleaved."""
     opts = LabelOptions(batch_size=2 * batch_size)  # what run_stage passes for the config's batch_size
     default = backend.shared_prefix
@@ -137,6 +139,7 @@ def hhh_comparison(backend: Any, items: list[Any], batch_size: int, rounds: int)
         "simple_loop": lambda: simple_hhh(backend, items),
         "shared_prefix_tree": tree,
     }
+    ways = {k: fn for k, fn in ways.items() if k == "ours" or not only or k in only}
     seconds: dict[str, list[float]] = {k: [] for k in ways}
     results: dict[str, Any] = {}
     rows_of: dict[str, list[dict[str, Any]]] = {}
@@ -153,12 +156,12 @@ def hhh_comparison(backend: Any, items: list[Any], batch_size: int, rounds: int)
         "rounds": rounds,
         "seconds": {k: [round(x, 1) for x in v] for k, v in seconds.items()},
         "labels_per_s": {k: round(len(items) / v, 3) for k, v in best.items()},
-        "speedup_vs_simple_loop": round(best["simple_loop"] / best["ours"], 2),
-        "speedup_vs_shared_prefix_tree": round(best["shared_prefix_tree"] / best["ours"], 2),
-        "speedup_vs_fewest_batches": round(best["ours_fewest_batches"] / best["ours"], 2),
-        "max_abs_logprob_diff_vs_fewest_batches": max_logprob_diff(
-            rows_of["ours"], rows_of["ours_fewest_batches"]
-        ),
+        **{f"speedup_vs_{k}": round(best[k] / best["ours"], 2) for k in best if k != "ours"},
+        **{
+            f"max_abs_logprob_diff_vs_{k}": max_logprob_diff(rows_of["ours"], rows_of[k])
+            for k in best
+            if k != "ours"
+        },
         "accuracy": {k: r["accuracy"] for k, r in results.items()},
         "accuracy_order_avg": {k: r["accuracy_order_avg"] for k, r in results.items()},
         "equal_accuracy": len({(r["accuracy"], r["accuracy_order_avg"]) for r in results.values()}) == 1,
@@ -225,6 +228,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--cot-tokens", type=int, default=48, help="CoT reasoning tokens (default: 48).")
     ap.add_argument("--hhh-limit", type=int, default=40, help="HHH comparisons timed (default 40; 0: skip).")
     ap.add_argument("--rounds", type=int, default=1, help="Interleaved rounds of the HHH timing (best kept).")
+    ap.add_argument(
+        "--ways",
+        type=lambda s: s.split(","),
+        default=None,
+        help="HHH scorers timed beside ours (default: all): ours_fewest_batches,simple_loop,shared_prefix_tree.",
+    )
     ap.add_argument("--dtype", default="float32", help="Model dtype for every path (default: float32).")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice).")
     ap.add_argument("--data", default=str(HHH), help="HHH eval file.")
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.hhh_limit:
         hhh = read_hhh(args.data, args.hhh_limit)
         evaluate(backend, hhh[:1], LabelOptions())  # warm-up: first-call costs stay out
-        report["hhh"] = hhh_comparison(backend, hhh, args.batch_size, args.rounds)
+        report["hhh"] = hhh_comparison(backend, hhh, args.batch_size, args.rounds, args.ways)
     if args.pairs:
         report.update(pair_modes(backend, args))
     print(json.dumps(report, indent=2))
