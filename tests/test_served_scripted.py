@@ -29,6 +29,7 @@ class SlowServer:
         server = self
         self.tick = tick
         self.started = self.finished = self.cut = 0
+        self.break_after = 0  # > 0: the next stream's connection drops after this many tokens
         self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -43,8 +44,13 @@ class SlowServer:
                 self.send_header("content-type", "text/event-stream")
                 self.end_headers()
                 server.count("started")
+                drop, server.break_after = server.break_after, 0
                 try:
                     for k in range(n):
+                        if drop and k == drop:
+                            self.close_connection = True
+                            self.connection.shutdown(2)  # mid-stream, as a dying server would
+                            return
                         last = "length" if k == n - 1 else None
                         self.event({"choices": [{"index": 0, "text": f" t{k}", "finish_reason": last}]})
                         time.sleep(server.tick)
@@ -154,3 +160,12 @@ def test_scoring_requests_group_prefixes_by_the_token_they_allow():
         [(1, 3, 7, 5, 9)],
     ]
     assert score_requests(wave1[:2], 1) == [[(1, 2, 7, 8)], [(1, 2, 7, 8, 9)]]
+
+
+def test_a_stream_that_breaks_midway_is_retried_from_the_start(slow):
+    slow.break_after = 2  # the first request's connection drops after 2 tokens; the retry runs through
+    backend = ServedBackend([slow.url], served_name="m", tokenizer="unused", backoff=0.01)
+    out = backend.generate(["a"], SamplingParams(max_new_tokens=4))
+    assert [(c.text, c.completion_tokens) for c in out] == [(" t0 t1 t2 t3", 4)]
+    assert (slow.started, slow.finished) == (2, 1)
+    backend.close()

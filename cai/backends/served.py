@@ -74,9 +74,11 @@ def score_requests(keys: Sequence[tuple[int, ...]], per_request: int) -> list[li
 
 
 def _retryable(exc: BaseException) -> bool:
+    import httpx
     import openai
 
-    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
+    # httpx's own errors reach us from a stream that breaks after its headers came
+    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError | httpx.TransportError):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
 
@@ -305,6 +307,10 @@ class ServedBackend:
                     chunks.close()
             if call.cancel.is_set():
                 return call.partial()
+            if call.finish is None:  # the connection closed before the server said why it stopped
+                import httpx
+
+                raise httpx.RemoteProtocolError("the stream ended before its finish reason")
             text, _ = cut_at_stop(call.text, params.stop)
             finish = "length" if call.finish == "length" else "stop"
             prompt_tokens, completion_tokens = call.usage or self._count(prompt, call.text)
