@@ -107,6 +107,13 @@ def timed(fn: Any) -> tuple[Any, float]:
     return value, time.perf_counter() - t0
 
 
+def timed_cpu(fn: Any) -> tuple[Any, float, float]:
+    """Value, wall seconds, and CPU seconds of this process (steadier than wall time on a shared machine)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t0, time.process_time() - c0
+
+
 def hhh_comparison(
     backend: Any, items: list[Any], batch_size: int, rounds: int, only: list[str] | None = None
 ) -> dict[str, Any]:
@@ -141,22 +148,27 @@ def hhh_comparison(
     }
     ways = {k: fn for k, fn in ways.items() if k == "ours" or not only or k in only}
     seconds: dict[str, list[float]] = {k: [] for k in ways}
+    cpu: dict[str, list[float]] = {k: [] for k in ways}
     results: dict[str, Any] = {}
     rows_of: dict[str, list[dict[str, Any]]] = {}
     for _ in range(rounds):
         for name, fn in ways.items():
-            rows, s = timed(fn)
+            rows, s, c = timed_cpu(fn)
             seconds[name].append(s)
+            cpu[name].append(c)
             results[name] = summarize(rows)
             rows_of[name] = rows
-            print(f"hhh {name}: {s:.1f}s", file=sys.stderr, flush=True)
+            print(f"hhh {name}: {s:.1f}s wall, {c:.1f}s cpu", file=sys.stderr, flush=True)
     best = {k: min(v) for k, v in seconds.items()}
+    best_cpu = {k: min(v) for k, v in cpu.items()}
     return {
         "n": len(items),
         "rounds": rounds,
         "seconds": {k: [round(x, 1) for x in v] for k, v in seconds.items()},
         "labels_per_s": {k: round(len(items) / v, 3) for k, v in best.items()},
+        "cpu_seconds": {k: [round(x, 1) for x in v] for k, v in cpu.items()},
         **{f"speedup_vs_{k}": round(best[k] / best["ours"], 2) for k in best if k != "ours"},
+        **{f"cpu_speedup_vs_{k}": round(best_cpu[k] / best_cpu["ours"], 2) for k in best if k != "ours"},
         **{
             f"max_abs_logprob_diff_vs_{k}": max_logprob_diff(rows_of["ours"], rows_of[k])
             for k in best
