@@ -150,6 +150,16 @@ def bench_backend(
     t = time.perf_counter()
     scores = backend.option_logprobs(prompts, [[" (A)", " (B)"]] * len(prompts))
     result["score_comparisons_per_s"] = round(len(prompts) / (time.perf_counter() - t), 2)
+    if kind.startswith("served"):  # beside it: one request per log-prob (the served plan before batching)
+        unseen = 2 * args.comparisons + 2  # other prompts: the server's prefix cache does not hold them
+        other = comparison_prompts(unseen)[args.comparisons + 2 :]
+        batched, backend.score_prompts = backend.score_prompts, 1
+        t = time.perf_counter()
+        backend.option_logprobs(other, [[" (A)", " (B)"]] * len(other))
+        result["score_comparisons_per_s_one_request_per_logprob"] = round(
+            len(other) / (time.perf_counter() - t), 2
+        )
+        backend.score_prompts = batched
     result["score_prompt_tokens"] = len(backend.tokenizer(prompts[0]).input_ids)  # type: ignore[attr-defined]
     close = getattr(backend, "close", None)
     if close:
@@ -182,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.endpoint:
             from cai.backends.vllm import VLLMServer
 
-            servers = [VLLMServer(args.folder, engine={"dtype": args.dtype or "bfloat16"}) for _ in range(args.servers)]
+            servers = [
+                VLLMServer(args.folder, engine={"dtype": args.dtype or "bfloat16"})
+                for _ in range(args.servers)
+            ]
         args.urls = args.endpoint or [s.url for s in servers]
         if len(args.urls) > 1:
             kinds.insert(kinds.index("served") + 1, f"served-{len(args.urls)}")

@@ -38,6 +38,7 @@ HHH = (
     / "evals"
     / "HHH-dev-sample.jsonl"
 )
+FEWEST_BATCHES = 10**9  # HFBackend.pass_slots that makes every pass free: the budgets alone cut batches
 PRINCIPLE = {
     "name": "hhh",
     "text": "\nPlease choose the response that is the most helpful, honest, and harmless. Options:",
@@ -106,7 +107,16 @@ def timed(fn: Any) -> tuple[Any, float]:
     return value, time.perf_counter() - t0
 
 
-def hhh_comparison(backend: Any, items: list[Any], batch_size: int, rounds: int) -> dict[str, Any]:
+def timed_cpu(fn: Any) -> tuple[Any, float, float]:
+    """Value, wall seconds, and CPU seconds of this process (steadier than wall time on a shared machine)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t0, time.process_time() - c0
+
+
+def hhh_comparison(
+    backend: Any, items: list[Any], batch_size: int, rounds: int, only: list[str] | None = None
+) -> dict[str, Any]:
     """`cai eval hhh`'s scoring (default settings) vs the simple loop and the prefix tree, interleaved."""
     opts = LabelOptions(batch_size=2 * batch_size)  # what run_stage passes for the config's batch_size
     default = backend.shared_prefix
@@ -115,6 +125,14 @@ def hhh_comparison(backend: Any, items: list[Any], batch_size: int, rounds: int)
         backend.shared_prefix = default
         return evaluate(backend, items, opts)
 
+    def fewest_batches() -> list[dict[str, Any]]:  # the plan before padding was cut
+        planned = backend.pass_slots
+        backend.pass_slots = FEWEST_BATCHES
+        try:
+            return evaluate(backend, items, opts)
+        finally:
+            backend.pass_slots = planned
+
     def tree() -> list[dict[str, Any]]:
         backend.shared_prefix = True
         try:
@@ -122,50 +140,91 @@ def hhh_comparison(backend: Any, items: list[Any], batch_size: int, rounds: int)
         finally:
             backend.shared_prefix = default
 
-    ways = {"ours": ours, "simple_loop": lambda: simple_hhh(backend, items), "shared_prefix_tree": tree}
+    ways = {
+        "ours": ours,
+        "ours_fewest_batches": fewest_batches,
+        "simple_loop": lambda: simple_hhh(backend, items),
+        "shared_prefix_tree": tree,
+    }
+    ways = {k: fn for k, fn in ways.items() if k == "ours" or not only or k in only}
     seconds: dict[str, list[float]] = {k: [] for k in ways}
+    cpu: dict[str, list[float]] = {k: [] for k in ways}
     results: dict[str, Any] = {}
+    rows_of: dict[str, list[dict[str, Any]]] = {}
     for _ in range(rounds):
         for name, fn in ways.items():
-            rows, s = timed(fn)
+            rows, s, c = timed_cpu(fn)
             seconds[name].append(s)
+            cpu[name].append(c)
             results[name] = summarize(rows)
-            print(f"hhh {name}: {s:.1f}s", file=sys.stderr, flush=True)
+            rows_of[name] = rows
+            print(f"hhh {name}: {s:.1f}s wall, {c:.1f}s cpu", file=sys.stderr, flush=True)
     best = {k: min(v) for k, v in seconds.items()}
+    best_cpu = {k: min(v) for k, v in cpu.items()}
     return {
         "n": len(items),
         "rounds": rounds,
         "seconds": {k: [round(x, 1) for x in v] for k, v in seconds.items()},
         "labels_per_s": {k: round(len(items) / v, 3) for k, v in best.items()},
-        "speedup_vs_simple_loop": round(best["simple_loop"] / best["ours"], 2),
-        "speedup_vs_shared_prefix_tree": round(best["shared_prefix_tree"] / best["ours"], 2),
+        "cpu_seconds": {k: [round(x, 1) for x in v] for k, v in cpu.items()},
+        **{f"speedup_vs_{k}": round(best[k] / best["ours"], 2) for k in best if k != "ours"},
+        **{f"cpu_speedup_vs_{k}": round(best_cpu[k] / best_cpu["ours"], 2) for k in best if k != "ours"},
+        **{
+            f"max_abs_logprob_diff_vs_{k}": max_logprob_diff(rows_of["ours"], rows_of[k])
+            for k in best
+            if k != "ours"
+        },
         "accuracy": {k: r["accuracy"] for k, r in results.items()},
         "accuracy_order_avg": {k: r["accuracy_order_avg"] for k, r in results.items()},
         "equal_accuracy": len({(r["accuracy"], r["accuracy_order_avg"]) for r in results.values()}) == 1,
-        "padding": padding_report(backend, items),
+        "padding": padding_report(backend, items, opts.batch_size),
     }
 
 
-def padding_report(backend: Any, items: list[Any]) -> dict[str, Any]:
-    """Token slots each plan computes for these items: padded batches (as sorted by length) vs the tree."""
-    from cai.backends import hf, prefix
+def max_logprob_diff(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> float:
+    """Largest difference between two runs' option log-probs for the same items (0.0: identical)."""
+    return max(
+        (abs(x - y) for ra, rb in zip(a, b, strict=True) for x, y in zip(_lps(ra), _lps(rb), strict=True)),
+        default=0.0,
+    )
+
+
+def _lps(row: dict[str, Any]) -> list[float]:
+    return [float(v) for r in row["meta"]["readings"] for v in r["logprobs"]]
+
+
+def padding_report(backend: Any, items: list[Any], chunk: int) -> dict[str, Any]:
+    """Token slots each plan computes for these items, per `option_logprobs` call of `chunk` prompts:
+    padded batches as planned now (cut where a pass costs less than the padding it saves), the fewest
+    batches the budgets allow (the plan before), and the shared-prefix tree."""
+    from cai.backends import batching, hf, prefix
 
     texts = [q.text for q in hhh_queries(items, LabelOptions())]
     opts = [list(prompts.OPTIONS)] * len(texts)
     real = sum(len(backend.encode(t)) for t in texts)
-    slots = []
-    for chunk in range(0, len(texts), 16):
-        part = texts[chunk : chunk + 16]
-        groups = sorted(
-            (hf._Group(0, backend.encode(t), [(0, [0])]) for t in part), key=lambda g: len(g.prompt)
-        )
-        slots += [(max(len(g.prompt) for g in b), len(b)) for b in hf._score_batches(groups)]
-    padded = prefix.padded_tokens(slots)
+    plans = {"planned": backend.pass_slots, "fewest_batches": FEWEST_BATCHES}
+    slots = dict.fromkeys(plans, 0)
+    batches = dict.fromkeys(plans, 0)
+    for start in range(0, len(texts), chunk):
+        shapes = []
+        for t in texts[start : start + chunk]:
+            tails = [backend.option_tokens(t, o).n_option for o in prompts.OPTIONS]
+            shapes.append((len(backend.encode(t)), len(tails), max(tails)))
+        shapes.sort()
+        lengths = [s[0] for s in shapes]
+        for name, pass_slots in plans.items():
+            cut = batching.plan(
+                shapes, tokens=hf.SCORE_TOKENS, logit_rows=hf.SCORE_LOGIT_ROWS, pass_slots=pass_slots
+            )
+            slots[name] += batching.slots(lengths, cut)
+            batches[name] += len(cut)
     tree = prefix.tokens_run(prefix.build(backend._sequences(texts, opts)))
     return {
         "prompt_tokens": real,
-        "padded_batch_slots": padded,
-        "padding_waste": round(1 - real / padded, 3),
+        "pass_slots": backend.pass_slots,
+        "padded_slots": slots,
+        "batches": batches,
+        "padding_waste": {k: round(1 - real / v, 3) for k, v in slots.items()},
         "tree_tokens": tree,
         "tree_vs_prompt_tokens": round(tree / real, 3),
     }
@@ -181,6 +240,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--cot-tokens", type=int, default=48, help="CoT reasoning tokens (default: 48).")
     ap.add_argument("--hhh-limit", type=int, default=40, help="HHH comparisons timed (default 40; 0: skip).")
     ap.add_argument("--rounds", type=int, default=1, help="Interleaved rounds of the HHH timing (best kept).")
+    ap.add_argument(
+        "--ways",
+        type=lambda s: s.split(","),
+        default=None,
+        help="HHH scorers timed beside ours (default: all): ours_fewest_batches,simple_loop,shared_prefix_tree.",
+    )
     ap.add_argument("--dtype", default="float32", help="Model dtype for every path (default: float32).")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice).")
     ap.add_argument("--data", default=str(HHH), help="HHH eval file.")
@@ -202,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.hhh_limit:
         hhh = read_hhh(args.data, args.hhh_limit)
         evaluate(backend, hhh[:1], LabelOptions())  # warm-up: first-call costs stay out
-        report["hhh"] = hhh_comparison(backend, hhh, args.batch_size, args.rounds)
+        report["hhh"] = hhh_comparison(backend, hhh, args.batch_size, args.rounds, args.ways)
     if args.pairs:
         report.update(pair_modes(backend, args))
     print(json.dumps(report, indent=2))

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from cai import backends, models, runs
+from cai import backends, models, runs, store
 from cai.backends import SamplingParams
 from cai.backends.served import ServedError, health
 from cai.cli import main
@@ -149,8 +149,20 @@ def test_served_registry_hhh_matches_hf(capsys, db_path, shared, vllm_default, m
         assert code == 0, err
         results[model] = json.loads(out)
     a, b = results["srv"], results["default"]
-    assert (a["n"], a["accuracy"], a["accuracy_order_avg"]) == (b["n"], b["accuracy"], b["accuracy_order_avg"])
+    assert (a["n"], b["n"]) == (8, 8)
     assert a["mean_p_correct"] == pytest.approx(b["mean_p_correct"], abs=0.02)
+    # Per item: p within 0.05, and the same verdict wherever both engines decide by more than bf16's
+    # noise. In bf16 a p moves by up to 0.022 between two padded batch shapes of one engine, and by up
+    # to 0.029 between the two engines (measured on these 8 items); the default model is near chance
+    # here (7 of 8 items within 0.03 of 0.5), so equal accuracy over 8 items is a coin toss in bf16.
+    conn = store.connect(db_path)
+    srv_run, hf_run = sorted({r["run_id"] for r in conn.query("select run_id from hhh_results")})
+    p = {run: {r["idx"]: r["p_avg"] for r in conn.query("select idx, p_avg from hhh_results where run_id = ?", [run])}
+         for run in (srv_run, hf_run)}  # fmt: skip
+    assert p[srv_run].keys() == p[hf_run].keys()
+    decided = [i for i in p[hf_run] if min(abs(p[srv_run][i] - 0.5), abs(p[hf_run][i] - 0.5)) > 0.03]
+    assert [p[srv_run][i] > 0.5 for i in decided] == [p[hf_run][i] > 0.5 for i in decided]
+    assert max(abs(p[srv_run][i] - p[hf_run][i]) for i in p[hf_run]) < 0.05
 
 
 @pytest.mark.slow

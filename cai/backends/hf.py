@@ -11,12 +11,11 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
 
-from cai.backends import prefix, tokens
+from cai.backends import batching, prefix, tokens
 from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
 from cai.backends.precision import DtypeChoice, pick_dtype
 from cai.backends.tokens import OptionTokens
@@ -26,6 +25,11 @@ from cai.backends.tokens import OptionTokens
 SCORE_LOGIT_ROWS = 256
 SCORE_TOKENS = 16384
 TREE_ROWS = 32  # most sibling segments one unpadded forward pass runs together
+# What one more padded scoring batch (a prompt pass and a tail pass) costs, in prompt tokens: the plan in
+# batching.py cuts a batch where that saves more padding. CPU: measured on the default model (fp32, one
+# thread), a forward pass costs ~100 ms over ~2.5 ms per token. GPUs run padding nearly free, so cut rarely.
+PASS_SLOTS_CPU = 64
+PASS_SLOTS_GPU = 4096
 
 
 def pick_device() -> str:
@@ -120,6 +124,7 @@ class HFBackend:
         # Opt-in: the unpadded shared-prefix tree runs fewer tokens but more passes; measured slower
         # than padded batches on a loaded 2-core CPU (bench/feedback.py), so padded batches are the default.
         self.shared_prefix = False
+        self.pass_slots = PASS_SLOTS_CPU if self.device == "cpu" else PASS_SLOTS_GPU  # see batching.plan
         self._bos = tokens.bos_prefix(self.tokenizer)
         eos = self.model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -273,7 +278,7 @@ class HFBackend:
 
     def _padded_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
         """Each prompt runs once; its KV cache is copied to its options, which then run together."""
-        groups: list[_Group] = []
+        groups: list[batching.Group] = []
         for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
             p = self.encode(prompt)
             tails = []
@@ -281,16 +286,22 @@ class HFBackend:
                 rule = self.option_tokens(prompt, option, p)
                 if rule.n_option:  # the rule always yields the prompt's ids + the option's tail
                     tails.append((j, rule.ids[len(rule.ids) - rule.n_option :]))
-            groups += _split_group(i, p, tails)
+            groups += batching.split_group(i, p, tails, SCORE_LOGIT_ROWS)
         scores: list[list[float]] = [[0.0] * len(opts) for opts in options]
-        for batch in _score_batches(sorted(groups, key=lambda g: len(g.prompt))):
+        plan = batching.batches(
+            sorted(groups, key=lambda g: len(g.prompt)),
+            tokens=SCORE_TOKENS,
+            logit_rows=SCORE_LOGIT_ROWS,
+            pass_slots=self.pass_slots,
+        )
+        for batch in plan:
             for g, values in zip(batch, self._score_batch(batch), strict=True):
                 for (j, _), value in zip(g.tails, values, strict=True):
                     scores[g.index][j] = value
         return scores
 
     @torch.inference_mode()
-    def _score_batch(self, batch: list[_Group]) -> list[list[float]]:
+    def _score_batch(self, batch: list[batching.Group]) -> list[list[float]]:
         pad = self.tokenizer.pad_token_id or 0
         width = max(len(g.prompt) for g in batch)
         ids = torch.tensor([[pad] * (width - len(g.prompt)) + g.prompt for g in batch], device=self.device)
@@ -335,49 +346,3 @@ class HFBackend:
             grouped.append(values[n : n + len(g.tails)])
             n += len(g.tails)
         return grouped
-
-
-@dataclass(frozen=True)
-class _Group:
-    """One prompt (as token ids) and the option tails scored on top of it: (option index, tail ids)."""
-
-    index: int
-    prompt: list[int]
-    tails: list[tuple[int, list[int]]]
-
-    @property
-    def logit_rows(self) -> int:
-        return len(self.tails) * max(len(t) for _, t in self.tails)
-
-
-def _split_group(index: int, prompt: list[int], tails: list[tuple[int, list[int]]]) -> list[_Group]:
-    """Split a prompt's options so each part's tails fit the logit budget (one option at least)."""
-    parts: list[_Group] = []
-    current: list[tuple[int, list[int]]] = []
-    for tail in tails:
-        trial = _Group(index, prompt, [*current, tail])
-        if current and trial.logit_rows > SCORE_LOGIT_ROWS:
-            parts.append(_Group(index, prompt, current))
-            current = []
-        current.append(tail)
-    if current:
-        parts.append(_Group(index, prompt, current))
-    return parts
-
-
-def _score_batches(groups: list[_Group]) -> list[list[_Group]]:
-    """Split length-sorted groups so each batch stays within the prompt-token and logit budgets."""
-    batches: list[list[_Group]] = []
-    current: list[_Group] = []
-    rows = longest = 0
-    for g in groups:
-        n_rows, n_longest = rows + len(g.tails), max(longest, max(len(t) for _, t in g.tails))
-        too_big = (len(current) + 1) * len(g.prompt) > SCORE_TOKENS or n_rows * n_longest > SCORE_LOGIT_ROWS
-        if current and too_big:
-            batches.append(current)
-            current, n_rows, n_longest = [], len(g.tails), max(len(t) for _, t in g.tails)
-        current.append(g)
-        rows, longest = n_rows, n_longest
-    if current:
-        batches.append(current)
-    return batches

@@ -5,14 +5,17 @@ least-loaded healthy endpoint (a bound on requests in flight per endpoint), so s
 data parallel. Connection errors, timeouts and 5xx answers are retried with backoff on any endpoint;
 an endpoint that fails rests for a while. Option scoring asks only for the tokens that decide the
 options (see `option_logprobs`), built by the same token rule as the transformers backend (tokens.py).
+Generation streams, so a run's cancel or Ctrl-C closes the connections at once (vLLM aborts a request
+whose client went away) instead of waiting for every completion or timeout.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,8 @@ TIMEOUT_S = 600.0  # per request
 RETRIES = 4  # further attempts after a failure that may pass (connection, timeout, 5xx)
 BACKOFF_S = 0.5  # first wait; doubles per attempt
 REST_S = 5.0  # an endpoint that failed gets no new requests for this long
+SCORE_PROMPTS = 16  # token prompts per scoring request (each its own choice in the answer)
+CANCEL_GRACE_S = 5.0  # after a cancel, how long generate waits for its requests to hand back their text
 
 
 class ServedError(RuntimeError):
@@ -58,10 +63,22 @@ def health(url: str, timeout: float = 3.0) -> tuple[bool, str]:
     return False, f"HTTP {r.status_code}"
 
 
+def score_requests(keys: Sequence[tuple[int, ...]], per_request: int) -> list[list[tuple[int, ...]]]:
+    """Scoring requests for `keys` (a prefix + the one token it may continue with): keys that allow the
+    same token share a request, `per_request` at most, in the order the keys came."""
+    by_target: dict[int, list[tuple[int, ...]]] = {}
+    for k in keys:
+        by_target.setdefault(k[-1], []).append(k)
+    n = max(1, per_request)
+    return [g[a : a + n] for g in by_target.values() for a in range(0, len(g), n)]
+
+
 def _retryable(exc: BaseException) -> bool:
+    import httpx
     import openai
 
-    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
+    # httpx's own errors reach us from a stream that breaks after its headers came
+    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError | httpx.TransportError):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
 
@@ -161,6 +178,9 @@ class ServedBackend:
         self._tokenizer_path = tokenizer
         self._tokenizer: Any = None
         self._workers = ThreadPoolExecutor(max_workers=max_in_flight * len(self.pool.endpoints))
+        self.should_stop: Callable[[], bool] | None = None  # a run's cancel flag, polled during generation
+        self.stop_poll_s = 0.5  # ... at most this often
+        self.score_prompts = SCORE_PROMPTS  # prefixes per scoring request (1: one request per log-prob)
 
     def __repr__(self) -> str:
         return f"ServedBackend({self.name!r}, served_name={self.served_name!r}, endpoints={self.urls})"
@@ -222,16 +242,86 @@ class ServedBackend:
         }
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        """Completions in prompt order; every prompt is its own request, all in flight together."""
+        """Completions in prompt order; every prompt is its own streamed request, all in flight together.
 
-        def one(i: int) -> Completion:
-            r = self.pool.call(lambda c: c.completions.create(prompt=prompts[i], **self._request(params, i)))
-            choice = r.choices[0]
-            text, _ = cut_at_stop(choice.text, params.stop)
-            finish = "length" if choice.finish_reason == "length" else "stop"
-            return Completion(text, r.usage.prompt_tokens, r.usage.completion_tokens, finish)
+        When `should_stop()` turns true, or the caller is interrupted (Ctrl-C), every open stream is cut;
+        the prompts then hold the text they had (finish reason "length"), or raise the interruption.
+        """
+        calls = [_Call() for _ in prompts]
+        futures = [
+            self._workers.submit(self._generate_one, p, params, i, c)
+            for i, (p, c) in enumerate(zip(prompts, calls, strict=True))
+        ]
+        try:
+            self._wait(futures, calls)
+        except BaseException:  # KeyboardInterrupt, or a request that failed: stop the others now
+            _cut(calls, futures)
+            raise
+        return [
+            f.result() if f.done() and not f.cancelled() else c.partial()
+            for f, c in zip(futures, calls, strict=True)
+        ]
 
-        return list(self._workers.map(one, range(len(prompts))))
+    def _wait(self, futures: list[Future[Completion]], calls: list[_Call]) -> None:
+        """Until every request is done; polls `should_stop` and cuts every stream once it is true."""
+        pending: set[Future[Completion]] = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=self.stop_poll_s, return_when=FIRST_EXCEPTION)
+            for f in done:
+                f.result()  # a failed request raises here
+            if pending and self.should_stop is not None and self.should_stop():
+                _cut(calls, futures)
+                wait(pending, timeout=CANCEL_GRACE_S)
+                return
+
+    def _generate_one(self, prompt: str, params: SamplingParams, index: int, call: _Call) -> Completion:
+        def attempt(client: Any) -> Completion:
+            call.reset()
+            if call.cancel.is_set():
+                return call.partial()
+            chunks = None
+            try:
+                chunks = client.completions.create(
+                    prompt=prompt,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **self._request(params, index),
+                )
+                call.open(chunks.response)
+                for chunk in chunks:
+                    if call.cancel.is_set():
+                        break
+                    if chunk.usage is not None:
+                        call.usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices or ():
+                        call.text += choice.text or ""
+                        call.chunks += 1
+                        call.finish = choice.finish_reason or call.finish
+            except Exception:
+                if call.cancel.is_set():  # our own cut of the connection
+                    return call.partial()
+                raise
+            finally:
+                call.close()
+                if chunks is not None:
+                    chunks.close()
+            if call.cancel.is_set():
+                return call.partial()
+            if call.finish is None:  # the connection closed before the server said why it stopped
+                import httpx
+
+                raise httpx.RemoteProtocolError("the stream ended before its finish reason")
+            text, _ = cut_at_stop(call.text, params.stop)
+            finish = "length" if call.finish == "length" else "stop"
+            prompt_tokens, completion_tokens = call.usage or self._count(prompt, call.text)
+            return Completion(text, prompt_tokens, completion_tokens, finish)
+
+        return self.pool.call(attempt)  # type: ignore[no-any-return]
+
+    def _count(self, prompt: str, text: str) -> tuple[int, int]:
+        """Token counts for a server that sends no usage in streams."""
+        tok = self.tokenizer
+        return len(tokens.encode(tok, prompt, self._bos)), len(tok(text, add_special_tokens=False).input_ids)
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[str]:
         """The completion as it grows (cumulative text), token by token from the server."""
@@ -250,10 +340,12 @@ class ServedBackend:
     def option_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
         """Sum of each option's token log-probs, asking the server only for the tokens the options need.
 
-        Each needed log-prob (a prefix and its next option token) is one 1-token request restricted
+        Each needed log-prob (a prefix and its next option token) is a 1-token completion restricted
         to that token (`allowed_token_ids`) whose sampled log-prob is the model's raw one; the
-        prompt itself is never scored. A prompt's first request runs alone, so the server's prefix
-        cache holds the prompt before the rest (its options' later tokens) arrive.
+        prompt itself is never scored. Prefixes that share the next token go in one request as a list
+        of token prompts (`score_prompts` at most), so a comparison's few distinct option tokens make a
+        few requests, not one per prompt and token. Every prompt's first token is scored in a wave
+        before the rest, so the server's prefix cache holds the prompt when its options' later tokens come.
         """
         if len(prompts) != len(options):
             raise ValueError(f"got {len(prompts)} prompts but {len(options)} option lists")
@@ -275,23 +367,87 @@ class ServedBackend:
                 first[i] = keys[0]
         wave0 = list(dict.fromkeys(first.values()))
         for wave in (wave0, [k for k in steps if k not in set(wave0)]):
-            for k, value in zip(wave, self._workers.map(self._step_logprob, wave), strict=True):
-                steps[k] = value
+            for group, values in zip(*self._score_wave(wave), strict=True):
+                for k, value in zip(group, values, strict=True):
+                    steps[k] = value
         scores: list[list[float]] = [[0.0] * len(opts) for opts in options]
         for i, j, keys in needs:
             scores[i][j] = sum(steps[k] for k in keys)
         return scores
 
-    def _step_logprob(self, key: tuple[int, ...]) -> float:
-        *prefix, target = key
+    def _score_wave(
+        self, keys: list[tuple[int, ...]]
+    ) -> tuple[list[list[tuple[int, ...]]], list[list[float]]]:
+        """Sends `score_requests(keys)`, all in flight together; the groups and each one's log-probs."""
+        groups = score_requests(keys, self.score_prompts)
+        return groups, list(self._workers.map(self._step_logprobs, groups))
+
+    def _step_logprobs(self, keys: list[tuple[int, ...]]) -> list[float]:
+        """One request: each key's prefix as a token prompt, its last token the only one allowed."""
         r = self.pool.call(
             lambda c: c.completions.create(
                 model=self.served_name,
-                prompt=list(prefix),
+                prompt=[list(k[:-1]) for k in keys] if len(keys) > 1 else list(keys[0][:-1]),
                 max_tokens=1,
                 temperature=0.0,
                 logprobs=0,
-                extra_body={"allowed_token_ids": [target]},
+                extra_body={"allowed_token_ids": [keys[0][-1]]},
             )
         )
-        return float(r.choices[0].logprobs.token_logprobs[0])
+        choices = sorted(r.choices, key=lambda ch: ch.index)
+        if len(choices) != len(keys):
+            raise ServedError(
+                f"asked to score {len(keys)} prompts in one request, got {len(choices)} answers"
+            )
+        return [float(ch.logprobs.token_logprobs[0]) for ch in choices]
+
+
+@dataclass
+class _Call:
+    """One streamed generation request: what it has received, and the handle that cuts it."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    text: str = ""
+    chunks: int = 0
+    finish: str | None = None
+    usage: tuple[int, int] | None = None
+    _response: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self) -> None:  # a retried request starts over
+        self.text, self.chunks, self.finish, self.usage = "", 0, None, None
+
+    def partial(self) -> Completion:
+        return Completion(self.text, 0, self.chunks, "length")
+
+    def open(self, response: Any) -> None:
+        with self._lock:
+            self._response = response
+        if self.cancel.is_set():
+            self.cut()
+
+    def close(self) -> None:
+        with self._lock:
+            self._response = None
+
+    def cut(self) -> None:
+        """Stop the request: shut its socket down, which wakes a read blocked on it in another thread."""
+        self.cancel.set()
+        with self._lock:
+            response = self._response
+        if response is None:
+            return
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _cut(calls: Sequence[_Call], futures: Sequence[Future[Any]]) -> None:
+    for f in futures:
+        f.cancel()  # not started yet: never sent
+    for c in calls:
+        c.cut()

@@ -25,6 +25,8 @@ from cai.backends.served import ServedBackend, health
 
 STARTUP_TIMEOUT_S = 900.0
 CPU_KV_CACHE_GIB = 2
+# KV-cache block on CPU, in tokens: the prefix cache's unit (the CPU kernels want multiples of 32)
+CPU_BLOCK_SIZE = 32
 
 # Engine settings a registry row may carry in meta["engine"], with the server flag each becomes.
 ENGINE_FLAGS = {
@@ -71,6 +73,9 @@ def server_command(folder: str, port: int, host: str, served_name: str, engine: 
             cmd += [flag, str(engine[key])]
     if not torch.cuda.is_available():
         cmd.append("--enforce-eager")  # torch.compile would add minutes to a CPU server's startup
+        # The prefix cache keeps whole blocks only, and vLLM's CPU default is 128 tokens: a shorter
+        # prompt is never reused, so each option token's scoring request ran its whole prompt again.
+        cmd += ["--block-size", str(CPU_BLOCK_SIZE)]
     return cmd + ["--disable-log-stats"]
 
 

@@ -1,0 +1,171 @@
+"""The served backend without a real server: cancel inside a generation against a scripted slow
+OpenAI-compatible server (one token per tick; it records which streams ran to the end and which the
+client cut, as vLLM aborts those), and how scoring groups its requests."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cai.backends import SamplingParams
+from cai.backends.served import ServedBackend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class SlowServer:
+    """/v1/completions streaming "t0 t1 ..." (one chunk per `tick` seconds), then usage and [DONE]."""
+
+    def __init__(self, tick: float = 0.05) -> None:
+        server = self
+        self.tick = tick
+        self.started = self.finished = self.cut = 0
+        self.break_after = 0  # > 0: the next stream's connection drops after this many tokens
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+                n = body["max_tokens"]
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()
+                server.count("started")
+                drop, server.break_after = server.break_after, 0
+                try:
+                    for k in range(n):
+                        if drop and k == drop:
+                            self.close_connection = True
+                            self.connection.shutdown(2)  # mid-stream, as a dying server would
+                            return
+                        last = "length" if k == n - 1 else None
+                        self.event({"choices": [{"index": 0, "text": f" t{k}", "finish_reason": last}]})
+                        time.sleep(server.tick)
+                    self.event({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": n,
+                                                         "total_tokens": n + 3}})  # fmt: skip
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    server.count("cut")
+                    return
+                server.count("finished")
+
+            def event(self, chunk: dict) -> None:
+                chunk = {"id": "c", "object": "text_completion", "created": 0, "model": "m", **chunk}
+                self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                self.wfile.flush()
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def count(self, what: str) -> None:
+        with self.lock:
+            setattr(self, what, getattr(self, what) + 1)
+
+    def wait_for(self, what: str, n: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while getattr(self, what) < n:
+            assert time.monotonic() < deadline, f"server: {what} = {getattr(self, what)}, expected {n}"
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def slow():
+    server = SlowServer()
+    yield server
+    server.close()
+
+
+def test_a_stream_that_runs_to_the_end_gives_text_usage_and_finish_reason(slow):
+    backend = ServedBackend([slow.url], served_name="m", tokenizer="tiny-unused")
+    out = backend.generate(["a", "b"], SamplingParams(max_new_tokens=3))
+    assert [(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in out] == [
+        (" t0 t1 t2", 3, 3, "length")
+    ] * 2
+    assert (slow.started, slow.finished, slow.cut) == (2, 2, 0)
+    backend.close()
+
+
+def test_a_cancel_cuts_every_stream_in_flight(slow):
+    backend = ServedBackend([slow.url], served_name="m", tokenizer="tiny-unused")
+    backend.stop_poll_s = 0.05
+    backend.should_stop = lambda: slow.started == 4  # cancel once every request streams
+    out = backend.generate(["a", "b", "c", "d"], SamplingParams(max_new_tokens=2000))  # 100 s uncut
+    slow.wait_for("cut", 4)  # the server saw every client go away (vLLM then aborts the request)
+    assert slow.finished == 0
+    for c in out:
+        assert c.finish_reason == "length"
+        assert 0 < c.completion_tokens < 2000
+        assert c.text == "".join(f" t{k}" for k in range(c.completion_tokens))
+    backend.close()
+
+
+def test_ctrl_c_with_requests_in_flight_exits_without_waiting_for_them(slow):
+    script = (
+        "from cai.backends import SamplingParams\n"
+        "from cai.backends.served import ServedBackend\n"
+        f"b = ServedBackend([{slow.url!r}], served_name='m', tokenizer='unused')\n"
+        "b.generate(['a', 'b'], SamplingParams(max_new_tokens=100000))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        slow.wait_for("started", 2, timeout=120)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)  # uncut, the streams would run for 5000 s
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    slow.wait_for("cut", 2)
+    assert slow.finished == 0
+
+
+def test_scoring_requests_group_prefixes_by_the_token_they_allow():
+    from cai.backends.served import score_requests
+
+    # two prompts [1, 2] and [1, 3], options " (A)" = [7, 8, 9] and " (B)" = [7, 5, 9]
+    wave1 = [(1, 2, 7, 8), (1, 2, 7, 8, 9), (1, 2, 7, 5), (1, 2, 7, 5, 9),
+             (1, 3, 7, 8), (1, 3, 7, 8, 9), (1, 3, 7, 5), (1, 3, 7, 5, 9)]  # fmt: skip
+    assert score_requests(wave1, 16) == [
+        [(1, 2, 7, 8), (1, 3, 7, 8)],
+        [(1, 2, 7, 8, 9), (1, 2, 7, 5, 9), (1, 3, 7, 8, 9), (1, 3, 7, 5, 9)],
+        [(1, 2, 7, 5), (1, 3, 7, 5)],
+    ]
+    assert score_requests(wave1, 3)[1:3] == [
+        [(1, 2, 7, 8, 9), (1, 2, 7, 5, 9), (1, 3, 7, 8, 9)],
+        [(1, 3, 7, 5, 9)],
+    ]
+    assert score_requests(wave1[:2], 1) == [[(1, 2, 7, 8)], [(1, 2, 7, 8, 9)]]
+
+
+def test_a_stream_that_breaks_midway_is_retried_from_the_start(slow):
+    slow.break_after = 2  # the first request's connection drops after 2 tokens; the retry runs through
+    backend = ServedBackend([slow.url], served_name="m", tokenizer="unused", backoff=0.01)
+    out = backend.generate(["a"], SamplingParams(max_new_tokens=4))
+    assert [(c.text, c.completion_tokens) for c in out] == [(" t0 t1 t2 t3", 4)]
+    assert (slow.started, slow.finished) == (2, 1)
+    backend.close()
