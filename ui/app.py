@@ -90,7 +90,7 @@ def _page(ctx: AppContext, root: gr.Blocks, module: str) -> None:
     """One workbench page: navbar, header (filled first on load), then the module's components."""
     gr.Navbar(main_page_name=TABS[0][0])
     header = gr.HTML(header_html(None, None))
-    root.load(bind(on_load, ctx), None, header, show_progress="hidden")
+    root.load(bind(on_load, ctx), None, header, show_progress="hidden", queue=False)
     importlib.import_module(module).build(ctx)
 
 

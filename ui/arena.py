@@ -355,7 +355,7 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
                     return tuple(gr.skip() for _ in outs)
                 return enter({"user": {k: user[k] for k in ("id", "name", "role", "session_epoch")}})
 
-            page.load(arrive, state, outs, api_name=False, show_progress="hidden")
+            page.load(arrive, state, outs, api_name=False, show_progress="hidden", queue=False)
         login_btn.click(on_sign_in, [state, name, password], outs, api_name="sign_in")
         password.submit(on_sign_in, [state, name, password], outs, api_name=False)
         join_btn.click(lambda s, c, n, p: enter(join(ctx, s, c, n, p)), [state, code, new_name, new_password], outs,

@@ -88,7 +88,7 @@ def on_page_load(fn: Callable[..., Any], inputs: list[Any] | None, outputs: list
     root = gr.context.Context.root_block
     if root is None:
         raise RuntimeError("on_page_load must be called inside a gr.Blocks context")
-    return root.load(quietly(fn, len(outputs)), inputs, outputs)
+    return root.load(quietly(fn, len(outputs)), inputs, outputs, queue=False)
 
 
 def username(request: gr.Request | None) -> str | None:
