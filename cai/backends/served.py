@@ -19,6 +19,9 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+import openai
+
 from cai.backends import tokens
 from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
 
@@ -50,7 +53,6 @@ class Endpoint:
 
 def health(url: str, timeout: float = 3.0) -> tuple[bool, str]:
     """Whether an endpoint answers: vLLM's /health beside /v1, else the standard /v1/models."""
-    import httpx
 
     root = url.rstrip("/").removesuffix("/v1")
     for probe in (f"{root}/health", f"{url.rstrip('/')}/models"):
@@ -73,12 +75,24 @@ def score_requests(keys: Sequence[tuple[int, ...]], per_request: int) -> list[li
     return [g[a : a + n] for g in by_target.values() for a in range(0, len(g), n)]
 
 
-def _retryable(exc: BaseException) -> bool:
-    import httpx
-    import openai
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP library's transport errors: openai 3.x streams through httpx2, older releases through httpx."""
+    found: list[type[BaseException]] = [httpx.TransportError]
+    try:
+        import httpx2
+    except ImportError:
+        return tuple(found)
+    return (*found, httpx2.TransportError)
 
-    # httpx's own errors reach us from a stream that breaks after its headers came
-    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError | httpx.TransportError):
+
+# Imported here, on the importing thread: a first import inside several request threads at once can hand one
+# of them a partially initialised module ("partially initialized module 'httpx' has no attribute ...").
+TRANSPORT_ERRORS = _transport_errors()
+
+
+def _retryable(exc: BaseException) -> bool:
+    # the HTTP library's own errors reach us from a stream that breaks after its headers came
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, *TRANSPORT_ERRORS)):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
 
@@ -97,8 +111,6 @@ class Pool:
     _cond: threading.Condition = field(init=False, default_factory=threading.Condition)
 
     def __post_init__(self) -> None:
-        import openai
-
         if not self.urls:
             raise ValueError("a served model needs at least one endpoint URL")
         self.endpoints = [
@@ -248,11 +260,10 @@ class ServedBackend:
         the prompts then hold the text they had (finish reason "length"), or raise the interruption.
         """
         calls = [_Call() for _ in prompts]
-        futures = [
-            self._workers.submit(self._generate_one, p, params, i, c)
-            for i, (p, c) in enumerate(zip(prompts, calls, strict=True))
-        ]
-        try:
+        futures: list[Future[Completion]] = []
+        try:  # submitting inside: an interruption between two submissions still cuts those sent
+            for i, (p, c) in enumerate(zip(prompts, calls, strict=True)):
+                futures.append(self._workers.submit(self._generate_one, p, params, i, c))
             self._wait(futures, calls)
         except BaseException:  # KeyboardInterrupt, or a request that failed: stop the others now
             _cut(calls, futures)
@@ -308,8 +319,6 @@ class ServedBackend:
             if call.cancel.is_set():
                 return call.partial()
             if call.finish is None:  # the connection closed before the server said why it stopped
-                import httpx
-
                 raise httpx.RemoteProtocolError("the stream ended before its finish reason")
             text, _ = cut_at_stop(call.text, params.stop)
             finish = "length" if call.finish == "length" else "stop"
