@@ -120,7 +120,8 @@ def test_a_cancel_cuts_every_stream_in_flight(slow):
 
 
 def test_ctrl_c_with_requests_in_flight_exits_without_waiting_for_them(slow):
-    script = (
+    script = (  # Ctrl-C's handler even when this suite runs in a background job, whose children ignore SIGINT
+        "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from cai.backends import SamplingParams\n"
         "from cai.backends.served import ServedBackend\n"
         f"b = ServedBackend([{slow.url!r}], served_name='m', tokenizer='unused')\n"
