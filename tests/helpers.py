@@ -1,7 +1,14 @@
-"""Inputs several test files (and bench/soak.py) seed a workbench with: a small constitution and prompt sets."""
+"""What several test files share: the inputs they (and bench/soak.py) seed a workbench with (a small constitution
+and prompt sets), and the web app served in-process on a free port."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from cai.constitution import create_constitution
@@ -28,3 +35,37 @@ def seed(db: Any, n_prompts: int = 5, helpful: int = 0, constitution: str = "tes
     create_prompt_set(db, "red", "red-team", [f"\n\nHuman: Bad question {i}?\n\nAssistant:" for i in range(n_prompts)])
     if helpful:
         create_prompt_set(db, "help", "helpful", [f"\n\nHuman: Nice question {i}?\n\nAssistant:" for i in range(helpful)])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_app(db_path: Path, pool: Any, port: int | None = None) -> Iterator[str]:
+    """The web app (`ui.app.server`, default model `tiny`, arena models from `pool`) under uvicorn in a thread;
+    yields its URL. On exit it shuts down gracefully first (open event streams get a second), then by force:
+    gradio_client reads those streams in non-daemon threads, which would otherwise keep pytest from exiting."""
+    import uvicorn
+
+    from ui.app import server
+
+    port = port or free_port()
+    srv = uvicorn.Server(uvicorn.Config(server(db_path, "tiny", arena_pool=pool), host="127.0.0.1", port=port,
+                                        log_level="warning", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        if thread.is_alive():
+            srv.force_exit = True
+            thread.join(timeout=10)

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,6 +14,7 @@ import pytest
 from cai import arena, models, store, users
 from cai.backend_pool import BackendPool
 from cai.backends.base import ScriptedBackend
+from tests.helpers import serve_app
 
 NAMES = ["quokka-7b", "wombat-3b"]
 ANSWERS = {"quokka-7b": " Paris is the capital.", "wombat-3b": " The capital is Paris."}
@@ -26,18 +24,9 @@ PASSWORD = "password1"
 ARENA_ADMIN_LABELS = {"New campaign name", "Invite codes to make", "Bootstrap rounds", "Days until they expire"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
-    import uvicorn
-
-    from ui.app import server
-
     db_path = tmp_path_factory.mktemp("pages") / "workbench.db"
     db = store.connect(db_path)
     for n in NAMES:
@@ -46,21 +35,8 @@ def running(tmp_path_factory):
     for name, role in ACCOUNTS.items():
         users.add_user(db, name, role, PASSWORD)
     pool = BackendPool(loader=lambda row: ScriptedBackend(respond=lambda p, n=row["name"]: ANSWERS[n]))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(server(db_path, "tiny", arena_pool=pool), host="127.0.0.1", port=port,
-                                        log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", db_path
-    srv.should_exit = True  # graceful first (open event streams get a second), then forced, so pytest exits
-    thread.join(timeout=10)
-    if thread.is_alive():
-        srv.force_exit = True
-        thread.join(timeout=10)
+    with serve_app(db_path, pool) as url:
+        yield url, db_path
 
 
 @contextlib.contextmanager

@@ -9,8 +9,6 @@ in tests/test_probe_paths.py (constitution export by a viewer, `cai run sft --na
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from dataclasses import dataclass
 
@@ -20,6 +18,7 @@ import pytest
 from cai import arena, models, store, users
 from cai.backend_pool import BackendPool
 from cai.cli import main as cai
+from tests.helpers import free_port, serve_app
 
 NAMES = ["quokka-7b", "wombat-3b"]
 TRACK = "/track.png"
@@ -46,18 +45,8 @@ class SlowHTMLBackend:
             yield text
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
-    import uvicorn
-
-    from ui.app import server
-
     db_path = tmp_path_factory.mktemp("probe") / "workbench.db"
     db = store.connect(db_path)
     for n in NAMES:
@@ -65,22 +54,8 @@ def running(tmp_path_factory):
     arena.create_campaign(db, "help", NAMES, "helpfulness", max_turns=3)
     port = free_port()
     pool = BackendPool(loader=lambda row: SlowHTMLBackend(port))
-    srv = uvicorn.Server(uvicorn.Config(server(db_path, "tiny", arena_pool=pool), host="127.0.0.1", port=port,
-                                        log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", db_path
-    # Close the raters' open event streams too: gradio_client reads them in non-daemon threads, which
-    # would keep the test process from exiting while the server waited for them.
-    srv.should_exit = True
-    thread.join(timeout=10)
-    if thread.is_alive():
-        srv.force_exit = True
-        thread.join(timeout=10)
+    with serve_app(db_path, pool, port) as url:
+        yield url, db_path
 
 
 def rater(url: str, name: str, db_path, password: str = "password1"):
