@@ -2,10 +2,12 @@
 
 Serves, each the way ui.app serves a role's page (`gr.mount_gradio_app`, same theme/CSS, no SSR, queue):
 - `floor`: a minimal `gr.Blocks()` with one Markdown;
-- `navbar_header`: the navbar and signed-in header every workbench page has (header filled by a load event);
-- `constitution_page`: the admin/viewer home page's content (`ui.constitution.build`, filled by its load event);
+- `navbar_header`: the navbar and signed-in header every workbench page has (the name filled in the browser);
+- `home_page`: the admin/viewer home page (`ui.home.build`: the overview, filled by its load event);
+- `constitution_page`: the Constitution page's content (`ui.constitution.build`, filled by its load event);
 and measures in headless Chromium, fresh context (no cache) each time, interleaved, the time from navigating to
-the page until `#constitution-info` shows text, and the page main thread's busy time (Chrome's TaskDuration).
+the page until it shows its content (`#constitution-info` or `#home-overview`), and the page main thread's busy
+time (Chrome's TaskDuration).
 Usage: python bench/login_floor.py [--runs 4]
 """
 
@@ -38,7 +40,7 @@ def main() -> None:
 
     import app as app_module
     from bench.login import CHROMIUM_ARGS, VIEWPORT, _busy, free_port
-    from ui.app import _look, calm_queue, header_html
+    from ui.app import HEADER_JS, _look, calm_queue, header_html
     from ui.common import AppContext
 
     os.environ.setdefault("CAI_ADMIN_PASSWORD", "bench-admin-pw")
@@ -54,9 +56,13 @@ def main() -> None:
     def navbar_header() -> gr.Blocks:
         with gr.Blocks() as demo:
             gr.Navbar(main_page_name="Constitution")
-            header = gr.HTML(header_html(None, None))
+            gr.HTML(header_html(None, "admin"), js_on_load=HEADER_JS)
             gr.Markdown("default v1", elem_id="constitution-info")
-            demo.load(lambda: header_html("admin", "admin"), None, header, queue=False)
+        return demo
+
+    def home_page() -> gr.Blocks:
+        with gr.Blocks() as demo:
+            importlib.import_module("ui.home").build(ctx)
         return demo
 
     def constitution_page() -> gr.Blocks:
@@ -64,7 +70,10 @@ def main() -> None:
             importlib.import_module("ui.constitution").build(ctx)
         return demo
 
-    variants = {"floor": floor, "navbar_header": navbar_header, "constitution_page": constitution_page}
+    variants = {"floor": floor, "navbar_header": navbar_header, "home_page": home_page,
+                "constitution_page": constitution_page}
+    shows = {name: ("#home-overview", "constitution default v") if name == "home_page" else
+             ("#constitution-info", "default v") for name in variants}
     urls, servers = {}, []
     for name, make in variants.items():
         fastapi_app = gr.mount_gradio_app(FastAPI(), calm_queue(make().queue()), path="",
@@ -91,7 +100,8 @@ def main() -> None:
             page.goto(urls[name] + "/gradio_api/info")  # same origin, nothing cached
             busy0, t = _busy(cdp), time.perf_counter()
             page.evaluate(f"window.location.assign('{urls[name]}/')")
-            expect(page.locator("#constitution-info")).to_contain_text("default v", timeout=120_000)
+            selector, text = shows[name]
+            expect(page.locator(selector)).to_contain_text(text, timeout=120_000)
             got = time.perf_counter() - t, _busy(cdp) - busy0
             context.close()
             return got

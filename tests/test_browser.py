@@ -89,7 +89,7 @@ def login(browser, url: str, name: str, password: str):  # type: ignore[no-untyp
 def open_tab(page, name: str) -> None:  # type: ignore[no-untyped-def]
     """Open a workbench page from the navbar (each tab is its own page) and wait until it is signed in."""
     with page.expect_navigation():
-        page.get_by_role("link", name=name, exact=True).click()
+        page.get_by_role("navigation").get_by_role("link", name=name, exact=True).click()
     page.get_by_text("Signed in as").first.wait_for(timeout=30_000)
 
 
@@ -107,6 +107,12 @@ def test_admin_edits_a_principle_and_sees_a_new_version(app, browser):
 
     url, _ = app
     page = login(browser, url, "admin", ADMIN_PASSWORD)
+    home = page.locator("#home-overview")  # sign-in lands on the light overview page
+    expect(home).to_contain_text("constitution default v1", timeout=20_000)
+    expect(home.locator("#home-next")).to_contain_text("Next: Run “SL chains (critique → revision)”")
+    shot(page, "home")
+    with page.expect_navigation():
+        home.get_by_role("link", name="Constitution").click()
     expect(page.locator("#constitution-info")).to_contain_text("default v1", timeout=20_000)
     shot(page, "constitution")
     page.locator("#principles-table [role=gridcell]").filter(has_text="dangerous-detail").first.click()
@@ -235,8 +241,9 @@ def test_each_role_gets_its_page_viewer_cannot_launch_and_rater_sees_only_the_ar
     page.locator("#launch-sl").click()
     expect(page.get_by_text("Not allowed: this needs the admin role; you are vera (viewer)").first).to_be_visible(
         timeout=20_000)
-    assert page.get_by_role("link", name="Dashboard", exact=True).count() == 1
-    assert page.get_by_role("link", name="Arena", exact=True).count() == 0  # viewers have no Arena page at all
+    navbar = page.get_by_role("navigation")
+    assert navbar.get_by_role("link", name="Dashboard", exact=True).count() == 1
+    assert navbar.get_by_role("link", name="Arena", exact=True).count() == 0  # viewers have no Arena page at all
     shot(page, "page-viewer")
     page.close()
     page = login(browser, url, "rita", "rater-pw-1")

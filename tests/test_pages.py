@@ -66,10 +66,10 @@ def test_admin_and_viewer_each_get_their_own_workbench(running):
             got[name] = (pages, labels(config), info)
             assert c.get("/campaigns").status_code == (200 if name == "ada" else 404)
     pages, admin_labels, _ = got["ada"]
-    assert pages == ["", "chains", "labels", "dashboard", "models", "campaigns", "experiments"]
+    assert pages == ["", "constitution", "chains", "labels", "dashboard", "models", "campaigns", "experiments"]
     assert ARENA_ADMIN_LABELS <= admin_labels
     pages, viewer_labels, viewer_info = got["vera"]
-    assert pages == ["", "chains", "labels", "dashboard", "models", "experiments"]
+    assert pages == ["", "constitution", "chains", "labels", "dashboard", "models", "experiments"]
     assert not ARENA_ADMIN_LABELS & viewer_labels
     assert "Model A" not in viewer_labels and "Model A" not in admin_labels  # no battle copy in the workbench
     endpoints = set(viewer_info["named_endpoints"]) | set(viewer_info["unnamed_endpoints"])
@@ -83,7 +83,7 @@ def test_the_workbench_is_not_sent_to_a_rater_or_a_visitor(running, name):
         home = c.get("/")
         assert (home.status_code, home.headers["location"]) == (303, "/arena/" if name else "/login")
         assert home.content == b""
-        for path in ("/config", "/dashboard", "/campaigns", "/gradio_api/info", "/gradio_api/openapi.json", "/gradio_api/login_check",
+        for path in ("/config", "/constitution", "/dashboard", "/campaigns", "/gradio_api/info", "/gradio_api/openapi.json", "/gradio_api/login_check",
                      "/theme.css", "/gradio_api/queue/data?session_hash=x"):
             resp = c.get(path)
             assert resp.status_code == 401, path

@@ -230,3 +230,35 @@ def test_confusion_counts_each_scored_order(labelled):
     assert label_stats.confusion([]).to_dict("records") == [
         {"human \\ AI": "human chose A", "AI chose A": 0, "AI chose B": 0, "AI chose tie": 0},
         {"human \\ AI": "human chose B", "AI chose A": 0, "AI chose B": 0, "AI chose tie": 0}]
+
+
+def test_overview_counts_each_page_and_names_the_next_step(world):
+    from cai.queries import overview
+
+    db = world
+    db["chains"].insert_all([{"run_id": 1, "prompt_id": i, "sample": 0, "mode": "critique", "prompt": "p", "final": "f",
+                              "n_revisions": 1, "flags": flags, "created_at": "2026-01-02T03:04:05"}
+                             for i, flags in enumerate(['["copied"]', "[]", None])])
+    glance = overview.overview(db)
+    assert glance == {
+        "constitutions": [
+            {"name": "paper", "version": 2, "critique": 1, "comparison": 0, "enabled": 1, "principles": 1},
+            {"name": "short", "version": 1, "critique": 1, "comparison": 0, "enabled": 1, "principles": 1}],
+        "models": ["tiny", "sl-cai", "other"],
+        "runs": {"active": [{"id": 3, "kind": "sl", "status": "queued", "done": 0, "total": 0, "phase": None}],
+                 "by_status": {"done": 2, "failed": 1, "queued": 1}},
+        "chains": {"total": 3, "flagged": 1},
+        "prefs": {"human": 0, "ai": 0},
+        "done": {"sft": 1, "sl": 1},
+        "campaigns": 0, "votes": 0, "experiments": 0,
+    }
+    assert overview.next_step(glance) == ("Import a human preference set to compare AI labels with.", "labels")
+    data.create_pref_set(db, "hh", "human", "harmless", [{"prompt": "q", "chosen": "a", "rejected": "b", "p": 1.0}])
+    glance = overview.overview(db)
+    assert glance["prefs"] == {"human": 1, "ai": 0}
+    assert overview.next_step(glance) == (
+        "Run “AI vs human agreement”: how often the feedback model's labels agree with the human preference set.",
+        "dashboard")
+    glance["done"] = {kind: 1 for kind, _ in overview.PIPELINE}
+    assert overview.next_step(glance) is None
+    assert overview.next_step({**glance, "constitutions": []}) == ("Import or write a constitution.", "constitution")

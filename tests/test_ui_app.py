@@ -14,9 +14,9 @@ def test_home_and_tabs_for_roles():
     assert [ui_app.home_for(r) for r in ("admin", "viewer", "rater", None, "boss")] == [
         "/", "/", "/arena/", "/login", "/login"]
     assert [t[0] for t in ui_app.tabs_for("admin")] == [
-        "Constitution", "Chains", "Labels", "Dashboard", "Models", "Arena", "Experiments"]
+        "Home", "Constitution", "Chains", "Labels", "Dashboard", "Models", "Arena", "Experiments"]
     assert [t[0] for t in ui_app.tabs_for("viewer")] == [
-        "Constitution", "Chains", "Labels", "Dashboard", "Models", "Experiments"]
+        "Home", "Constitution", "Chains", "Labels", "Dashboard", "Models", "Experiments"]
     assert ui_app.tabs_for("rater") == []
 
 
@@ -29,7 +29,8 @@ def test_login_check_checks_the_users_table(db, db_path):
 
 
 def test_header_escapes_the_user_name():
-    assert "<b>&lt;i&gt;x&lt;/i&gt;</b> (viewer)" in ui_app.header_html("<i>x</i>", "viewer")
+    assert '<b class="cai-user">&lt;i&gt;x&lt;/i&gt;</b> (viewer)' in ui_app.header_html("<i>x</i>", "viewer")
+    assert 'Signed in as <b class="cai-user"></b> (admin)' in ui_app.header_html(None, "admin")  # filled by JS
 
 
 def test_prepare_seeds_and_creates_the_first_admin_once(tmp_path, monkeypatch):
@@ -55,27 +56,66 @@ def test_build_app_gives_each_role_its_pages(db_path):
         demo = ui_app.build_app(db_path, "tiny", role)
         assert isinstance(demo, gr.Blocks)
         paths[role] = [(path, name) for path, name, _ in demo.pages]
-    assert paths["admin"] == [("", "Home"), ("chains", "Chains"), ("labels", "Labels"), ("dashboard", "Dashboard"),
+    assert paths["admin"] == [("", "Home"), ("constitution", "Constitution"), ("chains", "Chains"), ("labels", "Labels"), ("dashboard", "Dashboard"),
                               ("models", "Models"), ("campaigns", "Arena"), ("experiments", "Experiments")]
     assert paths["viewer"] == [p for p in paths["admin"] if p[0] != "campaigns"]
     with pytest.raises(ValueError, match="role 'rater' has no workbench page"):
         ui_app.build_app(db_path, "tiny", "rater")
 
 
-def test_each_page_carries_only_its_own_components_and_fills_its_header_first(db_path):
+def test_each_page_carries_only_its_own_components_and_a_header_that_needs_no_request(db_path):
     demo = ui_app.build_app(db_path, "tiny", "admin")
     config = demo.get_config_file()
     by_id = {c["id"]: c for c in config["components"]}
     elem_ids = {page: {by_id[i]["props"].get("elem_id") for i in spec["components"]} - {None}
                 for page, spec in config["page"].items()}
-    assert "principles-table" in elem_ids[""] and "runs-table" in elem_ids["dashboard"]
-    assert "runs-table" not in elem_ids[""] and "principles-table" not in elem_ids["dashboard"]
-    assert "chains-table" in elem_ids["chains"] and not elem_ids["chains"] & elem_ids["labels"]
-    for page, spec in config["page"].items():
-        first = demo.fns[min(spec["dependencies"])]
-        assert first.name == "on_load" and [t[1] for t in first.targets] == ["load"], page
+    assert "home-overview" in elem_ids[""] and "principles-table" not in elem_ids[""]  # the landing page is light
+    assert "principles-table" in elem_ids["constitution"] and "runs-table" in elem_ids["dashboard"]
+    assert "runs-table" not in elem_ids["constitution"] and "principles-table" not in elem_ids["dashboard"]
+    assert "chains-table" in elem_ids["chains"] and elem_ids["chains"] & elem_ids["labels"] == {"cai-header"}
+    assert [by_id[i]["type"] for i in config["page"][""]["components"]].count("dataframe") == 0
+    headers = [c for c in config["components"] if c["props"].get("elem_id") == "cai-header"]
+    assert len(headers) == len(config["page"]) == 8
+    for header in headers:  # the role is in the page; the name comes from the page's config, in the browser
+        assert header["props"]["js_on_load"] == ui_app.HEADER_JS
+        assert 'Signed in as <b class="cai-user"></b> (admin)' in header["props"]["value"]
+    outputs = {o for dep in config["dependencies"] for o in dep["outputs"]}
+    assert not outputs & {h["id"] for h in headers}  # no event fills it
 
 
 def test_calm_queue_polls_less_often(db_path):
     demo = ui_app.calm_queue(ui_app.build_app(db_path, "tiny").queue())
     assert (demo._queue.sleep_when_free, demo._queue.progress_update_sleep_when_free) == (0.02, 0.1)
+
+
+def test_home_overview_links_each_page_escapes_names_and_hides_the_arena_from_viewers():
+    import re
+
+    from ui import home
+
+    glance = {
+        "constitutions": [{"name": "paper", "version": 2, "critique": 1, "comparison": 3, "enabled": 3,
+                           "principles": 4}],
+        "models": ["tiny", "<b>x</b>"],
+        "runs": {"active": [{"id": 7, "kind": "sl", "status": "running", "done": 3, "total": 10,
+                             "phase": "chain 4 of 10: critique 1"}], "by_status": {"done": 2, "failed": 1, "running": 1}},
+        "chains": {"total": 1, "flagged": 0},
+        "prefs": {"human": 1, "ai": 2},
+        "done": {"sl": 2, "agreement": 1},
+        "campaigns": 1, "votes": 5, "experiments": 0,
+    }
+    rows = re.findall(r'<th><a href="([^"]+)">([^<]+)</a></th><td>(.*?)</td>', home.glance_html(glance, "admin"))
+    assert rows == [
+        ("/constitution", "Constitution", "constitution <b>paper</b> v2: 1 critique principle, 3 comparison principles "
+                                          "(3 of 4 enabled)"),
+        ("/models", "Models", "2 models registered: tiny, &lt;b&gt;x&lt;/b&gt;"),
+        ("/dashboard", "Dashboard", "runs: sl #7 running (3/10, chain 4 of 10: critique 1), 2 done, 1 failed"),
+        ("/chains", "Chains", "1 critique → revision chain, 0 flagged"),
+        ("/labels", "Labels", "1 human preference set, 2 AI label sets, 1 agreement run"),
+        ("/campaigns", "Arena", "1 campaign, 5 votes"),
+        ("/experiments", "Experiments", "0 constitution experiments"),
+    ]
+    viewer = home.glance_html(glance, "viewer")
+    assert 'href="/campaigns"' not in viewer and 'href="/experiments"' in viewer
+    assert ('<p id="home-next"><b>Next:</b> Run “Response pairs (sample two answers)”: two answers per prompt for '
+            'the feedback model to compare. <a href="/dashboard">Dashboard →</a></p>') in viewer

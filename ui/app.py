@@ -4,7 +4,8 @@ Pages (`server`):
 - `/login`: the sign-in form (`POST /login` answers JSON, as Gradio's did). Lockout per name and per client
   address, every attempt logged (`cai.users.attempt_login`); the check runs off the event loop.
 - `/`: the workbench, a multipage Gradio Blocks per role (`TABS`: one page per tab, a navbar between them, so
-  the browser builds only the page it opens), chosen by the session's role on every request: admins get every
+  the browser builds only the page it opens; the home page, where every sign-in lands, is a light overview),
+  chosen by the session's role on every request: admins get every
   page (the Arena page, /campaigns, holds campaigns, ratings and invites), viewers every page but that one. A
   page a role may not use is never sent to it: `/config` and `/gradio_api/info` come from its own Blocks, and a
   rater or a signed-out client gets 401 there (a browser asking for `/` is sent to `/arena/` or `/login`).
@@ -43,12 +44,13 @@ from starlette.requests import HTTPConnection
 
 from cai import store, users
 from ui import arena
-from ui.common import BROWSE_ROLES, CSS, EDIT_ROLES, AppContext, bind, esc, username
+from ui.common import BROWSE_ROLES, CSS, EDIT_ROLES, AppContext, esc
 
 # (label, path, module, roles that get it): the pages of the workbench, each its own Gradio page (`Blocks.route`)
 # with a navbar, so the browser builds only the page it opens. The first is the home page, at /.
 TABS = [
-    ("Constitution", "", "ui.constitution", BROWSE_ROLES),
+    ("Home", "", "ui.home", BROWSE_ROLES),  # light on purpose: the page every sign-in lands on
+    ("Constitution", "constitution", "ui.constitution", BROWSE_ROLES),
     ("Chains", "chains", "ui.chains", BROWSE_ROLES),
     ("Labels", "labels", "ui.labels", BROWSE_ROLES),
     ("Dashboard", "dashboard", "ui.dashboard", BROWSE_ROLES),
@@ -61,12 +63,19 @@ SESSION_COOKIE = "cai-session"
 
 
 def header_html(name: str | None, role: str | None) -> str:
-    who = f"Signed in as <b>{esc(name)}</b> ({esc(role)})" if name else "Not signed in"
+    """The header of every workbench page. Pages are built once per role, so they carry the role and an empty
+    name that `HEADER_JS` fills in the browser from the page's own config (Gradio puts the signed-in user there):
+    no request after the page loads."""
+    who = f'Signed in as <b class="cai-user">{esc(name or "")}</b> ({esc(role)})' if role else "Not signed in"
     return (
         '<div style="display:flex;justify-content:space-between;align-items:baseline">'
         '<h2 style="margin:0">Constitutional AI Workbench</h2>'
         f'<span>{who} · <a href="/arena/">rater page</a> · <a href="/logout">log out</a></span></div>'
     )
+
+
+HEADER_JS = ("const who = element.querySelector('.cai-user');"
+             " if (who) who.textContent = (window.gradio_config || {}).username || '';")
 
 
 def home_for(role: str | None) -> str:
@@ -81,16 +90,10 @@ def tabs_for(role: str) -> list[tuple[str, str, str]]:
     return [(label, path, module) for label, path, module, roles in TABS if role in roles]
 
 
-def on_load(ctx: AppContext, request: gr.Request) -> str:
-    name = username(request)
-    return header_html(name, users.role_of(ctx.db(), name))
-
-
-def _page(ctx: AppContext, root: gr.Blocks, module: str) -> None:
-    """One workbench page: navbar, header (filled first on load), then the module's components."""
+def _page(ctx: AppContext, role: str, module: str) -> None:
+    """One workbench page: navbar, header, then the module's components."""
     gr.Navbar(main_page_name=TABS[0][0])
-    header = gr.HTML(header_html(None, None))
-    root.load(bind(on_load, ctx), None, header, show_progress="hidden", queue=False)
+    gr.HTML(header_html(None, role), js_on_load=HEADER_JS, elem_id="cai-header")
     importlib.import_module(module).build(ctx)
 
 
@@ -103,10 +106,10 @@ def build_app(db_path: str | Path, model: str = "default", role: str = "admin") 
     ctx.db()  # create and migrate before the first request
     (_, _, home), *pages = tabs_for(role)
     with gr.Blocks(title="Constitutional AI Workbench") as demo:
-        _page(ctx, demo, home)
+        _page(ctx, role, home)
     for label, path, module in pages:
         with demo.route(label, path):
-            _page(ctx, demo, module)
+            _page(ctx, role, module)
     return demo
 
 

@@ -199,4 +199,9 @@ CSS = """
   background: var(--color-accent-soft); margin-left: 6px; }
 .cai-mono textarea { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 0.85em; }
 .cai-diff-old { background: #fff4f4; } .cai-diff-new { background: #f4fff4; }
+#home-overview .cai-home, #home-overview .cai-home tr { border: none !important; }
+#home-overview .cai-home { border-collapse: collapse; margin: 6px 0 12px 0; }
+#home-overview .cai-home th, #home-overview .cai-home td { border: 0; padding: 7px 22px 7px 0; text-align: left;
+  vertical-align: top; border-bottom: 1px solid var(--border-color-primary); background: none; }
+#home-overview .cai-home th { white-space: nowrap; }
 """
