@@ -119,3 +119,14 @@ def test_home_overview_links_each_page_escapes_names_and_hides_the_arena_from_vi
     assert 'href="/campaigns"' not in viewer and 'href="/experiments"' in viewer
     assert ('<p id="home-next"><b>Next:</b> Run “Response pairs (sample two answers)”: two answers per prompt for '
             'the feedback model to compare. <a href="/dashboard">Dashboard →</a></p>') in viewer
+
+
+def test_no_table_starts_with_placeholder_headers(db_path):
+    """An empty gr.Dataframe shows Gradio's "1 2 3" headers; every table names its columns from the start."""
+    for role in ("admin", "viewer"):
+        config = ui_app.build_app(db_path, "tiny", role).get_config_file()
+        tables = [c["props"] for c in config["components"] if c["type"] == "dataframe"]
+        assert len(tables) == (19 if role == "admin" else 13)
+        for props in tables:
+            headers = (props.get("value") or {}).get("headers") or []
+            assert headers and not any(h.isdigit() for h in map(str, headers)), props.get("label")

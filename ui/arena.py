@@ -23,7 +23,7 @@ from cai import arena, invites, users
 from cai.backend_pool import BackendPool, TurnResult, shared_pool, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
-from ui.arena_rigor import build_rigor
+from ui.arena_rigor import RATING_COLUMNS, build_rigor
 from ui.common import ARENA_ROLES, EDIT_ROLES, AppContext, bind, chat_safe, esc, on_page_load, require
 
 VOTE_LABELS = {"A is better": "A", "B is better": "B", "Tie": "tie", "Both are bad": "bothbad"}
@@ -417,7 +417,7 @@ def ratings_view(ctx: AppContext, campaign: str, method: str, rounds: float, inc
     df = arena.votes_frame(ctx.db(), campaign=None if campaign in (None, "", "(all)") else campaign,
                            exclude_leaks=not include_leaks)
     if df.empty:
-        return pd.DataFrame(columns=["dimension", "model", "rating", "ci_low", "ci_high", "n"]), pd.DataFrame(), None
+        return pd.DataFrame(columns=RATING_COLUMNS), pd.DataFrame(columns=["model"]), None
     by_dim = ratings.rate_by_dimension(df, method=method, rounds=int(rounds or 0), seed=0)
     table = pd.DataFrame([{"dimension": d, **r.to_dict()} for d, rs in by_dim.items() for r in rs]).round(1)
     table["provisional"] = table["provisional"].map(  # issue 16: flag ratings from few votes
@@ -468,9 +468,10 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
             rounds = gr.Number(200, label="Bootstrap rounds", precision=0)
             leaks = gr.Checkbox(False, label="Include identity-leak turns")
             rate_btn = gr.Button("Compute ratings")
-        table = gr.Dataframe(pd.DataFrame(columns=["dimension", "model", "rating", "ci_low", "ci_high", "n"]),
-                             interactive=False, label="Ratings (95% bootstrap intervals)")
-        matrix = gr.Dataframe(interactive=False, label="Win rate of row model against column model (ties half)")
+        table = gr.Dataframe(pd.DataFrame(columns=RATING_COLUMNS), interactive=False,
+                             label="Ratings (95% bootstrap intervals)")
+        matrix = gr.Dataframe(pd.DataFrame(columns=["model"]), interactive=False,  # no placeholder "1 2 3" header
+                              label="Win rate of row model against column model (ties half)")
         plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)")
         build_rigor(ctx, pick)
         with gr.Row():

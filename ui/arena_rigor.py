@@ -99,13 +99,14 @@ def build_rigor(ctx: AppContext, campaign: gr.Dropdown) -> None:
             style = gr.Checkbox(True, label="Style control (length and markdown as covariates)")
             below = gr.Number(ratings.PROVISIONAL_BELOW, label="Provisional below (votes)", precision=0)
             go = gr.Button("Compute")
-        table = gr.Dataframe(interactive=False, label="Ratings (95% bootstrap intervals; rank_change > 0: moves up "
-                                                      "once style is accounted for)", elem_id="arena-rigor-ratings")
+        table = gr.Dataframe(pd.DataFrame(columns=RATING_COLUMNS + STYLE_COLUMNS), interactive=False,
+                             label="Ratings (95% bootstrap intervals; rank_change > 0: moves up once style is "
+                                   "accounted for)", elem_id="arena-rigor-ratings")
         robust = gr.Markdown(elem_id="arena-rigor-dropk")
         plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)")
         raters_btn = gr.Button("Show raters")
         raters_md = gr.Markdown()
-        raters = gr.Dataframe(interactive=False, wrap=True, label="Raters", elem_id="arena-raters")
+        raters = gr.Dataframe(pd.DataFrame(columns=RATER_COLUMNS), interactive=False, wrap=True, label="Raters", elem_id="arena-raters")
         with gr.Row():
             name = gr.Textbox(label="Rater name")
             reason = gr.Textbox(label="Reason (kept with the exclusion)")
