@@ -28,6 +28,15 @@ def parse_hh(text: str) -> list[dict[str, str]]:
     return messages
 
 
+def last_human_turn(text: str) -> str:
+    """The last human message of a transcript or its tail (what a reader needs to recognise the prompt)."""
+    cut = text.rfind("Human:")
+    if cut >= 0:
+        text = text[cut + len("Human:") :]
+    end = text.rfind(ASSISTANT)
+    return (text[:end] if end >= 0 else text).strip()
+
+
 def to_hh(messages: list[dict[str, str]], *, open_assistant: bool = True) -> str:
     """Messages as an HH transcript; ends with "\\n\\nAssistant:" when the last turn is the human's."""
     parts = []

@@ -43,3 +43,11 @@ def test_split_pair_one_response_is_a_prefix_of_the_other():
 def test_split_pair_without_shared_assistant_tag():
     with pytest.raises(ValueError, match="share no conversation"):
         split_pair("\n\nHuman: A", "\n\nHuman: B")
+
+
+def test_last_human_turn_of_a_transcript_or_its_tail():
+    from cai.transcript import last_human_turn
+
+    assert last_human_turn("\n\nHuman: hi\n\nAssistant: hello\n\nHuman:  how are you?\n\nAssistant:") == "how are you?"
+    assert last_human_turn("ing the lock?\n\nAssistant:") == "ing the lock?"  # a tail cut mid-turn
+    assert last_human_turn("no markers at all ") == "no markers at all"

@@ -16,7 +16,8 @@ from sqlite_utils import Database
 from cai import store
 from cai.queries.chains import ChainFilter, ChainPage, chain_page, filter_options
 from cai.sl import FLAG_MEANINGS, get_chain
-from ui.common import BROWSE_ROLES, AppContext, bind, diff_html, esc, on_page_load, pre, require
+from cai.transcript import last_human_turn
+from ui.common import BROWSE_ROLES, AppContext, bind, clip, diff_html, esc, on_page_load, pre, require
 
 NO_CHAINS = ("No chains yet: launch “SL chains (critique → revision)” from the Dashboard, or "
              "`cai run sl --prompts sample-red-team --model tiny`.")
@@ -29,16 +30,6 @@ def flag_legend() -> str:
 COLUMNS = ["id", "run", "model", "constitution", "mode", "revisions", "flags", "prompt", "final"]
 
 
-def last_human_turn(prompt_tail: str) -> str:
-    """The last human message of a transcript (what a reader needs to recognise the prompt)."""
-    text = prompt_tail
-    cut = text.rfind("Human:")
-    if cut >= 0:
-        text = text[cut + len("Human:") :]
-    end = text.rfind("\n\nAssistant:")
-    return (text[:end] if end >= 0 else text).strip()
-
-
 def page_frame(p: ChainPage) -> pd.DataFrame:
     rows = [
         {
@@ -49,8 +40,8 @@ def page_frame(p: ChainPage) -> pd.DataFrame:
             "mode": r["mode"] or "",
             "revisions": r["n_revisions"],
             "flags": flag_summary(store.loads(r["flags"], [])),
-            "prompt": _clip(last_human_turn(r["prompt_tail"] or ""), 120),
-            "final": _clip((r["final"] or "").strip(), 120),
+            "prompt": clip(last_human_turn(r["prompt_tail"] or ""), 120),
+            "final": clip((r["final"] or "").strip(), 120),
         }
         for r in p.rows
     ]
@@ -64,11 +55,6 @@ def flag_summary(flags: list[str]) -> str:
         kind = f.rsplit(":", 1)[-1]
         counts[kind] = counts.get(kind, 0) + 1
     return ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in sorted(counts.items()))
-
-
-def _clip(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def filter_choices(db: Database) -> dict[str, list[tuple[str, Any]]]:

@@ -91,6 +91,12 @@ def on_page_load(fn: Callable[..., Any], inputs: list[Any] | None, outputs: list
     return root.load(quietly(fn, len(outputs)), inputs, outputs, queue=False)
 
 
+def clip(text: str, n: int) -> str:
+    """`text` on one line (runs of whitespace as one space), cut to `n` characters with "…"."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def username(request: gr.Request | None) -> str | None:
     return getattr(request, "username", None) if request is not None else None
 

@@ -20,7 +20,19 @@ from cai.evals import consistency as C
 from cai.evals.label_stats import ai_summary, confusion
 from cai.queries import catalog
 from cai.queries import labels as Q
-from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, pre, read_upload, require
+from cai.transcript import last_human_turn
+from ui.common import (
+    BROWSE_ROLES,
+    EDIT_ROLES,
+    AppContext,
+    bind,
+    clip,
+    esc,
+    on_page_load,
+    pre,
+    read_upload,
+    require,
+)
 
 DISAGREE_COLUMNS = ["pair", "principle", "p(chosen)", "chosen as A", "chosen as B", "prompt"]
 HHH_COLUMNS = ["run", "model", "cot", "samples", "n", "accuracy", "order-averaged", "correct as A", "correct as B"]
@@ -131,18 +143,10 @@ def disagreements(db: Database, run_id: int, limit: int = DISAGREE_LIMIT) -> pd.
         {"pair": r["pair_id"], "principle": r["principle"], "p(chosen)": round(r["p_chosen"], 3),
          "chosen as A": None if r["p_first"] is None else round(r["p_first"], 3),
          "chosen as B": None if r["p_second"] is None else round(r["p_second"], 3),
-         "prompt": _last_human(r["prompt_tail"] or "")}
+         "prompt": clip(last_human_turn(r["prompt_tail"] or ""), 110)}
         for r in Q.disagreements(db, run_id, limit)
     ]
     return pd.DataFrame(rows, columns=DISAGREE_COLUMNS)
-
-
-def _last_human(tail: str) -> str:
-    cut = tail.rfind("Human:")
-    text = tail[cut + 6:] if cut >= 0 else tail
-    end = text.rfind("\n\nAssistant:")
-    text = " ".join((text[:end] if end >= 0 else text).split())
-    return text if len(text) <= 110 else text[:109] + "…"
 
 
 def pair_html(db: Database, run_id: int, pair_id: int) -> str:
@@ -225,7 +229,7 @@ def ai_pair_frame(pairs: list[dict[str, Any]], limit: int = AI_PAIR_LIMIT) -> pd
     return pd.DataFrame([
         {"pair": r["id"], "p(chosen)": round(r["p"], 3),
          "p(first better)": None if r["p_first"] is None else round(r["p_first"], 3),
-         "principles": ", ".join(dict.fromkeys(r["principles"])), "prompt": _last_human(r["prompt"][-200:])}
+         "principles": ", ".join(dict.fromkeys(r["principles"])), "prompt": clip(last_human_turn(r["prompt"][-200:]), 110)}
         for r in rows], columns=AI_PAIR_COLUMNS)
 
 
