@@ -91,9 +91,8 @@ def http_figures(url: str, role: str) -> dict[str, float]:
 def browser_login(browser, url: str, role: str, context=None) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """(seconds from pressing Login to a usable page for `role`, seconds the page's main thread was busy meanwhile
     (Chrome's TaskDuration: the browser's CPU work, which a loaded machine stretches less than wall time)).
-    A fresh browser context (no cached assets) unless `context` is given (a returning user: cached assets)."""
-    from playwright.sync_api import expect
-
+    A fresh browser context (no cached assets) unless `context` is given (a returning user: cached assets).
+    Both clocks are the machine's wall clock: the click is taken here, the usable frame in the page."""
     name, password = ACCOUNTS[role]
     if context is not None:
         context.clear_cookies()
@@ -105,16 +104,33 @@ def browser_login(browser, url: str, role: str, context=None) -> tuple[float, fl
         page.get_by_label("username").fill(name)
         page.get_by_label("password").fill(password)
         busy0 = _busy(cdp)
-        t = time.perf_counter()
+        t = time.time()
         page.get_by_role("button", name="Login").click()
-        if role == "rater":
-            expect(page.locator("text=Signed in as >> visible=true").first).to_be_visible(timeout=120_000)
-        else:  # the header with the user's name, and the home page's overview filled from the database
-            expect(page.get_by_text(f"Signed in as {name}").first).to_be_visible(timeout=120_000)
-            expect(page.locator("#home-overview")).to_contain_text("constitution default v", timeout=120_000)
-        return time.perf_counter() - t, _busy(cdp) - busy0
+        page.wait_for_url(lambda u: not u.rstrip("/").endswith("/login"), wait_until="commit", timeout=120_000)
+        return shown_at(page, USABLE_JS, [role, name]) - t, _busy(cdp) - busy0
     finally:
         page.close()
+
+
+# True once the page is usable: the rater page signed in, or (admin, viewer) the header naming the user and the
+# home page's overview filled from the database. Elements must be laid out (offsetParent), not just present.
+USABLE_JS = """([role, name]) => {
+  const shown = (e) => e !== null && e.offsetParent !== null;
+  if (role === "rater") {
+    return [...document.querySelectorAll("#arena-hello")].some((e) => shown(e) && e.textContent.includes(`Signed in as ${name}`));
+  }
+  const home = document.querySelector("#home-overview");
+  return [...document.querySelectorAll(".cai-user")].some((e) => shown(e) && e.textContent === name)
+    && shown(home) && home.textContent.includes("constitution default v");
+}"""
+
+
+def shown_at(page, predicate: str, arg: object = None) -> float:  # type: ignore[no-untyped-def]
+    """The wall-clock time (epoch seconds, the page's own clock) of the first animation frame at which
+    `predicate(arg)` holds. Checked on every frame: Playwright's `expect` polls at growing intervals (0.1, 0.25,
+    0.5, 1 s), which would round a page's time up by as much as half a second."""
+    js = f"(arg) => {{ const ok = ({predicate})(arg); return ok ? Date.now() : false; }}"
+    return float(page.wait_for_function(js, arg=arg, polling="raf", timeout=120_000).json_value()) / 1000
 
 
 def _busy(cdp) -> float:  # type: ignore[no-untyped-def]
