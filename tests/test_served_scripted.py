@@ -40,6 +40,7 @@ class SlowServer:
         self.break_after = 0  # > 0: the next stream's connection drops after this many tokens
         self.score_delay = 0.0
         self.score_delays: list[float] = []
+        self.score_short = 0  # > 0: the next scoring answers only this many prompts, then ends its stream
         self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -95,7 +96,9 @@ class SlowServer:
                         if gone:
                             server.count("cut")
                             return
-                for i, prompt in enumerate(prompts):
+                with server.lock:
+                    short, server.score_short = server.score_short, 0
+                for i, prompt in enumerate(prompts[:short] if short else prompts):
                     lp = -len(prompt) / 100 - allowed / 10000
                     logprobs = {"text_offset": [0], "token_logprobs": [lp], "tokens": ["x"], "top_logprobs": [{"x": lp}]}
                     self.event({"choices": [{"index": i, "text": "x", "finish_reason": "length", "logprobs": logprobs}]})
@@ -226,6 +229,16 @@ def test_scoring_streams_its_requests_and_sums_each_options_tokens(slow):
     b = -(0.11 + 0.0342) - (0.12 + 0.0036) - (0.13 + 0.0011)
     assert scores == [pytest.approx([a, b], abs=1e-12)] * 2
     assert (slow.started, slow.finished, slow.cut) == (4, 4, 0)
+    backend.close()
+
+
+def test_a_scoring_stream_that_ends_early_is_retried(slow):
+    slow.score_short = 1  # the first request answers one of its two prompts, then says [DONE]
+    backend = ServedBackend([slow.url], served_name="m", tokenizer=str(model_path("tiny")), backoff=0.01)
+    scores = backend.option_logprobs(PROMPTS, [[" (A)", " (B)"]] * 2)
+    a = -(0.11 + 0.0342) - (0.12 + 0.0035) - (0.13 + 0.0011)
+    assert scores[1][0] == pytest.approx(a, abs=1e-12)
+    assert (slow.started, slow.finished, slow.cut) == (5, 5, 0)  # 4 requests, the first one twice
     backend.close()
 
 
