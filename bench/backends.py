@@ -11,13 +11,18 @@ is one feedback-style prompt scored with the two options " (A)" and " (B)".
     python bench/backends.py --backend served --endpoint http://gpu1:8000/v1 --endpoint http://gpu2:8000/v1
 
 The served backend is measured with the first endpoint alone ("served") and, with more than one,
-with all of them ("served-N"). Servers this script starts run in --dtype (default bfloat16).
+with all of them ("served-N"). Servers this script starts run in --dtype (default bfloat16); on a CPU,
+several of them split the cores (server i's OpenMP threads bound to its own share, `server_cpus`),
+since vLLM's automatic binding would put every server's threads on the same cores. `generate_cpu_s`
+and `score_cpu_s` are the CPU seconds spent meanwhile: this process's, plus (served) those of every
+server it started, engine processes included; unknown for --endpoint servers.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -91,6 +96,34 @@ def model_spec(name: str) -> str:
     return name
 
 
+def split_cores(n: int) -> list[str]:
+    """This process's CPUs in `n` contiguous shares, as vLLM CPU bind lists ("0", "1" or "0-3", "4-7")."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < n:
+        raise SystemExit(f"error: {n} servers cannot each have a core of their own on {len(cpus)} CPUs")
+    k = len(cpus) // n
+    return [",".join(str(c) for c in cpus[i * k : (i + 1) * k]) for i in range(n)]
+
+
+def cpu_seconds(servers: list[Any]) -> float:
+    """CPU seconds used so far by this process and by `servers` (each with its child processes)."""
+    total = time.process_time()
+    if servers:
+        import psutil  # a vLLM dependency
+
+        for server in servers:
+            if server.proc is None:
+                continue
+            try:
+                root = psutil.Process(server.proc.pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
 def plain_generate_tokens_per_s(backend: Any, prompts: list[str], max_new_tokens: int) -> float:
     """Greedy `model.generate` on the left-padded batch, no stop criteria: the reference speed."""
     import torch
@@ -131,12 +164,14 @@ def bench_backend(
         result["dtype"], result["dtype_reason"] = choice.dtype, choice.reason
     params = SamplingParams(max_new_tokens=args.max_new_tokens, stop=())
     backend.generate(gen_prompts(2), SamplingParams(max_new_tokens=4, stop=()))  # warm-up
-    result["generate_tokens_per_s"] = {}
+    servers = args.servers_started if kind.startswith("served") else []
+    result["generate_tokens_per_s"], result["generate_cpu_s"] = {}, {}
     texts: list[str] = []
     for batch in args.batches:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), cpu_seconds(servers)
         out = backend.generate(gen_prompts(batch), params)
         elapsed = time.perf_counter() - t
+        result["generate_cpu_s"][str(batch)] = round(cpu_seconds(servers) - cpu, 2)
         tokens = sum(c.completion_tokens for c in out)
         result["generate_tokens_per_s"][str(batch)] = round(tokens / elapsed, 1)
         if kind == "hf":  # plain model.generate on the same batch, interleaved: our wrapper's overhead
@@ -147,9 +182,10 @@ def bench_backend(
     prompts = comparison_prompts(args.comparisons)
     # warm-up on other prompts (a server's prefix cache must not hold the measured ones)
     backend.option_logprobs(comparison_prompts(args.comparisons + 2)[-2:], [[" (A)", " (B)"]] * 2)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), cpu_seconds(servers)
     scores = backend.option_logprobs(prompts, [[" (A)", " (B)"]] * len(prompts))
     result["score_comparisons_per_s"] = round(len(prompts) / (time.perf_counter() - t), 2)
+    result["score_cpu_s"] = round(cpu_seconds(servers) - cpu, 2)
     if kind.startswith("served"):  # beside it: one request per log-prob (the served plan before batching)
         unseen = 2 * args.comparisons + 2  # other prompts: the server's prefix cache does not hold them
         other = comparison_prompts(unseen)[args.comparisons + 2 :]
@@ -187,18 +223,28 @@ def main(argv: list[str] | None = None) -> int:
     if any(k not in ("hf", "vllm", "served") for k in kinds):
         parser.error(f"--backend: each of {args.backend!r} must be hf, vllm or served")
     servers = []
+    args.server_cpus = []
     if "served" in kinds:
         args.folder = backends.model_path(spec)
         if not args.endpoint:
+            import torch
+
             from cai.backends.vllm import VLLMServer
 
+            if args.servers > 1 and not torch.cuda.is_available():
+                args.server_cpus = split_cores(args.servers)
             servers = [
-                VLLMServer(args.folder, engine={"dtype": args.dtype or "bfloat16"})
-                for _ in range(args.servers)
+                VLLMServer(
+                    args.folder,
+                    engine={"dtype": args.dtype or "bfloat16"},
+                    env={"VLLM_CPU_OMP_THREADS_BIND": args.server_cpus[i]} if args.server_cpus else None,
+                )
+                for i in range(args.servers)
             ]
         args.urls = args.endpoint or [s.url for s in servers]
         if len(args.urls) > 1:
             kinds.insert(kinds.index("served") + 1, f"served-{len(args.urls)}")
+    args.servers_started = servers
     try:
         for s in servers:
             s.wait_ready()
@@ -218,6 +264,7 @@ def _run(args: argparse.Namespace, spec: str, kinds: list[str]) -> int:
         else f"cpu ({platform.processor()})",
         "threads": torch.get_num_threads(),
         "max_new_tokens": args.max_new_tokens,
+        "server_cpus": args.server_cpus,
         "results": {},
     }
     outputs = {}

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from cai import store
+from cai.backends.base import Cancelled
 from cai.config import StageConfig, subject_model
 from cai.stages import REGISTRY
 
@@ -493,7 +494,7 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
         status, error = "done", None
         if world()[1] > 1 and isinstance(result, dict):
             result["world_size"] = world()[1]
-    except RunCancelled:
+    except (RunCancelled, Cancelled):  # Cancelled: a backend cut its requests on the run's cancel flag
         result, status, error = None, "cancelled", None
         ctx.log("cancelled")
     except Exception as exc:  # the run records any failure; the worker itself never hides it

@@ -42,10 +42,13 @@ def shared() -> Path:
 
 @pytest.fixture(scope="session")
 def vllm_default(tmp_path_factory):
-    """`cai serve default` (bf16) in a child process: a real vLLM OpenAI server, as a served backend.
+    """`cai serve default` in float32 in a child process: a real vLLM OpenAI server, as a served backend.
 
-    The returned backend also carries `url`, `folder` (the model's) and `registered` (the row `cai serve`
-    wrote). The server is stopped at the end of the session, also when tests fail.
+    float32, so the served tests compare with the transformers backend in the same dtype and get equal
+    results (in bf16 the two engines' kernels round differently: p(correct) moved by up to 0.03). The KV
+    cache is 1 GiB (about 29k fp32 tokens of the default model), enough for every test. The returned
+    backend also carries `url`, `folder` (the model's) and `registered` (the row `cai serve` wrote).
+    The server is stopped at the end of the session, also when tests fail.
     """
     import signal
     import subprocess
@@ -60,11 +63,12 @@ def vllm_default(tmp_path_factory):
     folder = model_path("default")
     db = tmp_path_factory.mktemp("serve") / "serve.db"
     port = free_port()
-    cmd = [sys.executable, "-c", "import sys; from cai.cli import main; sys.exit(main())", "serve", "default", "--port", str(port), "--dtype", "bfloat16",
+    cmd = [sys.executable, "-c", "import sys; from cai.cli import main; sys.exit(main())", "serve", "default", "--port", str(port), "--dtype", "float32",
            "--name", "default-served", "--db", str(db)]  # fmt: skip
     log = db.parent / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ}
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 900

@@ -1,10 +1,10 @@
-"""One contract, two engines: transformers and a served vLLM agree on the default model (Gemma 3 270M, bf16).
+"""One contract, two engines: transformers and a served vLLM agree on the default model (Gemma 3 270M, float32).
 
 Greedy continuations must match token for token. Option log-probs must agree within OPTION_TOL nats:
-both engines score the same token ids in bf16 but with different kernels, so they differ by rounding
-(bench/backends.py measured at most 0.14 nats over 64 "(A)"/"(B)" scores). The vLLM side is the
-`vllm` backend: a real vLLM OpenAI-compatible server (one per session, see conftest) spoken to by the
-served backend, so this is the served backend's contract too. Both sides run in bf16 explicitly.
+both engines score the same token ids in float32 with different kernels, so they differ only by
+rounding (at most 1.3e-5 nats over these 11 options, measured here; the tolerance leaves 15x room).
+The vLLM side is the `vllm` backend: a real vLLM OpenAI-compatible server (one per session, see
+conftest) spoken to by the served backend, so this is the served backend's contract too. Both sides run in float32 explicitly (in bf16 the engines differed by up to 0.14 nats).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cai.backends import SamplingParams
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-OPTION_TOL = 0.25  # nats, absolute
+OPTION_TOL = 2e-4  # nats, absolute
 
 PROMPTS = [
     "\n\nHuman: What is the capital of France?\n\nAssistant:",
@@ -36,7 +36,7 @@ OPTIONS = [
 def hf():
     import torch
 
-    return backends.load("default", dtype=torch.bfloat16)
+    return backends.load("default", dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

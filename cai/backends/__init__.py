@@ -12,12 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cai.backends.base import HUMAN_STOP, Backend, Completion, SamplingParams, ScriptedBackend
+from cai.backends.base import HUMAN_STOP, Backend, Cancelled, Completion, SamplingParams, ScriptedBackend
 from cai.backends.builtin import BUILTINS, builtin_path, cache_root
 
 __all__ = [
     "HUMAN_STOP",
     "Backend",
+    "Cancelled",
     "Completion",
     "SamplingParams",
     "ScriptedBackend",

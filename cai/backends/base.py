@@ -15,6 +15,11 @@ from cai.transcript import HUMAN, parse_hh
 HUMAN_STOP = HUMAN  # generation stops where the next human turn would begin
 
 
+class Cancelled(Exception):
+    """A backend call stopped because its `should_stop` flag turned true (a run's cancel), with no result
+    to give (scoring; a cancelled generation returns the text it had instead)."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample. temperature 0 means greedy."""

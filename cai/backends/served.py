@@ -5,8 +5,9 @@ least-loaded healthy endpoint (a bound on requests in flight per endpoint), so s
 data parallel. Connection errors, timeouts and 5xx answers are retried with backoff on any endpoint;
 an endpoint that fails rests for a while. Option scoring asks only for the tokens that decide the
 options (see `option_logprobs`), built by the same token rule as the transformers backend (tokens.py).
-Generation streams, so a run's cancel or Ctrl-C closes the connections at once (vLLM aborts a request
-whose client went away) instead of waiting for every completion or timeout.
+Every request streams, so a run's cancel or Ctrl-C closes the connections at once (vLLM aborts a request
+whose client went away) instead of waiting for every completion or timeout: a generation then returns
+the text it had, a scoring raises `Cancelled`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import httpx
 import openai
 
 from cai.backends import tokens
-from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
+from cai.backends.base import Cancelled, Completion, SamplingParams, cut_at_stop, render_chat
 
 MAX_IN_FLIGHT = 32  # requests outstanding per endpoint
 TIMEOUT_S = 600.0  # per request
@@ -31,7 +32,7 @@ RETRIES = 4  # further attempts after a failure that may pass (connection, timeo
 BACKOFF_S = 0.5  # first wait; doubles per attempt
 REST_S = 5.0  # an endpoint that failed gets no new requests for this long
 SCORE_PROMPTS = 16  # token prompts per scoring request (each its own choice in the answer)
-CANCEL_GRACE_S = 5.0  # after a cancel, how long generate waits for its requests to hand back their text
+CANCEL_GRACE_S = 5.0  # after a cancel, how long to wait for the cut requests' threads to return
 
 
 class ServedError(RuntimeError):
@@ -190,7 +191,7 @@ class ServedBackend:
         self._tokenizer_path = tokenizer
         self._tokenizer: Any = None
         self._workers = ThreadPoolExecutor(max_workers=max_in_flight * len(self.pool.endpoints))
-        self.should_stop: Callable[[], bool] | None = None  # a run's cancel flag, polled during generation
+        self.should_stop: Callable[[], bool] | None = None  # a run's cancel flag, polled while requests run
         self.stop_poll_s = 0.5  # ... at most this often
         self.score_prompts = SCORE_PROMPTS  # prefixes per scoring request (1: one request per log-prob)
 
@@ -273,17 +274,21 @@ class ServedBackend:
             for f, c in zip(futures, calls, strict=True)
         ]
 
-    def _wait(self, futures: list[Future[Completion]], calls: list[_Call]) -> None:
-        """Until every request is done; polls `should_stop` and cuts every stream once it is true."""
-        pending: set[Future[Completion]] = set(futures)
+    def _stopping(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
+
+    def _wait(self, futures: Sequence[Future[Any]], calls: list[_Call]) -> bool:
+        """Until every request is done; polls `should_stop` and cuts every stream once it is true (then True)."""
+        pending: set[Future[Any]] = set(futures)
         while pending:
             done, pending = wait(pending, timeout=self.stop_poll_s, return_when=FIRST_EXCEPTION)
             for f in done:
                 f.result()  # a failed request raises here
-            if pending and self.should_stop is not None and self.should_stop():
+            if pending and self._stopping():
                 _cut(calls, futures)
                 wait(pending, timeout=CANCEL_GRACE_S)
-                return
+                return True
+        return False
 
     def _generate_one(self, prompt: str, params: SamplingParams, index: int, call: _Call) -> Completion:
         def attempt(client: Any) -> Completion:
@@ -355,6 +360,9 @@ class ServedBackend:
         of token prompts (`score_prompts` at most), so a comparison's few distinct option tokens make a
         few requests, not one per prompt and token. Every prompt's first token is scored in a wave
         before the rest, so the server's prefix cache holds the prompt when its options' later tokens come.
+
+        When `should_stop()` turns true, or the caller is interrupted (Ctrl-C), every request in flight
+        is cut and none is sent after; then `Cancelled` (or the interruption) is raised.
         """
         if len(prompts) != len(options):
             raise ValueError(f"got {len(prompts)} prompts but {len(options)} option lists")
@@ -376,6 +384,8 @@ class ServedBackend:
                 first[i] = keys[0]
         wave0 = list(dict.fromkeys(first.values()))
         for wave in (wave0, [k for k in steps if k not in set(wave0)]):
+            if self._stopping():
+                raise Cancelled("scoring cancelled before its next requests were sent")
             for group, values in zip(*self._score_wave(wave), strict=True):
                 for k, value in zip(group, values, strict=True):
                     steps[k] = value
@@ -389,26 +399,63 @@ class ServedBackend:
     ) -> tuple[list[list[tuple[int, ...]]], list[list[float]]]:
         """Sends `score_requests(keys)`, all in flight together; the groups and each one's log-probs."""
         groups = score_requests(keys, self.score_prompts)
-        return groups, list(self._workers.map(self._step_logprobs, groups))
+        calls = [_Call() for _ in groups]
+        futures: list[Future[list[float] | None]] = []
+        try:  # as in generate: an interruption cuts every request already sent
+            for group, call in zip(groups, calls, strict=True):
+                futures.append(self._workers.submit(self._step_logprobs, group, call))
+            stopped = self._wait(futures, calls)
+        except BaseException:
+            _cut(calls, futures)
+            raise
+        finished = [f.result() for f in futures if f.done() and not f.cancelled() and f.exception() is None]
+        values = [v for v in finished if v is not None]
+        if stopped or len(values) < len(groups):  # only a cancel cuts a request
+            raise Cancelled(f"scoring cancelled: {len(groups) - len(values)} of {len(groups)} requests cut")
+        return groups, values
 
-    def _step_logprobs(self, keys: list[tuple[int, ...]]) -> list[float]:
-        """One request: each key's prefix as a token prompt, its last token the only one allowed."""
-        r = self.pool.call(
-            lambda c: c.completions.create(
-                model=self.served_name,
-                prompt=[list(k[:-1]) for k in keys] if len(keys) > 1 else list(keys[0][:-1]),
-                max_tokens=1,
-                temperature=0.0,
-                logprobs=0,
-                extra_body={"allowed_token_ids": [keys[0][-1]]},
-            )
-        )
-        choices = sorted(r.choices, key=lambda ch: ch.index)
-        if len(choices) != len(keys):
-            raise ServedError(
-                f"asked to score {len(keys)} prompts in one request, got {len(choices)} answers"
-            )
-        return [float(ch.logprobs.token_logprobs[0]) for ch in choices]
+    def _step_logprobs(self, keys: list[tuple[int, ...]], call: _Call) -> list[float] | None:
+        """One streamed request (so a cancel can cut it): each key's prefix as a token prompt, its last
+        token the only one allowed. None when cut."""
+
+        def attempt(client: Any) -> dict[int, float] | None:
+            if call.cancel.is_set():
+                return None
+            got: dict[int, float] = {}
+            chunks = None
+            try:
+                chunks = client.completions.create(
+                    model=self.served_name,
+                    prompt=[list(k[:-1]) for k in keys] if len(keys) > 1 else list(keys[0][:-1]),
+                    max_tokens=1,
+                    temperature=0.0,
+                    logprobs=0,
+                    stream=True,
+                    extra_body={"allowed_token_ids": [keys[0][-1]]},
+                )
+                call.open(chunks.response)
+                for chunk in chunks:
+                    if call.cancel.is_set():
+                        break
+                    for choice in chunk.choices or ():
+                        if choice.logprobs is not None and choice.logprobs.token_logprobs:
+                            got[choice.index] = float(choice.logprobs.token_logprobs[0])
+            except Exception:
+                if call.cancel.is_set():  # our own cut of the connection
+                    return None
+                raise
+            finally:
+                call.close()
+                if chunks is not None:
+                    chunks.close()
+            if call.cancel.is_set():
+                return None
+            if sorted(got) != list(range(len(keys))):  # e.g. the connection closed early: retried
+                raise httpx.RemoteProtocolError(f"asked to score {len(keys)} prompts, the stream gave {len(got)}")
+            return got
+
+        got = self.pool.call(attempt)
+        return None if got is None else [got[i] for i in range(len(keys))]
 
 
 @dataclass

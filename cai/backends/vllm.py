@@ -110,7 +110,9 @@ class VLLMServer:
         served_name: str | None = None,
         engine: dict[str, Any] | None = None,
         tie_to_parent: bool = True,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """`env` adds to (and overrides) the server's environment, e.g. VLLM_CPU_OMP_THREADS_BIND per server."""
         self.folder = str(folder)
         self.host = host
         self.port = port or free_port(host)
@@ -129,7 +131,7 @@ class VLLMServer:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=_env(),
+                env={**_env(), **(env or {})},
                 start_new_session=True,
                 preexec_fn=_die_with_parent if tie_to_parent else None,
             )
