@@ -112,16 +112,14 @@ def browser_login(browser, url: str, role: str, context=None) -> tuple[float, fl
         page.close()
 
 
-# True once the page is usable: the rater page signed in, or (admin, viewer) the header naming the user and the
-# home page's overview filled from the database. Elements must be laid out (offsetParent), not just present.
+# True once the page is usable: it shows "Signed in as NAME" (the rater page signed in, or the workbench header) and,
+# for admins and viewers, the landing page's content from the database: the home overview (or, on a checkout from
+# before the home page, the Constitution page). innerText holds only rendered text, so hidden elements do not count.
 USABLE_JS = """([role, name]) => {
-  const shown = (e) => e !== null && e.offsetParent !== null;
-  if (role === "rater") {
-    return [...document.querySelectorAll("#arena-hello")].some((e) => shown(e) && e.textContent.includes(`Signed in as ${name}`));
-  }
-  const home = document.querySelector("#home-overview");
-  return [...document.querySelectorAll(".cai-user")].some((e) => shown(e) && e.textContent === name)
-    && shown(home) && home.textContent.includes("constitution default v");
+  if (!document.body || !document.body.innerText.includes(`Signed in as ${name}`)) return false;
+  if (role === "rater") return true;
+  const landing = document.querySelector("#home-overview") || document.querySelector("#constitution-info");
+  return landing !== null && landing.innerText.includes("default v");
 }"""
 
 
