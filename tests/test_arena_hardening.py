@@ -344,7 +344,8 @@ def test_the_reveal_names_both_models_above_their_panels(setup):
     db, _, ctx = setup
     pool = scripted({"quokka-7b": " Paris.", "wombat-3b": " Rome."})
     ident = ui_arena.page_user(ctx)
-    state = ui_arena.start(ctx, ident, signed_in(ctx), "help")[0]
+    state, *panels = ui_arena.start(ctx, ident, signed_in(ctx), "help")[:3]
+    assert [(p.label, p.visible) for p in panels] == [("Model A", True), ("Model B", True)]  # hidden until a start
     run_send(ctx, pool, state, "hi")
     status, reveal, chat_a, chat_b, btn = ui_arena.end(ctx, ident, state)
     battle = next(db["battles"].rows)
