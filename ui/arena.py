@@ -325,7 +325,9 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
     with gr.Blocks(title="Arena") as page:
         state = gr.State({})
         gr.Markdown("## Arena: compare two anonymous assistants")
-        with gr.Column(visible=True) as login:
+        # With sessions, the load event shows the sign-in form only to visitors who are not signed in: a rater
+        # arriving from /login never has the browser build (then hide) a form they do not need.
+        with gr.Column(visible=session is None) as login:
             with gr.Row():
                 name = gr.Textbox(label="Name", elem_id="arena-name")
                 password = gr.Textbox(label="Password", type="password", elem_id="arena-password")
@@ -354,7 +356,7 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
             def arrive(s: dict, request: gr.Request) -> tuple:
                 user = session(request)
                 if user is None or user["role"] not in ARENA_ROLES:
-                    return tuple(gr.skip() for _ in outs)
+                    return gr.skip(), gr.Column(visible=True), gr.skip(), gr.skip(), gr.skip()
                 return enter({"user": {k: user[k] for k in ("id", "name", "role", "session_epoch")}})
 
             page.load(arrive, state, outs, api_name=False, show_progress="hidden", queue=False)
