@@ -1,7 +1,8 @@
 """Sign-in to a usable page, per role (issue #16: "logins take 5-7 s"; #13: one page per role). Prints JSON.
 
 Serves the app as a user starts it (`python app.py`, on a fresh database with an admin, a viewer and a rater)
-and measures, per role: POST /login, the page and its config (size, time), and in headless Chromium the time
+and measures, per role: POST /login, the page and its config (size, time), and in headless Chromium (after the
+sign-in page is idle, as it is while a person types: its prefetches done) the time
 from pressing "Login" to a usable page: the workbench's home page filled (admin, viewer: the header names the user
 and `#home-overview` shows the constitution) or the rater's battle page signed in (rater). With `--before DIR` (a checkout of an
 older version, e.g. `git archive <commit> | tar -x -C DIR`), that version is served too and the two are
@@ -101,6 +102,7 @@ def browser_login(browser, url: str, role: str, context=None) -> tuple[float, fl
         cdp = page.context.new_cdp_session(page)
         cdp.send("Performance.enable")
         page.goto(url + "/")
+        page.wait_for_load_state("networkidle")  # a person types for seconds: the page's prefetches are done
         page.get_by_label("username").fill(name)
         page.get_by_label("password").fill(password)
         busy0 = _busy(cdp)

@@ -132,3 +132,17 @@ def test_nothing_on_any_page_a_rater_can_open_names_a_model_before_the_battle_en
     reveal = client.predict(api_name="/end")[1]
     assert all(name in reveal for name in NAMES)
     client.close()
+
+
+def test_the_sign_in_page_prefetches_the_files_landing_pages_load(running):
+    import re
+
+    url, _ = running
+    with signed_in(url, "ada") as c:
+        page = c.get("/", headers={"sec-fetch-dest": "document"}).text
+        entry = re.search(r'src="\./assets/(index-[\w-]+\.js)"', page).group(1)
+        assert c.get(f"/assets/{entry}", headers={"sec-fetch-dest": "script"}).status_code == 200
+    with httpx.Client(base_url=url, timeout=60) as visitor:
+        assert f'<link rel="prefetch" href="/assets/{entry}">' in visitor.get("/login").text
+        assert visitor.get(f"/assets/{entry}").status_code == 200  # Gradio's build is public, as in Gradio
+        assert visitor.get("/config").status_code == 401  # the pages are not

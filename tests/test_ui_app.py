@@ -130,3 +130,29 @@ def test_no_table_starts_with_placeholder_headers(db_path):
         for props in tables:
             headers = (props.get("value") or {}).get("headers") or []
             assert headers and not any(h.isdigit() for h in map(str, headers)), props.get("label")
+
+
+def test_landing_assets_learns_the_static_files_a_landing_page_loads():
+    la = ui_app.LandingAssets(window_s=10)
+    la.observe("/assets/a.js", "t1", 0.0, page_load=False)  # before its landing page: not learnt
+    la.observe("/", "t1", 1.0)
+    la.observe("/assets/a.js", "t1", 1.5, page_load=False)
+    la.observe("/gradio_api/heartbeat/x", "t1", 1.6, page_load=False)  # API calls leave the window open
+    la.observe("/static/fonts/f.woff2", "t1", 2.0, page_load=False)
+    la.observe("/assets/a.js", "t1", 2.1, page_load=False)  # once
+    la.observe("/assets/b.js", "t2", 2.0, page_load=False)  # a session with no landing page open
+    la.observe("/assets/b.js", None, 2.0, page_load=False)  # no session
+    la.observe("/labels", "t1", 3.0)  # another page: its files are not the landing page's
+    la.observe("/assets/plotly.js", "t1", 3.5, page_load=False)
+    la.observe("/arena/", "t3", 4.0)
+    la.observe("/arena/assets/late.js", "t3", 14.5, page_load=False)  # after the window
+    la.observe("/arena/assets/c.js", "t3", 5.0, page_load=False)
+    assert la.files == {"/": {"/assets/a.js": None, "/static/fonts/f.woff2": None},
+                        "/arena/": {"/arena/assets/c.js": None}}
+    assert la.links() == ('<link rel="prefetch" href="/assets/a.js"><link rel="prefetch" href="/static/fonts/f.woff2">'
+                          '<link rel="prefetch" href="/arena/assets/c.js">')
+    capped = ui_app.LandingAssets(cap=1)
+    capped.observe("/", "t", 0.0)
+    for name in ("x", "y"):
+        capped.observe(f"/assets/{name}.js", "t", 0.5, page_load=False)
+    assert capped.files["/"] == {"/assets/x.js": None}

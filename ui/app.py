@@ -30,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import html
 import importlib
+import re
 import secrets
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -177,7 +179,7 @@ main{margin-top:12vh;background:#fff;padding:28px 32px;border-radius:12px;box-sh
 h1{font-size:1.2em;margin:0 0 6px}p{color:#555;font-size:.9em;margin:0 0 16px}label{display:block;margin:10px 0 4px}
 input{width:100%;box-sizing:border-box;padding:8px;border:1px solid #ccc;border-radius:6px;font-size:1em}
 button{margin-top:16px;width:100%;padding:9px;border:0;border-radius:6px;background:#4f46e5;color:#fff;font-size:1em}
-#error{color:#b00020;min-height:1.2em;margin-top:10px;font-size:.9em}</style></head><body><main>
+#error{color:#b00020;min-height:1.2em;margin-top:10px;font-size:.9em}</style>__PREFETCH__</head><body><main>
 <h1>Constitutional AI Workbench</h1><p>__MESSAGE__</p>
 <form id="login" method="post" action="/login">
 <label for="username">username</label><input id="username" name="username" autocomplete="username" autofocus required>
@@ -204,7 +206,8 @@ def _client_host(request: Any) -> str | None:
 class RolePages:
     """ASGI: sends each request for the workbench to its role's Gradio app. Without a workbench role a
     browser asking for a page is redirected (raters to /arena/, everyone else to /login); anything else
-    gets 401, so no config, API info, queue or upload of a workbench page reaches them."""
+    but Gradio's public static files (its JS and CSS build, fonts) gets 401, so no config, API info, queue
+    or upload of a workbench page reaches them."""
 
     def __init__(self, sessions: Sessions, apps: dict[str, Any]) -> None:
         self.sessions = sessions
@@ -215,6 +218,8 @@ class RolePages:
         user = self.sessions.user(conn.cookies.get(SESSION_COOKIE))
         role = user["role"] if user else None
         target = self.apps.get(role)
+        if target is None and scope["type"] == "http" and STATIC_FILES.match(scope.get("path", "")):
+            target = next(iter(self.apps.values()))  # Gradio's own JS, CSS and fonts: the same public files for all
         if target is not None:
             await target(scope, receive, send)
             return
@@ -256,6 +261,7 @@ def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     check = login_check(db_path, login_policy)
+    landing = LandingAssets()
 
     @app.get("/login", response_class=HTMLResponse)
     def login_page(request: Request) -> Any:
@@ -263,7 +269,7 @@ def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
         if user is not None:
             return RedirectResponse(home_for(user["role"]), status_code=303)
         message = "Sign in (users are managed with <code>cai users</code>)."
-        return HTMLResponse(LOGIN_PAGE.replace("__MESSAGE__", message))
+        return HTMLResponse(LOGIN_PAGE.replace("__MESSAGE__", message).replace("__PREFETCH__", landing.links()))
 
     @app.post("/login")
     async def login(request: Request) -> Any:
@@ -291,7 +297,57 @@ def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
                             .queue(default_concurrency_limit=8))
     app = gr.mount_gradio_app(app, arena_page, path="/arena", max_file_size="1kb", **_look())
     app.mount("/", RolePages(sessions, role_apps))
-    return Guard(app)
+    return landing.wrap(Guard(app))
+
+
+STATIC_FILES = re.compile(r"^(/arena)?/(assets|static)/")  # Gradio's frontend build and fonts: public, immutable
+
+
+class LandingAssets:
+    """Learns which static files (Gradio's JS and CSS chunks, fonts) each landing page loads, so that the sign-in
+    page can prefetch them while the user types: a browser's first sign-in then finds its landing page's files
+    in its cache (they are the same for everyone). The landing pages are `/` (admins, viewers) and `/arena/`
+    (raters); a page's files are the static files its session asks for after it, until the session asks for
+    another page or `window_s` passes. At most `cap` files per landing page."""
+
+    LANDINGS = ("/", "/arena/")
+
+    def __init__(self, window_s: float = 10.0, cap: int = 200) -> None:
+        self.window_s, self.cap = window_s, cap
+        self.files: dict[str, dict[str, None]] = {page: {} for page in self.LANDINGS}  # ordered sets
+        self._open: dict[str, tuple[str, float]] = {}  # session token -> (landing page, until)
+
+    def observe(self, path: str, token: str | None, now: float, page_load: bool = True) -> None:
+        """A GET of `path` by the session `token` at `now` (monotonic seconds); `page_load`: the browser is
+        loading it as a page (its `Sec-Fetch-Dest: document`)."""
+        if not token:
+            return
+        if path in self.files and page_load:
+            if len(self._open) > 1000:  # forget windows that have closed
+                self._open = {t: w for t, w in self._open.items() if w[1] >= now}
+            self._open[token] = (path, now + self.window_s)
+        elif STATIC_FILES.match(path):
+            page, until = self._open.get(token, ("", 0.0))
+            if page and now <= until and len(self.files[page]) < self.cap:
+                self.files[page][path] = None
+        elif page_load:
+            self._open.pop(token, None)  # another page: what it loads is not the landing page's
+
+    def links(self) -> str:
+        """`<link rel="prefetch">` for every file learnt, for the sign-in page's head."""
+        return "".join(f'<link rel="prefetch" href="{html.escape(path)}">'
+                       for files in self.files.values() for path in files)
+
+    def wrap(self, app: Any) -> Any:
+        """`app` as ASGI, with every GET observed."""
+        async def observed(scope: dict, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope.get("method") == "GET":
+                conn = HTTPConnection(scope)
+                self.observe(scope.get("path", ""), conn.cookies.get(SESSION_COOKIE), time.monotonic(),
+                             conn.headers.get("sec-fetch-dest", "document") == "document")
+            await app(scope, receive, send)
+
+        return observed
 
 
 class Guard:
