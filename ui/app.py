@@ -2,7 +2,8 @@
 
 Pages (`server`):
 - `/login`: the sign-in form (`POST /login` answers JSON, as Gradio's did). Lockout per name and per client
-  address, every attempt logged (`cai.users.attempt_login`); the check runs off the event loop.
+  address, every attempt logged (`cai.users.attempt_login`); the check runs off the event loop. The page
+  prefetches the static files the landing pages load (`LandingAssets`), while the user types.
 - `/`: the workbench, a multipage Gradio Blocks per role (`TABS`: one page per tab, a navbar between them, so
   the browser builds only the page it opens; the home page, where every sign-in lands, is a light overview),
   chosen by the session's role on every request: admins get every
