@@ -144,6 +144,7 @@ def test_a_stream_that_runs_to_the_end_gives_text_usage_and_finish_reason(slow):
     assert [(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in out] == [
         (" t0 t1 t2", 3, 3, "length")
     ] * 2
+    slow.wait_for("finished", 2)  # the server counts a request done after its last write
     assert (slow.started, slow.finished, slow.cut) == (2, 2, 0)
     backend.close()
 
@@ -162,13 +163,14 @@ def test_a_cancel_cuts_every_stream_in_flight(slow):
     backend.close()
 
 
-def test_ctrl_c_with_requests_in_flight_exits_without_waiting_for_them(slow):
+def interrupt_child(slow: SlowServer, code: str) -> None:
+    """Run `code` (Python, after the imports a served client needs) in a child process; once the server has
+    started 2 requests, send the child SIGINT: it must exit with KeyboardInterrupt, and the server must see
+    both requests cut."""
     script = (  # Ctrl-C's handler even when this suite runs in a background job, whose children ignore SIGINT
         "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from cai.backends import SamplingParams\n"
-        "from cai.backends.served import ServedBackend\n"
-        f"b = ServedBackend([{slow.url!r}], served_name='m', tokenizer='unused')\n"
-        "b.generate(['a', 'b'], SamplingParams(max_new_tokens=100000))\n"
+        "from cai.backends.served import ServedBackend\n" + code
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script],
@@ -180,11 +182,16 @@ def test_ctrl_c_with_requests_in_flight_exits_without_waiting_for_them(slow):
     try:
         slow.wait_for("started", 2, timeout=120)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)  # uncut, the streams would run for 5000 s
+        _, err = proc.communicate(timeout=60)  # uncut, the requests would run for minutes
     finally:
         proc.kill()
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     slow.wait_for("cut", 2)
+
+
+def test_ctrl_c_with_requests_in_flight_exits_without_waiting_for_them(slow):
+    interrupt_child(slow, f"b = ServedBackend([{slow.url!r}], served_name='m', tokenizer='unused')\n"
+                          "b.generate(['a', 'b'], SamplingParams(max_new_tokens=100000))\n")
     assert slow.finished == 0
 
 
@@ -211,6 +218,7 @@ def test_a_stream_that_breaks_midway_is_retried_from_the_start(slow):
     backend = ServedBackend([slow.url], served_name="m", tokenizer="unused", backoff=0.01)
     out = backend.generate(["a"], SamplingParams(max_new_tokens=4))
     assert [(c.text, c.completion_tokens) for c in out] == [(" t0 t1 t2 t3", 4)]
+    slow.wait_for("finished", 1)  # the server counts a request done after its last write
     assert (slow.started, slow.finished) == (2, 1)
     backend.close()
 
@@ -228,6 +236,7 @@ def test_scoring_streams_its_requests_and_sums_each_options_tokens(slow):
     a = -(0.11 + 0.0342) - (0.12 + 0.0035) - (0.13 + 0.0011)
     b = -(0.11 + 0.0342) - (0.12 + 0.0036) - (0.13 + 0.0011)
     assert scores == [pytest.approx([a, b], abs=1e-12)] * 2
+    slow.wait_for("finished", 4)  # the server counts a request done after its last write
     assert (slow.started, slow.finished, slow.cut) == (4, 4, 0)
     backend.close()
 
@@ -238,6 +247,7 @@ def test_a_scoring_stream_that_ends_early_is_retried(slow):
     scores = backend.option_logprobs(PROMPTS, [[" (A)", " (B)"]] * 2)
     a = -(0.11 + 0.0342) - (0.12 + 0.0035) - (0.13 + 0.0011)
     assert scores[1][0] == pytest.approx(a, abs=1e-12)
+    slow.wait_for("finished", 5)  # the server counts a request done after its last write
     assert (slow.started, slow.finished, slow.cut) == (5, 5, 0)  # 4 requests, the first one twice
     backend.close()
 
@@ -260,6 +270,7 @@ def test_a_cancel_cuts_every_scoring_request_in_flight(slow):
     assert time.monotonic() - t < 60  # uncut: 300 s
     slow.wait_for("cut", 2)  # the server saw both clients go away (vLLM then aborts the request)
     time.sleep(0.3)
+    slow.wait_for("finished", 2)  # the server counts a request done after its last write
     assert (slow.started, slow.finished, slow.cut) == (4, 2, 2)  # and the second wave was never sent
     backend.close()
 
@@ -278,34 +289,15 @@ def test_a_cancel_between_scoring_waves_sends_no_more_requests(slow):
     backend.should_stop = stop.is_set
     with pytest.raises(Cancelled, match=r"^scoring cancelled before its next requests were sent$"):
         backend.option_logprobs(PROMPTS, [[" (A)", " (B)"]] * 2)
+    slow.wait_for("finished", 2)  # the server counts a request done after its last write
     assert (slow.started, slow.finished, slow.cut) == (2, 2, 0)
     backend.close()
 
 
 def test_ctrl_c_while_scoring_cuts_every_request(slow):
     slow.score_delay = 300.0
-    script = (
-        "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
-        "from cai.backends.served import ServedBackend\n"
-        f"b = ServedBackend([{slow.url!r}], served_name='m', tokenizer={str(model_path('tiny'))!r})\n"
-        "b.score_prompts = 1\n"
-        f"b.option_logprobs({PROMPTS!r}, [[' (A)', ' (B)']] * 2)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        slow.wait_for("started", 2, timeout=120)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)  # uncut, the requests would take 300 s
-    finally:
-        proc.kill()
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
-    slow.wait_for("cut", 2)
+    interrupt_child(slow, f"b = ServedBackend([{slow.url!r}], served_name='m', tokenizer={str(model_path('tiny'))!r})\n"
+                          f"b.score_prompts = 1\nb.option_logprobs({PROMPTS!r}, [[' (A)', ' (B)']] * 2)\n")
     assert (slow.started, slow.finished) == (2, 0)
 
 

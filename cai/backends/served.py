@@ -295,33 +295,18 @@ class ServedBackend:
             call.reset()
             if call.cancel.is_set():
                 return call.partial()
-            chunks = None
-            try:
-                chunks = client.completions.create(
-                    prompt=prompt,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    **self._request(params, index),
-                )
-                call.open(chunks.response)
-                for chunk in chunks:
-                    if call.cancel.is_set():
-                        break
-                    if chunk.usage is not None:
-                        call.usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    for choice in chunk.choices or ():
-                        call.text += choice.text or ""
-                        call.chunks += 1
-                        call.finish = choice.finish_reason or call.finish
-            except Exception:
-                if call.cancel.is_set():  # our own cut of the connection
-                    return call.partial()
-                raise
-            finally:
-                call.close()
-                if chunks is not None:
-                    chunks.close()
-            if call.cancel.is_set():
+
+            def take(chunk: Any) -> None:
+                if chunk.usage is not None:
+                    call.usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices or ():
+                    call.text += choice.text or ""
+                    call.chunks += 1
+                    call.finish = choice.finish_reason or call.finish
+
+            if call.stream(lambda: client.completions.create(prompt=prompt, stream=True,
+                                                             stream_options={"include_usage": True},
+                                                             **self._request(params, index)), take):
                 return call.partial()
             if call.finish is None:  # the connection closed before the server said why it stopped
                 raise httpx.RemoteProtocolError("the stream ended before its finish reason")
@@ -422,9 +407,13 @@ class ServedBackend:
             if call.cancel.is_set():
                 return None
             got: dict[int, float] = {}
-            chunks = None
-            try:
-                chunks = client.completions.create(
+
+            def take(chunk: Any) -> None:
+                for choice in chunk.choices or ():
+                    if choice.logprobs is not None and choice.logprobs.token_logprobs:
+                        got[choice.index] = float(choice.logprobs.token_logprobs[0])
+
+            if call.stream(lambda: client.completions.create(
                     model=self.served_name,
                     prompt=[list(k[:-1]) for k in keys] if len(keys) > 1 else list(keys[0][:-1]),
                     max_tokens=1,
@@ -432,23 +421,7 @@ class ServedBackend:
                     logprobs=0,
                     stream=True,
                     extra_body={"allowed_token_ids": [keys[0][-1]]},
-                )
-                call.open(chunks.response)
-                for chunk in chunks:
-                    if call.cancel.is_set():
-                        break
-                    for choice in chunk.choices or ():
-                        if choice.logprobs is not None and choice.logprobs.token_logprobs:
-                            got[choice.index] = float(choice.logprobs.token_logprobs[0])
-            except Exception:
-                if call.cancel.is_set():  # our own cut of the connection
-                    return None
-                raise
-            finally:
-                call.close()
-                if chunks is not None:
-                    chunks.close()
-            if call.cancel.is_set():
+            ), take):
                 return None
             if sorted(got) != list(range(len(keys))):  # e.g. the connection closed early: retried
                 raise httpx.RemoteProtocolError(f"asked to score {len(keys)} prompts, the stream gave {len(got)}")
@@ -460,7 +433,7 @@ class ServedBackend:
 
 @dataclass
 class _Call:
-    """One streamed generation request: what it has received, and the handle that cuts it."""
+    """One streamed request: what it has received, and the handle that cuts it."""
 
     cancel: threading.Event = field(default_factory=threading.Event)
     text: str = ""
@@ -475,6 +448,26 @@ class _Call:
 
     def partial(self) -> Completion:
         return Completion(self.text, 0, self.chunks, "length")
+
+    def stream(self, start: Callable[[], Any], take: Callable[[Any], None]) -> bool:
+        """Open a stream with `start()` and hand each chunk to `take` until it ends or a cancel cuts it.
+        True when it was cut (then the cut connection's error is ours, not the server's)."""
+        chunks = None
+        try:
+            chunks = start()
+            self.open(chunks.response)
+            for chunk in chunks:
+                if self.cancel.is_set():
+                    break
+                take(chunk)
+        except Exception:
+            if not self.cancel.is_set():
+                raise
+        finally:
+            self.close()
+            if chunks is not None:
+                chunks.close()
+        return self.cancel.is_set()
 
     def open(self, response: Any) -> None:
         with self._lock:
