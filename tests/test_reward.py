@@ -33,14 +33,41 @@ def test_soft_loss_equals_the_hand_computed_value():
 
 def test_hard_and_margin_variants():
     r_c, r_r, p = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), torch.tensor([0.8, 0.5])
-    hard = (-log_sigmoid(1.0) - log_sigmoid(0.0)) / 2  # p rounds to 1 for both (0.5 counts as chosen)
+    hard = -log_sigmoid(1.0)  # pair 1: p rounds to 1; pair 2 is a tie (p = 0.5): no side, left out
     assert preference_loss(r_c, r_r, p, "hard").item() == pytest.approx(hard, abs=1e-6)
+    flipped = (-log_sigmoid(1.0) - log_sigmoid(-2.0)) / 2  # p 0.3 rounds to 0: the rejected is preferred
+    r3 = (torch.tensor([1.0, 2.0, 5.0]), torch.tensor([0.0, 0.0, 5.0]), torch.tensor([0.8, 0.3, 0.5]))
+    assert preference_loss(*r3, "hard").item() == pytest.approx(flipped, abs=1e-6)
+    ties_only = preference_loss(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.5]), "hard")
+    assert ties_only.item() == 0.0
     assert margin_of(0.8) == pytest.approx(math.log(4), abs=1e-12)
     assert (margin_of(0.5), margin_of(1.0), margin_of(0.0)) == (0.0, 5.0, -5.0)
     margin = (-log_sigmoid(1.0 - math.log(4)) - log_sigmoid(0.0)) / 2
     assert preference_loss(r_c, r_r, p, "margin").item() == pytest.approx(margin, abs=1e-6)
     with pytest.raises(ValueError, match="soft, hard, margin"):
         preference_loss(r_c, r_r, p, "nope")
+
+
+def test_the_trainers_soft_loss_uses_p_itself_not_p_rounded():
+    """The loss the trainer dispatches (`preference_loss(kind="soft")`, SoftRewardTrainer's default) on
+    p = 0.8: -(0.8 log sigma(1) + 0.2 log sigma(-1)) = 0.51326; with p rounded to 1 it would be 0.31326."""
+    r_c, r_r, p = torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.8])
+    assert -(0.8 * log_sigmoid(1.0) + 0.2 * log_sigmoid(-1.0)) == pytest.approx(0.5132616875182228, abs=1e-12)
+    assert preference_loss(r_c, r_r, p, "soft").item() == pytest.approx(0.5132616875182228, abs=1e-6)
+    import inspect
+
+    from cai.train.reward import SoftRewardTrainer
+
+    assert inspect.signature(SoftRewardTrainer.__init__).parameters["loss_kind"].default == "soft"
+
+
+def test_pair_credit_gives_ties_half():
+    from cai.train.reward import pair_credit
+
+    r_c, r_r = torch.tensor([1.0, 0.0, 0.0, 2.0, -1.0]), torch.tensor([0.0, 0.0, 1.0, 2.0, 3.0])
+    p = torch.tensor([1.0, 0.9, 0.7, 0.5, 0.5])
+    # chosen higher: 1; scores tied: 1/2; rejected higher: 0; labelled a tie: 1/2 whatever the scores
+    assert pair_credit(r_c, r_r, p).tolist() == [1.0, 0.5, 0.0, 0.5, 0.5]
 
 
 def test_soft_loss_with_p_one_is_trls_loss():
@@ -66,6 +93,9 @@ def test_mix_keeps_the_human_ratio_and_split_is_seeded():
     picked = mix(ai, human, 0.5, seed=0)
     assert (sum(x["i"][0] == "a" for x in picked), sum(x["i"][0] == "h" for x in picked)) == (6, 6)
     assert len(mix(ai, human, 0.0, 0)) == 6 and len(mix(ai, human, 1.0, 0)) == 10
+    # No ratio (the default): every pair of both sets, none thrown away.
+    everything = mix(ai, human, None, seed=0)
+    assert sorted(x["i"] for x in everything) == sorted(x["i"] for x in ai + human)
     assert [x["i"] for x in mix(ai, [], 0.5, 3)] == [x["i"] for x in mix(ai, [], 0.5, 3)]
     train, held = split_heldout(human, 0.2, seed=0)
     assert (len(train), len(held)) == (8, 2)

@@ -7,7 +7,7 @@ import pytest
 from cai import constitution, data, models, runs, store
 from cai.stages import DPOStageConfig, LabelConfig, PairsConfig, PMConfig, RLConfig
 from cai.train import reward
-from cai.train.dpo import dpo_rows, soft_handling
+from cai.train.dpo import dpo_rows, train_pairs
 from cai.train.rl import PMReward, as_text, prompt_rows
 
 
@@ -19,11 +19,15 @@ def run(db, config):
 
 
 def test_soft_handling_of_dpo():
-    pairs = [{"p": 0.9}, {"p": 0.6}, {"p": 1.0}]
-    assert soft_handling(pairs, "label_smoothing", 0.7) == (pairs, 0.166667)
-    assert soft_handling(pairs, "threshold", 0.7) == ([{"p": 0.9}, {"p": 1.0}], 0.0)
-    assert dpo_rows([{"prompt": "P", "chosen": "a ", "rejected": " b"}]) == [
-        {"prompt": "P", "chosen": " a", "rejected": " b"}
+    pairs = [{"p": 0.9}, {"p": 0.6}, {"p": 1.0}, {"p": 0.5}]
+    assert train_pairs(pairs, "soft", 0.7) == (pairs, {"ties_left_out": 0, "below_threshold": 0})
+    # threshold: hard labels (p = 1) for the pairs at or above it; a tie has no side, even at threshold 0.5
+    assert train_pairs(pairs, "threshold", 0.7) == (
+        [{"p": 1.0}, {"p": 1.0}], {"ties_left_out": 1, "below_threshold": 1}
+    )
+    assert train_pairs(pairs, "threshold", 0.5)[0] == [{"p": 1.0}] * 3
+    assert dpo_rows([{"prompt": "P", "chosen": "a ", "rejected": " b", "p": 0.7}]) == [
+        {"prompt": "P", "chosen": " a", "rejected": " b", "p": 0.7}
     ]
 
 
@@ -96,7 +100,8 @@ def test_tiny_pipeline_end_to_end(stage_db):
         PMConfig(ai_prefs="ai-tiny", human_prefs="human-tiny", model="tiny", name="pm-tiny", max_steps=2,
                  batch_size=2, max_length=256),
     )  # fmt: skip
-    assert (pm["train_pairs"], pm["heldout_pairs"]) == (8, 2)
+    # every pair of both sets (the paper's choice): 4 AI + the 6 human pairs not held out
+    assert (pm["train_pairs"], pm["ai_pairs"], pm["human_pairs"], pm["heldout_pairs"]) == (10, 4, 6, 2)
     assert pm["heldout_accuracy"] in (0.0, 0.5, 1.0)
     pm_row = models.get_model(db, "pm-tiny")
     assert (pm_row["run_id"], pm_row["parent_id"]) == (pm_run, models.get_model(db, "tiny")["id"])

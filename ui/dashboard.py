@@ -23,6 +23,7 @@ from cai.queries import catalog
 from cai.queries import runs as run_queries
 from cai.refs import missing_references
 from cai.stages import REGISTRY
+from cai.train import lengths
 from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, require
 from ui.lineage import lineage_html
 
@@ -271,10 +272,16 @@ def run_detail(ctx: AppContext, run_id: float | None, request: gr.Request) -> tu
         parts.append(made_html(ctx.db(), r))
     if r["error"]:
         parts.append(f'<div class="cai-text">{esc(r["error"])}</div>')
+    parts.append(data_html(r["result"] or {}))
     if r["result"]:
         parts.append(f'<details><summary>Result</summary><div class="cai-text">{esc(json.dumps(r["result"], indent=1))}</div></details>')
     log = "\n".join(f"{(x['ts'] or '')[11:19]} {x['level']:5} {x['line']}" for x in runs.logs(ctx.db(), int(run_id), 40))
     return "".join(parts), log, json.dumps(r["config"], indent=2)
+
+
+def data_html(result: dict[str, Any]) -> str:
+    """A training run's rows: given, trained, cut or left out at max_length (cai.train.lengths)."""
+    return f"<p>Training data: {esc(lengths.summary(result['data']))}</p>" if result.get("data") else ""
 
 
 def cancel(ctx: AppContext, run_id: float | None, request: gr.Request) -> str:

@@ -16,17 +16,22 @@ class DPOStageConfig(StageConfig):
     prefs: str = _f("", "Preference set (AI labels) to learn from.", ref=PREFS, required='choose an AI preference set (run AI labels first)')
     name: str = _f("", "Name for the new policy; empty = dpo-<run id>.", slug=True)
     soft: str = _f(
-        "label_smoothing",
-        "How soft labels enter: label_smoothing (TRL's sigmoid loss with label_smoothing = the set's mean 1-p,"
-        " i.e. a soft target) or threshold (hard labels; drop pairs with p below the threshold).",
-        choices=("label_smoothing", "threshold"),
+        "soft",
+        "How AI labels enter: soft (each pair's p is its target: -p log sigma(beta*D) - (1-p) log sigma(-beta*D))"
+        " or threshold (hard labels; pairs with p below the threshold, and ties at p = 0.5, left out).",
+        choices=("soft", "threshold"),
     )
-    threshold: float = _f(0.6, "With soft=threshold: keep pairs whose p >= this.", min=0.5, max=1.0)
+    threshold: float = _f(0.6, "With soft=threshold: keep pairs whose p >= this (a tie, p = 0.5, never).", min=0.5, max=1.0)
     beta: float = _f(0.1, "DPO beta.", min=0.0)
     max_steps: int = _f(100, "Optimizer steps.", min=1)
     batch_size: int = _f(4, "Per-device batch size.", min=1)
     learning_rate: float = _f(5e-7, "Learning rate.", min=0.0)
-    max_length: int = _f(512, "Truncate prompt + response to this many tokens.", min=8)
+    max_length: int = _f(
+        512,
+        "Tokens of prompt + response; a longer prompt is cut from the left (its first BOS kept), so the end of"
+        " the conversation and both responses are trained; cut pairs are counted in the result.",
+        min=8,
+    )
     lora: bool = _f(False, "Train LoRA adapters.")
     seed: int = _f(0, "Seed.")
     processes: int = processes_field()

@@ -14,7 +14,13 @@ class PMConfig(StageConfig):
     kind: ClassVar[str] = "pm"
     ai_prefs: str = _f("", "AI-labelled preference set (harmlessness).", ref=PREFS)
     human_prefs: str = _f("", "Human preference set mixed in (helpfulness); optional.", ref=PREFS)
-    human_ratio: float = _f(0.5, "Fraction of training pairs drawn from the human set.", min=0.0, max=1.0)
+    human_ratio: float | None = _f(
+        None,
+        "Empty = train on every pair of both sets (the paper's choice); a fraction caps the human share of"
+        " the mix, subsampling the larger set (its unused pairs are reported).",
+        min=0.0,
+        max=1.0,
+    )
     heldout_prefs: str = _f("", "Human preference set for held-out accuracy; empty = a split of human_prefs.", ref=PREFS)
     model: str = _f("default", "Base model of the preference model.", ref=MODELS, subject=True)
     name: str = _f("", "Name for the new preference model; empty = pm-<run id>.", slug=True)
@@ -24,7 +30,12 @@ class PMConfig(StageConfig):
     max_steps: int = _f(-1, "Stop after this many steps (-1 = use epochs).")
     learning_rate: float = _f(1e-5, "Learning rate.", min=0.0)
     batch_size: int = _f(4, "Per-device batch size.", min=1)
-    max_length: int = _f(512, "Truncate each sequence to this many tokens.", min=8)
+    max_length: int = _f(
+        512,
+        "Tokens per sequence; a longer pair is cut from the left (its first BOS kept), so the end of the"
+        " conversation, where the responses differ, is trained; cut pairs are counted in the result.",
+        min=8,
+    )
     seed: int = _f(0, "Seed for mixing, splitting and training.")
     processes: int = processes_field()
     accelerate_config: str = accelerate_field()

@@ -234,10 +234,15 @@ class Target:
 
 
 def start(ctx: RunContext, model_spec: str, **run_fields: Any) -> Target:
-    """The shared prologue: the new model's name (default `<kind>-<run id>`; refused if another run
+    """The shared prologue: the seed set (before any model is built), the new model's name (default `<kind>-<run id>`; refused if another run
     took it or it is no safe folder name, before any training time is spent), and the run linked to
     the model it starts from (plus `run_fields`, e.g. its constitution version)."""
+    from transformers import set_seed
+
     cfg = ctx.config
+    # Seeded before any model is built: a head the checkpoint lacks (the PM's score head) is initialised
+    # at random when the model loads, before the Trainer would seed.
+    set_seed(cfg.seed)  # type: ignore[attr-defined]
     name = cfg.name or f"{cfg.kind}-{ctx.run_id}"  # type: ignore[attr-defined]
     done = check_name(ctx.db, name, ctx.run_id)
     parent = base_model(ctx.db, model_spec)
@@ -247,12 +252,14 @@ def start(ctx: RunContext, model_spec: str, **run_fields: Any) -> Target:
 
 @dataclass
 class Trained:
-    """What `finish` hands back: the registered model, and the steps and last loss of its training."""
+    """What `finish` hands back: the registered model, the steps, and the loss of its last logged step
+    (`loss`) and the mean over all logged steps (`mean_loss`, TRL's `train_loss` when every step is logged)."""
 
     model_id: int
     path: str
     steps: int
     loss: float | None
+    mean_loss: float | None = None
 
 
 def finish(
@@ -272,7 +279,7 @@ def finish(
     registrations go to their private snapshots (see cai.runs), so the model is registered once."""
     train(trainer)
     path = save_model(trainer, tokenizer, ctx.db, target.name)
-    steps, loss = trainer.state.global_step, last_loss(trainer)
+    steps, loss, mean = trainer.state.global_step, last_loss(trainer), mean_loss(trainer)
     model_id = register(
         ctx.db,
         target.name,
@@ -280,10 +287,10 @@ def finish(
         parent=target.parent,
         run_id=ctx.run_id,
         constitution_version_id=constitution_version_id,
-        meta={**meta, "steps": steps, "final_loss": loss},
+        meta={**meta, "steps": steps, "train_loss_mean": mean, "train_loss_last": loss},
     )
     ctx.log(f"registered model {target.name} (id {model_id}) at {path}")
-    return Trained(model_id=model_id, path=path, steps=steps, loss=loss)
+    return Trained(model_id=model_id, path=path, steps=steps, loss=loss, mean_loss=mean)
 
 
 def register(
@@ -330,5 +337,13 @@ def update_meta(db: Database, model_id: int, **values: Any) -> None:
 
 
 def last_loss(trainer: Any) -> float | None:
+    """The loss of the last logged step (not the run's: see `mean_loss`)."""
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return round(losses[-1], 5) if losses else None
+
+
+def mean_loss(trainer: Any) -> float | None:
+    """The mean loss over every logged step (logging_steps=1, so every step; the checkpoint's log history
+    carries the steps before a resume, so a resumed run's mean is the whole run's)."""
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return round(sum(losses) / len(losses), 5) if losses else None

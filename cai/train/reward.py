@@ -1,8 +1,11 @@
 """The preference model: TRL's RewardTrainer with a soft-target loss on AI labels mixed with human pairs.
 
-Only `compute_loss` (and the collator, so the soft label `p` reaches it) differ from TRL; the loss is
-the cross-entropy of the Bradley-Terry probability sigma(r_chosen - r_rejected) against p, with hard
-(p rounded) and margin (TRL's margin = logit p) variants for ablation. `score` reads a trained PM.
+Only `compute_loss` (and the collator, so the soft label `p` reaches it) and the length handling differ
+from TRL; the loss is the cross-entropy of the Bradley-Terry probability sigma(r_chosen - r_rejected)
+against p, with hard (p rounded; ties, p = 0.5, left out) and margin (TRL's margin = logit p) variants for
+ablation. A pair longer than max_length is cut from the left (cai.train.lengths), not dropped as TRL
+would. The paper trains on every comparison: all pairs of both sets by default, `human_ratio` an optional
+cap. `score` reads a trained PM.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import torch
 from torch import nn
 from trl import RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
+
+from cai.train import lengths
 
 LOSSES = ("soft", "hard", "margin")
 MAX_MARGIN = 5.0  # |logit p| cap for the margin variant: p = 1 would give an infinite margin
@@ -38,15 +43,26 @@ def margin_of(p: float) -> float:
 def preference_loss(
     r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor, kind: str = "soft"
 ) -> torch.Tensor:
-    """The PM loss of each variant: soft (target p), hard (target round(p)), margin (TRL's, margin = logit p)."""
+    """The PM loss of each variant: soft (target p), hard (target round(p); a tie, p = 0.5, has no side and
+    is left out), margin (TRL's, margin = logit p)."""
     if kind == "soft":
         return soft_preference_loss(r_chosen, r_rejected, p)
     if kind == "hard":
-        return soft_preference_loss(r_chosen, r_rejected, (p >= 0.5).to(p.dtype))
+        delta = r_chosen - r_rejected
+        target, counted = (p > 0.5).to(delta.dtype), (p != 0.5).to(delta.dtype)
+        per_pair = -(target * nn.functional.logsigmoid(delta) + (1 - target) * nn.functional.logsigmoid(-delta))
+        return (per_pair * counted).sum() / counted.sum().clamp(min=1.0)
     if kind == "margin":
         margin = torch.tensor([margin_of(float(x)) for x in p], dtype=r_chosen.dtype, device=r_chosen.device)
         return -nn.functional.logsigmoid(r_chosen - r_rejected - margin).mean()
     raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {kind!r}")
+
+
+def pair_credit(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Accuracy credit of each pair: 1 when the PM prefers the chosen response, 0 when the rejected, 1/2 for
+    an exact tie of the scores or a pair labelled a tie (p = 0.5: either answer is half right)."""
+    credit = (r_chosen > r_rejected).to(torch.float) + 0.5 * (r_chosen == r_rejected).to(torch.float)
+    return torch.where(p == 0.5, torch.full_like(credit, 0.5), credit)
 
 
 @dataclass
@@ -72,6 +88,29 @@ class SoftRewardTrainer(RewardTrainer):
         if self._signature_columns is None:
             self._signature_columns = ["chosen_ids", "rejected_ids", "p"]  # type: ignore[assignment]
 
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):  # type: ignore[no-untyped-def]
+        """TRL's tokenization (EOS added), then each text cut from the left to max_length instead of the pair
+        being dropped; what was cut is counted in `self.lengths` (the training set's)."""
+        max_length = args.max_length
+        if max_length is None:
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        with lengths.tokenize_whole(args):
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        bos = processing_class.bos_token_id
+        truncated = response_cut = 0
+        for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"], strict=True):
+            longest = max(len(c), len(r))
+            if longest > max_length:
+                truncated += 1
+                shared = next((i for i, (a, b) in enumerate(zip(c, r, strict=False)) if a != b), min(len(c), len(r)))
+                response_cut += longest - max_length > shared - (1 if c and c[0] == bos else 0)
+        dataset = dataset.map(
+            lambda e: {k: lengths.cut(e[k], max_length, bos) for k in ("chosen_ids", "rejected_ids")}
+        )
+        if dataset_name == "train":
+            self.lengths = lengths.Lengths("pairs", len(dataset), len(dataset), truncated, response_cut, max_length)
+        return dataset
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
         mode = "train" if self.model.training else "eval"
         p = inputs.pop("p")
@@ -83,7 +122,7 @@ class SoftRewardTrainer(RewardTrainer):
         if self.args.center_rewards_coefficient is not None:
             loss += self.args.center_rewards_coefficient * torch.mean((r_chosen + r_rejected) ** 2)
         with torch.no_grad():
-            self._metrics[mode]["accuracy"].append((r_chosen > r_rejected).float().mean().item())
+            self._metrics[mode]["accuracy"].append(pair_credit(r_chosen, r_rejected, p).mean().item())
             self._metrics[mode]["margin"].append((r_chosen - r_rejected).mean().item())
             self._metrics[mode]["mean_reward"].append(outputs.logits.mean().item())
         return (loss, outputs) if return_outputs else loss
@@ -96,11 +135,14 @@ def pm_text(prompt: str, response: str) -> str:
 
 
 def mix(
-    ai: list[dict[str, Any]], human: list[dict[str, Any]], human_ratio: float, seed: int
+    ai: list[dict[str, Any]], human: list[dict[str, Any]], human_ratio: float | None, seed: int
 ) -> list[dict[str, Any]]:
-    """As many pairs as the two sets allow with a `human_ratio` share of human pairs, shuffled (seeded)."""
+    """Every pair of both sets (human_ratio None, the paper's choice), or as many as the two sets allow with a
+    `human_ratio` share of human pairs (the larger set subsampled); shuffled (seeded)."""
     rng = random.Random(seed)
-    if not human or human_ratio == 0:
+    if human_ratio is None:
+        n_ai, n_h = len(ai), len(human)
+    elif not human or human_ratio == 0:
         n_ai, n_h = len(ai), 0
     elif not ai or human_ratio == 1:
         n_ai, n_h = 0, len(human)
@@ -181,16 +223,32 @@ def score_texts(model: Any, tok: Any, texts: list[str], batch_size: int = 8) -> 
 
 
 def accuracy(pm_spec: str, pairs: list[dict[str, Any]], db: Any = None, batch_size: int = 8) -> float | None:
-    """Share of pairs whose chosen response the PM scores higher (None for no pairs)."""
+    """Share of pairs whose chosen response the PM scores higher, half credit for ties (`pair_credit`;
+    None for no pairs)."""
     if not pairs:
         return None
     prompts = [p["prompt"] for p in pairs]
     chosen = score(pm_spec, prompts, [p["chosen"] for p in pairs], db, batch_size)
     rejected = score(pm_spec, prompts, [p["rejected"] for p in pairs], db, batch_size)
-    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs)
+    p = torch.tensor([float(x["p"]) for x in pairs])
+    return float(pair_credit(torch.tensor(chosen), torch.tensor(rejected), p).mean().item())
 
 
 # ----------------------------------------------------------------------------- the stage
+def heldout_of(db: Any, cfg: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """(human pairs left for training, held-out pairs, what the held-out set is, for the log and result)."""
+    from cai import data
+    from cai.train import common
+
+    human = common.load_pairs(db, cfg.human_prefs) if cfg.human_prefs else []
+    if cfg.heldout_prefs:
+        source = data.get_pref_set(db, cfg.heldout_prefs)["source"]
+        return human, common.load_pairs(db, cfg.heldout_prefs), f"{source} pairs of set {cfg.heldout_prefs}"
+    human, heldout = split_heldout(human, 0.2, cfg.seed)
+    source = data.get_pref_set(db, cfg.human_prefs)["source"] if cfg.human_prefs else "no"
+    return human, heldout, f"{source} pairs split from set {cfg.human_prefs}" if cfg.human_prefs else "no pairs"
+
+
 def run_stage(ctx: Any) -> dict[str, Any]:
     """Stage "pm": mix, train (resuming from the last checkpoint), save, register, report held-out accuracy."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -199,18 +257,24 @@ def run_stage(ctx: Any) -> dict[str, Any]:
 
     cfg, db = ctx.config, ctx.db
     ai = common.load_pairs(db, cfg.ai_prefs) if cfg.ai_prefs else []
-    human = common.load_pairs(db, cfg.human_prefs) if cfg.human_prefs else []
-    if cfg.heldout_prefs:
-        heldout = common.load_pairs(db, cfg.heldout_prefs)
-    else:
-        human, heldout = split_heldout(human, 0.2, cfg.seed)
-    train = mix(ai, human, cfg.human_ratio if ai else 1.0, cfg.seed)
+    human, heldout, heldout_name = heldout_of(db, cfg)
+    train = mix(ai, human, cfg.human_ratio if ai else None, cfg.seed)
     if not train:
         raise ValueError("no training pairs: the preference sets are empty")
     n_ai = sum(1 for x in train if x["_source"] == "ai")
-    ctx.log(f"training on {len(train)} pairs ({n_ai} AI, {len(train) - n_ai} human); {len(heldout)} held out")
+    mixing = {
+        "human_ratio": cfg.human_ratio,
+        "ai_pairs": n_ai,
+        "human_pairs": len(train) - n_ai,
+        "ai_unused": len(ai) - n_ai,
+        "human_unused": len(human) - (len(train) - n_ai),
+    }
+    ctx.log(
+        f"mixing: {n_ai} of {len(ai)} AI pairs and {len(train) - n_ai} of {len(human)} human pairs"
+        + (" (all pairs)" if cfg.human_ratio is None else f" (human share capped at {cfg.human_ratio})")
+        + f"; {len(heldout)} held out ({heldout_name})"
+    )
     target = common.start(ctx, cfg.model)
-    train_loss = None
     if target.done is None:
         args = RewardConfig(max_length=cfg.max_length, disable_dropout=True, **common.training_args(ctx))
         tok = AutoTokenizer.from_pretrained(target.parent["folder"])
@@ -224,26 +288,35 @@ def run_stage(ctx: Any) -> dict[str, Any]:
             loss_kind=cfg.loss,
             **common.trainer_inputs(ctx, to_rows(train), tok, "SEQ_CLS"),
         )
-        meta = {"kind": "preference-model", "loss": cfg.loss, "lora": cfg.lora}
+        rows = trainer.lengths.as_dict()
+        ctx.log(f"training data: {lengths.summary(rows)}")
+        lengths.refuse_empty(trainer.lengths)
+        meta = {"kind": "preference-model", "loss": cfg.loss, "lora": cfg.lora, "data": rows, **mixing}
         trained = ctx.finish(
             trainer, tok, target, constitution_version_id=common.constitution_of(db, cfg.ai_prefs), meta=meta
         )
         _load_pm.cache_clear()
-        path, model_id, train_loss = trained.path, trained.model_id, trained.loss
+        path, model_id = trained.path, trained.model_id
+        steps, loss_mean, loss_last = trained.steps, trained.mean_loss, trained.loss
     else:
-        path, model_id = target.done["path"], target.done["id"]
+        path, model_id, meta = target.done["path"], target.done["id"], target.done["meta"]
+        rows = meta.get("data")
+        steps, loss_mean, loss_last = meta.get("steps"), meta.get("train_loss_mean"), meta.get("train_loss_last")
     acc = accuracy(path, heldout, batch_size=cfg.batch_size)
-    common.update_meta(db, model_id, heldout_accuracy=acc, heldout_pairs=len(heldout))
-    ctx.log(f"held-out accuracy {acc if acc is None else round(acc, 4)} on {len(heldout)} human pairs")
+    common.update_meta(db, model_id, heldout_accuracy=acc, heldout_pairs=len(heldout), heldout_set=heldout_name)
+    ctx.log(f"held-out accuracy {acc if acc is None else round(acc, 4)} on {len(heldout)} {heldout_name}")
     return {
         "model": target.name,
         "model_id": model_id,
         "path": path,
-        "train_pairs": len(train),
-        "ai_pairs": n_ai,
-        "human_pairs": len(train) - n_ai,
+        "train_pairs": rows["trained"] if rows else None,
+        **mixing,
+        "data": rows,
         "heldout_pairs": len(heldout),
+        "heldout_set": heldout_name,
         "heldout_accuracy": acc,
-        "train_loss": train_loss,
+        "steps": steps,
+        "train_loss_mean": loss_mean,
+        "train_loss_last": loss_last,
         "loss": cfg.loss,
     }

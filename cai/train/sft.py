@@ -2,7 +2,9 @@
 
 The data is the chain run's prompt/completion rows (loss on the completion only); training is full or
 LoRA (merged on save), resumes from the run's last checkpoint, and the result is registered as a new
-model whose lineage names its parent, the chain run and that run's constitution version.
+model whose lineage names its parent, the chain run and that run's constitution version. A row longer than
+max_length is cut from the left (its first BOS kept), so the final revision is trained and the start of
+the conversation goes; TRL would cut the revision's end, or drop a row whose prompt fills max_length.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlite_utils import Database
+from trl import SFTTrainer
 
 from cai import runs, sl
-from cai.train import common
+from cai.train import common, lengths
 from cai.transcript import parse_hh
 
 
@@ -27,6 +30,41 @@ def conversational(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     ]
 
 
+class CountingSFTTrainer(SFTTrainer):
+    """SFTTrainer that cuts long rows from the left and counts them (`self.lengths`, the training set's)."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):  # type: ignore[no-untyped-def]
+        max_length = args.max_length
+        if max_length is None or packing:
+            return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        given = len(dataset)
+        with lengths.tokenize_whole(args):
+            dataset = super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        tok = getattr(processing_class, "tokenizer", processing_class)
+        bos = tok.bos_token_id
+        counts = {"truncated": 0, "completion_cut": 0}
+        has_labels = "labels" in dataset.column_names
+        for ids, labels in zip(dataset["input_ids"], dataset["labels"] if has_labels else dataset["input_ids"], strict=True):
+            if len(ids) > max_length:
+                counts["truncated"] += 1
+                kept = lengths.take(labels, lengths.keep_end(len(ids), max_length, bool(ids) and ids[0] == bos))
+                counts["completion_cut"] += sum(x != -100 for x in kept) < sum(x != -100 for x in labels)
+
+        def fit(example: dict[str, Any]) -> dict[str, Any]:
+            ids = example["input_ids"]
+            kept = lengths.keep_end(len(ids), max_length, bos is not None and bool(ids) and ids[0] == bos)
+            return {k: lengths.take(example[k], kept) for k in ("input_ids", "labels") if k in example}
+
+        dataset = dataset.map(fit)
+        if has_labels:
+            dataset = dataset.filter(lambda e: any(x != -100 for x in e["labels"]))
+        if dataset_name == "train":
+            self.lengths = lengths.Lengths(
+                "rows", given, len(dataset), counts["truncated"], counts["completion_cut"], max_length
+            )
+        return dataset
+
+
 def chain_run(db: Database, run_id: int) -> dict[str, Any]:
     """The SL run to learn from; a clear error when it is not one or holds no chains."""
     run = runs.get_run(db, run_id)
@@ -37,7 +75,7 @@ def chain_run(db: Database, run_id: int) -> dict[str, Any]:
 
 def run_stage(ctx: Any) -> dict[str, Any]:
     """Stage "sft": train on the chain run's final revisions, save, register with lineage."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     cfg, db = ctx.config, ctx.db
     source = chain_run(db, cfg.chains)
@@ -54,10 +92,12 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         ctx, cfg.model or source["config"]["model"], constitution_version_id=source["constitution_version_id"]
     )
     if target.done:  # a resumed run that had already registered its model
+        meta = target.done["meta"]
         return {
             "model": target.name,
             "model_id": target.done["id"],
-            "rows": len(rows),
+            "rows": meta.get("rows"),
+            "data": meta.get("data"),
             "skipped_empty": skipped,
         }
     parent = target.parent
@@ -72,11 +112,16 @@ def run_stage(ctx: Any) -> dict[str, Any]:
             save_strategy="steps",
         ),
     )
-    trainer = SFTTrainer(model=model, args=args, **common.trainer_inputs(ctx, data, tokenizer, "CAUSAL_LM"))
-    ctx.log(
-        f"SFT of {parent['name']} on {len(rows)} rows of run {cfg.chains} ({'LoRA' if cfg.lora else 'full'})"
+    trainer = CountingSFTTrainer(
+        model=model, args=args, **common.trainer_inputs(ctx, data, tokenizer, "CAUSAL_LM")
     )
-    meta = {"chains_run": cfg.chains, "rows": len(rows), "lora": cfg.lora}
+    counts = trainer.lengths.as_dict()
+    ctx.log(f"training data: {lengths.summary(counts)}")
+    lengths.refuse_empty(trainer.lengths)
+    ctx.log(
+        f"SFT of {parent['name']} on {counts['trained']} rows of run {cfg.chains} ({'LoRA' if cfg.lora else 'full'})"
+    )
+    meta = {"chains_run": cfg.chains, "rows": counts["trained"], "data": counts, "lora": cfg.lora}
     trained = ctx.finish(
         trainer, tokenizer, target, constitution_version_id=source["constitution_version_id"], meta=meta
     )
@@ -86,6 +131,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         "path": trained.path,
         "skipped_empty": skipped,
         **meta,
-        "final_loss": trained.loss,
+        "train_loss_mean": trained.mean_loss,
+        "train_loss_last": trained.loss,
         "steps": trained.steps,
     }
