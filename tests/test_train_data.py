@@ -161,8 +161,10 @@ def completion_logps(model, batch) -> torch.Tensor:
 
 
 @pytest.mark.timeout(300)
-def test_soft_dpo_loss_of_a_fixed_batch_is_the_formula_with_each_pairs_p(tmp_path):
+@pytest.mark.parametrize("setup", ["reference model", "precomputed reference", "lora"])
+def test_soft_dpo_loss_of_a_fixed_batch_is_the_formula_with_each_pairs_p(tmp_path, setup):
     from datasets import Dataset
+    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
 
@@ -177,14 +179,17 @@ def test_soft_dpo_loss_of_a_fixed_batch_is_the_formula_with_each_pairs_p(tmp_pat
     rows = [{"prompt": SHORT, "chosen": "Hello there.", "rejected": "Go away.", "p": 0.6},
             {"prompt": SHORT, "chosen": "Happy to help.", "rejected": "No.", "p": 0.95}]  # fmt: skip
     args = DPOConfig(output_dir=str(tmp_path), beta=beta, loss_type=["sigmoid"], max_length=64,
-                     precompute_ref_log_probs=True, per_device_train_batch_size=2, use_cpu=True, bf16=False,
+                     precompute_ref_log_probs=setup == "precomputed reference", per_device_train_batch_size=2, use_cpu=True, bf16=False,
                      report_to="none", disable_tqdm=True)  # fmt: skip
+    lora = LoraConfig(task_type="CAUSAL_LM", r=4, target_modules="all-linear") if setup == "lora" else None
     trainer = SoftDPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(dpo_rows(rows)),
                              processing_class=tok, data_collator=SoftDPOCollator(pad_token_id=tok.pad_token_id,
-                             max_length=64))  # fmt: skip
-    with torch.no_grad():  # move the policy away from the reference, so that D != 0
+                             max_length=64), peft_config=lora)  # fmt: skip
+    model = trainer.model  # under LoRA the PEFT model; its reference is itself with the adapters off
+    with torch.no_grad():  # move the policy (its trained weights) away from the reference, so that D != 0
         for param in model.parameters():
-            param.add_(0.05 * torch.randn_like(param, generator=torch.Generator().manual_seed(0)))
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param, generator=torch.Generator().manual_seed(0)))
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     policy, reference = completion_logps(model, batch), completion_logps(ref, batch)
     delta = (policy[:2] - reference[:2]) - (policy[2:] - reference[2:])

@@ -6,7 +6,7 @@ cross-entropy, -p log sigma(beta*D) - (1-p) log sigma(-beta*D) with D the pair's
 sigmoid loss reads no per-pair label, and its label_smoothing is ignored by that loss). `threshold`:
 hard labels (p = 1), keeping only pairs with p >= the threshold; ties (p = 0.5) have no side and are left
 out. `SoftDPOTrainer` keeps TRL's forward passes and metrics and replaces only the loss, from the policy's
-log-probs it records and the reference log-probs TRL precomputes. A prompt too long for max_length is cut
+and the reference's log-probs of those passes. A prompt too long for max_length is cut
 from the left (its first BOS kept) instead of the pair being dropped (cai.train.lengths).
 """
 
@@ -66,28 +66,17 @@ class SoftDPOCollator(DataCollatorForPreference):
         return out
 
 
-class _Recorder:
-    """The model as `_compute_loss` calls it, keeping the first call's outputs (the policy's forward)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model, self.outputs = model, None
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.model(*args, **kwargs)
-        if self.outputs is None:
-            self.outputs = out
-        return out
-
-
 class SoftDPOTrainer(DPOTrainer):
-    """DPOTrainer whose loss is `soft_dpo_loss` with each pair's p (needs precompute_ref_log_probs, the
-    sigmoid loss of reverse-KL DPO, no ld_alpha and no WPO weighting: the configuration `run_stage` makes)."""
+    """DPOTrainer whose loss is `soft_dpo_loss` with each pair's p (for the sigmoid loss of reverse-KL DPO,
+    no ld_alpha and no WPO weighting: the configuration `run_stage` makes).
+
+    TRL's `_compute_loss` runs as is (its forward passes, metrics and logs); forward hooks on the policy
+    and the reference record the log-probs of those same passes, and the loss returned is ours."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        a = self.args
-        if not (a.precompute_ref_log_probs and self.loss_types == ["sigmoid"] and self.ld_alpha is None):
-            raise ValueError("SoftDPOTrainer needs precompute_ref_log_probs and loss_type ['sigmoid']")
+        if self.loss_types != ["sigmoid"] or self.ld_alpha is not None:
+            raise ValueError("SoftDPOTrainer needs loss_type ['sigmoid'] and no ld_alpha")
         if self.f_divergence_type != "reverse_kl" or self.use_weighting:
             raise ValueError("SoftDPOTrainer needs reverse_kl and no use_weighting")
 
@@ -140,15 +129,26 @@ class SoftDPOTrainer(DPOTrainer):
 
     def _compute_loss(self, model, inputs, return_outputs):  # type: ignore[no-untyped-def]
         p = inputs.pop("p")
-        recorder = _Recorder(model)
-        result = super()._compute_loss(recorder, inputs, return_outputs)
+        # In call order: the policy's forward, then the reference's (through ref_model, or through the
+        # policy with its adapters off under LoRA) unless TRL precomputed the reference log-probs.
+        seen: list[Any] = []
+        modules = [self.model] if self.ref_model is None else [self.model, self.ref_model]
+        hooks = [m.register_forward_hook(lambda _m, _a, out: seen.append(out)) for m in modules]
+        try:
+            result = super()._compute_loss(model, inputs, return_outputs)
+        finally:
+            for h in hooks:
+                h.remove()
         seq_len = inputs["completion_mask"].size(1) - 1
-        logps = recorder.outputs.log_probs[:, -seq_len:].sum(dim=1)  # as TRL sums them
-        chosen, rejected = logps.chunk(2, dim=0)
-        delta = (chosen - inputs["ref_chosen_logps"]) - (rejected - inputs["ref_rejected_logps"])
+        chosen, rejected = seen[0].log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)  # summed as TRL does
+        if self.precompute_ref_logps:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected = seen[1].log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
+        delta = (chosen - ref_chosen) - (rejected - ref_rejected)
         loss = soft_dpo_loss(delta, p.to(delta.dtype), self.beta).mean()
         if self.aux_loss_enabled:
-            loss = loss + self.router_aux_loss_coef * recorder.outputs.aux_loss
+            loss = loss + self.router_aux_loss_coef * seen[0].aux_loss
         return (loss, result[1]) if return_outputs else loss
 
 
@@ -188,7 +188,6 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         beta=cfg.beta,
         loss_type=["sigmoid"],
         max_length=cfg.max_length,
-        precompute_ref_log_probs=True,
         **common.training_args(ctx),
     )
     model, tok = common.causal_lm(target.parent["folder"])

@@ -245,8 +245,10 @@ def heldout_of(db: Any, cfg: Any) -> tuple[list[dict[str, Any]], list[dict[str, 
         source = data.get_pref_set(db, cfg.heldout_prefs)["source"]
         return human, common.load_pairs(db, cfg.heldout_prefs), f"{source} pairs of set {cfg.heldout_prefs}"
     human, heldout = split_heldout(human, 0.2, cfg.seed)
-    source = data.get_pref_set(db, cfg.human_prefs)["source"] if cfg.human_prefs else "no"
-    return human, heldout, f"{source} pairs split from set {cfg.human_prefs}" if cfg.human_prefs else "no pairs"
+    source = data.get_pref_set(db, cfg.human_prefs)["source"] if cfg.human_prefs else ""
+    if not cfg.human_prefs:
+        return human, heldout, "pairs (no held-out set: name heldout_prefs or human_prefs)"
+    return human, heldout, f"{source} pairs split from set {cfg.human_prefs}"
 
 
 def run_stage(ctx: Any) -> dict[str, Any]:
