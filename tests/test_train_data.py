@@ -50,32 +50,43 @@ def test_keep_end_keeps_the_end_and_a_leading_bos():
         "4 of 5 pairs trained, 1 left out (no tokens to learn from within max_length 64); 2 cut to max_length 64"
         " (start of the conversation left out), 1 of them with part of a response cut too"
     )
+    assert lengths.summary(lengths.Lengths("rows", 6, 6, 0, 0, 64).as_dict()) == (
+        "6 of 6 rows trained; none longer than max_length 64"
+    )
     with pytest.raises(ValueError, match="no rows left to train on: all 3 are longer than max_length 8"):
         lengths.refuse_empty(lengths.Lengths("rows", 3, 0, 3, 3, 8))
 
 
 @pytest.mark.timeout(300)
 def test_pm_trains_every_pair_cut_to_max_length_and_stores_what_it_trained(db):
-    data.create_pref_set(db, "ai", "ai", "harmless", pairs(5, 3))
+    wordy = [
+        {"prompt": SHORT, "chosen": "Well. " * 80 + f"Yes {i}.", "rejected": f"No {i}.", "p": 0.9}
+        for i in (1, 2)
+    ]
+    data.create_pref_set(db, "ai", "ai", "harmless", pairs(5, 3) + wordy)
     data.create_pref_set(db, "held", "ai", "harmless", pairs(2, 0, p=0.5))
     row = run(db, PMConfig(ai_prefs="ai", heldout_prefs="held", model="tiny", name="pm-long", epochs=1.0,
                            batch_size=2, max_length=64, learning_rate=1e-3))  # fmt: skip
     result = row["result"]
-    # TRL's RewardTrainer would have dropped the 3 long pairs (and trained 3 steps on 5).
-    assert result["data"] == {"unit": "pairs", "given": 8, "trained": 8, "truncated": 3, "completion_cut": 0,
+    # TRL's RewardTrainer would have dropped the 3 long pairs and the 2 with a long answer (3 steps on 5).
+    # Cut from the left, the long prompts lose their start; the long answers lose theirs too.
+    assert result["data"] == {"unit": "pairs", "given": 10, "trained": 10, "truncated": 5, "completion_cut": 2,
                               "max_length": 64, "dropped": 0}  # fmt: skip
-    assert (result["train_pairs"], result["steps"]) == (8, 4)  # 4 steps x batch 2 = 8 pairs
+    assert (result["train_pairs"], result["steps"]) == (10, 5)  # 5 steps x batch 2 = 10 pairs
     assert result["steps"] * 2 == result["train_pairs"]
-    assert "training data: 8 of 8 pairs trained; 3 cut to max_length 64" in "\n".join(logged(db, row["id"]))
+    assert "training data: 10 of 10 pairs trained; 5 cut to max_length 64" in "\n".join(logged(db, row["id"]))
     # Held-out pairs labelled as ties count half whatever the PM says; the log names the set's real source.
     assert result["heldout_accuracy"] == 0.5
     assert result["heldout_set"] == "ai pairs of set held"
     assert any(x.endswith("on 2 ai pairs of set held") for x in logged(db, row["id"]))
     # Mean and last loss, both stored and named; the mean is TRL's train_loss over the logged steps.
     losses = [float(x.split('"loss": ')[1].split(",")[0]) for x in logged(db, row["id"]) if '"loss": ' in x]
-    assert len(losses) == 4
+    assert len(losses) == 5
     assert result["train_loss_last"] == pytest.approx(losses[-1], abs=1e-3)
-    assert result["train_loss_mean"] == pytest.approx(sum(losses) / 4, abs=1e-3)
+    assert result["train_loss_mean"] == pytest.approx(sum(losses) / 5, abs=1e-3)
+    [trl_mean] = [float(x.split('"train_loss": ')[1].split(",")[0].rstrip("}")) for x in logged(db, row["id"])
+                  if '"train_loss": ' in x]  # fmt: skip
+    assert result["train_loss_mean"] == pytest.approx(trl_mean, abs=1e-3)  # TRL's own train_loss
     meta = models.get_model(db, "pm-long")["meta"]
     assert (meta["train_loss_mean"], meta["train_loss_last"]) == (
         result["train_loss_mean"],

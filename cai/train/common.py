@@ -272,7 +272,7 @@ def finish(
     meta: dict[str, Any],
 ) -> Trained:
     """The shared epilogue: train (from the last complete checkpoint of a resumed run), save, register
-    the model with its lineage (parent, run, constitution version; `meta` plus steps and final loss)
+    the model with its lineage (parent, run, constitution version; `meta` plus steps, mean and last loss)
     and log it.
 
     Under accelerate every rank runs this; rank 0's database is the workbench's, the other ranks'

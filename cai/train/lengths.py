@@ -73,6 +73,8 @@ def summary(data: dict[str, Any]) -> str:
         line += (
             f", {data['dropped']} left out (no tokens to learn from within max_length {data['max_length']})"
         )
+    if not data["truncated"]:
+        return line + f"; none longer than max_length {data['max_length']}"
     line += (
         f"; {data['truncated']} cut to max_length {data['max_length']} (start of the conversation left out)"
     )

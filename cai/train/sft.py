@@ -116,11 +116,11 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         model=model, args=args, **common.trainer_inputs(ctx, data, tokenizer, "CAUSAL_LM")
     )
     counts = trainer.lengths.as_dict()
-    ctx.log(f"training data: {lengths.summary(counts)}")
-    lengths.refuse_empty(trainer.lengths)
     ctx.log(
         f"SFT of {parent['name']} on {counts['trained']} rows of run {cfg.chains} ({'LoRA' if cfg.lora else 'full'})"
     )
+    ctx.log(f"training data: {lengths.summary(counts)}")
+    lengths.refuse_empty(trainer.lengths)
     meta = {"chains_run": cfg.chains, "rows": counts["trained"], "data": counts, "lora": cfg.lora}
     trained = ctx.finish(
         trainer, tokenizer, target, constitution_version_id=source["constitution_version_id"], meta=meta
