@@ -30,7 +30,12 @@ class LabelConfig(StageConfig):
     constitution_version: int | None = constitution_version_field()
     ensemble: int = _f(1, "Comparison principles per pair (their p are averaged).", min=1)
     both_orders: bool = _f(True, "Score (A, B) and (B, A) and average: cancels position bias.")
-    few_shot: int = _f(0, "Few-shot comparison exemplars prepended.", min=0)
+    few_shot: int = _f(
+        0,
+        "Few-shot comparison exemplars prepended (the constitution's, in order). The paper's choice: few-shot "
+        "(its RLMadisonFewShotPrompts.json ships 5); 0 here keeps CPU labelling fast.",
+        min=0,
+    )
     cot: bool = _f(False, "Chain of thought: the model reasons first; p is clamped.")
     cot_samples: int = _f(1, "CoT samples per pair, averaged.", min=1)
     cot_temperature: float = _f(
