@@ -132,6 +132,7 @@ class HFBackend:
         device: str | None = None,
         dtype: torch.dtype | str | None = None,
         batch_size: int | None = None,
+        purpose: str = "generate",
     ) -> None:
         self.path = str(path)
         self.name = name or self.path
@@ -141,7 +142,7 @@ class HFBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if dtype is None:
-            self.dtype_choice = pick_dtype(self.device, self.path)
+            self.dtype_choice = pick_dtype(self.device, self.path, purpose)
         else:
             name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
             self.dtype_choice = DtypeChoice(name, "asked for by the caller")
