@@ -282,3 +282,17 @@ def test_rl_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(db, d
     assert any(g["line"].startswith("resuming from step 5: the steps after it are trained again")
                for g in runs.logs(db, run_id))
     assert run["result"]["curve"] == ref["result"]["curve"]
+
+
+def test_response_pairs_do_not_depend_on_the_batch_size(stage_db):
+    """Each response (prompt, a/b) has its own seed: batch size 1 and 3 give the same pairs, a != b."""
+    db = stage_db
+    got = []
+    for batch_size in (1, 3):
+        run_id, result = run(db, PairsConfig(prompts="sample-red-team", model="tiny", limit=3, max_new_tokens=8,
+                                             batch_size=batch_size, seed=5))
+        assert result["pairs"] == 3
+        got.append([(r["prompt_id"], r["response_a"], r["response_b"])
+                    for r in db["response_pairs"].rows_where("run_id = ?", [run_id], order_by="prompt_id")])
+    assert got[0] == got[1]
+    assert all(a != b for _, a, b in got[0])
