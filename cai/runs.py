@@ -120,11 +120,12 @@ class RunContext:
         done = {r[0] if len(cols) == 1 else tuple(r) for r in rows}
         return [it for it in items if key(it) not in done]
 
-    def backend(self, spec: str) -> Any:
+    def backend(self, spec: str, purpose: str = "generate") -> Any:
         """The loaded backend for a model spec, with this run's cancel flag hooked into long generations.
 
         A name in SCRIPTED, or "scripted", gives a scripted backend (see `scripted`); anything else goes to
-        cai.backends.load. The worker calls `release()` at the end, so a cached backend keeps no hook."""
+        cai.backends.load (`purpose` "score": in the scoring precision). The worker calls `release()` at the
+        end, so a cached backend keeps no hook."""
         from cai import backends
 
         if spec in SCRIPTED:
@@ -132,7 +133,7 @@ class RunContext:
         elif spec == "scripted":
             backend = backends.ScriptedBackend()
         else:
-            backend = backends.load(spec, db=self.db)
+            backend = backends.load(spec, db=self.db, purpose=purpose)
         if backends.dtype_line(backend):
             self.log(backends.dtype_line(backend))
         if hasattr(backend, "should_stop"):  # cancel inside a long generation
@@ -197,6 +198,7 @@ class RunContext:
         build: Callable[[Any, list[T], int], int],
         batches: int | Callable[[Sequence[T]], Iterable[list[T]]],
         steps: Callable[[T], int] | None = None,
+        purpose: str = "generate",
     ) -> int:
         """The loop of every resumable stage: progress from what is stored, load the backend only when there is
         work, then `build(backend, batch, first)` stores each batch (first = its 1-based item number) and
@@ -210,7 +212,7 @@ class RunContext:
                            "loading the model" if todo else "")
         if not todo:
             return done
-        backend = self.backend(model)
+        backend = self.backend(model, purpose)
         self.begin(done, total)  # again: rates and ETA count from here, not from before the model loaded
         groups = batches(todo) if callable(batches) else [list(todo[i : i + batches])
                                                           for i in range(0, len(todo), batches)]

@@ -11,14 +11,14 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlite_utils import Database
 
 from cai import prompts as P
 from cai import store
-from cai.backends.base import HUMAN_STOP, Backend, Completion, SamplingParams
+from cai.backends.base import HUMAN_STOP, Backend, Completion, SamplingParams, sample_seed
 from cai.config import FromConfig
 from cai.data import chain_records
 
@@ -224,12 +224,14 @@ def generate_batched(
     batch_size: int,
     on_batch: Callable[[list[Completion]], None] | None = None,
 ) -> list[tuple[Completion, float]]:
-    """Completions for `texts`, sent `batch_size` at a time; each with its share of the batch's time."""
+    """Completions for `texts`, sent `batch_size` at a time; each with its share of the batch's time.
+    Per-prompt `params.seeds` go with their prompts."""
     out: list[tuple[Completion, float]] = []
     for start in range(0, len(texts), batch_size):
         batch = list(texts[start : start + batch_size])
+        chunk = replace(params, seeds=params.seeds[start : start + batch_size]) if params.seeds else params
         t0 = time.perf_counter()
-        completions = backend.generate(batch, params)
+        completions = backend.generate(batch, chunk)
         share = (time.perf_counter() - t0) / len(batch)
         if len(completions) != len(batch):
             raise RuntimeError(f"backend returned {len(completions)} completions for {len(batch)} prompts")
@@ -265,15 +267,20 @@ def run_chains(
         drawn = draw_principles(pool, rounds, opts.seed, it.prompt_id, it.sample)
         chains.append((Chain(it, [str(p["name"]) for p in drawn]), drawn))
 
-    def params(stop: tuple[str, ...], step: int) -> SamplingParams:
+    def params(stop: tuple[str, ...], step: int, group: list[tuple[Chain, list[Any]]]) -> SamplingParams:
+        # One seed per (step, prompt, sample): a chain's text does not depend on the batch it was sent in,
+        # and the k samples of a prompt differ (one seed per chunk made them copies at batch size 1).
+        seeds = tuple(sample_seed(opts.seed, "sl", step, c.item.prompt_id, c.item.sample) for c, _ in group)
         return SamplingParams(
-            max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, seed=opts.seed * 1000 + step, stop=stop
+            max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, seed=opts.seed * 1000 + step, stop=stop,
+            seeds=seeds,
         )
 
     def run_step(group: list[tuple[Chain, list[Any]]], kind: str, rnd: int, texts: list[str], stop: tuple[str, ...]):  # type: ignore[no-untyped-def]
         if on_step:
             on_step(kind, rnd, len(texts))
-        results = generate_batched(backend, texts, params(stop, 2 * rnd + (kind == "revision")), opts.batch_size, on_batch)
+        step_params = params(stop, 2 * rnd + (kind == "revision"), group)
+        results = generate_batched(backend, texts, step_params, opts.batch_size, on_batch)
         for (chain, drawn), text, (comp, secs) in zip(group, texts, results, strict=True):
             name = str(drawn[rnd - 1]["name"]) if rnd else ""
             context = chain.item.prompt + ("\n" + chain.response if chain.steps else "")

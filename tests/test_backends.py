@@ -57,6 +57,18 @@ def test_left_padding_gives_the_same_output_alone_and_in_a_batch(tiny):
     assert batch[0] == tiny.generate([FRANCE], params)[0]
 
 
+def test_per_prompt_seeds_give_a_prompt_the_same_sample_alone_and_in_any_batch(tiny):
+    params = SamplingParams(max_new_tokens=12, temperature=0.7, top_p=0.9, stop=(), seeds=(11, 12, 11))
+    batch = tiny.generate([HI, HI, FRANCE], params)
+    assert batch[0] != batch[1]  # two seeds, two samples of one prompt
+    assert tiny.generate([HI], SamplingParams(max_new_tokens=12, temperature=0.7, top_p=0.9, stop=(), seeds=(11,))) \
+        == [batch[0]]
+    assert tiny.generate([FRANCE], SamplingParams(max_new_tokens=12, temperature=0.7, top_p=0.9, stop=(), seeds=(11,))) \
+        == [batch[2]]
+    with pytest.raises(ValueError, match="got 1 seeds for 2 prompts"):
+        tiny.generate([HI, HI], SamplingParams(temperature=0.7, seeds=(1,)))
+
+
 def test_batches_smaller_than_the_prompt_list_keep_prompt_order(tiny):
     params = SamplingParams(max_new_tokens=6, stop=())
     whole = tiny.generate([FRANCE, HI, FRANCE + " Paris", HI], params)

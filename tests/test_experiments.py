@@ -89,7 +89,7 @@ def test_two_version_experiment_links_pairs_and_computes_deltas(db, monkeypatch)
     ])
     policy = ScriptedBackend(respond=respond)
     monkeypatch.setitem(runs.SCRIPTED, "tiny", policy)
-    monkeypatch.setattr("cai.backends.load", lambda spec, db=None: ScriptedBackend())  # feedback: p = 0.5
+    monkeypatch.setattr("cai.backends.load", lambda spec, db=None, **kw: ScriptedBackend())  # feedback: p = 0.5
     monkeypatch.setattr(revisions, "score_fn",
                         lambda: lambda pm, prompts, responses, db=None, batch_size=8: [float(len(r.split()))
                                                                                       for r in responses])

@@ -117,3 +117,52 @@ def test_every_eval_command_and_flag_has_help():
         for action in sub._actions:
             assert action.help, f"cai eval {name} {action.option_strings} has no help"
     assert {a.help for a in evals._choices_actions} and all(a.help for a in evals._choices_actions)
+
+
+def test_hhh_scores_in_float32_on_a_native_bf16_cpu_and_stores_its_dtype(db, shared, monkeypatch, tmp_path):
+    """A bf16 checkpoint on a CPU with AMX: generation would run in bf16, but an HHH run scores in float32 by
+    default (bf16 flipped near-tie items with batch composition), exactly as an explicit float32 run does;
+    every stored row and the result name the dtype. Opting in to bf16 scoring stores bfloat16 and how many
+    items fall within its noise of 0.5. The tiny model saved as bf16 stands in for the default model."""
+    import torch
+
+    from cai import backends, store
+    from cai.backends import precision
+
+    tiny = backends.load("tiny")
+    folder = tmp_path / "tiny-bf16"
+    tiny.model.to(torch.bfloat16).save_pretrained(folder)
+    tiny.model.to(torch.float32)
+    tiny.tokenizer.save_pretrained(folder)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}))
+    assert precision.pick_dtype("cpu", folder) == precision.DtypeChoice("bfloat16", "CPU has native bf16 (amx_bf16, avx512_bf16)")
+
+    def hhh_run(**env: str) -> dict:
+        for k in ("CAI_DTYPE", "CAI_SCORE_DTYPE"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        backends.clear_cache()
+        run = runs.execute(db, runs.create_run(db, HHHConfig(data=str(shared / HHH), model=str(folder), limit=6,
+                                                             batch_size=3)))
+        assert run["status"] == "done", run["error"]
+        rows = list(db["hhh_results"].rows_where("run_id = ?", [run["id"]], order_by="idx"))
+        assert {store.loads(r["meta"])["dtype"] for r in rows} == {run["result"]["dtype"]}
+        return {**run["result"], "p": [(r["p_plain"], r["p_swapped"]) for r in rows]}
+
+    default, fp32 = hhh_run(), hhh_run(CAI_DTYPE="float32")
+    assert (default["dtype"], default["near_ties"]) == ("float32", 0)
+    assert {k: default[k] for k in ("accuracy", "accuracy_order_avg", "p")} == \
+        {k: fp32[k] for k in ("accuracy", "accuracy_order_avg", "p")}
+    bf16 = hhh_run(CAI_SCORE_DTYPE="bfloat16")
+    assert bf16["dtype"] == "bfloat16" and isinstance(bf16["near_ties"], int)
+    backends.clear_cache()
+
+
+def test_near_tie_uses_the_dtypes_rounding():
+    from cai.backends.precision import near_tie
+
+    # |lp_a - lp_b| = 0.05 against 2^-8 * 20.05 = 0.078 (bf16): a near tie; in float32 (1.2e-6) it is not.
+    assert near_tie([[-10.0, -10.05]], "bfloat16") and not near_tie([[-10.0, -10.05]], "float32")
+    assert not near_tie([[-10.0, -10.2]], "bfloat16")  # 0.2 > 0.079
+    assert near_tie([[-10.0, -10.2], [-3.0, -3.0]], "float32")  # an exact tie is one in any dtype

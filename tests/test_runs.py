@@ -190,12 +190,37 @@ def test_revision_scores_score_each_response_step_and_resume(db, monkeypatch):
     assert (run["status"], run["done"]) == ("done", 9)
     assert calls == [("pm-x", 4), ("pm-x", 4), ("pm-x", 1)]
     assert run["result"] == {"run": sl_run["id"], "pm": "pm-x", "steps": 9, "by_revision": [
-        {"revision": 0, "mean": 1.0, "n": 3}, {"revision": 1, "mean": 4.0, "n": 3}, {"revision": 2, "mean": 4.0, "n": 3}]}
+        {"revision": 0, "mean": 1.0, "n": 3}, {"revision": 1, "mean": 4.0, "n": 3}, {"revision": 2, "mean": 4.0, "n": 3}],
+        "helpful": []}
     assert db.execute("select count(*) from chain_steps where kind = 'critique' and pm_score is not null"
                       ).fetchone()[0] == 0
     # A new scoring run rescores every step.
     again = runs.execute(db, runs.create_run(db, RevisionScoresConfig(run=sl_run["id"], pm="pm-y")))
     assert again["status"] == "done" and calls[3:] == [("pm-y", 8), ("pm-y", 1)]
+
+
+def test_revision_scores_figure_5_is_over_red_team_chains_only(db, monkeypatch):
+    """The issue's example: one red-team chain scored -1 -> 0 and one helpful chain scored 5. Mixed, revision 0
+    was 2.0 (n=2); Figure 5 is over the red-team chains, the helpful chain reported beside it."""
+    from cai.evals import revisions
+    from cai.stages import RevisionScoresConfig
+
+    seed(db, n_prompts=1, helpful=1)
+    use_backend(monkeypatch, ScriptedBackend(respond=lambda p: " better" if p.endswith("Revision:") else " first"))
+    sl_run = runs.execute(db, runs.create_run(db, SLConfig(prompts="red", model="tiny", constitution="test",
+                                                           revisions=1, helpful_prompts="help", helpful_samples=1)))
+    assert sl_run["result"]["modes"] == {"critique": 1, "helpful": 1}
+
+    def fake_score(pm, prompts, responses, db=None, batch_size=8):
+        return [5.0 if "Nice" in p else 0.0 if r == " better" else -1.0 for p, r in zip(prompts, responses, strict=True)]
+
+    monkeypatch.setattr(revisions, "score_fn", lambda: fake_score)
+    run = runs.execute(db, runs.create_run(db, RevisionScoresConfig(run=sl_run["id"], pm="pm-x")))
+    assert run["result"]["by_revision"] == [{"revision": 0, "mean": -1.0, "n": 1}, {"revision": 1, "mean": 0.0, "n": 1}]
+    assert run["result"]["helpful"] == [{"revision": 0, "mean": 5.0, "n": 1}]
+    lines = [g["line"] for g in runs.logs(db, run["id"])]
+    assert "mean score by revision, red-team chains: 0: -1.0000 (n=1), 1: 0.0000 (n=1)" in lines
+    assert "helpful chains (not in Figure 5): 0: 5.0000 (n=1)" in lines
 
 
 def test_revision_scores_with_a_real_sequence_classifier(db, monkeypatch):

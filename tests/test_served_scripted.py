@@ -149,6 +149,16 @@ def test_a_stream_that_runs_to_the_end_gives_text_usage_and_finish_reason(slow):
     backend.close()
 
 
+def test_per_prompt_seeds_go_with_their_prompt_not_its_place_in_the_call(slow):
+    backend = ServedBackend([slow.url], served_name="m", tokenizer="tiny-unused")
+    params = SamplingParams(temperature=0.7, seed=5, seeds=(11, 12))
+    assert [backend._request(params, i)["seed"] for i in (0, 1)] == [11, 12]
+    assert [backend._request(SamplingParams(seed=5), i)["seed"] for i in (0, 1)] == [5 * 100_003, 5 * 100_003 + 1]
+    with pytest.raises(ValueError, match="got 2 seeds for 1 prompts"):
+        backend.generate(["a"], params)
+    backend.close()
+
+
 def test_a_cancel_cuts_every_stream_in_flight(slow):
     backend = ServedBackend([slow.url], served_name="m", tokenizer="tiny-unused")
     backend.stop_poll_s = 0.05

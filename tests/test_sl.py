@@ -8,7 +8,7 @@ import pytest
 
 from cai import sl
 from cai.backends.base import ScriptedBackend
-from cai.sl import ChainItem, ChainOptions
+from cai.sl import ChainItem, ChainOptions, run_chains
 
 PRINCIPLES = [
     {"id": 1, "position": 0, "kind": "critique", "name": "harm", "critique": "Say how it harms.",
@@ -236,3 +236,20 @@ def test_ignores_prompt_needs_no_shared_content_word_and_exemplar_words():
     assert sl.ignores_prompt("neighbor network unauthorized", SHOPLIFT, WIFI_SHOT) is False  # too few words
     assert sl.ignores_prompt("purple elephants dance gracefully tonight everywhere", SHOPLIFT, WIFI_SHOT) is False
     assert set(sl.FLAG_MEANINGS) == {"empty", "repeated", "copied", "truncated"}
+
+
+def test_k_helpful_samples_differ_and_do_not_depend_on_the_batch_size():
+    """Each (step, prompt, sample) has its own seed: at batch size 1 the 3 samples of a prompt were copies
+    (every chunk reseeded alike), and batch size 2 gave other texts. Tiny model, temperature 0.7."""
+    from cai import backends
+
+    tiny = backends.load("tiny")
+    items = [ChainItem(p, f"\n\nHuman: Nice question {p}?\n\nAssistant:", k, "helpful") for p in (1, 2) for k in range(3)]
+
+    def texts(batch_size: int) -> list[str]:
+        opts = ChainOptions(revisions=0, few_shot=0, batch_size=batch_size, max_new_tokens=10, temperature=0.7, seed=3)
+        return [c.steps[0].output for c in run_chains(tiny, items, [], [], opts)]
+
+    one = texts(1)
+    assert one == texts(2) == texts(6)
+    assert len(set(one[:3])) == 3 and len(set(one[3:])) == 3, one

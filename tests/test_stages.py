@@ -248,3 +248,15 @@ def test_link_and_resume_record_inputs_and_skip_stored_items(db):
     assert ctx.resume(items, lambda it: it["idx"], "hhh_results", "idx") == [items[0], items[2]]
     assert ctx.resume(items, lambda it: (it["idx"], it["opt"]), "hhh_results", ("idx", "correct_option")) == [
         items[0], items[2], items[3]]
+
+
+def test_forms_say_which_choice_is_the_papers():
+    """The paper labels with few-shot comparison prompts and fine-tunes a pretrained model on the revisions;
+    the forms (and `cai run --help`, from the same metadata) say so beside the fields that choose."""
+    from ui.dashboard import describe, form_fields
+
+    lines = {(kind, f["name"]): describe(f) for kind in ("label", "sft") for f in form_fields(kind)}
+    assert lines[("label", "few_shot")].startswith(
+        "Few-shot comparison exemplars prepended (the constitution's, in order). The paper's choice: few-shot "
+        "(its RLMadisonFewShotPrompts.json ships 5)")
+    assert "The paper's choice: a pretrained (base) model fine-tuned on the revisions" in lines[("sft", "model")]

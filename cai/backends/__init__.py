@@ -98,12 +98,13 @@ def _hub_snapshot(repo_id: str) -> str:
 
 def load(
     spec: str, *, db: Any = None, backend: str | None = None, chat: bool | None = None, cache: bool = True,
-    **options: Any,
+    purpose: str = "generate", **options: Any,
 ) -> Backend:
     """A ready backend for `spec`. `backend` and `chat` override the registered ones; `options` go to its constructor.
 
-    With cache=True (the default) a second call with the same folder, backend and chat flag returns the
-    same object; pass cache=False for a private copy (e.g. one that training will modify).
+    With cache=True (the default) a second call with the same folder, backend, chat flag and purpose returns
+    the same object; pass cache=False for a private copy (e.g. one that training will modify). `purpose`
+    "score" loads a transformers model in the scoring precision (float32 on CPU, see precision.choose_dtype).
     """
     path, registered_backend, registered_chat = resolve(spec, db)
     chat = registered_chat if chat is None else chat
@@ -123,13 +124,13 @@ def load(
     elif kind == "served":
         raise ValueError(f"{spec!r} is not a served model: register one with `cai models add NAME --endpoint URL`")
     folder = _local_folder(path)
-    key = (folder, kind, chat)
+    key = (folder, kind, chat) if purpose == "generate" else (folder, kind, chat, purpose)
     if cache and not options and key in _LOADED:
         return _LOADED[key]  # type: ignore[no-any-return]
     if kind == "hf":
         from cai.backends.hf import HFBackend
 
-        made: Any = HFBackend(folder, name=spec, chat=chat, **options)
+        made: Any = HFBackend(folder, name=spec, chat=chat, purpose=purpose, **options)
     else:
         from cai.backends.vllm import VLLMBackend
 

@@ -6,6 +6,7 @@ test backend are interchangeable. Prompts arrive fully rendered (see `Backend.re
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -22,7 +23,12 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. temperature 0 means greedy."""
+    """How to sample. temperature 0 means greedy.
+
+    `seed` seeds a call; `seeds` (one per prompt, see `sample_seed`) seeds each prompt's sample alone, so
+    a prompt's text depends on its own seed only, not on the batch it was sent in nor on the backend's
+    batching: the way to draw k different samples of one prompt that a resumed run draws again.
+    """
 
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -30,6 +36,7 @@ class SamplingParams:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = (HUMAN_STOP,)
+    seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -38,6 +45,18 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def sample_seed(seed: int, *key: object) -> int:
+    """A 31-bit seed for one sample, from the run's seed and what names the sample (e.g. step, prompt id,
+    sample index): stable across processes and Python versions (no `hash()`)."""
+    text = ":".join(str(k) for k in (seed, *key))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def check_seeds(prompts: Sequence[str], params: SamplingParams) -> None:
+    if params.seeds and len(params.seeds) != len(prompts):
+        raise ValueError(f"got {len(params.seeds)} seeds for {len(prompts)} prompts")
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,25 @@ to its options. The tokenization rule is in tokens.py.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from cai.backends import batching, prefix, tokens
-from cai.backends.base import Completion, SamplingParams, cut_at_stop, render_chat
+from cai.backends.base import Completion, SamplingParams, check_seeds, cut_at_stop, render_chat
 from cai.backends.precision import DtypeChoice, pick_dtype
 from cai.backends.tokens import OptionTokens
 
@@ -84,6 +95,31 @@ class StopOnFlag(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
+class SeededSampler(LogitsProcessor):
+    """Samples each row with its own generator (seeded from the prompt's seed) and leaves only the drawn
+    token open, so greedy decoding then takes it: a row's sample does not depend on its batch-mates.
+
+    Runs with `do_sample=False`: transformers applies its sampling warpers after custom processors, so this
+    processor applies temperature, top-k and top-p itself before it draws."""
+
+    def __init__(self, params: SamplingParams, seeds: Sequence[int], device: str) -> None:
+        self.warpers = [TemperatureLogitsWarper(params.temperature)]
+        if params.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(params.top_p))
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:  # type: ignore[override]
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        drawn = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators, strict=True)])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(drawn), device=scores.device), drawn] = 0.0
+        return out  # type: ignore[return-value]
+
+
 class HFBackend:
     """A causal LM served by transformers. `.model`, `.tokenizer` and `.path` are public for training."""
 
@@ -96,6 +132,7 @@ class HFBackend:
         device: str | None = None,
         dtype: torch.dtype | str | None = None,
         batch_size: int | None = None,
+        purpose: str = "generate",
     ) -> None:
         self.path = str(path)
         self.name = name or self.path
@@ -105,7 +142,7 @@ class HFBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if dtype is None:
-            self.dtype_choice = pick_dtype(self.device, self.path)
+            self.dtype_choice = pick_dtype(self.device, self.path, purpose)
         else:
             name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
             self.dtype_choice = DtypeChoice(name, "asked for by the caller")
@@ -146,16 +183,19 @@ class HFBackend:
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
         """Completions in prompt order; prompts are batched by length (left padding).
 
-        A seed seeds torch's global generator once per call, so a call's samples are reproducible,
-        though a prompt's sample depends on the other prompts batched with it.
+        Per-prompt `params.seeds` sample each prompt with its own generator (`SeededSampler`), so its text
+        does not depend on the prompts batched with it. Else a seed seeds torch's global generator once per
+        call, so a call's samples are reproducible, though a prompt's sample depends on its batch.
         """
-        if params.seed is not None:
+        check_seeds(prompts, params)
+        if params.seed is not None and not params.seeds:
             torch.manual_seed(params.seed)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: dict[int, Completion] = {}
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            for i, c in zip(idx, self._generate_batch([prompts[i] for i in idx], params), strict=True):
+            seeds = [params.seeds[i] for i in idx] if params.seeds else None
+            for i, c in zip(idx, self._generate_batch([prompts[i] for i in idx], params, seeds), strict=True):
                 results[i] = c
         return [results[i] for i in range(len(prompts))]
 
@@ -173,15 +213,22 @@ class HFBackend:
         )
 
     @torch.inference_mode()
-    def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+    def _generate_batch(
+        self, prompts: list[str], params: SamplingParams, seeds: list[int] | None = None
+    ) -> list[Completion]:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(self.device)
         width = enc.input_ids.shape[1]
         stops = [s for s in params.stop if s]
         criteria: list[StoppingCriteria] = [_StopOnStrings(self.tokenizer, stops, width)] if stops else []
         if self.should_stop is not None:  # set by a run: cancel inside a long generation
             criteria.append(StopOnFlag(self.should_stop, self.stop_poll_s))
+        config, processors = self._generation_config(params), LogitsProcessorList()
+        if seeds is not None and params.temperature > 0:
+            # Each row draws with its own generator (SeededSampler) and leaves one token open: greedy takes it.
+            config = self._generation_config(dataclasses.replace(params, temperature=0.0))
+            processors.append(SeededSampler(params, seeds, self.device))
         out = self.model.generate(
-            **enc, generation_config=self._generation_config(params), stopping_criteria=criteria
+            **enc, generation_config=config, stopping_criteria=criteria, logits_processor=processors
         )
         completions = []
         for row, mask in zip(out[:, width:].tolist(), enc.attention_mask.sum(1).tolist(), strict=True):

@@ -2,6 +2,9 @@
 
 bf16 only pays where the hardware computes in it natively; elsewhere it is emulated and several times
 slower than fp32. Both backends (transformers, vLLM on CPU) follow the same rule; no torch import here.
+Scoring (HHH, AI labels: where a log-prob is the result) runs in float32 on CPU by default, since bf16
+flips near-tie items with batch composition; where it runs in bf16 (GPU, or opted in), `near_ties` counts
+the items whose answer lies within that dtype's rounding noise of 0.5.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from pathlib import Path
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bf16 arithmetic
 DTYPES = ("float32", "bfloat16", "float16")
+PURPOSES = ("generate", "score")
+# Unit roundoff (half the distance between 1 and the next number) of each dtype.
+UNIT_ROUNDOFF = {"float32": 2.0**-24, "bfloat16": 2.0**-8, "float16": 2.0**-11}
 
 
 @dataclass(frozen=True)
@@ -28,19 +34,31 @@ def choose_dtype(
     cpu_flags: frozenset[str] | set[str],
     override: str | None = None,
     checkpoint: str | None = None,
+    purpose: str = "generate",
+    score_override: str | None = None,
 ) -> DtypeChoice:
     """bf16 where the hardware computes in it natively (a GPU; a CPU with AVX512_BF16 or AMX), else fp32.
 
     On a CPU without native bf16 every bf16 matmul is emulated through fp32 conversions: measured 4-5x
     slower than fp32 for the default model on an AVX2 EPYC. A CPU keeps an fp32 `checkpoint` in fp32
-    (bf16 would only drop precision it has). `override` ($CAI_DTYPE) wins.
+    (bf16 would only drop precision it has). A model loaded to score (`purpose` "score") on a CPU runs in
+    fp32: on a native-bf16 CPU bf16 was 1.8x faster but changed HHH accuracy (0.45 -> 0.425 on 40 items),
+    and near-tie items flipped with batch composition. `override` ($CAI_DTYPE) wins; `score_override`
+    ($CAI_SCORE_DTYPE, e.g. bfloat16 to opt in to speed) wins for scoring.
     """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}, got {purpose!r}")
+    for name, value in (("CAI_DTYPE", override), ("CAI_SCORE_DTYPE", score_override)):
+        if value and value not in DTYPES:
+            raise ValueError(f"{name} must be one of {', '.join(DTYPES)}, got {value!r}")
+    if purpose == "score" and score_override:
+        return DtypeChoice(score_override, "CAI_SCORE_DTYPE")
     if override:
-        if override not in DTYPES:
-            raise ValueError(f"CAI_DTYPE must be one of {', '.join(DTYPES)}, got {override!r}")
         return DtypeChoice(override, "CAI_DTYPE")
     if device.startswith("cuda"):
         return DtypeChoice("bfloat16", "GPU")
+    if purpose == "score":
+        return DtypeChoice("float32", "scoring on CPU: float32 by default (bf16 flips near-ties; CAI_SCORE_DTYPE opts in)")
     if checkpoint == "float32":
         return DtypeChoice("float32", "the checkpoint is fp32")
     native = sorted(set(NATIVE_BF16_FLAGS) & set(cpu_flags))
@@ -75,14 +93,35 @@ def checkpoint_dtype(path: str | Path) -> str | None:
     return None
 
 
-def pick_dtype(device: str, path: str | Path | None = None) -> DtypeChoice:
-    """`choose_dtype` for this machine, $CAI_DTYPE and the checkpoint at `path`."""
+def pick_dtype(device: str, path: str | Path | None = None, purpose: str = "generate") -> DtypeChoice:
+    """`choose_dtype` for this machine, $CAI_DTYPE, $CAI_SCORE_DTYPE and the checkpoint at `path`."""
     return choose_dtype(
         device,
         cpu_flags(),
         os.environ.get("CAI_DTYPE") or None,
         checkpoint_dtype(path) if path is not None else None,
+        purpose,
+        os.environ.get("CAI_SCORE_DTYPE") or None,
     )
+
+
+def within_noise(logprob_a: float, logprob_b: float, dtype: str) -> bool:
+    """Whether a two-option reading is a tie within the dtype's rounding: |lp_a - lp_b| no larger than the
+    unit roundoff times the size of the two log-probs (a sum of token log-probs carries about that much
+    error), i.e. p within about that / 4 of 0.5."""
+    return abs(logprob_a - logprob_b) <= UNIT_ROUNDOFF[dtype] * (abs(logprob_a) + abs(logprob_b))
+
+
+def near_tie(readings: list[list[float]], dtype: str) -> bool:
+    """Whether any of an item's readings ([lp_a, lp_b] each) falls within the dtype's noise of 0.5: its
+    answer could flip with batch composition or machine."""
+    return any(within_noise(r[0], r[1], dtype) for r in readings if len(r) == 2)
+
+
+def scoring_dtype(backend: object) -> str | None:
+    """The dtype a backend scores in (None where the backend does not say: scripted, a remote server)."""
+    choice = getattr(backend, "dtype_choice", None)
+    return choice.dtype if choice is not None else None
 
 
 def choose_threads(cpus: int, load: float, running_runs: int, override: str | None = None) -> tuple[int, str]:

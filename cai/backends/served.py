@@ -24,7 +24,7 @@ import httpx
 import openai
 
 from cai.backends import tokens
-from cai.backends.base import Cancelled, Completion, SamplingParams, cut_at_stop, render_chat
+from cai.backends.base import Cancelled, Completion, SamplingParams, check_seeds, cut_at_stop, render_chat
 
 MAX_IN_FLIGHT = 32  # requests outstanding per endpoint
 TIMEOUT_S = 600.0  # per request
@@ -243,7 +243,11 @@ class ServedBackend:
         if params.top_k > 0:
             extra["top_k"] = params.top_k
         # One seed per request: a server seeds each request alone, so equal seeds would mean equal samples.
-        seed = None if params.seed is None else params.seed * 100_003 + index
+        # Per-prompt `seeds` win: then a prompt's sample does not depend on the call it was sent in.
+        if params.seeds:
+            seed: int | None = params.seeds[index]
+        else:
+            seed = None if params.seed is None else params.seed * 100_003 + index
         return {
             "model": self.served_name,
             "max_tokens": params.max_new_tokens,
@@ -260,6 +264,7 @@ class ServedBackend:
         When `should_stop()` turns true, or the caller is interrupted (Ctrl-C), every open stream is cut;
         the prompts then hold the text they had (finish reason "length"), or raise the interruption.
         """
+        check_seeds(prompts, params)
         calls = [_Call() for _ in prompts]
         futures: list[Future[Completion]] = []
         try:  # submitting inside: an interruption between two submissions still cuts those sent

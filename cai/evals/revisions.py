@@ -3,6 +3,9 @@
 Every response step of an SL run's chains (the initial response and each revision; critiques are not
 responses) is scored by a preference model in batches and the score stored on the step, tagged with
 the scoring run, so a resumed run skips what it scored and a new run with another PM rescores all.
+The paper's Figure 5 is over the red-team chains (modes critique and direct): the means per revision
+are taken per prompt set, never over helpful-mode chains, whose one response would otherwise land in
+revision 0; the helpful chains' mean is reported beside it, each point with its n.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ _STEPS = (
     "select s.id, c.prompt, s.output, s.round, s.pm_run_id from chain_steps s join chains c on c.id = s.chain_id "
     "where c.run_id = ? and s.kind in ('initial', 'revision') order by s.id"
 )
+
+
+RED_TEAM_MODES = ("critique", "direct")  # the chains of the paper's Figure 5
+HELPFUL_MODES = ("helpful",)
 
 
 @dataclass(frozen=True)
@@ -35,12 +42,16 @@ def mean_by_revision(rows: Iterable[Mapping[str, Any]]) -> list[RevisionScore]:
     return [RevisionScore(k, round(sum(v) / len(v), 6), len(v)) for k, v in sorted(sums.items())]
 
 
-def revision_scores(db: Database, chain_run: int) -> list[RevisionScore]:
-    """The stored per-revision means of an SL run's chains (for the UI and the CLI)."""
+def revision_scores(
+    db: Database, chain_run: int, modes: tuple[str, ...] = RED_TEAM_MODES
+) -> list[RevisionScore]:
+    """The stored per-revision means of an SL run's chains of the given modes (default: the red-team
+    chains, as in the paper's Figure 5; `HELPFUL_MODES` for the helpful chains)."""
+    marks = ", ".join("?" for _ in modes)
     rows = db.execute(
         "select s.round, s.pm_score from chain_steps s join chains c on c.id = s.chain_id "
-        "where c.run_id = ? and s.kind in ('initial', 'revision')",
-        [chain_run],
+        f"where c.run_id = ? and c.mode in ({marks}) and s.kind in ('initial', 'revision')",
+        [chain_run, *modes],
     ).fetchall()
     return mean_by_revision({"round": r, "pm_score": p} for r, p in rows)
 

@@ -46,7 +46,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
     """Label each human pair and store its row (step progress per backend batch), then summarize; resumes."""
     from cai import constitution, data, store
     from cai import feedback as F
+    from cai.backends.precision import scoring_dtype
     from cai.evals import agreement
+    from cai.stages.hhh import dtype_summary
 
     cfg, db = ctx.config, ctx.db
     assert isinstance(cfg, AgreementConfig)
@@ -66,14 +68,14 @@ def run(ctx: RunContext) -> dict[str, Any]:
                                on_phase=lambda part: ctx.set_phase(f"{where}: {part}"), on_batch=ctx.step)
         db.table("agreement_pairs").insert_all(
             {**agreement.pair_row(p["id"], lab, cfg.tie_band, cfg.inconsistent), "run_id": ctx.run_id,
-             "meta": store.dumps(lab.meta())}
+             "meta": store.dumps({**lab.meta(), "dtype": scoring_dtype(backend)})}
             for p, lab in zip(chunk, labels, strict=True)
         )
         return 0
 
     per_pair = F.readings_per_pair(opts)
     ctx.work(pairs, model=cfg.feedback_model, todo=todo, build=build, batches=cfg.batch_size,
-             steps=lambda p: per_pair)
+             steps=lambda p: per_pair, purpose="score")
     wanted = {p["id"] for p in pairs}
     rows = [r for r in db.table("agreement_pairs").rows_where("run_id = ?", [ctx.run_id]) if r["pair_id"] in wanted]
     result = agreement.summarize(rows, cfg.bins, cfg.tie_band)
@@ -83,6 +85,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     )
     return {
         **result,
+        **dtype_summary([store.loads(r["meta"]) for r in rows]),
         "prefs": cfg.prefs,
         "feedback_model": cfg.feedback_model,
         "constitution_version": version["version"],

@@ -35,6 +35,7 @@ class HHHConfig(StageConfig):
 def run(ctx: RunContext) -> dict[str, Any]:
     """Evaluate in batches, storing each comparison's row (step progress per backend batch); resumes past stored rows."""
     from cai import store
+    from cai.backends.precision import scoring_dtype
     from cai.evals import hhh
     from cai.feedback import LabelOptions, span
 
@@ -50,20 +51,35 @@ def run(ctx: RunContext) -> dict[str, Any]:
         where = span(first, len(chunk), len(items), "comparisons")
         rows = hhh.evaluate(backend, chunk, opts, cfg.tie_band, cfg.inconsistent,
                             on_phase=lambda part: ctx.set_phase(f"{where}: {part}"), on_batch=ctx.step)
-        db.table("hhh_results").insert_all({**r, "run_id": ctx.run_id, "meta": store.dumps(r["meta"])} for r in rows)
+        dtype = scoring_dtype(backend)  # stored with every row: bf16 answers can flip near 0.5
+        db.table("hhh_results").insert_all({**r, "run_id": ctx.run_id, "meta": store.dumps({**r["meta"], "dtype": dtype})}
+                                           for r in rows)
         return 0  # CoT tokens are counted per step
 
     ctx.work(items, model=cfg.model, todo=todo, build=build, batches=cfg.batch_size,
-             steps=lambda it: per_item * (2 if cfg.cot else 1))
+             steps=lambda it: per_item * (2 if cfg.cot else 1), purpose="score")
     wanted = {it.idx for it in items}
     rows = [r for r in db.table("hhh_results").rows_where("run_id = ?", [ctx.run_id], order_by="idx") if r["idx"] in wanted]
     summary = hhh.summarize(rows, cfg.tie_band)
+    precision = dtype_summary([store.loads(r["meta"]) for r in rows])
     ctx.log(
         f"HHH accuracy {summary['accuracy']} (order-averaged {summary['accuracy_order_avg']}) on {len(rows)}, "
-        f"position consistency {summary['consistency']['rate']}"
+        f"position consistency {summary['consistency']['rate']}, scored in {precision['dtype']}"
+        + (f", {precision['near_ties']} within its noise of 0.5" if precision["near_ties"] else "")
     )
     return {**summary, "model": cfg.model, "data": str(cfg.data), "cot": cfg.cot, "samples": cfg.samples,
-            "inconsistent": cfg.inconsistent}
+            "inconsistent": cfg.inconsistent, **precision}
+
+
+def dtype_summary(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The dtype the rows were scored in (several, joined, if a resume ran in another) and how many items
+    have a reading within that dtype's noise of 0.5 (None where the dtype is not known)."""
+    from cai.backends.precision import UNIT_ROUNDOFF, near_tie
+
+    dtypes = sorted({str(m.get("dtype")) for m in metas if m.get("dtype")})
+    near = [near_tie([r["logprobs"] for r in m.get("readings", [])], m["dtype"]) for m in metas
+            if m.get("dtype") in UNIT_ROUNDOFF]
+    return {"dtype": "+".join(dtypes) or None, "near_ties": sum(near) if near else None}
 
 
 STAGE = Stage("hhh", HHHConfig, "HHH eval", "the HHH eval of a feedback model", run)

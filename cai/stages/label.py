@@ -30,7 +30,12 @@ class LabelConfig(StageConfig):
     constitution_version: int | None = constitution_version_field()
     ensemble: int = _f(1, "Comparison principles per pair (their p are averaged).", min=1)
     both_orders: bool = _f(True, "Score (A, B) and (B, A) and average: cancels position bias.")
-    few_shot: int = _f(0, "Few-shot comparison exemplars prepended.", min=0)
+    few_shot: int = _f(
+        0,
+        "Few-shot comparison exemplars prepended (the constitution's, in order). The paper's choice: few-shot "
+        "(its RLMadisonFewShotPrompts.json ships 5); 0 here keeps CPU labelling fast.",
+        min=0,
+    )
     cot: bool = _f(False, "Chain of thought: the model reasons first; p is clamped.")
     cot_samples: int = _f(1, "CoT samples per pair, averaged.", min=1)
     cot_temperature: float = _f(
@@ -56,7 +61,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
     from cai import constitution, data, store
     from cai import feedback as F
+    from cai.backends.precision import scoring_dtype
     from cai.evals import consistency
+    from cai.stages.hhh import dtype_summary
 
     cfg, db = ctx.config, ctx.db
     assert isinstance(cfg, LabelConfig)
@@ -79,13 +86,14 @@ def run(ctx: RunContext) -> dict[str, Any]:
         items = [F.PairItem(p["prompt_id"], p["prompt"], p["response_a"], p["response_b"]) for p in chunk]
         labels = F.label_pairs(backend, items, principles, opts, exemplars,
                                on_phase=lambda part: ctx.set_phase(f"{where}: {part}"), on_batch=ctx.step)
+        dtype = scoring_dtype(backend)  # stored with every label: bf16 answers can flip near 0.5
         db.table("feedback_labels").insert_all(
             {
                 "run_id": ctx.run_id,
                 "pair_id": p["id"],
                 "principles": store.dumps(F.principles_of(lab.readings)),
                 "created_at": store.now(),
-                **F.consistency_fields(lab, cfg.tie_band, cfg.inconsistent),
+                **with_dtype(F.consistency_fields(lab, cfg.tie_band, cfg.inconsistent), dtype),
             }
             for p, lab in zip(chunk, labels, strict=True)
         )
@@ -93,7 +101,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
     per_pair = F.readings_per_pair(opts)
     ctx.work(pairs, model=cfg.feedback_model, todo=todo, build=build, batches=cfg.batch_size,
-             steps=lambda p: per_pair)
+             steps=lambda p: per_pair, purpose="score")
     stored = {r["pair_id"]: r for r in db.table("feedback_labels").rows_where("run_id = ?", [ctx.run_id])}
     prefs = []
     for p in pairs:
@@ -130,9 +138,17 @@ def run(ctx: RunContext) -> dict[str, Any]:
         "mean_p": round(F.ensemble(ps), 4),
         "confident": sum(p >= 0.6 for p in ps),
         "constitution_version_id": version["id"],
+        **dtype_summary([meta for _, meta in flags]),
     }
-    ctx.log(f"wrote {len(prefs)} AI labels to preference set {name!r}")
+    ctx.log(f"wrote {len(prefs)} AI labels to preference set {name!r} (scored in {result['dtype']}"
+            + (f", {result['near_ties']} within its noise of 0.5)" if result["near_ties"] else ")"))
     return result
+
+
+def with_dtype(fields: dict[str, Any], dtype: str | None) -> dict[str, Any]:
+    from cai import store
+
+    return {**fields, "meta": store.dumps({**store.loads(fields["meta"]), "dtype": dtype})}
 
 
 STAGE = Stage("label", LabelConfig, "AI labels (feedback model)", "AI preference labels for response pairs", run)

@@ -31,7 +31,7 @@ class PairsConfig(StageConfig):
 def run(ctx: RunContext) -> dict[str, Any]:
     """The policy samples two responses per prompt; one response_pairs row per prompt."""
     from cai import data, store
-    from cai.backends.base import SamplingParams
+    from cai.backends.base import SamplingParams, sample_seed
 
     cfg, db = ctx.config, ctx.db
     assert isinstance(cfg, PairsConfig)
@@ -43,11 +43,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
         ctx.log("temperature 0: both responses of a pair will be the same greedy sample")
 
     def build(backend: Any, chunk: list[dict[str, Any]], first: int) -> int:
-        params = SamplingParams(
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            seed=cfg.seed * 1_000_003 + chunk[0]["position"],
-        )
+        # One seed per (prompt, response a/b): a pair does not depend on the batch it was sampled in.
+        seeds = tuple(sample_seed(cfg.seed, "pairs", r["id"], k) for r in chunk for k in range(2))
+        params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seeds=seeds)
         outs = backend.generate([backend.render(r["text"]) for r in chunk for _ in range(2)], params)
         records = []
         for i, r in enumerate(chunk):
@@ -56,7 +54,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
                 "finish": [a.finish_reason, b.finish_reason],
                 "tokens": [a.completion_tokens, b.completion_tokens],
                 "temperature": cfg.temperature,
-                "seed": params.seed,
+                "seeds": list(seeds[2 * i : 2 * i + 2]),
             }
             records.append({
                 "run_id": ctx.run_id, "prompt_id": r["id"], "prompt": r["text"], "response_a": a.text.strip(),

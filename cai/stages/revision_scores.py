@@ -49,9 +49,15 @@ def run(ctx: RunContext) -> dict[str, Any]:
                 db.table("chain_steps").update(s["id"], {"pm_score": float(v), "pm_run_id": ctx.run_id})
         done += len(batch)
         ctx.progress(done, total)
-    by_revision = revisions.revision_scores(db, cfg.run)
-    ctx.log("mean score by revision: " + ", ".join(f"{r.revision}: {r.mean:.4f} (n={r.n})" for r in by_revision))
-    return {"run": cfg.run, "pm": cfg.pm, "steps": total, "by_revision": [asdict(r) for r in by_revision]}
+    by_revision = revisions.revision_scores(db, cfg.run)  # red-team chains only (Figure 5)
+    helpful = revisions.revision_scores(db, cfg.run, revisions.HELPFUL_MODES)
+    ctx.log("mean score by revision, red-team chains: "
+            + (", ".join(f"{r.revision}: {r.mean:.4f} (n={r.n})" for r in by_revision) or "none"))
+    if helpful:
+        ctx.log("helpful chains (not in Figure 5): "
+                + ", ".join(f"{r.revision}: {r.mean:.4f} (n={r.n})" for r in helpful))
+    return {"run": cfg.run, "pm": cfg.pm, "steps": total, "by_revision": [asdict(r) for r in by_revision],
+            "helpful": [asdict(r) for r in helpful]}
 
 
 STAGE = Stage("revision-scores", RevisionScoresConfig, "PM scores per revision",

@@ -13,7 +13,13 @@ from cai.stages.base import Stage, engine_runner
 class SFTStageConfig(StageConfig):
     kind: ClassVar[str] = "sft"
     chains: int = _f(0, "The SL run whose final revisions (and helpful samples) to train on.", min=1, ref="runs:sl", required='choose the SL run to train on (launch an SL chains run first)')
-    model: str = _f("", "Model to fine-tune; empty = the policy of the chain run.", ref=MODELS, subject=True)
+    model: str = _f(
+        "",
+        "Model to fine-tune; empty = the policy of the chain run. The paper's choice: a pretrained (base) model "
+        "fine-tuned on the revisions; name it here.",
+        ref=MODELS,
+        subject=True,
+    )
     name: str = _f("", "Name for the new model; empty = sft-<run id>.", slug=True)
     lora: bool = _f(False, "Train LoRA adapters instead of all weights.")
     lora_r: int = _f(16, "LoRA rank.", min=1)

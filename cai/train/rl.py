@@ -5,10 +5,19 @@ TRL 1.16 has no PPO; both trainers sample `num_generations` completions per prom
 The reward function also records the Goodhart watch on every generation step's samples: one
 `goodhart` row per (run_id, step) with metrics = cai.evals.goodhart.stats(...).to_dict() and samples =
 the first SAMPLES_KEPT {prompt, completion, reward}; the run's result names the algorithm.
+
+What TRL is given to train on is what the PM scores: each completion is cut after the token that
+completes the next "\n\nHuman:" turn marker (`StopAtTurn`, as TRL cuts after EOS), so a policy that runs
+on into an invented human turn gets no reward, KL or gradient for the tokens after it. Each logged step's
+KL to the reference and the penalised reward (reward - beta * KL, the quantity RLOO optimises) are stored
+on its Goodhart row and in the result's `curve`. The prompts are the red-team set, optionally mixed with a
+helpful set at a given share (`mix_prompts`). A resumed run (cai.train.rl_resume) draws the same prompts
+in the same order as an uninterrupted one and replaces, not appends, the rows of the steps it redoes.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from cai import store
@@ -94,6 +103,65 @@ class PMReward:
             self.db["goodhart"].insert(row)
 
 
+def cut_ids_at_turn(tokenizer: Any, ids: list[int], marker: str = HUMAN_STOP) -> list[int]:
+    """The completion's tokens up to the one that completes `marker` (kept, as TRL keeps the EOS that
+    ends a completion); all of them when the text has no marker. The shortest such prefix is found by
+    bisection, since the decoded text of a prefix only grows."""
+    if marker not in tokenizer.decode(ids, skip_special_tokens=True):
+        return list(ids)
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if marker in tokenizer.decode(ids[:mid], skip_special_tokens=True):
+            hi = mid
+        else:
+            lo = mid + 1
+    return list(ids[:lo])
+
+
+class StopAtTurn:
+    """A trainer mixin: every generated completion ends at the next human turn (see `cut_ids_at_turn`);
+    TRL pads and masks after it, so the reward, the KL to the reference and the gradient all see the
+    text the PM scored."""
+
+    def _generate_single_turn(self, *args: Any, **kwargs: Any) -> Any:
+        out = super()._generate_single_turn(*args, **kwargs)  # type: ignore[misc]
+        tok = self._tokenizer  # type: ignore[attr-defined]
+        return [cut_ids_at_turn(tok, ids) for ids in out]
+
+
+def mix_prompts(red: list[str], helpful: list[str], share: float, seed: int) -> tuple[list[str], list[str]]:
+    """(red-team, helpful) prompts to train on, so helpful ones are `share` of the whole (rounded) while
+    using as many prompts as the sets allow; the subsampled set is drawn with `seed`, in its order."""
+    if not helpful or share <= 0:
+        return red, []
+    if share >= 1:
+        return [], helpful
+    n_help = min(len(helpful), round(len(red) * share / (1 - share)))
+    n_red = len(red) if n_help < len(helpful) else min(len(red), round(len(helpful) * (1 - share) / share))
+    rng = random.Random(f"rl-mix:{seed}")
+
+    def pick(texts: list[str], n: int) -> list[str]:
+        return texts if n >= len(texts) else [texts[i] for i in sorted(rng.sample(range(len(texts)), n))]
+
+    return pick(red, n_red), pick(helpful, n_help)
+
+
+def curve(log_history: list[dict[str, Any]], beta: float, algorithm: str) -> list[dict[str, Any]]:
+    """Per logged step: the raw mean reward, TRL's KL to the reference (mean per completion token) and the
+    penalised reward. RLOO subtracts beta x the completion's summed KL from its reward, whose mean over
+    the step's completions is kl x mean completion length; GRPO adds beta x the per-token KL to its loss."""
+    out = []
+    for h in log_history:
+        if "reward" not in h:
+            continue
+        kl = h.get("kl", 0.0) if beta else 0.0
+        kl_seq = kl * h.get("completions/mean_length", 0.0) if algorithm == "rloo" else kl
+        out.append({"step": h["step"], "reward": round(h["reward"], 6), "kl": round(kl, 6),
+                    "kl_completion": round(kl_seq, 6), "reward_minus_kl": round(h["reward"] - beta * kl_seq, 6)})
+    return out
+
+
 def prompt_rows(texts: list[str], chat: bool) -> list[dict[str, Any]]:
     """The trainer's prompt column: HH text for base models, chat messages for chat models."""
     if chat:
@@ -102,40 +170,57 @@ def prompt_rows(texts: list[str], chat: bool) -> list[dict[str, Any]]:
 
 
 def trainer_class(algorithm: str) -> tuple[type, type]:
-    """(Config, Trainer) of TRL for the algorithm."""
+    """(Config, Trainer) of TRL for the algorithm; the trainer stops at the human turn (`StopAtTurn`) and
+    draws its prompts in an order that a resume repeats (`rl_resume.EpochSampled`)."""
+    from cai.train.rl_resume import EpochSampled
+
     if algorithm == "rloo":
         from trl import RLOOConfig, RLOOTrainer
 
-        return RLOOConfig, RLOOTrainer
+        return RLOOConfig, type("RLOOTrainer", (StopAtTurn, EpochSampled, RLOOTrainer), {})
     if algorithm == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
-        return GRPOConfig, GRPOTrainer
+        return GRPOConfig, type("GRPOTrainer", (StopAtTurn, EpochSampled, GRPOTrainer), {})
     raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
 
 
 def run_stage(ctx: Any) -> dict[str, Any]:
-    """Stage "rl": RLOO/GRPO on the prompt set against the PM; saves and registers the new policy."""
+    """Stage "rl": RLOO/GRPO on the prompt set(s) against the PM; saves and registers the new policy."""
+    from pathlib import Path
+
     from cai import data, models
     from cai.backends import model_path
-    from cai.train import common
+    from cai.train import common, rl_resume
 
     cfg, db = ctx.config, ctx.db
     if not (cfg.policy and cfg.reward_model and cfg.prompts):
         raise ValueError("rl needs a policy, a reward_model and a prompts set")
     target = common.start(ctx, cfg.policy)
     pm_row = models.ensure_model(db, cfg.reward_model)
-    texts = [r["text"] for r in data.list_prompts(db, cfg.prompts, limit=cfg.limit)]
-    if not texts:
+    red = [r["text"] for r in data.list_prompts(db, cfg.prompts, limit=cfg.limit)]
+    if not red:
         raise ValueError(f"prompt set {cfg.prompts!r} has no prompts")
+    helpful = [r["text"] for r in data.list_prompts(db, cfg.helpful_prompts, limit=cfg.limit)] if cfg.helpful_prompts else []
+    if cfg.helpful_prompts and not helpful:
+        raise ValueError(f"prompt set {cfg.helpful_prompts!r} has no prompts")
+    red, helpful = mix_prompts(red, helpful, cfg.helpful_share, cfg.seed)
+    texts = red + helpful
+    mix = f" ({len(red)} from {cfg.prompts}, {len(helpful)} from {cfg.helpful_prompts})" if cfg.helpful_prompts else ""
     ctx.log(
-        f"{cfg.algorithm.upper()} on {len(texts)} prompts, beta {cfg.beta}, {cfg.num_generations} per prompt"
+        f"{cfg.algorithm.upper()} on {len(texts)} prompts{mix}, beta {cfg.beta}, {cfg.num_generations} per prompt"
     )
+    used = {"prompts_used": {cfg.prompts: len(red), **({cfg.helpful_prompts: len(helpful)} if cfg.helpful_prompts else {})}}
     if target.done is not None:
         return {
             "model": target.name, "model_id": target.done["id"], "path": target.done["path"],
-            "algorithm": cfg.algorithm,
+            "algorithm": cfg.algorithm, **used,
         }  # fmt: skip
+    resumed = rl_resume.checkpoint_step(common.last_checkpoint(Path(common.run_dir(db, ctx.run_id))))
+    if resumed is not None:
+        rows, lines = rl_resume.forget_redone_steps(db, ctx.run_id, resumed)
+        ctx.log(f"resuming from step {resumed}: the steps after it are trained again "
+                f"({rows} Goodhart rows and {lines} step log lines of the interrupted attempt replaced)")
     pm_model, pm_tok = _load_pm(model_path(cfg.reward_model, db))
     reward = PMReward(pm_model, pm_tok, db, ctx.run_id)
     config_cls, trainer_cls = trainer_class(cfg.algorithm)
@@ -164,7 +249,8 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     trained = ctx.finish(
         trainer, tok, target, constitution_version_id=pm_row["constitution_version_id"], meta=meta
     )
-    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    steps = curve(trainer.state.log_history, cfg.beta, cfg.algorithm)
+    record_kl(db, ctx.run_id, steps)
     watch = [
         store.loads(r["metrics"])
         for r in db["goodhart"].rows_where("run_id = ?", [ctx.run_id], order_by="step")
@@ -175,7 +261,19 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         "path": trained.path,
         "algorithm": cfg.algorithm,
         "steps": trained.steps,
-        "reward_first": rewards[0] if rewards else None,
-        "reward_last": rewards[-1] if rewards else None,
+        "reward_first": steps[0]["reward"] if steps else None,
+        "reward_last": steps[-1]["reward"] if steps else None,
+        "curve": steps,
         "goodhart_last": watch[-1] if watch else None,
+        **used,
     }
+
+
+def record_kl(db: Any, run_id: int, steps: list[dict[str, Any]]) -> None:
+    """Put each logged step's KL and penalised reward on the Goodhart row of its samples (drawn at the
+    global step before it)."""
+    with db.atomic():
+        for point in steps:
+            for r in db["goodhart"].rows_where("run_id = ? and step = ?", [run_id, point["step"] - 1]):
+                metrics = {**store.loads(r["metrics"]), **{k: point[k] for k in ("kl", "kl_completion", "reward_minus_kl")}}
+                db["goodhart"].update(r["id"], {"metrics": store.dumps(metrics)})
