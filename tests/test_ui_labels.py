@@ -224,3 +224,16 @@ def test_empty_states_say_what_to_do(db, db_path):
     assert L.hhh_note(app, VIEWER).startswith("No HHH eval yet: launch “HHH eval” from the Dashboard")
     data.seed_sample_prefs(db)
     assert L.sets_note(app, VIEWER) == ""
+
+
+def test_cli_agreement_text_warns_first_for_a_judge_that_follows_position():
+    from cai.cli.evals import _agreement_text
+    from cai.evals import agreement
+
+    r = {**agreement.summarize(always_a_rows()), "feedback_model": "tiny", "prefs": "hh", "run_id": 3}
+    lines = _agreement_text(r).splitlines()
+    assert lines[:3] == [
+        "WARNING: Judge follows position: agreement is not meaningful (the AI picked (A) in 12 of 12 scored orders; "
+        "position consistency 0.0% of 6 pairs, Cohen's kappa 0.000).",
+        "agreement of tiny with hh, both option orders averaged: 50.0% (95% CI 18.8%-81.2%, n = 6 pairs)",
+        "agreement of the order-averaged p(chosen): 83.3% on 6 pairs"]
