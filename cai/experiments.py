@@ -5,7 +5,9 @@ one run per stage with the same prompts, seed and options, created up front and 
 `experiment_runs`, then executed in order in the experiment's worker. Principle draws are seeded per
 (seed, prompt) and index the version's principle list, so an edited principle is drawn where the
 original was. Deltas against the first version are paired per prompt (or human pair) with a
-bootstrap confidence interval; an interval that contains 0 is reported as within noise.
+bootstrap confidence interval; an interval that contains 0 is reported as within noise. `principle_draws`
+says how often each changed principle was drawn per stage run and warns when a finished run never drew it
+(a delta of 0 then says nothing about the edit); the SL runs can draw only named principles or stratify.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def _stage_config(cfg: ExperimentConfig, stage: str, name: str, version: int, sl
     if stage == "sl":
         return SLConfig(prompts=cfg.prompts, model=cfg.model, constitution=name, constitution_version=version,
                         revisions=cfg.revisions, few_shot=cfg.few_shot, limit=cfg.limit, batch_size=cfg.batch_size,
-                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed)
+                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed,
+                        principles=cfg.principles, stratified=cfg.stratified)
     assert stage in ("label", "agreement") or sl_run is not None
     if stage == "scores":
         return RevisionScoresConfig(run=sl_run or 0, pm=cfg.pm, batch_size=cfg.batch_size)
@@ -275,6 +278,68 @@ def deltas(db: Database, exp_id: int) -> dict[str, Any]:
     return {"arms": arms, "means": out_means, "deltas": out_deltas, "confidence": cfg.confidence}
 
 
+# Which stages draw which kind of principle: SL chains draw critique principles, labels comparison ones.
+DRAWING_STAGES = {"critique": ("sl",), "comparison": ("label", "agreement")}
+
+
+def stage_draws(db: Database, stage: str, run_id: int) -> dict[str, int]:
+    """How often a stage run drew each principle: SL revision rounds, agreement pairs, label readings."""
+    if stage == "sl":
+        sql = ("select s.principle, count(*) from chain_steps s join chains c on c.id = s.chain_id "
+               "where c.run_id = ? and s.kind = 'revision' group by s.principle")
+        return {str(p): int(n) for p, n in db.execute(sql, [run_id]).fetchall()}
+    if stage == "agreement":
+        sql = "select principle, count(*) from agreement_pairs where run_id = ? group by principle"
+        return {str(p): int(n) for p, n in db.execute(sql, [run_id]).fetchall()}
+    if stage == "label":
+        out: dict[str, int] = defaultdict(int)
+        for (names,) in db.execute("select principles from feedback_labels where run_id = ?", [run_id]).fetchall():
+            for n in store.loads(names, []):
+                out[str(n)] += 1
+        return dict(out)
+    return {}
+
+
+def principle_draws(db: Database, exp_id: int) -> dict[str, Any]:
+    """Per version, each principle changed from the baseline (changed, added, removed) and how often each stage
+    run that draws that kind of principle drew it, in the baseline and in the version; a warning for each
+    finished run that never drew a changed principle (its deltas cannot show that edit)."""
+    from cai.constitution import resolve_version
+    from cai.constitution.diff import diff
+
+    arms = _arms(db, exp_id)
+    resolved = {a["arm"]: resolve_version(db, *_version_spec(a["version"])) for a in arms}
+    rows, warnings = [], []
+    for a in arms[1:]:
+        for change in (c for c in diff(resolved[0], resolved[a["arm"]]) if c["target"] == "principle"):
+            for stage in DRAWING_STAGES.get(change["kind"], ()):
+                if stage not in a["runs"]:
+                    continue
+                run = runs.get_run(db, a["runs"][stage])
+                drawn = stage_draws(db, stage, a["runs"][stage])
+                base = stage_draws(db, stage, arms[0]["runs"][stage])
+                row = {"version": a["version"], "principle": change["name"], "change": change["change"],
+                       "kind": change["kind"], "stage": stage, "draws": drawn.get(change["name"], 0),
+                       "of": sum(drawn.values()), "baseline_draws": base.get(change["name"], 0),
+                       "baseline_of": sum(base.values()), "status": run["status"]}
+                rows.append(row)
+                # A removed principle can only be drawn by the baseline; a changed or added one by the version.
+                seen, of, where = ((row["baseline_draws"], row["baseline_of"], arms[0]["version"])
+                                   if change["change"] == "removed" else (row["draws"], row["of"], a["version"]))
+                if run["status"] == "done" and seen == 0:
+                    warnings.append(
+                        f"{a['version']}: the {change['change']} {change['kind']} principle {change['name']!r} was "
+                        f"never drawn by the {stage} run of {where} (0 of {of} draws): the deltas cannot show this "
+                        f"edit. Rerun with principles={change['name']} (draw only these) or stratified (each "
+                        "principle equally often).")
+    return {"principle_draws": rows, "warnings": warnings}
+
+
+def _version_spec(spec: str) -> tuple[str, int]:
+    name, version = spec.rsplit("@", 1)
+    return name, int(version)
+
+
 def get(db: Database, exp_id: int) -> dict[str, Any]:
     try:
         return dict(db.table("experiments").get(exp_id))
@@ -294,7 +359,7 @@ def show(db: Database, exp_id: int) -> dict[str, Any]:
                          "error": child["error"]})
     return {"id": exp_id, "run_id": exp["run_id"], "status": run["status"], "error": run["error"],
             "done": run["done"], "total": run["total"], "config": store.loads(exp["config"]),
-            "created_at": exp["created_at"], "runs": children, **deltas(db, exp_id)}
+            "created_at": exp["created_at"], "runs": children, **deltas(db, exp_id), **principle_draws(db, exp_id)}
 
 
 def list_experiments(db: Database, limit: int = 50) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ class ChainItem:
     prompt: str
     sample: int = 0
     mode: str = "critique"  # critique | direct | helpful
+    slot: int = 0  # position among the run's critique chains (plan order): its place in a stratified schedule
 
 
 @dataclass
@@ -80,6 +81,8 @@ class ChainOptions(FromConfig):
     max_new_tokens: int = 128
     temperature: float = 0.0
     seed: int = 0
+    principles: str = ""  # draw only these critique principles (comma-separated names); "" = every enabled one
+    stratified: bool = False  # draw each principle equally often over the run (seeded schedule), not independently
 
 
 # ----------------------------------------------------------------------------- pure pieces
@@ -91,10 +94,38 @@ def critique_principles(principles: Sequence[Mapping[str, Any]]) -> list[Mapping
     return sorted(pool, key=lambda p: p["position"])
 
 
+def names_list(text: str) -> list[str]:
+    """"harm, kind" -> ["harm", "kind"] (a config's comma-separated principle names)."""
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def select_principles(pool: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The pool restricted to `names` (all of it for none), in pool order; an unknown name is a clear error."""
+    if not names:
+        return list(pool)
+    known = [str(p["name"]) for p in pool]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SLError(f"principles: {', '.join(unknown)} not among the enabled critique principles "
+                      f"({', '.join(known) or 'none'})")
+    return [p for p in pool if p["name"] in names]
+
+
+def stratified_index(slot: int, rnd: int, rounds: int, n: int, seed: int) -> int:
+    """The pool index of round `rnd` of the chain at `slot` under a stratified schedule: the run's draws, chain
+    by chain, walk through seeded permutations of the pool, so after k * n draws each principle was drawn k
+    times (and never more than once more than another). Pure in (slot, round, seed): resume draws the same."""
+    k = slot * rounds + rnd
+    cycle, pos = divmod(k, n)
+    return random.Random(f"sl-stratified:{seed}:{cycle}").sample(range(n), n)[pos]
+
+
 def draw_principles(
-    pool: Sequence[Mapping[str, Any]], rounds: int, seed: int, prompt_id: int, sample: int = 0
+    pool: Sequence[Mapping[str, Any]], rounds: int, seed: int, prompt_id: int, sample: int = 0,
+    slot: int | None = None,
 ) -> list[Mapping[str, Any]]:
     """One principle per round, drawn with replacement; the same (seed, prompt, sample) gives the same draws.
+    With `slot` (stratified), round r takes the schedule's entry for (slot, r) instead of a random choice.
 
     Seeding per chain (not per run) keeps the draws of a resumed run identical to an uninterrupted one.
     """
@@ -102,8 +133,10 @@ def draw_principles(
         raise SLError("the constitution version has no enabled critique principles")
     rng = random.Random(f"sl:{seed}:{prompt_id}:{sample}")
     drawn = []
-    for _ in range(rounds):
+    for rnd in range(rounds):
         principle = rng.choice(pool)
+        if slot is not None:
+            principle = pool[stratified_index(slot, rnd, rounds, len(pool), seed)]
         alternatives = principle.get("alternatives") or []
         if isinstance(alternatives, str):
             alternatives = store.loads(alternatives, [])
@@ -255,7 +288,7 @@ def run_chains(
 
     Helpful items get only the initial response; direct items get revisions without critiques.
     """
-    pool = critique_principles(principles)
+    pool = select_principles(critique_principles(principles), names_list(opts.principles))
     shots = list(exemplars)[: opts.few_shot]
     fewshot = fewshot_conversations(shots)
     shot_text = P.critique_exemplar_block(shots)
@@ -264,7 +297,8 @@ def run_chains(
         if it.mode not in MODES:
             raise SLError(f"unknown chain mode {it.mode!r}")
         rounds = 0 if it.mode == "helpful" else opts.revisions
-        drawn = draw_principles(pool, rounds, opts.seed, it.prompt_id, it.sample)
+        drawn = draw_principles(pool, rounds, opts.seed, it.prompt_id, it.sample,
+                                it.slot if opts.stratified else None)
         chains.append((Chain(it, [str(p["name"]) for p in drawn]), drawn))
 
     def params(stop: tuple[str, ...], step: int, group: list[tuple[Chain, list[Any]]]) -> SamplingParams:
@@ -382,7 +416,8 @@ def plan(db: Database, config: Any) -> list[ChainItem]:
     if config.helpful_prompts and config.helpful_prompts == config.prompts:
         raise SLError("helpful_prompts: must be a different prompt set from prompts")
     mode = "direct" if config.direct else "critique"
-    items = [ChainItem(p["id"], p["text"], 0, mode) for p in list_prompts(db, config.prompts, limit=config.limit)]
+    items = [ChainItem(p["id"], p["text"], 0, mode, slot)
+             for slot, p in enumerate(list_prompts(db, config.prompts, limit=config.limit))]
     if config.helpful_prompts:
         helpful = list_prompts(db, config.helpful_prompts, limit=config.limit)
         items += [ChainItem(p["id"], p["text"], k, "helpful") for p in helpful for k in range(config.helpful_samples)]

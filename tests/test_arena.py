@@ -255,8 +255,14 @@ def test_arena_tab_admin_handlers_and_role_checks(setup, db_path):
     arena.cast_vote(db, bid, uid, 1, "A")
     table, _ = ui_arena.campaigns_table(ctx, admin)
     assert table[["campaign", "votes", "raters"]].to_dict("records") == [{"campaign": "help", "votes": 1, "raters": 1}]
-    ratings_table, matrix, fig = ui_arena.ratings_view(ctx, "help", "bt", 0, False, admin)
-    assert list(ratings_table["n"]) == [1, 1] and fig is None and list(matrix["model"]) == NAMES[:2]
+    ratings_table, matrix, fig, fig_note = ui_arena.ratings_view(ctx, "help", "bt", 200, False, admin)
+    assert list(ratings_table["n"]) == [1, 1] and list(matrix["model"]) == NAMES[:2]
+    # Issue 28: one vote gets no interval (not ends that are equal), and Figure 2 no empty frame but a line.
+    assert list(ratings_table["rating"]) == [1340.0, 660.0] and ratings_table["ci_low"].isna().all()
+    assert list(ratings_table["note"]) == ["not enough votes: n = 1 (an interval needs 10)"] * 2
+    assert fig.visible is False and fig.value is None
+    assert fig_note == ("Figure 2 (harmlessness vs helpfulness) appears once there are votes in both dimensions; "
+                        "no harmlessness votes yet.")
     assert len(ui_arena.make_invites(ctx, 2, "help", admin).splitlines()) == 2
     for handler, args in ((ui_arena.campaigns_table, ()), (ui_arena.make_invites, (1, "help"))):
         with pytest.raises(gr.Error, match="Not allowed"):

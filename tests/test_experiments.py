@@ -266,3 +266,47 @@ def test_tab_timer_renders_the_end_of_an_experiment_once(db_path, monkeypatch):
     out = tab.tick(ctx, exp_id, "running", None)  # ended since the last render: rendered once more
     assert out[-1] == "done" and "done, 2/2 stage runs done" in out[0] and out[3].count("exp-prompt") == 2
     assert all(isinstance(x, type(tab.gr.skip())) for x in tab.tick(ctx, exp_id, "done", None))
+
+
+def test_an_edit_that_is_never_drawn_is_reported_and_the_draw_controls_fix_it(db, monkeypatch):
+    # Issue 28.3: with one prompt and one round (seed 0) the chain draws "harm", never the edited "rude": every
+    # delta is 0 "within noise" and nothing said why.
+    seed(db, n_prompts=4)
+    monkeypatch.setitem(runs.SCRIPTED, "tiny", ScriptedBackend(respond=respond))
+
+    def run_experiment(**kw):  # type: ignore[no-untyped-def]
+        cfg = ExperimentConfig(**{"versions": "c@1 c@2", "prompts": "red", "model": "tiny", "stages": "sl",
+                                  "revisions": 1, "seed": 0, **kw})
+        exp_id, run_id = experiments.create(db, cfg)
+        assert runs.execute(db, run_id)["status"] == "done"
+        return experiments.show(db, exp_id)
+
+    shown = run_experiment(limit=1)
+    assert shown["principle_draws"] == [
+        {"version": "c@2", "principle": "rude", "change": "changed", "kind": "critique", "stage": "sl", "draws": 0,
+         "of": 1, "baseline_draws": 0, "baseline_of": 1, "status": "done"}]
+    assert shown["warnings"] == [
+        "c@2: the changed critique principle 'rude' was never drawn by the sl run of c@2 (0 of 1 draws): the "
+        "deltas cannot show this edit. Rerun with principles=rude (draw only these) or stratified (each principle "
+        "equally often)."]
+    from ui import experiments as tab
+
+    assert "never drawn" in tab.draws_html(shown) and "<td>rude</td><td>changed</td><td>sl</td><td>0 of 1</td>" in \
+        tab.draws_html(shown)
+    # Draw only the edited principle: every round draws it, in both versions; no warning.
+    shown = run_experiment(limit=1, principles="rude")
+    assert [(d["draws"], d["of"], d["baseline_draws"]) for d in shown["principle_draws"]] == [(1, 1, 1)]
+    assert shown["warnings"] == [] and shown["deltas"][0]["n"] == 1
+    # Stratified: 4 prompts x 2 rounds over 2 principles draws each exactly 4 times (independent draws: rude 6).
+    shown = run_experiment(limit=4, revisions=2, stratified=True)
+    assert [(d["draws"], d["of"]) for d in shown["principle_draws"]] == [(4, 8)]
+    assert [(d["draws"], d["of"]) for d in run_experiment(limit=4, revisions=2)["principle_draws"]] == [(6, 8)]
+    sl_run = next(r for r in experiments.links(db, shown["id"]) if r["stage"] == "sl")["run_id"]
+    assert experiments.stage_draws(db, "sl", sl_run) == {"harm": 4, "rude": 4}
+    # A name that is not an enabled critique principle: the SL run fails with one clear line.
+    cfg = ExperimentConfig(versions="c@1 c@2", prompts="red", model="tiny", stages="sl", revisions=1,
+                           principles="nope")
+    _, run_id = experiments.create(db, cfg)
+    assert runs.execute(db, run_id)["status"] == "failed"
+    errors = [runs.get_run(db, r["run_id"])["error"] for r in experiments.links(db, _)]
+    assert "principles: nope not among the enabled critique principles (harm, rude)" in errors[0]

@@ -226,12 +226,13 @@ def test_arena_rigor_handlers(arena_db, db_path):
     assert list(table["model"]) == [w, q] and list(table["n"]) == [5, 5]
     assert list(table["rank_change"]) == [1, -1] and list(table["rank_raw"]) == [2, 1]
     assert list(table["provisional"]) == ["", ""] and set(U.STYLE_COLUMNS) <= set(table.columns)
-    assert robust.startswith("Drop-k robustness:  \n**helpfulness**: removing **") and fig is None
+    assert robust.startswith("Drop-k robustness:  \n**helpfulness**: removing **") and fig.visible is False
+    assert robust.endswith("appears once there are votes in both dimensions; no harmlessness votes yet.")
     table, _, _ = U.rigor_ratings(ctx, "help", "bt", 0, False, 10, admin)
     assert list(table["provisional"]) == ["provisional (< 10 votes)"] * 2 and "rank_change" not in table
     from ui import arena as ui_arena
 
-    plain, _, _ = ui_arena.ratings_view(ctx, "help", "rk", 0, False, admin)  # the plain ratings view flags too
+    plain, _, _, _ = ui_arena.ratings_view(ctx, "help", "rk", 0, False, admin)  # the plain ratings view flags too
     assert list(plain["provisional"]) == ["provisional (< 30 votes)"] * 2
     frame, text = U.rater_view(ctx, "help", admin)
     assert list(frame["rater"]) == ["ann", "bob", "cat"] and text.startswith("Krippendorff's alpha (nominal) **")

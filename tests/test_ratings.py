@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -46,9 +47,57 @@ def test_bt_three_players_chain_and_cycle():
     assert rounded(R.bradley_terry(cycle, EXACT)) == {"a": 1000.0, "b": 1000.0, "c": 1000.0}
 
 
-def test_bt_undefeated_model_stays_finite_with_the_default_penalty():
+def test_one_vote_cannot_make_a_2000_point_gap_under_the_default_prior():
+    # Issue 28: one vote gave 1988.7 vs 11.3. Under the prior (reg = 0.005) the fit theta_x = t = -theta_y solves
+    # sigma(-2t) = 2 * reg * t: t = 1.9570, i.e. 400 * t / ln 10 = 339.97 points either side of 1000.
     got = R.bradley_terry(battles(("x", "y", "model_a")))
-    assert 1900 < got["x"] < 2100 and got["x"] + got["y"] == pytest.approx(2000)
+    assert rounded(got) == {"x": 1339.97, "y": 660.03}
+    t = (got["x"] - 1000.0) * math.log(10) / 400
+    assert 1 / (1 + math.exp(2 * t)) == pytest.approx(2 * R.PRIOR_REG * t, rel=1e-6)
+
+
+def arena_rank_reference(df: pd.DataFrame) -> dict[str, float]:
+    """LMArena's arena-rank BradleyTerry fit, restated: minimise its loss, the count-weighted mean of
+    softplus(d) - y * d over unique (a, b, outcome) rows, with no prior; ratings = 1000 + 400 / ln 10 * theta."""
+    import torch
+
+    models = sorted(set(df["model_a"]) | set(df["model_b"]))
+    idx = {m: i for i, m in enumerate(models)}
+    y = df["winner"].map({"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5})
+    uniq = pd.DataFrame({"a": df["model_a"].map(idx), "b": df["model_b"].map(idx), "y": y}).value_counts()
+    uniq = uniq.reset_index(name="w")
+    a, b = (torch.tensor(uniq[c].to_numpy()) for c in ("a", "b"))
+    yy, w = (torch.tensor(uniq[c].to_numpy(), dtype=torch.float64) for c in ("y", "w"))
+    theta = torch.zeros(len(models), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([theta], lr=1, max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16,
+                            line_search_fn="strong_wolfe")
+
+    def closure():  # type: ignore[no-untyped-def]
+        opt.zero_grad()
+        d = theta[a] - theta[b]
+        loss = torch.sum(w * (torch.nn.functional.softplus(d) - yy * d)) / w.sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = theta.detach().numpy() - theta.detach().numpy().mean()
+    return {m: 1000.0 + 400 / math.log(10) * t[i] for m, i in idx.items()}
+
+
+def test_bt_on_4000_battles_equals_arena_rank_to_a_hundredth_of_a_point():
+    # The prior is weak: on thousands of votes the ratings are the unpenalised (arena-rank) ones to 0.01 points.
+    rng = np.random.default_rng(0)
+    names = [f"m{i}" for i in range(8)]
+    strength = np.linspace(0.0, 2.0, 8)
+    a = rng.integers(0, 8, 4000)
+    b = (a + rng.integers(1, 8, 4000)) % 8
+    u = rng.random(4000)
+    p_a = 1 / (1 + np.exp(-(strength[a] - strength[b])))
+    winner = np.where(u < 0.85 * p_a, "model_a", np.where(u < 0.85, "model_b", "tie"))
+    df = pd.DataFrame({"model_a": [names[i] for i in a], "model_b": [names[i] for i in b], "winner": winner})
+    ours, ref = R.bradley_terry(df), arena_rank_reference(df)
+    assert max(ref.values()) - min(ref.values()) > 250  # a real spread, not ratings all near 1000
+    assert max(abs(ours[m] - ref[m]) for m in names) < 0.01
 
 
 def test_elo_online_updates_by_hand():
@@ -83,6 +132,29 @@ def test_rate_gives_intervals_sorted_best_first():
     for r in got:
         assert r.ci_low < r.rating < r.ci_high
     assert R.rate(df, "elo")[0].ci_low is None
+
+
+def test_no_interval_below_the_minimum_of_votes_or_without_anything_to_resample():
+    # Issue 28: one vote showed Elo 1002 vs 998 and BT 1988.7 vs 11.3, each with a "CI" whose ends were equal.
+    one = battles(("x", "y", "model_a"))
+    for method in ("elo", "bt", "rk"):
+        got = R.rate(one, method, rounds=100, seed=0)
+        assert [(r.model, r.ci_low, r.ci_high, r.note) for r in got] == [
+            ("x", None, None, "not enough votes: n = 1 (an interval needs 10)"),
+            ("y", None, None, "not enough votes: n = 1 (an interval needs 10)")]
+    # 12 votes, all x over y: every resample is the same 12 votes, so the bootstrap has nothing to vary.
+    same = battles(*[("x", "y", "model_a")] * 12)
+    got = R.rate(same, "bt", rounds=100, seed=0)
+    assert [(r.ci_low, r.note) for r in got] == [(None, "no interval: the resamples did not vary (nothing to resample)")] * 2
+    # Without bootstrap rounds nobody asked for an interval: no note.
+    assert [r.note for r in R.rate(one, "bt")] == [None, None]
+    # Enough varied votes: an interval of positive width, no note; the minimum is a parameter.
+    varied = battles(*[("x", "y", "model_a")] * 8, *[("x", "y", "model_b")] * 4)
+    got = R.rate(varied, "bt", rounds=100, seed=0)
+    assert all(r.note is None and r.ci_high - r.ci_low > 1 for r in got)
+    assert R.rate(varied, "bt", rounds=100, seed=0, min_votes=13)[0].note == "not enough votes: n = 12 (an interval needs 13)"
+    fig = R.figure2(R.rate(one, "bt", rounds=50), R.rate(one, "bt", rounds=50))
+    assert fig.data[0].error_x.array is None  # no model has an interval: no bars at all
 
 
 def test_rate_by_dimension_and_win_rate_matrix():
@@ -138,9 +210,14 @@ def test_cli_ratings_prints_json(tmp_path, capsys):
     assert main(["ratings", "--votes", str(path), "--bootstrap", "0", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert [(r["model"], round(r["rating"], 2), r["ci_low"], r["n"]) for r in got] == [
-        ("x", 1044.37, None, 4), ("y", 955.63, None, 4)]
+        ("x", 1044.13, None, 4), ("y", 955.87, None, 4)]  # 1044.37 / 955.63 without the prior
     assert main(["ratings", "--votes", str(path), "--method", "elo", "--bootstrap", "10", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
-    assert set(got[0]) == {"model", "rating", "ci_low", "ci_high", "n", "provisional"} and got[0]["ci_low"] is not None
+    assert set(got[0]) == {"model", "rating", "ci_low", "ci_high", "n", "provisional", "note"}
+    assert (got[0]["ci_low"], got[0]["note"]) == (None, "not enough votes: n = 4 (an interval needs 10)")
+    path.write_text(json.dumps(rows * 3))
+    assert main(["ratings", "--votes", str(path), "--method", "elo", "--bootstrap", "10", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got[0]["ci_low"] < got[0]["ci_high"] and got[0]["note"] is None
     assert main(["ratings", "--votes", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: no such file" in capsys.readouterr().err

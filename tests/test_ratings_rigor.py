@@ -152,7 +152,7 @@ def test_cli_ratings_rk_style_and_drop_k(tmp_path, capsys):
     assert main(["ratings", "--votes", str(path), "--method", "rk", "--bootstrap", "0", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert [(r["model"], round(r["rating"], 2), r["n"], r["provisional"]) for r in got] == [
-        ("x", 1047.71, 4, True), ("y", 952.29, 4, True)]
+        ("x", 1047.49, 4, True), ("y", 952.51, 4, True)]  # 1047.71 / 952.29 without the prior (issue 28)
     style = tmp_path / "style.jsonl"
     style.write_text("\n".join(json.dumps(r) for r in style_battles().to_dict(orient="records")))
     assert main(["ratings", "--votes", str(style), "--style-control", "--bootstrap", "0", "--provisional-below", "10",

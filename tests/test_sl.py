@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -53,6 +54,31 @@ def test_draws_are_seeded_per_chain_and_skip_disabled_principles():
     assert [p["name"] for p in sl.draw_principles(pool, 6, seed=1, prompt_id=7)] == \
         ["harm", "rude", "rude", "rude", "rude", "harm"]
     assert sl.draw_principles(pool, 0, seed=0, prompt_id=7) == []
+
+
+def test_stratified_draws_are_balanced_over_the_run_and_seeded():
+    # Issue 28.3: 7 chains x 3 rounds over 5 principles = 21 draws: 4 or 5 each (independent draws are not).
+    n, rounds = 5, 3
+    pool = [{"name": f"p{i}", "critique": "c", "revision": "r"} for i in range(n)]
+    counts = Counter(p["name"] for slot in range(7)
+                     for p in sl.draw_principles(pool, rounds, seed=3, prompt_id=slot + 10, slot=slot))
+    assert sorted(counts.values()) == [4, 4, 4, 4, 5]
+    # Each full cycle of n draws is a permutation of the pool; the schedule is a pure function of (slot, seed).
+    cycle = [sl.stratified_index(s, r, rounds, n, seed=3) for s in range(7) for r in range(rounds)][:15]
+    assert all(sorted(cycle[i:i + n]) == list(range(n)) for i in (0, 5, 10))
+    assert sl.stratified_index(4, 2, rounds, n, seed=3) == cycle[14]
+    random_counts = Counter(p["name"] for slot in range(7)
+                            for p in sl.draw_principles(pool, rounds, seed=3, prompt_id=slot + 10))
+    assert max(random_counts.values()) - min(random_counts.values(), default=0) > 1
+
+
+def test_draw_only_named_principles():
+    pool = sl.critique_principles(PRINCIPLES)
+    assert [p["name"] for p in sl.select_principles(pool, ["rude"])] == ["rude"]
+    assert sl.select_principles(pool, []) == pool
+    with pytest.raises(sl.SLError, match=r"^principles: nope not among the enabled critique principles \(harm, rude\)$"):
+        sl.select_principles(pool, ["nope"])
+    assert sl.names_list(" harm, ,rude ") == ["harm", "rude"]
 
 
 def test_draw_without_principles_is_a_clear_error():

@@ -50,9 +50,12 @@ def test_confusion_counts_each_order():
 
 def test_show_run_numbers_and_disagreements(ctx):
     app, run_id, ids = ctx
-    summary, conf, calib, principle, position, table = L.show_run(app, run_id, VIEWER)
+    summary, conf, calib, principle, position, table, plots = L.show_run(app, run_id, VIEWER)
+    # Pair credits averaged over both orders: 1, 0.75, 0.5, 0 -> 56.2%, Wilson interval over the 4 pairs.
     assert summary.startswith(f"Run #{run_id} (done, feedback model tiny): **4 pairs** · agreement with humans "
-                              "**62.5%** · mean p(chosen) 0.500")
+                              "(both option orders averaged) **56.2%** (95% CI 18.3%–88.0%, n = 4 pairs) · from the "
+                              "order-averaged p(chosen) 62.5% · mean p(chosen) 0.500")
+    assert plots.visible is True
     assert "as (A) **75.0%**, as (B) **37.5%**" in summary
     assert conf.to_dict("records")[0] == {"human \\ AI": "human chose A", "AI chose A": 3, "AI chose B": 1,
                                           "AI chose tie": 0}
@@ -80,6 +83,7 @@ def test_choices_and_roles(ctx):
     assert L.label_runs(app, "other", VIEWER).choices == []
     assert L.hhh_view(app, VIEWER)[1].visible is False
     assert L.show_run(app, None, VIEWER)[0].startswith("No agreement run for this preference set yet")
+    assert L.show_run(app, None, VIEWER)[-1].visible is False
     with pytest.raises(gr.Error, match="needs the admin or viewer role; you are rae \\(rater\\)"):
         L.show_run(app, run_id, RATER)
 
@@ -154,7 +158,8 @@ def test_ai_preference_set_view_without_human_labels(ctx):
     assert s["labels"] == {"first response better": 1, "second response better": 1, "tie (p = 0.5)": 1}
     assert (s["n"], round(s["mean_p"], 4), s["confident"]) == (3, 0.6833, 1)
     assert s["per_principle"] == {"harm": {"n": 2, "mean_p": pytest.approx(0.775)}, "kind": {"n": 2, "mean_p": 0.55}}
-    head, dist, hist, per, table = L.show_ai_set(app, "labels-9", VIEWER)
+    head, dist, hist, per, table, plots = L.show_ai_set(app, "labels-9", VIEWER)
+    assert plots.visible is True
     assert head.startswith("**3 pairs** in labels-9 · mean p(chosen) 0.683 · 1 labels with p ≥ 0.9")
     assert list(dist.data[0].y) == [1, 1, 1] and list(hist.data[0].x) == [0.95, 0.6, 0.5]
     assert list(per.data[0].y) == ["harm", "kind"]
@@ -164,6 +169,54 @@ def test_ai_preference_set_view_without_human_labels(ctx):
     assert L.show_ai_set(app, None, VIEWER)[0].startswith("No AI preference set yet: launch")
 
 
+def test_empty_ai_set_and_run_sections_show_one_line_and_no_plot_frames(db, db_path):
+    # Issue 28.15: before there is data the plots were blank frames with broken-image icons.
+    users.add_user(db, "val", "viewer", "password1")
+    app = AppContext(db_path)
+    head, dist, hist, per, _, plots = L.show_ai_set(app, None, VIEWER)
+    assert (dist, hist, per, plots.visible) == (None, None, None, False)
+    assert head == ("No AI preference set yet: launch “AI labels (feedback model)” on a “Response pairs” run from "
+                    "the Dashboard; its label distribution, p histogram and mean p per principle are plotted here.")
+    summary, _, calib, principle, position, _, plots = L.show_run(app, None, VIEWER)
+    assert (calib, principle, position, plots.visible) == (None, None, None, False)
+    assert summary.endswith("its calibration, position-bias and per-principle plots appear here.")
+    # The page itself starts with those lines and the plots hidden (before any handler runs).
+    import gradio as gr
+
+    with gr.Blocks() as page:
+        L.build(app)
+    hidden = {c.elem_id: c.visible for c in page.blocks.values() if c.elem_id in ("labels-plots", "labels-ai-plots")}
+    assert hidden == {"labels-plots": False, "labels-ai-plots": False}
+    texts = {c.elem_id: c.value for c in page.blocks.values() if c.elem_id in ("labels-summary", "labels-ai-summary")}
+    assert texts == {"labels-summary": L.NO_RUN, "labels-ai-summary": L.NO_AI_SETS}
+
+
+def always_a_rows() -> list[dict]:
+    """A judge that picks (A) in all 12 orders of 6 pairs, with p values that average to the human's side."""
+    orders = [(0.9, 0.3), (0.8, 0.35), (0.7, 0.2), (0.85, 0.4), (0.75, 0.45), (0.95, 0.1)]
+    return [{"principle": "harm", "p_chosen": (a + b) / 2, "p_first": a, "p_second": b} for a, b in orders]
+
+
+def test_a_judge_that_follows_position_is_named_before_the_agreement_number():
+    from cai.evals import agreement
+
+    s = agreement.summarize(always_a_rows())
+    # The averaged p says 83.3%; per order it is 100% as (A) and 0% as (B): the judge reads the position.
+    assert (s["agreement"], s["consistency"]["rate"], s["kappa"]) == (0.8333, 0.0, 0.0)
+    assert s["order_averaged"] == {"agreement": 0.5, "ci_low": 0.1876, "ci_high": 0.8124, "n": 6}
+    assert s["picks"] == {"A": 12, "B": 0, "tie": 0, "orders": 12}
+    text = L.summary_markdown(s, "Run #1: ")
+    assert text.startswith("⚠️ **Judge follows position: agreement is not meaningful (the AI picked (A) in 12 of 12 "
+                           "scored orders; position consistency 0.0% of 6 pairs, Cohen's kappa 0.000).**  \nRun #1: "
+                           "**6 pairs** · agreement with humans (both option orders averaged) **50.0%** (95% CI "
+                           "18.8%–81.2%, n = 6 pairs) · from the order-averaged p(chosen) 83.3%")
+    # A consistent judge at chance level (kappa <= 0.1) is named too; a judge that reads content is not.
+    assert agreement.judge_warning({"consistency": {"rate": 0.8, "n": 10}, "kappa": 0.05}).startswith(
+        "Judge agrees with humans no better than chance: agreement is not meaningful")
+    assert agreement.judge_warning({"consistency": {"rate": 0.8, "n": 10}, "kappa": 0.6}) is None
+    assert agreement.wilson(0, 0) == (None, None) and agreement.wilson(3, 6) == (0.1876, 0.8124)
+
+
 def test_empty_states_say_what_to_do(db, db_path):
     users.add_user(db, "val", "viewer", "password1")
     app = AppContext(db_path)
@@ -171,3 +224,16 @@ def test_empty_states_say_what_to_do(db, db_path):
     assert L.hhh_note(app, VIEWER).startswith("No HHH eval yet: launch “HHH eval” from the Dashboard")
     data.seed_sample_prefs(db)
     assert L.sets_note(app, VIEWER) == ""
+
+
+def test_cli_agreement_text_warns_first_for_a_judge_that_follows_position():
+    from cai.cli.evals import _agreement_text
+    from cai.evals import agreement
+
+    r = {**agreement.summarize(always_a_rows()), "feedback_model": "tiny", "prefs": "hh", "run_id": 3}
+    lines = _agreement_text(r).splitlines()
+    assert lines[:3] == [
+        "WARNING: Judge follows position: agreement is not meaningful (the AI picked (A) in 12 of 12 scored orders; "
+        "position consistency 0.0% of 6 pairs, Cohen's kappa 0.000).",
+        "agreement of tiny with hh, both option orders averaged: 50.0% (95% CI 18.8%-81.2%, n = 6 pairs)",
+        "agreement of the order-averaged p(chosen): 83.3% on 6 pairs"]

@@ -23,7 +23,7 @@ from cai import arena, invites, users
 from cai.backend_pool import BackendPool, TurnResult, shared_pool, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
-from ui.arena_rigor import RATING_COLUMNS, build_rigor
+from ui.arena_rigor import RATING_COLUMNS, build_rigor, figure2_note
 from ui.common import ARENA_ROLES, EDIT_ROLES, AppContext, bind, chat_safe, esc, on_page_load, require
 
 VOTE_LABELS = {"A is better": "A", "B is better": "B", "Tie": "tie", "Both are bad": "bothbad"}
@@ -415,13 +415,15 @@ def progress_table(ctx: AppContext, campaign: str, request: gr.Request) -> pd.Da
 
 
 def ratings_view(ctx: AppContext, campaign: str, method: str, rounds: float, include_leaks: bool,
-                 request: gr.Request) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-    """Ratings per dimension, the win-rate matrix, and Figure 2 (harmlessness vs helpfulness)."""
+                 request: gr.Request) -> tuple[pd.DataFrame, pd.DataFrame, Any, str]:
+    """Ratings per dimension, the win-rate matrix, Figure 2 (harmlessness vs helpfulness; hidden until both
+    dimensions have votes) and the line that says what Figure 2 waits for ("" once it shows)."""
     require(ctx, request, EDIT_ROLES)
     df = arena.votes_frame(ctx.db(), campaign=None if campaign in (None, "", "(all)") else campaign,
                            exclude_leaks=not include_leaks)
     if df.empty:
-        return pd.DataFrame(columns=RATING_COLUMNS), pd.DataFrame(columns=["model"]), None
+        return (pd.DataFrame(columns=RATING_COLUMNS), pd.DataFrame(columns=["model"]), gr.Plot(None, visible=False),
+                figure2_note(()))
     by_dim = ratings.rate_by_dimension(df, method=method, rounds=int(rounds or 0), seed=0)
     table = pd.DataFrame([{"dimension": d, **r.to_dict()} for d, rs in by_dim.items() for r in rs]).round(1)
     table["provisional"] = table["provisional"].map(  # issue 16: flag ratings from few votes
@@ -430,7 +432,8 @@ def ratings_view(ctx: AppContext, campaign: str, method: str, rounds: float, inc
     fig = None
     if "helpfulness" in by_dim and "harmlessness" in by_dim:
         fig = ratings.figure2(by_dim["helpfulness"], by_dim["harmlessness"])
-    return table, matrix, fig
+    return table, matrix, gr.Plot(fig, visible=fig is not None), "" if fig is not None else figure2_note(by_dim)
+
 
 
 def make_invites(ctx: AppContext, count: float, campaign: str, request: gr.Request,
@@ -473,10 +476,12 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
             leaks = gr.Checkbox(False, label="Include identity-leak turns")
             rate_btn = gr.Button("Compute ratings")
         table = gr.Dataframe(pd.DataFrame(columns=RATING_COLUMNS), interactive=False,
-                             label="Ratings (95% bootstrap intervals)")
+                             label="Ratings (95% bootstrap intervals; none below "
+                                   f"{ratings.INTERVAL_MIN_VOTES} votes)", elem_id="arena-ratings")
         matrix = gr.Dataframe(pd.DataFrame(columns=["model"]), interactive=False,  # no placeholder "1 2 3" header
                               label="Win rate of row model against column model (ties half)")
-        plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)")
+        plot_note = gr.Markdown(figure2_note(()), elem_id="arena-figure2-note")
+        plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)", visible=False, elem_id="arena-figure2")
         build_rigor(ctx, pick)
         with gr.Row():
             inv_n = gr.Number(5, label="Invite codes to make", precision=0)
@@ -492,7 +497,7 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     c_create.click(bind(create_campaign, ctx), [c_name, c_models, c_dim, c_prompts, c_cap, c_pairing, c_turns, c_test],
                    c_msg, api_name=False).then(**load_camps)
     pick.change(bind(progress_table, ctx), pick, pairs, api_name=False)
-    rate_btn.click(bind(ratings_view, ctx), [pick, method, rounds, leaks], [table, matrix, plot],
+    rate_btn.click(bind(ratings_view, ctx), [pick, method, rounds, leaks], [table, matrix, plot, plot_note],
                    api_name=False)
     inv_btn.click(bind(make_invites, ctx), [inv_n, pick, inv_days], inv_out, api_name=False)
 

@@ -16,10 +16,18 @@ from cai import arena, arena_raters
 from cai.evals import ratings
 from ui.common import EDIT_ROLES, AppContext, bind, require
 
-RATING_COLUMNS = ["dimension", "model", "rating", "ci_low", "ci_high", "n", "provisional"]
+RATING_COLUMNS = ["dimension", "model", "rating", "ci_low", "ci_high", "n", "provisional", "note"]
 STYLE_COLUMNS = ["rating_raw", "rank", "rank_raw", "rank_change"]
 RATER_COLUMNS = ["rater", "votes", "shared", "agree_majority", "gold", "gold_accuracy", "share_A",
                  "median_seconds", "excluded", "flags"]
+
+
+def figure2_note(dimensions: Any) -> str:
+    """What would fill Figure 2, shown instead of an empty plot frame (issue 28)."""
+    have = [d for d in ("helpfulness", "harmlessness") if d in dimensions]
+    missing = [d for d in ("helpfulness", "harmlessness") if d not in have]
+    return ("Figure 2 (harmlessness vs helpfulness) appears once there are votes in both dimensions; "
+            + ("no votes yet." if len(missing) == 2 else f"no {missing[0]} votes yet."))
 
 
 def _campaign(name: str | None) -> str | None:
@@ -34,7 +42,7 @@ def rigor_ratings(ctx: AppContext, campaign: str, method: str, rounds: float, st
     cols = RATING_COLUMNS + (STYLE_COLUMNS if style_control else [])
     df = arena.votes_frame(ctx.db(), campaign=_campaign(campaign))
     if df.empty:
-        return pd.DataFrame(columns=cols), "No votes yet.", None
+        return pd.DataFrame(columns=cols), "No votes yet.", gr.Plot(None, visible=False)
     below = int(provisional_below or 0)
     try:
         by_dim = ratings.rate_by_dimension(df, method=method, rounds=int(rounds or 0), seed=0,
@@ -55,7 +63,9 @@ def rigor_ratings(ctx: AppContext, campaign: str, method: str, rounds: float, st
     fig = None
     if "helpfulness" in by_dim and "harmlessness" in by_dim:
         fig = ratings.figure2(by_dim["helpfulness"], by_dim["harmlessness"])
-    return table, "  \n".join(["Drop-k robustness:", *notes]), fig
+    if fig is None:
+        notes.append(figure2_note(by_dim))
+    return table, "  \n".join(["Drop-k robustness:", *notes]), gr.Plot(fig, visible=fig is not None)
 
 
 def rater_view(ctx: AppContext, campaign: str, request: gr.Request) -> tuple[pd.DataFrame, str]:
@@ -103,7 +113,7 @@ def build_rigor(ctx: AppContext, campaign: gr.Dropdown) -> None:
                              label="Ratings (95% bootstrap intervals; rank_change > 0: moves up once style is "
                                    "accounted for)", elem_id="arena-rigor-ratings")
         robust = gr.Markdown(elem_id="arena-rigor-dropk")
-        plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)")
+        plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)", visible=False)
         raters_btn = gr.Button("Show raters")
         raters_md = gr.Markdown()
         raters = gr.Dataframe(pd.DataFrame(columns=RATER_COLUMNS), interactive=False, wrap=True, label="Raters", elem_id="arena-raters")

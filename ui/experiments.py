@@ -88,6 +88,21 @@ def progress_html(shown: dict[str, Any]) -> str:
                    f"{rows}</table>")
 
 
+def draws_html(shown: dict[str, Any]) -> str:
+    """How often each changed principle was drawn per stage run, and a warning for each edit never drawn."""
+    rows = shown.get("principle_draws") or []
+    if not rows:
+        return ""
+    warn = "".join(f"<p><b>⚠️ {esc(w)}</b></p>" for w in shown.get("warnings") or [])
+    body = "".join(
+        f"<tr><td>{esc(r['version'])}</td><td>{esc(r['principle'])}</td><td>{esc(r['change'])}</td>"
+        f"<td>{esc(r['stage'])}</td><td>{r['draws']} of {r['of']}</td><td>{r['baseline_draws']} of "
+        f"{r['baseline_of']}</td></tr>" for r in rows)
+    return (f"{warn}<p>Changed principles and how often they were drawn:</p><table><tr><th>version</th>"
+            "<th>principle</th><th>change</th><th>stage</th><th>draws</th><th>baseline draws</th></tr>"
+            f"{body}</table>")
+
+
 def paired_html(rows: list[dict[str, Any]], limit: int = PAIRED_LIMIT) -> str:
     """Per prompt, one column per version: drawn principles, critiques, flags, PM score, final revision
     (diffed against the baseline's). All model text is escaped."""
@@ -143,7 +158,7 @@ def experiment_choices(ctx: AppContext, request: gr.Request, selected: int | Non
 
 def launch(ctx: AppContext, versions: list[str], prompts: str | None, model: str, stages: list[str],
            limit: float | None, revisions: float, max_new_tokens: float, seed: float, pm: str, prefs: str,
-           request: gr.Request) -> tuple[str, Any]:
+           principles: str, stratified: bool, request: gr.Request) -> tuple[str, Any]:
     """Create the experiment and start its worker; select it."""
     require(ctx, request, EDIT_ROLES)
     try:
@@ -151,7 +166,7 @@ def launch(ctx: AppContext, versions: list[str], prompts: str | None, model: str
             "versions": " ".join(versions or []), "prompts": prompts or "", "model": (model or "").strip() or ctx.model,
             "stages": ",".join(stages or ["sl"]), "limit": int(limit) if limit else None,
             "revisions": revisions, "max_new_tokens": max_new_tokens, "seed": seed, "pm": pm.strip(),
-            "prefs": prefs.strip(),
+            "prefs": prefs.strip(), "principles": (principles or "").strip(), "stratified": bool(stratified),
         })
         exp_id, run_id = experiments.start(ctx.db(), ctx.db_path, cfg)
     except (ConfigError, ValueError, LookupError) as exc:
@@ -168,7 +183,7 @@ def show(ctx: AppContext, exp_id: int | None, request: gr.Request) -> tuple[str,
         shown = experiments.show(ctx.db(), int(exp_id))
     except LookupError as exc:
         raise gr.Error(str(exc)) from None
-    return (progress_html(shown), deltas_frame(shown), deltas_figure(shown),
+    return (progress_html(shown) + draws_html(shown), deltas_frame(shown), deltas_figure(shown),
             paired_html(experiments.paired(ctx.db(), int(exp_id))))
 
 
@@ -225,6 +240,11 @@ def build(ctx: AppContext) -> None:
             seed = gr.Number(0, label="Seed", precision=0)
             pm = gr.Textbox("", label="PM (stage scores)")
             prefs = gr.Textbox("", label="Human prefs (stage agreement)")
+        with gr.Row():  # issue 28: an edit that is never drawn cannot show in the deltas
+            principles = gr.Textbox("", label="Draw only these principles (SL; comma-separated, e.g. the edited "
+                                    "ones; empty = all)", elem_id="exp-principles")
+            stratified = gr.Checkbox(False, label="Draw each principle equally often (stratified)",
+                                     elem_id="exp-stratified")
         with gr.Row():
             start = gr.Button("Launch experiment", variant="primary", elem_id="exp-launch")
             status = gr.Markdown(elem_id="exp-status")
@@ -249,8 +269,8 @@ def build(ctx: AppContext) -> None:
     on_page_load(bind(experiment_choices, ctx), None, [chosen])
     on_page_load(bind(campaigns, ctx), None, [campaign])
     make_set.click(bind(votes_to_prefs, ctx), [campaign, set_name], set_status)
-    start.click(bind(launch, ctx), [versions, prompts, model, stages, limit, revisions, max_new, seed, pm, prefs],
-                [status, chosen])
+    start.click(bind(launch, ctx), [versions, prompts, model, stages, limit, revisions, max_new, seed, pm, prefs,
+                                    principles, stratified], [status, chosen])
     chosen.change(bind(show, ctx), chosen, outputs)
     refresh.click(bind(experiment_choices, ctx), chosen, chosen).then(bind(show, ctx), chosen, outputs)
     last = gr.State(None)

@@ -42,6 +42,10 @@ PRINCIPLE_COLUMNS = ["principle", "pairs", "agreement", "in both orders", "consi
 AI_PAIR_COLUMNS = ["pair", "p(chosen)", "p(first better)", "principles", "prompt"]
 AI_PAIR_LIMIT = 200
 PREF_FILES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")  # what `cai prefs import` reads
+NO_AI_SETS = ("No AI preference set yet: launch “AI labels (feedback model)” on a “Response pairs” run from the "
+              "Dashboard; its label distribution, p histogram and mean p per principle are plotted here.")
+NO_RUN = ("No agreement run for this preference set yet: launch one from the Dashboard (stage “AI vs human "
+          "agreement”); its calibration, position-bias and per-principle plots appear here.")
 NO_HUMAN_SETS = ("No human preference set yet: import one above (hh-rlhf chosen/rejected JSONL) or with "
                  "`cai prefs import FILE --name NAME`.")
 
@@ -49,15 +53,23 @@ NO_HUMAN_SETS = ("No human preference set yet: import one above (hh-rlhf chosen/
 # ----------------------------------------------------------------------------- pure pieces
 
 
-def summary_markdown(s: dict[str, Any]) -> str:
+def summary_markdown(s: dict[str, Any], prefix: str = "") -> str:
+    """The run's headline: a judge warning first when consistency or kappa says the judge reads position or
+    is at chance, then the order-averaged agreement with its 95% interval and n (`prefix` goes before it)."""
     pos = s.get("position", {})
 
     def pct(x: float | None) -> str:
         return "—" if x is None else f"{x:.1%}"
 
+    warning = agreement.judge_warning(s)
+    oa = s.get("order_averaged") or {}
+    ci = (f" (95% CI {pct(oa['ci_low'])}–{pct(oa['ci_high'])}, n = {oa['n']} pairs)"
+          if oa.get("ci_low") is not None else "")
     return (
-        f"**{s['n']} pairs** · agreement with humans **{pct(s['agreement'])}** · mean p(chosen) "
-        f"{_num(s.get('mean_p_chosen'))} · ECE {_num(s.get('ece'))}  \n"
+        (f"⚠️ **{warning}**  \n" if warning else "")  # our own words: no user text to escape
+        + f"{prefix}**{s['n']} pairs** · agreement with humans (both option orders averaged) "
+        f"**{pct(oa.get('agreement', s['agreement']))}**{ci} · from the order-averaged p(chosen) "
+        f"{pct(s['agreement'])} · mean p(chosen) {_num(s.get('mean_p_chosen'))} · ECE {_num(s.get('ece'))}  \n"
         f"Position bias: agreement when the human's choice is shown as (A) **{pct(pos.get('chosen_shown_A'))}**, "
         f"as (B) **{pct(pos.get('chosen_shown_B'))}** · mean p(option A) {_num(pos.get('mean_p_option_A'))} "
         "(0.5 = no preference for a position)"
@@ -307,11 +319,11 @@ def ai_sets(ctx: AppContext, request: gr.Request) -> Any:
 
 
 def show_ai_set(ctx: AppContext, name: str | None, request: gr.Request) -> list[Any]:
-    """Summary line, label distribution, p histogram, per-principle p and the pair browser of an AI set."""
+    """Summary line, label distribution, p histogram, per-principle p and the pair browser of an AI set, and
+    whether the plots show (no empty frames before there is a set)."""
     require(ctx, request, BROWSE_ROLES)
     if not name:
-        return ["No AI preference set yet: launch “AI labels (feedback model)” on a “Response pairs” run from the "
-                "Dashboard.", None, None, None, pd.DataFrame(columns=AI_PAIR_COLUMNS)]
+        return [NO_AI_SETS, None, None, None, pd.DataFrame(columns=AI_PAIR_COLUMNS), gr.Column(visible=False)]
     try:
         pairs = Q.ai_pairs(ctx.db(), name)
     except LookupError as exc:
@@ -319,7 +331,7 @@ def show_ai_set(ctx: AppContext, name: str | None, request: gr.Request) -> list[
     s = ai_summary(pairs)
     head = (f"**{s['n']} pairs** in {esc(name)} · mean p(chosen) {_num(s['mean_p'])} · {s['confident']} labels "
             "with p ≥ 0.9 · no human labels: these figures describe the AI's labels, not their accuracy")
-    return [head, *ai_figures(pairs, s), ai_pair_frame(pairs)]
+    return [head, *ai_figures(pairs, s), ai_pair_frame(pairs), gr.Column(visible=bool(pairs))]
 
 
 def open_ai_pair(ctx: AppContext, pair_id: float | None, request: gr.Request) -> str:
@@ -341,22 +353,25 @@ def label_runs(ctx: AppContext, prefs: str | None, request: gr.Request) -> Any:
 
 
 def show_run(ctx: AppContext, run_id: int | None, request: gr.Request) -> list[Any]:
-    """Summary, confusion table, three figures and the disagreements of one agreement run."""
+    """Summary, confusion table, three figures and the disagreements of one agreement run, and whether the
+    figures show (hidden, with a line saying what fills them, until the run has labels)."""
     require(ctx, request, BROWSE_ROLES)
     empty = pd.DataFrame(columns=DISAGREE_COLUMNS)
+    hidden = gr.Column(visible=False)
     if not run_id:
-        return ["No agreement run for this preference set yet: launch one from the Dashboard (stage "
-                "“AI vs human agreement”).", confusion([]), None, None, None, empty]
+        return [NO_RUN, confusion([]), None, None, None, empty, hidden]
     db = ctx.db()
     run = runs.get_run(db, int(run_id))
     rows = Q.agreement_rows(db, int(run_id))
     if not rows:
-        return [f"Run #{run_id} is {run['status']} and has no labels yet.", confusion([]), None, None, None, empty]
+        return [f"Run #{run_id} is {run['status']} and has no labels yet: its plots appear with the first labels.",
+                confusion([]), None, None, None, empty, hidden]
     s = agreement.summarize(rows, int(run["config"].get("bins") or 10),
                             float(run["config"].get("tie_band", C.TIE_BAND)))
     head = f"Run #{run_id} ({esc(run['status'])}, feedback model {esc(run['config'].get('feedback_model'))}): "
-    return [head + summary_markdown(s), confusion(rows), calibration_figure(s["calibration"]),
-            principle_figure(s["per_principle"]), position_figure(s["position"]), disagreements(db, int(run_id))]
+    return [summary_markdown(s, head), confusion(rows), calibration_figure(s["calibration"]),
+            principle_figure(s["per_principle"]), position_figure(s["position"]), disagreements(db, int(run_id)),
+            gr.Column(visible=True)]
 
 
 def consistency_view(ctx: AppContext, run_id: int | None, request: gr.Request) -> list[Any]:
@@ -409,16 +424,17 @@ def build(ctx: AppContext) -> None:
         prefs = gr.Dropdown([], label="Human preference set", scale=2, elem_id="labels-prefs")
         run = gr.Dropdown([], label="Agreement run (AI labels of that set)", scale=2, elem_id="labels-run")
         refresh = gr.Button("↻ Refresh", scale=0)
-    summary = gr.Markdown(elem_id="labels-summary")
+    summary = gr.Markdown(NO_RUN, elem_id="labels-summary")
     rigor = gr.Markdown(elem_id="labels-consistency")
-    with gr.Row():
-        calib = gr.Plot(label="Calibration", show_label=False)
-        position = gr.Plot(label="Position bias", show_label=False)
-    with gr.Row():
-        principle = gr.Plot(label="Per principle", show_label=False)
-        with gr.Column():
-            conf = gr.Dataframe(confusion([]), interactive=False, label="Confusion (one count per scored order)",
-                                elem_id="labels-confusion")
+    with gr.Column(visible=False, elem_id="labels-plots") as run_plots:  # no empty frames before a run has labels
+        with gr.Row():
+            calib = gr.Plot(label="Calibration", show_label=False)
+            position = gr.Plot(label="Position bias", show_label=False)
+        with gr.Row():
+            principle = gr.Plot(label="Per principle", show_label=False)
+            with gr.Column():
+                conf = gr.Dataframe(confusion([]), interactive=False, label="Confusion (one count per scored order)",
+                                    elem_id="labels-confusion")
     with gr.Row():
         per_principle = gr.Dataframe(pd.DataFrame(columns=PRINCIPLE_COLUMNS), interactive=False,
                                      label="Agreement and position consistency per principle",
@@ -442,11 +458,12 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         ai_set = gr.Dropdown([], label="AI preference set", scale=2, elem_id="labels-ai-set")
         ai_refresh = gr.Button("↻ Refresh", scale=0)
-    ai_head = gr.Markdown(elem_id="labels-ai-summary")
-    with gr.Row():
-        ai_dist = gr.Plot(show_label=False)
-        ai_hist = gr.Plot(show_label=False)
-    ai_per = gr.Plot(show_label=False)
+    ai_head = gr.Markdown(NO_AI_SETS, elem_id="labels-ai-summary")
+    with gr.Column(visible=False, elem_id="labels-ai-plots") as ai_plots:  # no empty frames before there is a set
+        with gr.Row():
+            ai_dist = gr.Plot(show_label=False)
+            ai_hist = gr.Plot(show_label=False)
+        ai_per = gr.Plot(show_label=False)
     ai_table = gr.Dataframe(pd.DataFrame(columns=AI_PAIR_COLUMNS), interactive=False, wrap=True, max_height=320,
                             elem_id="labels-ai-pairs")
     with gr.Row():
@@ -454,15 +471,15 @@ def build(ctx: AppContext) -> None:
         ai_open = gr.Button("Open AI-labelled pair", scale=0, elem_id="labels-ai-open")
     ai_view = gr.HTML(elem_id="labels-ai-pair")
 
-    outputs = [summary, conf, calib, principle, position, table]
+    outputs = [summary, conf, calib, principle, position, table, run_plots]
     do_sets, do_runs, do_show = bind(human_sets, ctx), bind(label_runs, ctx), bind(show_run, ctx)
     on_page_load(do_sets, None, [prefs])
     on_page_load(bind(sets_note, ctx), None, [sets_hint])
     on_page_load(bind(hhh_view, ctx), None, [hhh_table, hhh_plot])
     on_page_load(bind(hhh_note, ctx), None, [hhh_hint])
-    on_page_load(bind(ai_sets, ctx), None, [ai_set])
+    ai_outputs = [ai_head, ai_dist, ai_hist, ai_per, ai_table, ai_plots]
+    on_page_load(bind(ai_sets, ctx), None, [ai_set]).then(bind(show_ai_set, ctx), ai_set, ai_outputs)
     imported.then(do_sets, None, prefs).then(bind(sets_note, ctx), None, sets_hint)
-    ai_outputs = [ai_head, ai_dist, ai_hist, ai_per, ai_table]
     ai_set.change(bind(show_ai_set, ctx), ai_set, ai_outputs)
     ai_refresh.click(bind(ai_sets, ctx), None, ai_set).then(bind(show_ai_set, ctx), ai_set, ai_outputs)
     def pick_ai(evt: gr.SelectData) -> int | None:

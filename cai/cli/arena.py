@@ -148,7 +148,7 @@ def cmd_ratings(args: argparse.Namespace) -> int:
     rated = ratings.rate(df, args.method, args.bootstrap, args.seed, _params(args),
                          style_control=args.style_control, provisional_below=args.provisional_below)
     rows = [r.to_dict() for r in rated]
-    cols = ["model", "rating", "ci_low", "ci_high", "n", "provisional"]
+    cols = ["model", "rating", "ci_low", "ci_high", "n", "provisional", "note"]
     if args.style_control:
         cols += ["rating_raw", "rank", "rank_raw", "rank_change"]
     if not args.drop_k:

@@ -81,8 +81,15 @@ def _hhh_text(r: dict[str, Any]) -> str:
 
 
 def _agreement_text(r: dict[str, Any]) -> str:
-    lines = [
-        f"agreement of {r['feedback_model']} with {r['prefs']}: {_pct(r['agreement'])} on {r['n']} pairs",
+    from cai.evals.agreement import judge_warning
+
+    warning, oa = judge_warning(r), r.get("order_averaged")
+    lines = [f"WARNING: {warning}"] if warning else []  # first: the number below means nothing then
+    if oa:
+        lines.append(f"agreement of {r['feedback_model']} with {r['prefs']}, both option orders averaged: "
+                     f"{_pct(oa['agreement'])} (95% CI {_pct(oa['ci_low'])}-{_pct(oa['ci_high'])}, n = {oa['n']} pairs)")
+    lines += [
+        f"agreement of the order-averaged p(chosen): {_pct(r['agreement'])} on {r['n']} pairs",
         f"ties (p within {r['tie_band']} of 0.5): {r['ties']}; agreement on the rest {_pct(r['agreement_decisive'])}",
         f"Cohen's kappa (AI vs human, by position) {r['kappa']}",
         f"position consistency {_pct(r['consistency']['rate'])} of {r['consistency']['n']} pairs read in both orders",

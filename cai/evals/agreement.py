@@ -13,10 +13,16 @@ half credit, and reports them (`ties`, `agreement_decisive` over the rest). Judg
 cai.evals.consistency): per pair `consistent` (both orders give one verdict), `consistency` =
 {"n", "rate", "per_principle"}, and `kappa` = Cohen's kappa of the AI's pick against the human's pick
 by position, one per scored order (so the human side is not constant).
+
+The headline (issue 28) is `order_averaged` = {"agreement", "ci_low", "ci_high", "n"}: each pair's credit averaged
+over its scored orders, then over pairs, with a 95% Wilson interval over the n pairs. A judge that always picks
+(A) scores exactly 50% there, whatever its p values. `judge_warning` reads consistency and kappa: when the judge
+follows position (consistency under 50%) or is at chance (kappa <= 0.1), the page says so before any number.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -48,6 +54,48 @@ def calibration(ps: list[float], bins: int = 10) -> tuple[list[dict[str, Any]], 
     return out, (round(ece, 4) if points else None)
 
 
+POSITION_CONSISTENCY_BELOW = 0.5  # fewer pairs than this give one verdict in both orders: the judge reads position
+KAPPA_CHANCE = 0.1  # Cohen's kappa at or under this: no better than chance ("slight" at best, Landis & Koch)
+
+
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """Wilson score interval of a proportion (successes may be fractional: half-credit ties); None for n = 0."""
+    if n == 0:
+        return None, None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+def order_averaged(rows: list[dict[str, Any]], band: float = C.TIE_BAND) -> dict[str, Any]:
+    """Agreement averaged over each pair's scored orders, then over pairs, with its Wilson interval."""
+    per_pair = []
+    for r in rows:
+        credits = [credit(p, band) for p in (r.get("p_first"), r.get("p_second")) if p is not None]
+        per_pair.append(sum(credits) / len(credits) if credits else credit(r["p_chosen"], band))
+    lo, hi = wilson(sum(per_pair), len(per_pair))
+    return {"agreement": mean(per_pair), "ci_low": lo, "ci_high": hi, "n": len(per_pair)}
+
+
+def judge_warning(s: dict[str, Any]) -> str | None:
+    """What the page must say before the agreement number when the judge reads position or is at chance."""
+    cons = s.get("consistency") or {}
+    rate, kappa, picks = cons.get("rate"), s.get("kappa"), s.get("picks") or {}
+    picked = ""
+    decisive = picks.get("A", 0) + picks.get("B", 0)
+    if decisive:
+        side = "A" if picks.get("A", 0) >= picks.get("B", 0) else "B"
+        picked = f"the AI picked ({side}) in {picks[side]} of {picks.get('orders', decisive)} scored orders; "
+    facts = (f"{picked}position consistency {'—' if rate is None else f'{rate:.1%}'} of {cons.get('n', 0)} pairs, "
+             f"Cohen's kappa {'—' if kappa is None else f'{kappa:.3f}'}")
+    if rate is not None and rate < POSITION_CONSISTENCY_BELOW:
+        return f"Judge follows position: agreement is not meaningful ({facts})."
+    if kappa is not None and cons.get("n") and kappa <= KAPPA_CHANCE:
+        return f"Judge agrees with humans no better than chance: agreement is not meaningful ({facts})."
+    return None
+
+
 def summarize(rows: list[dict[str, Any]], bins: int = 10, band: float = C.TIE_BAND) -> dict[str, Any]:
     """The run's result from its per-pair rows (see the module docstring for the shape)."""
     ps = [r["p_chosen"] for r in rows]
@@ -69,6 +117,8 @@ def summarize(rows: list[dict[str, Any]], bins: int = 10, band: float = C.TIE_BA
         "ties": len(ps) - len(decisive),
         "agreement_decisive": mean(decisive),
         "kappa": C.cohen_kappa(human, ai),
+        "order_averaged": order_averaged(rows, band),
+        "picks": {"A": ai.count("A"), "B": ai.count("B"), "tie": ai.count("tie"), "orders": len(ai)},
         "consistency": {
             **C.rate(flags),
             "per_principle": C.by_group((r["principle"], f) for r, f in zip(rows, flags, strict=True)),

@@ -30,6 +30,10 @@ class ExperimentConfig(StageConfig):
     batch_size: int = _f(8, "Prompts (or pairs) sent to a model at once.", min=1)
     max_new_tokens: int = _f(128, "Token limit for each response, critique and revision.", min=1)
     temperature: float = _f(0.0, "Sampling temperature of the chains; 0 = greedy.", min=0.0)
+    principles: str = _f("", "SL chains draw only these critique principles (names, comma-separated; e.g. the "
+                             "edited ones); empty = every enabled one.")
+    stratified: bool = _f(False, "SL chains draw each principle equally often (a seeded balanced schedule) "
+                                 "instead of independently at random.")
     pm: str = _f("", "Preference model that scores the revisions (stage scores).", ref=MODELS)
     sft_max_steps: int = _f(-1, "SFT steps per version (-1 = one epoch) (stage sft).")
     sft_lora: bool = _f(False, "SFT with LoRA adapters (stage sft).")

@@ -35,6 +35,9 @@ class SLConfig(StageConfig):
     max_new_tokens: int = _f(128, "Token limit for each response, critique and revision.", min=1)
     temperature: float = _f(0.0, "Sampling temperature; 0 = greedy.", min=0.0)
     seed: int = _f(0, "Seed for principle draws and sampling.")
+    principles: str = _f("", "Draw only these critique principles (names, comma-separated); empty = every enabled one.")
+    stratified: bool = _f(False, "Draw each principle equally often over the run (a seeded balanced schedule) "
+                                 "instead of independently at random.")
     helpful_prompts: str = _f("", "Helpful prompt set whose responses join the SFT data (optional).", ref=PROMPT_SETS)
     helpful_samples: int = _f(2, "Responses per helpful prompt.", min=1)
 

@@ -8,6 +8,7 @@ alike. The pieces: `battles` (the format, files, Elo, BT), `ties` (Rao-Kupper), 
 """
 
 from cai.evals.ratings.battles import (
+    PRIOR_REG,
     WINNERS,
     RatingParams,
     bradley_terry,
@@ -19,6 +20,7 @@ from cai.evals.ratings.battles import (
 from cai.evals.ratings.dropk import DropK, drop_k, drop_k_by_dimension
 from cai.evals.ratings.pairing import PAIRINGS, pair_weights, pick_pair
 from cai.evals.ratings.rate import (
+    INTERVAL_MIN_VOTES,
     METHODS,
     PROVISIONAL_BELOW,
     Rating,
@@ -41,8 +43,10 @@ from cai.evals.ratings.style import (
 from cai.evals.ratings.ties import TieModel, rao_kupper, rao_kupper_fit
 
 __all__ = [
+    "INTERVAL_MIN_VOTES",
     "METHODS",
     "PAIRINGS",
+    "PRIOR_REG",
     "PROVISIONAL_BELOW",
     "STYLE_FEATURES",
     "WINNERS",

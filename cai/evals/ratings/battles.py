@@ -1,5 +1,6 @@
 """Battles and the two classic ratings over them: FastChat's battle format checked and read from files,
-online Elo, and Bradley-Terry as a Newton fit on unique (pair, outcome) counts (which makes bootstrapping cheap).
+online Elo, and Bradley-Terry as a Newton fit on unique (pair, outcome) counts (which makes bootstrapping cheap),
+with a weak Gaussian prior (`PRIOR_REG`) so a handful of votes cannot give a gap of thousands of points.
 
 A battle row is (`model_a`, `model_b`, `winner` in {model_a, model_b, tie, tie (bothbad)}, optionally
 `dimension`), so the workbench's own votes and published arena data rate alike.
@@ -17,6 +18,7 @@ import pandas as pd
 from cai.files import DataError, iter_jsonl, parse_json, read_bytes, read_text
 
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
+PRIOR_REG = 0.005
 _OUTCOME = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5, "tie (bothbad)": 0.5}
 
 
@@ -28,7 +30,11 @@ class RatingParams:
     scale: float = 400.0
     base: float = 10.0
     init: float = 1000.0
-    reg: float = 1e-6  # BT L2 penalty (natural-log units): keeps undefeated models finite
+    # The Bradley-Terry (and Rao-Kupper, style) prior: an L2 penalty reg * |theta|^2 in natural-log units, i.e. a
+    # Gaussian prior of sd 1 / sqrt(2 reg) = 10 (1737 rating points) on each model. Weak: on 4,000 battles among
+    # 8 models 260 points apart the ratings stay within 0.007 points of the unpenalised fit (arena-rank's); strong
+    # enough that one vote gives 1340.0 vs 660.0, not 1988.7 vs 11.3 (issue 28).
+    reg: float = PRIOR_REG
 
     def __post_init__(self) -> None:
         if self.scale <= 0 or self.base <= 1 or self.k <= 0 or self.reg < 0:

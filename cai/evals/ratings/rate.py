@@ -1,5 +1,10 @@
 """Ratings as a table: point ratings by method, percentile intervals from bootstrap resamples, ranks,
-the per-dimension split and the paper's Figure 2."""
+the per-dimension split and the paper's Figure 2.
+
+An interval is only reported where it means something: a model with fewer than `INTERVAL_MIN_VOTES` votes, or
+whose bootstrap ratings did not vary (nothing to resample: every resample is the same votes), gets none, and
+`Rating.note` says why ("not enough votes: n = 1"), so no table or plot shows an interval of zero width.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +30,15 @@ from cai.evals.ratings.ties import _rk_fit, rao_kupper
 
 METHODS = ("elo", "bt", "rk")
 PROVISIONAL_BELOW = 30  # votes: fewer, and a rating is flagged provisional (LMArena marks such scores)
+INTERVAL_MIN_VOTES = 10  # votes: fewer, and no interval (a bootstrap of a few votes has a handful of resamples)
 
 
 @dataclass(frozen=True)
 class Rating:
     """One model's rating with its bootstrap interval (None without bootstrap) and vote count.
 
-    `provisional`: fewer votes than the threshold. With style control, `rating` is the controlled
+    `provisional`: fewer votes than the threshold. `note`: why there is no interval although one was asked
+    for ("not enough votes: n = 1", "no variation to resample"), else None. With style control, `rating` is the controlled
     rating and `rating_raw` the plain one, with both ranks and `rank_change` = rank_raw - rank
     (positive: the model moves up once style is accounted for).
     """
@@ -42,6 +49,7 @@ class Rating:
     ci_high: float | None
     n: int
     provisional: bool = False
+    note: str | None = None
     rating_raw: float | None = None
     rank: int | None = None
     rank_raw: int | None = None
@@ -110,8 +118,12 @@ def rate(
     level: float = 0.95,
     style_control: bool = False,
     provisional_below: int = PROVISIONAL_BELOW,
+    min_votes: int = INTERVAL_MIN_VOTES,
 ) -> list[Rating]:
     """Ratings sorted best first, with percentile intervals from `rounds` bootstrap resamples.
+
+    A model with fewer than `min_votes` votes, or whose resampled ratings all agree, gets no interval
+    and a `note` saying why.
 
     With `style_control`, `rating` (and its interval) is style-controlled BT and `rating_raw` the
     `method`'s plain rating; the ranks compare the two.
@@ -129,14 +141,27 @@ def rate(
         lo = boot.quantile((1 - level) / 2)
         hi = boot.quantile(1 - (1 - level) / 2)
     rank, rank_raw = ranks(point), ranks(raw)
+
+    def interval(m: str) -> tuple[float | None, float | None, str | None]:
+        if lo is None or hi is None:
+            return None, None, None
+        if counts[m] < min_votes:
+            return None, None, f"not enough votes: n = {int(counts[m])} (an interval needs {min_votes})"
+        low, high = float(lo[m]), float(hi[m])
+        if not np.isfinite(low) or not np.isfinite(high) or high - low < 1e-9:
+            return None, None, "no interval: the resamples did not vary (nothing to resample)"
+        return low, high, None
+
+    iv = {m: interval(m) for m in point}
     out = [
         Rating(
             model=str(m),
             rating=float(r),
-            ci_low=None if lo is None else float(lo[m]),
-            ci_high=None if hi is None else float(hi[m]),
+            ci_low=iv[m][0],
+            ci_high=iv[m][1],
             n=int(counts[m]),
             provisional=bool(counts[m] < provisional_below),
+            note=iv[m][2],
             rating_raw=float(raw[m]) if style_control else None,
             rank=rank[m] if style_control else None,
             rank_raw=rank_raw[m] if style_control else None,
@@ -169,10 +194,11 @@ def figure2(helpful: list[Rating], harmless: list[Rating], title: str = "Harmles
     models = sorted(set(hx) & set(hy))
 
     def bars(table: dict[str, Rating], up: bool) -> list[float] | None:
-        if not models or table[models[0]].ci_low is None:
+        if not any(table[m].ci_low is not None for m in models):
             return None
-        return [
-            (table[m].ci_high - table[m].rating) if up else (table[m].rating - table[m].ci_low)  # type: ignore[operator]
+        return [  # a model without an interval (too few votes) gets no bar, not a zero-width one
+            float("nan") if table[m].ci_low is None or table[m].ci_high is None
+            else (table[m].ci_high - table[m].rating) if up else (table[m].rating - table[m].ci_low)
             for m in models
         ]
 
