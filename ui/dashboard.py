@@ -263,6 +263,7 @@ def run_detail(ctx: AppContext, run_id: float | None, request: gr.Request) -> tu
         + (f" · now: {esc(r.get('phase'))}" if active and r.get("phase") else "")
         + f" · {r['tokens_per_s'] or 0:.1f} tok/s"
         + (f" · ETA {eta_text(r['eta_s'])}" if active and r["eta_s"] else "") + "</p>",
+        pinned_html(r),
     ]
     if r["status"] == "running" and r.get("cancel_requested"):
         parts.append("<p><b>Cancelling…</b> the worker stops at its next check (between batches, or within a "
@@ -275,6 +276,18 @@ def run_detail(ctx: AppContext, run_id: float | None, request: gr.Request) -> tu
         parts.append(f'<details><summary>Result</summary><div class="cai-text">{esc(json.dumps(r["result"], indent=1))}</div></details>')
     log = "\n".join(f"{(x['ts'] or '')[11:19]} {x['level']:5} {x['line']}" for x in runs.logs(ctx.db(), int(run_id), 40))
     return "".join(parts), log, json.dumps(r["config"], indent=2)
+
+
+def pinned_html(run: dict[str, Any]) -> str:
+    """What the run pinned when it was created: torch threads (reused on every resume) and its inputs."""
+    pins = run.get("pinned") or {}
+    bits = []
+    if pins.get("threads"):
+        bits.append(f"<span id='run-threads'>torch threads {int(pins['threads'])}</span>"
+                    f" ({esc(pins.get('threads_why') or '')}; fixed for every resume)")
+    for name, was in (pins.get("inputs") or {}).items():
+        bits.append(f"{esc(name)}: {esc(was.get('file') or was.get('set'))} sha256 {esc(was['sha256'][:12])}…")
+    return ("<p id='run-pinned'><b>Pinned at creation:</b> " + " · ".join(bits) + "</p>") if bits else ""
 
 
 def cancel(ctx: AppContext, run_id: float | None, request: gr.Request) -> str:

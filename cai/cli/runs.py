@@ -270,6 +270,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             if r.get(key) is not None:
                 head.append(f"{key}: {r[key]}")
         head.append("config: " + json.dumps(r["config"], sort_keys=True))
+        if r.get("pinned"):
+            head.append("pinned at creation: " + json.dumps(r["pinned"], sort_keys=True))
         if r["result"] is not None:
             head.append("result: " + json.dumps(r["result"], sort_keys=True))
         head += [f"  {g['ts']} [{g['level']}] {g['line']}" for g in r["logs"]]
