@@ -197,16 +197,18 @@ class RunContext:
         build: Callable[[Any, list[T], int], int],
         batches: int | Callable[[Sequence[T]], Iterable[list[T]]],
         steps: Callable[[T], int] | None = None,
+        steps_stored: int = 0,
     ) -> int:
         """The loop of every resumable stage: progress from what is stored, load the backend only when there is
         work, then `build(backend, batch, first)` stores each batch (first = its 1-based item number) and
         returns the tokens it generated; progress and cancel after each. `steps(item)`: model calls (or
-        readings) an item takes, for step-level progress (`step`/`set_phase` inside build). Returns items done."""
+        readings) an item takes, for step-level progress (`step`/`set_phase` inside build); `steps_stored`: steps of
+        items in `todo` already stored (a stage that stores steps as they finish). Returns items done."""
         done, total = len(items) - len(todo), len(items)
         self.begin(done, total)
         if steps is not None:
             steps_total = sum(steps(it) for it in items)
-            self.set_steps(steps_total - sum(steps(it) for it in todo), steps_total,
+            self.set_steps(steps_total - sum(steps(it) for it in todo) + steps_stored, steps_total,
                            "loading the model" if todo else "")
         if not todo:
             return done
