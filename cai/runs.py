@@ -340,7 +340,9 @@ def get_run(db: Database, run_id: int) -> dict[str, Any]:
     run["config"] = store.loads(run["config"], {})
     run["pinned"] = run["config"].pop(PINS, {})
     run["result"] = store.loads(run["result"])
-    return liveness(run)
+    run = liveness(run)
+    run["shown"] = shown(run)
+    return run
 
 
 def liveness(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
@@ -366,6 +368,22 @@ def liveness(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
             f"no heartbeat for {age:.0f} s")
         run["error"] = run.get("error") or why + (f"; last seen {beat}" if beat else "")
     return run
+
+
+def shown(run: dict[str, Any]) -> dict[str, Any]:
+    """The one status and progress every view shows of a run (the runs list, the run page, `cai runs show`,
+    `cai runs list`), from the row as `get_run` judged it: status ("cancelling…" while a cancel request waits
+    for the worker), items done of total, and while the run is active its step progress and ETA.
+
+    `text` is the progress in words, e.g. "2/4 done" or "2/4 done · step 12/20"."""
+    active = run["status"] in ACTIVE
+    status = "cancelling…" if run["status"] == "running" and run.get("cancel_requested") else run["status"]
+    done, total = run.get("done") or 0, run.get("total") or 0
+    steps, steps_total = (run.get("steps_done") or 0, run.get("steps_total") or 0) if active else (0, 0)
+    text = f"{done}/{total} done" + (f" · step {steps}/{steps_total}" if steps_total else "")
+    return {"status": status, "active": active, "done": done, "total": total, "steps_done": steps,
+            "steps_total": steps_total, "phase": (run.get("phase") or "") if active else "",
+            "eta_s": run.get("eta_s") if active else None, "text": text}
 
 
 def live_runs(db: Database, *statuses: str) -> list[dict[str, Any]]:
@@ -417,7 +435,8 @@ def prepare_resume(db: Database, run_id: int) -> None:
                        + ". Its stored rows came from the old input: start a new run instead")
     with db.conn:
         cur = db.execute(
-            "update runs set status = 'queued', cancel_requested = 0, error = null, pid = null, heartbeat_at = null "
+            "update runs set status = 'queued', cancel_requested = 0, error = null, pid = null, heartbeat_at = null, "
+            "steps_done = null, steps_total = null, phase = null, eta_s = null "  # the stopped execution's
             "where id = ? and status = ? and pid is ? and heartbeat_at is ?", [run_id, *raw])
         if cur.rowcount != 1:
             raise RunError(f"run {run_id} is being resumed by someone else")
