@@ -13,6 +13,8 @@ import asyncio
 import html
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -101,3 +103,14 @@ def serve(build: Callable[[], Any], host: str, port: int, banner: str) -> None:
         print(f"* Workbench ready (built in {seconds:.0f} s)", flush=True)
 
     Server(uvicorn.Config(Warming(build, ready), host=host, port=port, log_level="warning")).run()
+
+
+def probe(host: str, port: int, timeout: float = 5.0) -> None:
+    """Return when the app at host:port is ready; raise OSError while it is not listening or still loading
+    (for scripts and tests that start `python app.py` and wait for it)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/login", timeout=timeout):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code == 503:
+            raise OSError(f"the app at {host}:{port} is still loading") from None
