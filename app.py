@@ -45,9 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         print("Created user 'admin' with the password from $CAI_ADMIN_PASSWORD")
     print(f"Workbench database: {path}", flush=True)
 
-    from ui.app import launch
+    from ui.warmup import serve  # no Gradio import here: the port listens at once, the app builds behind it
 
-    launch(path, args.model, host=args.host, port=args.port)
+    def build() -> object:
+        from ui.app import server
+
+        return server(path, args.model)
+
+    url = f"http://{args.host}:{args.port}"
+    serve(build, args.host, args.port, f"* Workbench at {url}/  (sign in at /login; rater page: {url}/arena/)")
     return 0
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from cai import constitution, experiments, store
+from ui.warmup import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -50,7 +51,7 @@ def main() -> None:
         deadline = time.monotonic() + 120
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                probe("127.0.0.1", port)  # listening and built (not the loading page)
                 break
             except OSError:
                 if app.poll() is not None or time.monotonic() > deadline:

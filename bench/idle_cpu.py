@@ -41,10 +41,13 @@ def start_app(root: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
            "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--db", str(workdir / "w.db"), "--port", str(port)],
                             cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sys.path.insert(0, str(ROOT))
+    from ui.warmup import probe  # the port listens before the app is built: wait for the app
+
     deadline = time.monotonic() + 120
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            probe("127.0.0.1", port)  # listening and built (not the loading page)
             return proc, port
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -52,10 +52,12 @@ def start_app(tree: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
     log = open(workdir / "app.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "app.py", "--db", str(db_path), "--port", str(port), "--model", "tiny"],
                             cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
+    from ui.warmup import probe  # the port listens before the app is built: wait for the app
+
     deadline = time.monotonic() + 300  # a loaded machine starts it slowly
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            probe("127.0.0.1", port)  # listening and built (not the loading page)
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -341,12 +341,12 @@ def launcher(client: Any, kind: str) -> tuple[str, int]:
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    import socket
+    from ui.warmup import probe  # the port listens before the app is built: wait for the app
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            probe("127.0.0.1", port)  # listening and built (not the loading page)
             return
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -358,8 +358,11 @@ def show(db: Database, exp_id: int) -> dict[str, Any]:
                          "status": child["status"], "done": child["done"], "total": child["total"],
                          "error": child["error"]})
     return {"id": exp_id, "run_id": exp["run_id"], "status": run["status"], "error": run["error"],
-            "done": run["done"], "total": run["total"], "config": store.loads(exp["config"]),
-            "created_at": exp["created_at"], "runs": children, **deltas(db, exp_id), **principle_draws(db, exp_id)}
+            # counted from the stage runs it lists (the orchestrating run's own counter is 0/0 until it starts)
+            "done": sum(1 for c in children if c["status"] == "done"), "total": len(children),
+            "config": store.loads(exp["config"]),
+            "created_at": exp["created_at"], "runs": children, **deltas(db, exp_id),
+            **principle_draws(db, exp_id)}
 
 
 def list_experiments(db: Database, limit: int = 50) -> list[dict[str, Any]]:

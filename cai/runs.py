@@ -199,16 +199,18 @@ class RunContext:
         batches: int | Callable[[Sequence[T]], Iterable[list[T]]],
         steps: Callable[[T], int] | None = None,
         purpose: str = "generate",
+        steps_stored: int = 0,
     ) -> int:
         """The loop of every resumable stage: progress from what is stored, load the backend only when there is
         work, then `build(backend, batch, first)` stores each batch (first = its 1-based item number) and
         returns the tokens it generated; progress and cancel after each. `steps(item)`: model calls (or
-        readings) an item takes, for step-level progress (`step`/`set_phase` inside build). Returns items done."""
+        readings) an item takes, for step-level progress (`step`/`set_phase` inside build); `steps_stored`: steps of
+        items in `todo` already stored (a stage that stores steps as they finish). Returns items done."""
         done, total = len(items) - len(todo), len(items)
         self.begin(done, total)
         if steps is not None:
             steps_total = sum(steps(it) for it in items)
-            self.set_steps(steps_total - sum(steps(it) for it in todo), steps_total,
+            self.set_steps(steps_total - sum(steps(it) for it in todo) + steps_stored, steps_total,
                            "loading the model" if todo else "")
         if not todo:
             return done
@@ -267,13 +269,18 @@ def create_run(
     model_id: int | None = None,
     constitution_version_id: int | None = None,
 ) -> int:
-    """Insert a queued run for `config`; returns its id."""
+    """Insert a queued run for `config`; returns its id. What the run resolves (the newest constitution
+    version, model paths, torch threads) and fingerprints of its inputs are pinned in the stored config
+    (`cai.run_pins`), so a resume reads the same things or refuses."""
+    from cai import run_pins
+
     if config.kind not in REGISTRY:
         raise RunError(f"unknown run kind {config.kind!r}")
+    config, pins = run_pins.pin(db, config, len(live_runs(db, "running")))
     row = {
         "kind": config.kind,
         "status": "queued",
-        "config": store.dumps(config.to_dict()),
+        "config": store.dumps({**config.to_dict(), run_pins.PINS: pins}),
         "constitution_version_id": constitution_version_id,
         "model_id": model_id,
         "seed": getattr(config, "seed", None),
@@ -330,9 +337,14 @@ def get_run(db: Database, run_id: int) -> dict[str, Any]:
         run = dict(db.table("runs").get(run_id))
     except Exception:
         raise RunError(f"no run with id {run_id}") from None
+    from cai.run_pins import PINS
+
     run["config"] = store.loads(run["config"], {})
+    run["pinned"] = run["config"].pop(PINS, {})
     run["result"] = store.loads(run["result"])
-    return liveness(run)
+    run = liveness(run)
+    run["shown"] = shown(run)
+    return run
 
 
 def liveness(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
@@ -360,6 +372,32 @@ def liveness(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
     return run
 
 
+def shown(run: dict[str, Any]) -> dict[str, Any]:
+    """The one status and progress every view shows of a run (the runs list, the run page, `cai runs show`,
+    `cai runs list`), from the row as `get_run` judged it: status ("cancelling…" while a cancel request waits
+    for the worker), items done of total, and while the run is active its step progress and ETA.
+
+    `text` is the progress in words, e.g. "2/4 done" or "2/4 done · step 12/20"."""
+    active = run["status"] in ACTIVE
+    status = "cancelling…" if run["status"] == "running" and run.get("cancel_requested") else run["status"]
+    done, total = run.get("done") or 0, run.get("total") or 0
+    steps, steps_total = (run.get("steps_done") or 0, run.get("steps_total") or 0) if active else (0, 0)
+    text = f"{done}/{total} done" + (f" · step {steps}/{steps_total}" if steps_total else "")
+    return {"status": status, "active": active, "done": done, "total": total, "steps_done": steps,
+            "steps_total": steps_total, "phase": (run.get("phase") or "") if active else "",
+            "eta_s": run.get("eta_s") if active else None, "text": text}
+
+
+def live_runs(db: Database, *statuses: str) -> list[dict[str, Any]]:
+    """Runs whose status, after the liveness rule (`liveness`), is one of `statuses` (default: queued or
+    running), oldest first: what Home lists as active and what thread sizing counts. Only rows marked active
+    are read, so this stays cheap on a large database."""
+    wanted = statuses or ACTIVE
+    marks = ", ".join("?" * len(ACTIVE))
+    ids = [r[0] for r in db.execute(f"select id from runs where status in ({marks}) order by id", list(ACTIVE))]
+    return [r for r in (get_run(db, i) for i in ids) if r["status"] in wanted]
+
+
 def list_runs(db: Database, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     where, args = ("kind = ?", [kind]) if kind else (None, [])
     ids = [
@@ -384,12 +422,38 @@ def request_cancel(db: Database, run_id: int) -> None:
 
 
 def prepare_resume(db: Database, run_id: int) -> None:
-    """Mark a stopped run queued again; its stage skips what is already stored."""
-    run = get_run(db, run_id)
+    """Mark a stopped run queued again; its stage skips what is already stored.
+
+    Refused when an input changed since the run was created (`run_pins.check`). The change to queued is one
+    conditional update on the row exactly as it was read (status, pid, heartbeat), so of two callers racing
+    to resume the same run one wins and the other gets a RunError, never a second worker."""
+    raw = db.execute("select status, pid, heartbeat_at from runs where id = ?", [run_id]).fetchone()
+    run = get_run(db, run_id)  # read after `raw`: whatever it judges, the update below needs `raw` unchanged
     if run["status"] not in ("failed", "cancelled", "interrupted"):
         raise RunError(f"run {run_id} is {run['status']}; only failed, cancelled or interrupted runs resume")
-    db.table("runs").update(run_id, {"status": "queued", "cancel_requested": 0, "error": None, "pid": None, "heartbeat_at": None})
-    db.table("run_logs").insert({"run_id": run_id, "ts": store.now(), "level": "info", "line": "resumed"})
+    changed = input_changes(db, run)
+    if changed:
+        raise RunError(f"run {run_id} cannot resume: " + "; ".join(changed)
+                       + ". Its stored rows came from the old input: start a new run instead")
+    with db.conn:
+        cur = db.execute(
+            "update runs set status = 'queued', cancel_requested = 0, error = null, pid = null, heartbeat_at = null, "
+            "steps_done = null, steps_total = null, phase = null, eta_s = null "  # the stopped execution's
+            "where id = ? and status = ? and pid is ? and heartbeat_at is ?", [run_id, *raw])
+        if cur.rowcount != 1:
+            raise RunError(f"run {run_id} is being resumed by someone else")
+        db.execute("insert into run_logs (run_id, ts, level, line) values (?, ?, 'info', 'resumed')",
+                   [run_id, store.now()])
+
+
+def input_changes(db: Database, run: dict[str, Any]) -> list[str]:
+    """What changed in a run's inputs since it was created, one line each (empty for runs without pins)."""
+    from cai import run_pins
+
+    if not run.get("pinned"):
+        return []
+    config = REGISTRY[run["kind"]].config.from_dict(run["config"])
+    return run_pins.check(db, config, run["pinned"])
 
 
 def worker_command(db_path: str | os.PathLike[str], run_id: int, config: dict[str, Any]) -> list[str]:
@@ -465,15 +529,20 @@ def sweep_rank_snapshots(real: Path) -> list[Path]:
     return gone
 
 
-def set_threads(db: Database, ctx: RunContext) -> None:
-    """Size torch's thread pool for this worker (see `precision.choose_threads`); say so in the worker log."""
+def set_threads(db: Database, ctx: RunContext, pinned: Mapping[str, Any] | None = None) -> None:
+    """Size torch's thread pool for this worker: the count pinned when the run was created (the same on every
+    resume, since it changes the trained weights); runs from before the pin pick one now. The run page and
+    `cai runs show` show the pinned count."""
     import torch
 
     from cai.backends.precision import choose_threads
 
-    running = db.execute("select count(*) from runs where status = 'running'").fetchone()[0]
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    n, why = choose_threads(cpus, os.getloadavg()[0], running, os.environ.get("CAI_THREADS"))
+    if pinned and pinned.get("threads"):
+        n, why = int(pinned["threads"]), f"pinned at creation: {pinned.get('threads_why') or ''}".rstrip(": ")
+    else:
+        running = len(live_runs(db, "running"))
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n, why = choose_threads(cpus, os.getloadavg()[0], running, os.environ.get("CAI_THREADS"))
     torch.set_num_threads(n)
     print(f"run {ctx.run_id}: torch threads {n} ({why})", file=sys.stderr)  # the worker log
 
@@ -485,12 +554,19 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
         raise RunError(f"run {run_id} is {run['status']}, not queued")
     stage = REGISTRY[run["kind"]]
     config = stage.config.from_dict(run["config"])
-    db.table("runs").update(run_id, {"status": "running", "pid": os.getpid(), "started_at": store.now(),
-                                     "host": socket.gethostname(), "heartbeat_at": store.now()})
+    with db.conn:  # one worker per run: only the first to take the queued row runs it
+        taken = db.execute("update runs set status = 'running', pid = ?, started_at = ?, host = ?, heartbeat_at = ? "
+                           "where id = ? and status = 'queued'",
+                           [os.getpid(), store.now(), socket.gethostname(), store.now(), run_id]).rowcount
+    if taken != 1:
+        raise RunError(f"run {run_id} was taken by another worker")
     ctx = RunContext(db=db, run_id=run_id, config=config)
     stop_beat = start_heartbeat(db, run_id)
     try:
-        set_threads(db, ctx)
+        changed = input_changes(db, run)
+        if changed:
+            raise RunError("; ".join(changed) + ". Start a new run on the changed input")
+        set_threads(db, ctx, run["pinned"])
         ctx.check_cancel()
         result = stage.run(ctx)
         status, error = "done", None

@@ -1,8 +1,9 @@
 """SL-CAI chains: initial response, then N rounds of critique and revision, batch by batch.
 
 The engine advances a group of chains one step at a time (all initial responses, then all round-1
-critiques, ...), each step in backend calls of `batch_size` prompts; the stage writes each finished
-chain with all its steps in one transaction, so a killed run resumes by skipping stored chains.
+critiques, ...), each step in backend calls of `batch_size` prompts. Each step is stored as soon as its call
+returns (`store_partial`), and a finished chain moves with all its steps into chains/chain_steps in one
+transaction; a killed or cancelled run resumes by skipping stored chains and continuing the partial ones.
 """
 
 from __future__ import annotations
@@ -282,10 +283,14 @@ def run_chains(
     opts: ChainOptions,
     on_batch: Callable[[list[Completion]], None] | None = None,
     on_step: Callable[[str, int, int], None] | None = None,
+    stored: Mapping[tuple[int, int], Sequence[Step]] | None = None,
+    on_steps: Callable[[list[Chain]], None] | None = None,
 ) -> list[Chain]:
-    """Build the chains of `items`, step by step across all of them (batched); `on_batch` runs after each call,
-    `on_step(kind, round, n_prompts)` before each step.
+    """Build the chains of `items`, step by step across all of them (batched); `on_step(kind, round, n_prompts)`
+    runs before each step, then after each backend call `on_steps(chains)` (each chain's last step is new: store
+    it) and `on_batch(completions)` (progress; it may raise to cancel, after the steps were handed on).
 
+    `stored`: steps already made, by (prompt id, sample) (a resumed run); those chains continue after them.
     Helpful items get only the initial response; direct items get revisions without critiques.
     """
     pool = select_principles(critique_principles(principles), names_list(opts.principles))
@@ -299,7 +304,8 @@ def run_chains(
         rounds = 0 if it.mode == "helpful" else opts.revisions
         drawn = draw_principles(pool, rounds, opts.seed, it.prompt_id, it.sample,
                                 it.slot if opts.stratified else None)
-        chains.append((Chain(it, [str(p["name"]) for p in drawn]), drawn))
+        done = list((stored or {}).get((it.prompt_id, it.sample), ()))
+        chains.append((Chain(it, [str(p["name"]) for p in drawn], done), drawn))
 
     def params(stop: tuple[str, ...], step: int, group: list[tuple[Chain, list[Any]]]) -> SamplingParams:
         # One seed per (step, prompt, sample): a chain's text does not depend on the batch it was sent in,
@@ -310,39 +316,51 @@ def run_chains(
             seeds=seeds,
         )
 
-    def run_step(group: list[tuple[Chain, list[Any]]], kind: str, rnd: int, texts: list[str], stop: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    def run_step(group: list[tuple[Chain, list[Any]]], kind: str, rnd: int,
+                 text_of: Callable[[Chain, list[Any]], str], stop: tuple[str, ...]) -> None:
+        group = [g for g in group if find_step(g[0], kind, rnd) is None]  # a resumed chain may have it
+        if not group:
+            return
+        texts = [text_of(c, d) for c, d in group]
         if on_step:
             on_step(kind, rnd, len(texts))
-        step_params = params(stop, 2 * rnd + (kind == "revision"), group)
-        results = generate_batched(backend, texts, step_params, opts.batch_size, on_batch)
-        for (chain, drawn), text, (comp, secs) in zip(group, texts, results, strict=True):
-            name = str(drawn[rnd - 1]["name"]) if rnd else ""
-            context = chain.item.prompt + ("\n" + chain.response if chain.steps else "")
-            chain.steps.append(
-                Step(kind, rnd, name, text, comp.text, comp.prompt_tokens, comp.completion_tokens, round(secs, 4),
-                     degenerate_flags(comp.text, comp.finish_reason, shot_text, context))
-            )
+        for start in range(0, len(group), opts.batch_size):
+            part = group[start : start + opts.batch_size]
+            sampling = params(stop, 2 * rnd + (kind == "revision"), part)
+            results = generate_batched(backend, texts[start : start + opts.batch_size], sampling, opts.batch_size)
+            for (chain, drawn), text, (comp, secs) in zip(part, texts[start:], results, strict=False):
+                name = str(drawn[rnd - 1]["name"]) if rnd else ""
+                context = chain.item.prompt + ("\n" + chain.response if chain.steps else "")
+                chain.steps.append(
+                    Step(kind, rnd, name, text, comp.text, comp.prompt_tokens, comp.completion_tokens, round(secs, 4),
+                         degenerate_flags(comp.text, comp.finish_reason, shot_text, context))
+                )
+            if on_steps:
+                on_steps([c for c, _ in part])
+            if on_batch:
+                on_batch([comp for comp, _ in results])
 
-    texts = [initial_text(backend, c.item.prompt, fewshot) for c, _ in chains]
-    run_step(chains, "initial", 0, texts, INITIAL_STOP)
+    run_step(chains, "initial", 0, lambda c, d: initial_text(backend, c.item.prompt, fewshot), INITIAL_STOP)
     for rnd in range(1, opts.revisions + 1):
         group = [(c, d) for c, d in chains if c.item.mode != "helpful"]
         if not group:
             break
-        critiques: list[str | None] = [None] * len(group)
-        with_critique = [(i, g) for i, g in enumerate(group) if g[0].item.mode == "critique"]
-        if with_critique:
-            sub = [g for _, g in with_critique]
-            texts = [as_sent(backend, P.critique_prompt(c.item.prompt, c.response, d[rnd - 1], shots)) for c, d in sub]
-            run_step(sub, "critique", rnd, texts, P.CRITIQUE_STOP)
-            for i, (c, _) in with_critique:
-                critiques[i] = c.steps[-1].output
-        texts = [
-            as_sent(backend, P.revision_prompt(c.item.prompt, c.response, d[rnd - 1], crit, shots))
-            for (c, d), crit in zip(group, critiques, strict=True)
-        ]
-        run_step(group, "revision", rnd, texts, P.REVISION_STOP)
+
+        def critique_text(c: Chain, d: list[Any], rnd: int = rnd) -> str:
+            return as_sent(backend, P.critique_prompt(c.item.prompt, c.response, d[rnd - 1], shots))
+
+        def revision_text(c: Chain, d: list[Any], rnd: int = rnd) -> str:
+            crit = find_step(c, "critique", rnd)
+            critique = crit.output if c.item.mode == "critique" and crit else None
+            return as_sent(backend, P.revision_prompt(c.item.prompt, c.response, d[rnd - 1], critique, shots))
+
+        run_step([g for g in group if g[0].item.mode == "critique"], "critique", rnd, critique_text, P.CRITIQUE_STOP)
+        run_step(group, "revision", rnd, revision_text, P.REVISION_STOP)
     return [c for c, _ in chains]
+
+
+def find_step(chain: Chain, kind: str, rnd: int) -> Step | None:
+    return next((s for s in chain.steps if s.kind == kind and s.round == rnd), None)
 
 
 # ----------------------------------------------------------------------------- storage
@@ -369,6 +387,8 @@ def store_chain(
         "created_at": store.now(),
     }
     with db.atomic():
+        db.execute("delete from sl_partial_steps where run_id = ? and prompt_id = ? and sample = ?",
+                   [run_id, it.prompt_id, it.sample])
         chain_id = int(db.table("chains").insert(row).last_pk or 0)
         db.table("chain_steps").insert_all(
             {
@@ -387,6 +407,28 @@ def store_chain(
             for i, s in enumerate(chain.steps)
         )
     return chain_id
+
+
+def store_partial(db: Database, run_id: int, chains: Sequence[Chain]) -> None:
+    """Store the newest step of each chain as soon as it is made (a chain not yet whole: `store_chain` moves
+    its steps into chain_steps when it is), so a cancel or crash loses at most the step in flight."""
+    db.table("sl_partial_steps").insert_all(
+        ({"run_id": run_id, "prompt_id": c.item.prompt_id, "sample": c.item.sample, "idx": len(c.steps) - 1,
+          "kind": s.kind, "round": s.round, "principle": s.principle, "sent": s.sent, "output": s.output,
+          "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens, "seconds": s.seconds,
+          "flags": store.dumps(s.flags)} for c in chains for s in c.steps[-1:]),
+        replace=True,
+    )
+
+
+def partial_steps(db: Database, run_id: int) -> dict[tuple[int, int], list[Step]]:
+    """The steps a run made of chains it has not stored whole, by (prompt id, sample), in order."""
+    out: dict[tuple[int, int], list[Step]] = {}
+    for r in db.table("sl_partial_steps").rows_where("run_id = ?", [run_id], order_by="prompt_id, sample, idx"):
+        out.setdefault((r["prompt_id"], r["sample"]), []).append(Step(
+            r["kind"], r["round"], r["principle"], r["sent"], r["output"], r["prompt_tokens"],
+            r["completion_tokens"], r["seconds"], store.loads(r["flags"], [])))
+    return out
 
 
 def stored_keys(db: Database, run_id: int) -> set[tuple[int, int]]:

@@ -18,6 +18,7 @@ import pytest
 
 from cai import data, runs, sl, store, users
 from cai.stages import AgreementConfig
+from ui.warmup import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -49,7 +50,7 @@ def app(tmp_path_factory):
         deadline = time.monotonic() + 180  # it builds a workbench per role: slow on a loaded machine
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                probe("127.0.0.1", port)  # listening and built (not the loading page)
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:

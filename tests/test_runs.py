@@ -107,7 +107,8 @@ def test_cancel_stops_between_batches_and_resume_completes_exactly_once(db, monk
     assert db.execute("select count(*) from chain_steps").fetchone()[0] == 5 * 3
     assert [g["line"] for g in runs.logs(db, run_id)] == [
         "5 chains (0 stored), 5 to build with tiny, constitution test@1, 1 revisions", "chains 2/5", "cancelled",
-        "resumed", "5 chains (2 stored), 3 to build with tiny, constitution test@1, 1 revisions",
+        "resumed", "5 chains (2 stored), 3 to build with tiny, constitution test@1, 1 revisions; 2 steps of 2 "
+        "unfinished chains stored",  # the initial responses made while the cancel came are kept
         "chains 4/5", "chains 5/5",
     ]
 

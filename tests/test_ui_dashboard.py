@@ -197,7 +197,9 @@ def test_form_values_round_trip_and_refill_fills_only_that_stage(ctx):
     assert D.config_from_form("sl", shown) == cfg
     run_id = runs.create_run(ctx.db(), cfg)
     out = D.refill(ctx, run_id, ADMIN)
-    assert out[0] == "sl" and out[1 : 1 + len(shown)] == shown
+    # The run pinned the newest constitution version when it was created: launching again uses that one.
+    pinned = D.form_values("sl", {**cfg.to_dict(), "constitution": "default", "constitution_version": 1})
+    assert out[0] == "sl" and out[1 : 1 + len(shown)] == pinned
     assert all(isinstance(u, dict) and u.get("__type__") == "update" for u in out[1 + len(shown):])
     assert len(out) == 1 + sum(len(D.form_fields(k)) for k in REGISTRY)
     # After a reload: the last launched values come back from the browser's storage; junk is ignored.

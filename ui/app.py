@@ -384,9 +384,12 @@ def _look() -> dict[str, Any]:
 
 
 def launch(db_path: str | Path, model: str = "default", *, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Serve the app until interrupted."""
-    import uvicorn
+    """Serve the app until interrupted: listening at once, a loading page until it is built (`ui.warmup`)."""
+    from ui.warmup import serve
 
-    print(f"* Workbench at http://{host}:{port}/  (sign in at /login; rater page: http://{host}:{port}/arena/)",
-          flush=True)
-    uvicorn.run(server(db_path, model), host=host, port=port, log_level="warning")
+    serve(lambda: server(db_path, model), host, port, banner(host, port))
+
+
+def banner(host: str, port: int) -> str:
+    """The line that says where the workbench is (printed once the port is listening)."""
+    return f"* Workbench at http://{host}:{port}/  (sign in at /login; rater page: http://{host}:{port}/arena/)"

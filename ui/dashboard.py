@@ -55,14 +55,14 @@ def eta_text(seconds: float | None) -> str:
 def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     out = []
     for r in rows:
-        active = r["status"] in runs.ACTIVE
+        s = runs.shown(r)
         out.append({
             "id": r["id"],
             "kind": r["kind"],
-            "status": shown_status(r),
+            "status": s["status"],
             "progress": progress_text(r),
             "tok/s": f"{r['tokens_per_s']:.1f}" if r["tokens_per_s"] else "",
-            "ETA": eta_text(r["eta_s"]) if active else "",
+            "ETA": eta_text(s["eta_s"]),
             "started": (r["started_at"] or r["created_at"] or "")[:19].replace("T", " "),
             "note": (r["error"] or "")[:80],
         })
@@ -70,19 +70,17 @@ def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def progress_text(run: dict[str, Any]) -> str:
-    """Items done; while a run with step-level progress is active, the bar follows its steps instead."""
-    done, total = run["done"] or 0, run["total"] or 0
-    steps, steps_total = run.get("steps_done") or 0, run.get("steps_total") or 0
-    if run["status"] in runs.ACTIVE and steps_total:
-        return f"{bar(steps, steps_total)} steps · {done}/{total} done"
-    return bar(done, total)
+    """Items done; while a run with step-level progress is active, the bar follows its steps instead. The
+    numbers are `cai.runs.shown`'s, as on the run page and in `cai runs show`."""
+    s = runs.shown(run)
+    if s["steps_total"]:
+        return f"{bar(s['steps_done'], s['steps_total'])} steps · {s['done']}/{s['total']} done"
+    return bar(s["done"], s["total"])
 
 
 def shown_status(run: dict[str, Any]) -> str:
-    """A cancel shows at once as "cancelling…" while the worker finishes its current step."""
-    if run["status"] == "running" and run.get("cancel_requested"):
-        return "cancelling…"
-    return str(run["status"])
+    """The status every view shows (`cai.runs.shown`): a cancel shows at once as "cancelling…"."""
+    return str(runs.shown(run)["status"])
 
 
 def next_interval(active: bool, changed: bool, current: float) -> float | None:
@@ -251,19 +249,18 @@ def run_detail(ctx: AppContext, run_id: float | None, request: gr.Request) -> tu
         r = runs.get_run(ctx.db(), int(run_id))
     except runs.RunError as exc:
         return f"<p>{esc(exc)}</p>", "", ""
-    done, total = r["done"] or 0, r["total"] or 0
-    active = r["status"] in runs.ACTIVE
-    steps, steps_total = r.get("steps_done") or 0, r.get("steps_total") or 0
-    p_done, p_total = (steps, steps_total) if active and steps_total else (done, total)
+    s = runs.shown(r)  # the one status source: the list and `cai runs show` read the same
+    active = s["active"]
+    p_done, p_total = (s["steps_done"], s["steps_total"]) if s["steps_total"] else (s["done"], s["total"])
     progress = f'<progress max="{max(p_total, 1)}" value="{p_done}" style="width:100%"></progress>' if p_total else ""
     parts = [
-        f"<h4>Run #{r['id']} · {esc(r['kind'])} · <span id='run-status'>{esc(shown_status(r))}</span></h4>",
+        f"<h4>Run #{r['id']} · {esc(r['kind'])} · <span id='run-status'>{esc(s['status'])}</span></h4>",
         progress,
-        f"<p>{done}/{total} done"
-        + (f" · step {steps}/{steps_total}" if steps_total and active else "")
-        + (f" · now: {esc(r.get('phase'))}" if active and r.get("phase") else "")
+        f"<p id='run-progress'>{esc(s['text'])}"
+        + (f" · now: {esc(s['phase'])}" if s["phase"] else "")
         + f" · {r['tokens_per_s'] or 0:.1f} tok/s"
-        + (f" · ETA {eta_text(r['eta_s'])}" if active and r["eta_s"] else "") + "</p>",
+        + (f" · ETA {eta_text(s['eta_s'])}" if active and s["eta_s"] else "") + "</p>",
+        pinned_html(r),
     ]
     if r["status"] == "running" and r.get("cancel_requested"):
         parts.append("<p><b>Cancelling…</b> the worker stops at its next check (between batches, or within a "
@@ -282,6 +279,18 @@ def run_detail(ctx: AppContext, run_id: float | None, request: gr.Request) -> tu
 def data_html(result: dict[str, Any]) -> str:
     """A training run's rows: given, trained, cut or left out at max_length (cai.train.lengths)."""
     return f"<p>Training data: {esc(lengths.summary(result['data']))}</p>" if result.get("data") else ""
+
+
+def pinned_html(run: dict[str, Any]) -> str:
+    """What the run pinned when it was created: torch threads (reused on every resume) and its inputs."""
+    pins = run.get("pinned") or {}
+    bits = []
+    if pins.get("threads"):
+        bits.append(f"<span id='run-threads'>torch threads {int(pins['threads'])}</span>"
+                    f" ({esc(pins.get('threads_why') or '')}; fixed for every resume)")
+    for name, was in (pins.get("inputs") or {}).items():
+        bits.append(f"{esc(name)}: {esc(was.get('file') or was.get('set'))} sha256 {esc(was['sha256'][:12])}…")
+    return ("<p id='run-pinned'><b>Pinned at creation:</b> " + " · ".join(bits) + "</p>") if bits else ""
 
 
 def cancel(ctx: AppContext, run_id: float | None, request: gr.Request) -> str:
@@ -508,7 +517,8 @@ def build(ctx: AppContext) -> None:
         wake, None, [timer, interval, last_sig])
     cancel_btn.click(bind(cancel, ctx), selected, action).then(bind(run_detail, ctx), selected, detail).then(
         bind(list_view, ctx), None, table).then(wake, None, [timer, interval, last_sig])  # "cancelling…" at once
-    resume_btn.click(bind(resume, ctx), selected, action).then(wake, None, [timer, interval, last_sig])
+    resume_btn.click(bind(resume, ctx), selected, action).then(bind(run_detail, ctx), selected, detail).then(
+        bind(list_view, ctx), None, table).then(wake, None, [timer, interval, last_sig])  # header and list at once
     again_btn.click(bind(refill, ctx), selected, [stage, *all_inputs]).then(
         lambda r: f"Form filled from run #{int(r)}: check it, then launch." if r else "", selected, action)
     lineage_btn.click(bind(lineage, ctx), lineage_model, lineage_view)

@@ -232,14 +232,14 @@ def follow(args: argparse.Namespace, db: Any, run_id: int, poll: float = 0.5) ->
 
 def progress_line(run: dict[str, Any]) -> str:
     """One line: status, items done / total, the step running now (stages with step progress), tokens/s, ETA."""
-    parts = [f"run {run['id']} {run['kind']} {run['status']}: {run['done'] or 0}/{run['total'] or 0}"]
-    if run["status"] == "running" and run.get("steps_total"):
-        parts.append(f"step {run.get('steps_done') or 0}/{run['steps_total']}"
-                     + (f" ({run['phase']})" if run.get("phase") else ""))
+    s = runs.shown(run)  # the one status source, as the runs list and the run page show it
+    parts = [f"run {run['id']} {run['kind']} {s['status']}: {s['done']}/{s['total']}"]
+    if s["steps_total"]:
+        parts.append(f"step {s['steps_done']}/{s['steps_total']}" + (f" ({s['phase']})" if s["phase"] else ""))
     if run.get("tokens_per_s"):
         parts.append(f"{run['tokens_per_s']:.1f} tok/s")
-    if run.get("eta_s") is not None and run["status"] == "running":
-        parts.append(f"ETA {run['eta_s']:.0f} s")
+    if s["eta_s"] is not None:
+        parts.append(f"ETA {s['eta_s']:.0f} s")
     return "  ".join(parts)
 
 
@@ -253,8 +253,9 @@ def _tail(path: Path, lines: int = 15) -> str:
 def cmd_runs_list(args: argparse.Namespace) -> int:
     rows = runs.list_runs(store.connect(args.db), kind=args.kind, limit=args.limit)
     for r in rows:
-        r["progress"] = f"{r['done'] or 0}/{r['total'] or 0}"
-    emit(args, rows, lambda rs: table(rs, ["id", "kind", "status", "progress", "model_id", "created_at", "error"]))
+        r["progress"] = r["shown"]["text"]
+    emit(args, rows, lambda rs: table([{**r, "status": r["shown"]["status"]} for r in rs],
+                                      ["id", "kind", "status", "progress", "model_id", "created_at", "error"]))
     return 0
 
 
@@ -270,6 +271,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             if r.get(key) is not None:
                 head.append(f"{key}: {r[key]}")
         head.append("config: " + json.dumps(r["config"], sort_keys=True))
+        if r.get("pinned"):
+            head.append("pinned at creation: " + json.dumps(r["pinned"], sort_keys=True))
         if r["result"] is not None:
             head.append("result: " + json.dumps(r["result"], sort_keys=True))
         head += [f"  {g['ts']} [{g['level']}] {g['line']}" for g in r["logs"]]

@@ -32,11 +32,17 @@ def overview(db: Database) -> dict[str, Any]:
         "from constitutions c join constitution_versions v on v.constitution_id = c.id "
         "and v.version = (select max(version) from constitution_versions where constitution_id = c.id) "
         "left join principles p on p.version_id = v.id group by c.id order by c.id"))
+    # Status after the liveness rule (`cai.runs.liveness`), as every other view shows it: a killed worker's
+    # row still says "running" in the table, but the run is interrupted.
+    judged = runs.live_runs(db, *runs.ACTIVE, "interrupted")  # every row marked active, judged
+    active = [{"id": r["id"], "kind": r["kind"], "status": r["status"], "done": r["done"] or 0,
+               "total": r["total"] or 0, "phase": r.get("phase")} for r in judged if r["status"] in runs.ACTIVE]
     marks = ", ".join("?" * len(runs.ACTIVE))
-    active = list(db.query("select id, kind, status, coalesce(done, 0) as done, coalesce(total, 0) as total, phase "
-                           f"from runs where status in ({marks}) order by id", list(runs.ACTIVE)))
-    by_status = {r["status"]: r["n"] for r in db.query("select status, count(*) as n from runs group by status "
-                                                         "order by status")}
+    by_status = {r["status"]: r["n"] for r in db.query(f"select status, count(*) as n from runs where status not in "
+                                                         f"({marks}) group by status", list(runs.ACTIVE))}
+    for r in judged:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    by_status = dict(sorted(by_status.items()))
     prefs = {r["source"]: r["n"] for r in db.query("select source, count(*) as n from pref_sets group by source")}
     return {
         "constitutions": constitutions,

@@ -10,13 +10,18 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from cai import store
+from cai import runs, store
 
 
 def runs_of_kind(db: Database, kind: str, limit: int = 200) -> list[dict[str, Any]]:
-    """Runs of one stage kind, newest first: id, status, created_at (no liveness check: a picker only)."""
-    return list(db.query("select id, status, created_at from runs where kind = ? order by id desc limit ?",
+    """Runs of one stage kind, newest first: id, status (after the liveness rule, as every view shows it),
+    created_at."""
+    rows = list(db.query("select id, status, created_at from runs where kind = ? order by id desc limit ?",
                          [kind, limit]))
+    for r in rows:
+        if r["status"] in runs.ACTIVE:
+            r["status"] = runs.get_run(db, r["id"])["status"]
+    return rows
 
 
 def run_outputs(db: Database, run_id: int) -> dict[str, Any]:

@@ -56,6 +56,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     cv = resolve_version(db, cfg.constitution, cfg.constitution_version)
     items = sl.plan(db, cfg)
     todo = ctx.resume(items, lambda it: (it.prompt_id, it.sample), "chains", ("prompt_id", "sample"))
+    partial = sl.partial_steps(db, ctx.run_id)  # steps of chains a cancel or crash cut short: continue them
     opts = sl.ChainOptions.from_config(cfg)
     helpful_opts = opts
     if cfg.helpful_prompts and cfg.helpful_samples > 1 and cfg.temperature == 0:
@@ -71,6 +72,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     ctx.log(
         f"{len(items)} chains ({len(items) - len(todo)} stored), {len(todo)} to build with {cfg.model}, "
         f"constitution {cv['name']}@{cv['version']}, {cfg.revisions} revisions"
+        + (f"; {sum(map(len, partial.values()))} steps of {len(partial)} unfinished chains stored" if partial else "")
     )
     exemplars = [e for e in cv["exemplars"] if e["kind"] == "critique"]
 
@@ -81,7 +83,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         chains = sl.run_chains(
             backend, group, cv["principles"], exemplars, helpful_opts if group[0].mode == "helpful" else opts,
             on_batch=lambda comps: ctx.step(len(comps), tokens=sum(c.completion_tokens for c in comps)),
-            on_step=on_step,
+            on_step=on_step, stored=partial, on_steps=lambda done: sl.store_partial(db, ctx.run_id, done),
         )
         for chain in chains:
             sl.store_chain(db, ctx.run_id, chain, model_id=model_id(), constitution_version_id=cv["id"])
@@ -90,7 +92,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
     ctx.work(items, model=cfg.model, todo=todo, build=build,
              batches=lambda todo: sl.chunks(todo, cfg.batch_size),
-             steps=lambda it: sl.steps_per_chain(it, cfg.revisions))
+             steps=lambda it: sl.steps_per_chain(it, cfg.revisions), steps_stored=sum(map(len, partial.values())))
     model_id()
     return sl.run_summary(db, ctx.run_id)
 

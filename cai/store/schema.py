@@ -509,3 +509,31 @@ def m014_experiments(db: Database) -> None:
         foreign_keys=[("experiment_id", "experiments", "id"), ("run_id", "runs", "id")],
     )
     db.table("experiment_runs").create_index(["experiment_id", "arm", "stage"], unique=True)
+
+
+@migrations()
+def m015_sl_partial_steps(db: Database) -> None:
+    # Steps of SL chains not finished yet (owner: runs engineer): each step (response, critique, revision) is
+    # stored as it completes, so a cancel or crash loses at most the step in flight; the chain's rows move to
+    # chains/chain_steps when it is whole, and a resume continues from the steps stored here.
+    db["sl_partial_steps"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "prompt_id": int,
+            "sample": int,
+            "idx": int,
+            "kind": str,
+            "round": int,
+            "principle": str,
+            "sent": str,
+            "output": str,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "seconds": float,
+            "flags": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["sl_partial_steps"].create_index(["run_id", "prompt_id", "sample", "idx"], unique=True)
