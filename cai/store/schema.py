@@ -509,3 +509,21 @@ def m014_experiments(db: Database) -> None:
         foreign_keys=[("experiment_id", "experiments", "id"), ("run_id", "runs", "id")],
     )
     db.table("experiment_runs").create_index(["experiment_id", "arm", "stage"], unique=True)
+
+
+@migrations()
+def m015_pipelines(db: Database) -> None:
+    # Pipelines (cai.pipeline): a run of kind "pipeline" executes ordinary stage runs, linked here in order.
+    db.table("pipeline_runs").create(
+        {
+            "id": int,
+            "pipeline_run_id": int,  # the orchestrating "pipeline" run
+            "stage": str,  # the recipe's section: sl | sft | pairs | label | pm | scores | rl | dpo | hhh | agreement
+            "run_id": int,  # the stage run (created by the pipeline, or an existing run it reuses)
+            "position": int,  # execution order
+            "reused": int,  # 1 = an existing run named by `reuse:`
+        },
+        pk="id",
+        foreign_keys=[("pipeline_run_id", "runs", "id"), ("run_id", "runs", "id")],
+    )
+    db.table("pipeline_runs").create_index(["pipeline_run_id", "stage"], unique=True)
