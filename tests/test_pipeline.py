@@ -14,6 +14,7 @@ from cai import pipeline, runs, store
 from cai.cli import main
 from cai.pipeline import RecipeError, apply_sets, check
 from cai.pipeline import recipe as R
+from cai.pipeline.report import bootstrap_diff, verdict
 from cai.pipeline.runner import links, show
 
 SMOKE_STAGES = ["sl", "sft", "pairs", "label", "pm", "scores", "rl", "dpo", "hhh", "agreement"]
@@ -158,6 +159,38 @@ def test_cli_runs_the_smoke_recipe_to_done_with_every_stage_run_wired(db_path, c
     assert json.loads(capsys.readouterr().out) == out
     assert main(["pipeline", "show", str(child["sl"]["id"]), "--db", str(db_path)]) == 2
     assert "is a sl run, not a pipeline" in capsys.readouterr().err
+
+    # The report: every figure's numbers are the stage runs' stored rows.
+    html = db_path.parent / "report.html"
+    assert main(["pipeline", "report", str(out["id"]), "--db", str(db_path), "--json", "--out", str(html)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) >= {"pm", "fig2", "fig4", "fig5", "fig8", "fig10", "goodhart", "provenance"}
+    pm = report["pm"]["measured"]
+    assert (pm["accuracy"], pm["n"]) == (res["pm"]["heldout_accuracy"], res["pm"]["heldout_pairs"])
+    hhh = db.execute("select p_plain, p_avg from hhh_results where run_id = ? order by idx", [child["hhh"]["id"]]).fetchall()
+    assert report["fig4"]["measured"]["n"] == len(hhh) == 4
+    assert report["fig4"]["measured"]["accuracy_order_avg"] == res["hhh"]["accuracy_order_avg"]
+    assert report["fig4"]["measured"]["accuracy_plain"] == res["hhh"]["accuracy"]
+    steps = db.execute(
+        "select s.round, count(*), avg(s.pm_score) from chain_steps s join chains c on c.id = s.chain_id where "
+        "c.run_id = ? and c.mode != 'helpful' and s.kind in ('initial', 'revision') group by s.round",
+        [child["sl"]["id"]]).fetchall()
+    assert [(p["revision"], p["n"]) for p in report["fig5"]["measured"]["points"]] == [(r, n) for r, n, _ in steps]
+    assert [p["mean"] for p in report["fig5"]["measured"]["points"]] == pytest.approx([m for _, _, m in steps])
+    watch = list(db["goodhart"].rows_where("run_id = ?", [child["rl"]["id"]], order_by="step"))
+    assert len(watch) == 3  # rl max_steps 3: the first third (step 0) against the last (step 2)
+    curve = report["fig8"]["measured"]["curve"]
+    assert [p["mean_reward"] for p in curve] == [json.loads(r["metrics"])["mean_reward"] for r in watch]
+    first, last = ([s["reward"] for s in json.loads(watch[i]["samples"])] for i in (0, 2))
+    delta, lo, hi = bootstrap_diff(first, last)
+    assert report["fig8"]["measured"]["last_minus_first"] == {"delta": delta, "ci": [lo, hi],
+                                                              "n": [len(first), len(last)], "steps": [1, 1]}
+    assert report["fig8"]["verdict"] == verdict(lo, hi, 0.0)
+    assert report["fig2"]["verdict"] == report["fig10"]["verdict"] == "not enough data"
+    prov = report["provenance"]
+    assert (prov["recipe"], prov["constitution"]) == ("smoke", "default@1")
+    assert prov["stage_runs"]["rl"] == {"run_id": child["rl"]["id"], "seed": 0, "status": "done"}
+    assert "Figure 5: PM score per revision" in html.read_text()
 
 
 @pytest.mark.timeout(600)

@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("id", type=row_id, help="The pipeline's run id.")
     add_common(p)
     p.set_defaults(func=cmd_show)
+    p = psub.add_parser("report", help="The paper's figures on this pipeline's stage runs, each with a verdict.")
+    p.add_argument("id", type=row_id, help="The pipeline's run id.")
+    p.add_argument("--out", default=None, help="Also write a self-contained HTML report to this file.")
+    add_common(p)
+    p.set_defaults(func=cmd_report)
     p = psub.add_parser("list", help="Pipelines, newest first.")
     add_common(p)
     p.set_defaults(func=cmd_list)
@@ -58,6 +63,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     emit(args, show(store.connect(args.db), args.id), render)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cai.pipeline import report
+
+    data = report.build(store.connect(args.db), args.id)
+    if args.out:
+        Path(args.out).expanduser().write_text(report.html(data), encoding="utf-8")
+    emit(args, data, report.text)
     return 0
 
 
