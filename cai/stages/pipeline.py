@@ -21,8 +21,16 @@ class PipelineConfig(StageConfig):
     recipe_sha256: str = _f("", "sha256 of the recipe file the pipeline was created from.")
 
     def validate(self) -> None:
-        if self.spec:
-            return  # created: the pinned recipe is what runs, whatever the file says now
+        if self.spec:  # created: the pinned recipe is what runs, whatever the file says now
+            import json
+
+            try:
+                spec = json.loads(self.spec)
+            except ValueError:
+                spec = None
+            if not isinstance(spec, dict) or not isinstance(spec.get("stages"), dict):
+                raise ConfigError("spec: not a checked recipe (leave it empty: it is filled in at creation)")
+            return
         from cai.pipeline import RecipeError, apply_sets, check, load
 
         try:
