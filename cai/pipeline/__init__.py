@@ -15,11 +15,18 @@ from cai.pipeline.recipe import RecipeError, apply_sets, check, dump, load
 __all__ = ["RecipeError", "apply_sets", "check", "create", "dump", "load", "resolve"]
 
 
-def resolve(db: Database, source: str, sets: list[str]) -> tuple[dict[str, Any], str]:
-    """(checked recipe with its references pinned, sha256 of the recipe file) for `source` + `--set`s."""
+def resolve(db: Database, source: str, sets: list[str], text: str | None = None) -> tuple[dict[str, Any], str]:
+    """(checked recipe with its references pinned, sha256 of the recipe's text) for a recipe file or shipped
+    name (`source`), or for recipe `text` pasted in a form, plus `--set`s."""
+    import hashlib
+
+    from cai.pipeline.recipe import parse
     from cai.pipeline.runner import pin
 
-    recipe, digest = load(source)
+    if text is None:
+        recipe, digest = load(source)
+    else:
+        recipe, digest = parse(text, where=source or "recipe"), hashlib.sha256(text.encode()).hexdigest()
     return pin(db, _files(check(apply_sets(recipe, sets)))), digest
 
 
@@ -38,12 +45,13 @@ def _files(recipe: dict[str, Any]) -> dict[str, Any]:
     return recipe
 
 
-def create(db: Database, source: str, sets: list[str]) -> int:
-    """Create a pipeline run (queued, not started) for a recipe file or shipped recipe name; its run id."""
+def create(db: Database, source: str, sets: list[str], text: str | None = None) -> int:
+    """Create a pipeline run (queued, not started) for a recipe file, a shipped recipe's name or recipe
+    `text`; its run id."""
     from cai import runs, store
     from cai.stages.pipeline import PipelineConfig
 
-    recipe, digest = resolve(db, source, sets)
+    recipe, digest = resolve(db, source, sets, text)
     config = PipelineConfig(recipe=str(source), sets="\n".join(sets), spec=store.dumps(recipe),
                             recipe_sha256=digest)
     return runs.create_run(db, config, **runs.resolve_links(db, config))
