@@ -33,6 +33,7 @@ def test_shipped_recipes_and_the_command_line_a_launch_equals():
     assert page.command_line("smoke", text, ["sl.limit=2", "policy=my model"]) == (
         "cai pipeline run smoke --set sl.limit=2 --set 'policy=my model'")
     assert page.command_line("smoke", text + "\n# edited", []) == "cai pipeline run my-recipe.yaml"
+    assert page.command_line("smoke", text.rstrip(), []) == "cai pipeline run smoke"  # as the code editor sends it
     assert page.pick("nope") == ("", "cai pipeline run my-recipe.yaml")
 
 

@@ -34,7 +34,8 @@ def recipe_text(name: str | None) -> str:
 
 def command_line(name: str | None, text: str, sets: list[str]) -> str:
     """The `cai pipeline run` line a launch equals (a pasted recipe is named by a file to save it to)."""
-    source = name if name in shipped() and text == recipe_text(name) else "my-recipe.yaml"
+    same = name in shipped() and (text or "").rstrip() == recipe_text(name).rstrip()  # the editor drops the last newline
+    source = name if same else "my-recipe.yaml"
     return "cai pipeline run " + " ".join(shlex.quote(x) for x in [source, *(a for s in sets for a in ("--set", s))])
 
 

@@ -210,8 +210,12 @@ def goodhart(db: Database, stage_runs: dict[str, dict[str, Any]]) -> dict[str, A
                 "rules": {"length_drift": f"|last/first mean length - 1| > {LENGTH_DRIFT}",
                           "evasive": f"evasive rate rose by more than {EVASIVE_RISE}",
                           "boilerplate": f"distinct-2 of the last step below {BOILERPLATE}"}}
-    # The paper's claim is that the signs appear under strong optimisation; any sign is "as in the paper".
-    return _figure("goodhart", measured, AS if any(signs.values()) else NOT_AS, runs_used=[rl["id"]])
+    # The paper saw these signs under strong optimisation: a sign here is as in the paper; no sign after a short
+    # run says nothing against it.
+    if any(signs.values()):
+        return _figure("goodhart", measured, AS, runs_used=[rl["id"]])
+    return _figure("goodhart", measured, UNSURE, runs_used=[rl["id"]],
+                   why="no sign by the stated rules (the paper saw them under strong optimisation)")
 
 
 def provenance(db: Database, pipeline: dict[str, Any], stage_runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
