@@ -66,10 +66,10 @@ def test_admin_and_viewer_each_get_their_own_workbench(running):
             got[name] = (pages, labels(config), info)
             assert c.get("/campaigns").status_code == (200 if name == "ada" else 404)
     pages, admin_labels, _ = got["ada"]
-    assert pages == ["", "constitution", "chains", "labels", "dashboard", "models", "campaigns", "experiments"]
+    assert pages == ["", "constitution", "chains", "labels", "dashboard", "models", "campaigns", "experiments", "pipeline"]
     assert ARENA_ADMIN_LABELS <= admin_labels
     pages, viewer_labels, viewer_info = got["vera"]
-    assert pages == ["", "constitution", "chains", "labels", "dashboard", "models", "experiments"]
+    assert pages == ["", "constitution", "chains", "labels", "dashboard", "models", "experiments", "pipeline"]
     assert not ARENA_ADMIN_LABELS & viewer_labels
     assert "Model A" not in viewer_labels and "Model A" not in admin_labels  # no battle copy in the workbench
     endpoints = set(viewer_info["named_endpoints"]) | set(viewer_info["unnamed_endpoints"])

@@ -14,9 +14,9 @@ def test_home_and_tabs_for_roles():
     assert [ui_app.home_for(r) for r in ("admin", "viewer", "rater", None, "boss")] == [
         "/", "/", "/arena/", "/login", "/login"]
     assert [t[0] for t in ui_app.tabs_for("admin")] == [
-        "Home", "Constitution", "Chains", "Labels", "Dashboard", "Models", "Arena", "Experiments"]
+        "Home", "Constitution", "Chains", "Labels", "Dashboard", "Models", "Arena", "Experiments", "Pipeline"]
     assert [t[0] for t in ui_app.tabs_for("viewer")] == [
-        "Home", "Constitution", "Chains", "Labels", "Dashboard", "Models", "Experiments"]
+        "Home", "Constitution", "Chains", "Labels", "Dashboard", "Models", "Experiments", "Pipeline"]
     assert ui_app.tabs_for("rater") == []
 
 
@@ -57,7 +57,8 @@ def test_build_app_gives_each_role_its_pages(db_path):
         assert isinstance(demo, gr.Blocks)
         paths[role] = [(path, name) for path, name, _ in demo.pages]
     assert paths["admin"] == [("", "Home"), ("constitution", "Constitution"), ("chains", "Chains"), ("labels", "Labels"), ("dashboard", "Dashboard"),
-                              ("models", "Models"), ("campaigns", "Arena"), ("experiments", "Experiments")]
+                              ("models", "Models"), ("campaigns", "Arena"), ("experiments", "Experiments"),
+                              ("pipeline", "Pipeline")]
     assert paths["viewer"] == [p for p in paths["admin"] if p[0] != "campaigns"]
     with pytest.raises(ValueError, match="role 'rater' has no workbench page"):
         ui_app.build_app(db_path, "tiny", "rater")

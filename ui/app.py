@@ -60,6 +60,7 @@ TABS = [
     ("Models", "models", "ui.models", BROWSE_ROLES),
     ("Arena", "campaigns", "ui.arena", EDIT_ROLES),  # /arena/ is the rater page
     ("Experiments", "experiments", "ui.experiments", BROWSE_ROLES),
+    ("Pipeline", "pipeline", "ui.pipeline", BROWSE_ROLES),
 ]
 WORKBENCH_ROLES = BROWSE_ROLES  # the roles with a workbench page; raters have the rater page
 SESSION_COOKIE = "cai-session"

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "cai.cli.arena",  # ratings, arena
     "cai.cli.db",  # db backup, db check
     "cai.cli.experiments",  # experiment
+    "cai.cli.pipeline",  # pipeline
 ]
 
 

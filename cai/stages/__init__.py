@@ -17,6 +17,7 @@ from cai.stages import (
     hhh,
     label,
     pairs,
+    pipeline,
     pm,
     revision_scores,
     rl,
@@ -31,6 +32,7 @@ from cai.stages.experiment import EXPERIMENT_STAGES, ExperimentConfig
 from cai.stages.hhh import HHHConfig
 from cai.stages.label import LabelConfig
 from cai.stages.pairs import PairsConfig
+from cai.stages.pipeline import PipelineConfig
 from cai.stages.pm import PMConfig
 from cai.stages.revision_scores import RevisionScoresConfig
 from cai.stages.rl import RLConfig
@@ -58,6 +60,7 @@ register(agreement.STAGE)
 register(revision_scores.STAGE)
 register(experiment.STAGE)
 register(discover.STAGE)
+register(pipeline.STAGE)
 
 __all__ = [
     "EXPERIMENT_STAGES",
@@ -70,6 +73,7 @@ __all__ = [
     "LabelConfig",
     "PMConfig",
     "PairsConfig",
+    "PipelineConfig",
     "RLConfig",
     "RevisionScoresConfig",
     "SFTStageConfig",

@@ -537,3 +537,20 @@ def m015_sl_partial_steps(db: Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
     )
     db["sl_partial_steps"].create_index(["run_id", "prompt_id", "sample", "idx"], unique=True)
+
+
+def m016_pipelines(db: Database) -> None:
+    # Pipelines (cai.pipeline): a run of kind "pipeline" executes ordinary stage runs, linked here in order.
+    db.table("pipeline_runs").create(
+        {
+            "id": int,
+            "pipeline_run_id": int,  # the orchestrating "pipeline" run
+            "stage": str,  # the recipe's section: sl | sft | pairs | label | pm | scores | rl | dpo | hhh | agreement
+            "run_id": int,  # the stage run (created by the pipeline, or an existing run it reuses)
+            "position": int,  # execution order
+            "reused": int,  # 1 = an existing run named by `reuse:`
+        },
+        pk="id",
+        foreign_keys=[("pipeline_run_id", "runs", "id"), ("run_id", "runs", "id")],
+    )
+    db.table("pipeline_runs").create_index(["pipeline_run_id", "stage"], unique=True)
