@@ -347,7 +347,8 @@ def test_the_reveal_names_both_models_above_their_panels(setup):
     state, *panels = ui_arena.start(ctx, ident, signed_in(ctx), "help")[:3]
     assert [(p.label, p.visible) for p in panels] == [("Model A", True), ("Model B", True)]  # hidden until a start
     run_send(ctx, pool, state, "hi")
-    status, reveal, chat_a, chat_b, btn = ui_arena.end(ctx, ident, state)
+    state = ui_arena.end(ctx, ident, state)[0]  # the last turn has no vote: the first press only warns
+    state, status, reveal, chat_a, chat_b, btn, end_btn = ui_arena.end(ctx, ident, state)
     battle = next(db["battles"].rows)
     a, b = (models.get_model_by_id(db, battle[k])["name"] for k in ("model_a", "model_b"))
     assert reveal == f'<div class="cai-reveal">Model A was <b>{a}</b> · Model B was <b>{b}</b></div>'

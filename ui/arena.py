@@ -136,10 +136,16 @@ def _panels(view: dict[str, Any] | None) -> tuple[Any, Any]:
             gr.Chatbot(_safe(chats[1]), label="Model B", visible=True))
 
 
-def _vote_controls(view: dict[str, Any] | None) -> tuple[Any, Any]:
-    """The choice (cleared) and the vote button, enabled only while a complete turn awaits its vote."""
+def _vote_controls(view: dict[str, Any] | None, clear: bool = True) -> tuple[Any, Any]:
+    """The choice and the vote button, both enabled only while a complete turn awaits its vote.
+
+    The choice is cleared when a turn starts (and after a vote), never when the answers finish: a choice made
+    as the last words arrived used to be wiped by that final update, and the vote went out empty ("choose one
+    of ..."). While the models answer, the choice is disabled, so nothing can be picked that a later update
+    would clear."""
     ready = bool(view) and view["status"] == "open" and view["awaiting_vote"]  # type: ignore[index]
-    return gr.Radio(value=None), gr.Button(interactive=ready)
+    choice = gr.Radio(value=None, interactive=ready) if clear else gr.Radio(interactive=ready)
+    return choice, gr.Button(interactive=ready)
 
 
 def start(ctx: AppContext, identify: Identify, state: dict[str, Any], campaign: str, request: Any = None) -> tuple:
@@ -189,7 +195,8 @@ def send(
         shown = parse_hh(job.prompt)[-2]["content"]
         chat_a, chat_b = view["chat_a"], view["chat_b"]
         off = gr.Button(interactive=False)
-        yield _pairs(chat_a, shown, ""), _pairs(chat_b, shown, ""), "", ANSWERING, gr.Radio(value=None), off
+        yield (_pairs(chat_a, shown, ""), _pairs(chat_b, shown, ""), "", ANSWERING,
+               gr.Radio(value=None, interactive=False), off)
         result: TurnResult | None = None
         for update in stream_pair(job, pool):
             if isinstance(update, TurnResult):
@@ -204,9 +211,10 @@ def send(
         view = arena.battle_view(ctx.db(), battle_id, user["id"])
         if not done["shown"]:
             msg = "One of the models failed to answer, so this battle has ended. Please start a new one."
-            yield gr.skip(), gr.skip(), gr.skip(), refusal(msg), *_vote_controls(view)
+            yield gr.skip(), gr.skip(), gr.skip(), refusal(msg), *_vote_controls(view, clear=False)
             return
-        yield _safe(view["chat_a"]), _safe(view["chat_b"]), gr.skip(), _status(view), *_vote_controls(view)
+        yield (_safe(view["chat_a"]), _safe(view["chat_b"]), gr.skip(), _status(view),
+               *_vote_controls(view, clear=False))
     finally:
         if not finished:
             arena.abandon_turn(ctx.db(), job)
@@ -229,18 +237,39 @@ def vote(
         return refusal(exc), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     left = "" if got["votes_left"] is None else f" ({got['votes_left']} votes left in this campaign)"
     panels = _panels(view) if view["status"] == "ended" else (gr.skip(), gr.skip())
-    return (_status(view, f"Vote recorded: {choice}{left}. "), "", reveal_md(view), *panels, *_vote_controls(view))
+    goes_on = ""
+    if view["status"] == "open":
+        side = got["continued_with"].upper()
+        goes_on = (f"Both models continue from answer {side}: once you send your next message, it is the earlier "
+                   "reply in both panels. ")
+    return (_status(view, f"Vote recorded: {choice}{left}. {goes_on}"), "", reveal_md(view), *panels,
+            *_vote_controls(view))
+
+
+END_LABEL = "End battle and reveal the models"
 
 
 def end(ctx: AppContext, identify: Identify, state: dict[str, Any], request: Any = None) -> tuple:
-    """Outputs: status, reveal, chat A, chat B, vote button."""
+    """Outputs: state, status, reveal, chat A, chat B, vote button, end button.
+
+    A battle whose last answers have no vote yet is not ended on the first press: the status warns that the
+    turn will go unrated and the button asks again ("End without voting"); a second press (or a vote) goes on."""
+    skips = (gr.skip(),) * 5
     try:
         user = identify(state, request)
-        arena.end_battle(ctx.db(), _battle_id(state), user["id"])
-        view = arena.battle_view(ctx.db(), _battle_id(state), user["id"])
+        battle_id = _battle_id(state)
+        view = arena.battle_view(ctx.db(), battle_id, user["id"])
+        if view["status"] == "open" and view["awaiting_vote"] and state.get("confirm_end") != battle_id:
+            warn = (f"⚠️ **Turn {view['turns']} has no vote yet.** Vote on it first, or press **End without "
+                    "voting** to end the battle and leave it unrated.")
+            return ({**state, "confirm_end": battle_id}, warn, *skips[:4],
+                    gr.Button(value="End without voting", variant="stop"))
+        arena.end_battle(ctx.db(), battle_id, user["id"])
+        view = arena.battle_view(ctx.db(), battle_id, user["id"])
     except (Refused, arena.ArenaError) as exc:
-        return refusal(exc), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return _status(view), reveal_md(view), *_panels(view), gr.Button(interactive=False)
+        return state, refusal(exc), *skips
+    return ({**state, "confirm_end": None}, _status(view), reveal_md(view), *_panels(view),
+            gr.Button(interactive=False), gr.Button(value=END_LABEL, variant="secondary"))
 
 
 def fresh_campaigns(ctx: AppContext, identify: Identify, state: dict[str, Any], current: str | None,
@@ -271,11 +300,12 @@ def battle_panel(ctx: AppContext, pool: BackendPool, identify: Identify, state: 
         message = gr.Textbox(label="Your message", scale=4, lines=2, elem_id="arena-message")
         send_btn = gr.Button("Send", scale=1, elem_id="arena-send")
     with gr.Row():
-        choice = gr.Radio(list(VOTE_LABELS), label="Which response is better?", scale=3, elem_id="arena-choice")
+        choice = gr.Radio(list(VOTE_LABELS), label="Which response is better?", scale=3, elem_id="arena-choice",
+                          interactive=False)
         comment = gr.Textbox(label="Comment (optional)", scale=2, elem_id="arena-comment")
         vote_btn = gr.Button("Submit vote", variant="primary", scale=1, elem_id="arena-vote", interactive=False)
     status = gr.Markdown("", elem_id="arena-status")
-    end_btn = gr.Button("End battle and reveal the models", elem_id="arena-end")
+    end_btn = gr.Button(END_LABEL, elem_id="arena-end")
 
     def on_start(state_: dict, campaign_: str, request: gr.Request) -> tuple:
         return start(ctx, identify, state_, campaign_, request)
@@ -299,18 +329,20 @@ def battle_panel(ctx: AppContext, pool: BackendPool, identify: Identify, state: 
             return instructions_md(ctx, campaign_)
         return instructions_md(ctx, campaign_, user["id"] if user["role"] == "rater" else None)
 
+    plain_end = dict(fn=lambda: gr.Button(value=END_LABEL, variant="secondary"), inputs=None, outputs=end_btn,
+                     api_name=False, show_progress="hidden", queue=False)
     campaign.change(on_pick, [state, campaign], guide, api_name=False)
     campaign.focus(on_focus, [state, campaign], campaign, api_name=False, show_progress="hidden")
     start_btn.click(on_focus, [state, campaign], campaign, api_name=False, show_progress="hidden").then(
         on_start, [state, campaign], [state, chat_a, chat_b, message, status, reveal, choice, vote_btn],
-        api_name="start")
+        api_name="start").then(**plain_end)
     send_event = dict(fn=on_send, inputs=[state, message], outputs=[chat_a, chat_b, message, status, choice, vote_btn],
                       concurrency_limit=8)
     send_btn.click(**send_event, api_name="send")
     message.submit(**send_event, api_name=False)
     vote_btn.click(on_vote, [state, choice, comment], [status, comment, reveal, chat_a, chat_b, choice, vote_btn],
-                   api_name="vote", concurrency_limit=32)
-    end_btn.click(on_end, state, [status, reveal, chat_a, chat_b, vote_btn], api_name="end")
+                   api_name="vote", concurrency_limit=32).then(**plain_end)
+    end_btn.click(on_end, state, [state, status, reveal, chat_a, chat_b, vote_btn, end_btn], api_name="end")
     return campaign
 
 
