@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import gradio as gr
 import pytest
 
 from cai import arena, models, users
@@ -94,3 +95,133 @@ def test_ending_a_battle_with_an_unvoted_turn_asks_first(arena_setup):
     ui_arena.vote(ctx, ident, state, "Tie", "")
     status = ui_arena.end(ctx, ident, state)[1]
     assert status.startswith("**Battle over.**")
+
+
+# -- item 12: invites as links ------------------------------------------------------------------------------
+
+
+def test_invites_are_full_links_and_a_link_fills_the_code(arena_setup):
+    db, ctx = arena_setup
+    users.add_user(db, "ada", "admin", "password0")
+    admin = SimpleNamespace(username="ada", headers={"host": "lab.example:7860"})
+    links = ui_arena.make_invites(ctx, 2, "help", admin).splitlines()
+    assert len(links) == 2 and all(x.startswith("http://lab.example:7860/arena/?invite=") for x in links)
+    code = links[0].split("invite=")[1]
+    behind_proxy = SimpleNamespace(username="ada", headers={"host": "10.0.0.5", "x-forwarded-host": "cai.lab.org",
+                                                            "x-forwarded-proto": "https"})
+    assert ui_arena.make_invites(ctx, 1, "help", behind_proxy).startswith("https://cai.lab.org/arena/?invite=")
+    filled, box = ui_arena.invite_from_link(SimpleNamespace(query_params={"invite": code}))
+    assert filled.value == code and box.open is True
+    assert ui_arena.invite_from_link(SimpleNamespace(query_params={})) == (gr.skip(), gr.skip())
+    state = ui_arena.join(ctx, {}, links[0], "newbie", "password9")  # the whole link pasted works too
+    assert state["user"]["name"] == "newbie"
+
+
+# -- items 8 and 9: pickers by kind, the only choice preselected --------------------------------------------
+
+
+@pytest.fixture
+def dash(db, db_path):
+    from cai import constitution, data
+
+    users.add_user(db, "ada", "admin", "password0")
+    constitution.seed_default(db)
+    data.seed_samples(db)
+    models.register_model(db, "sl-1", "/m/sl-1")
+    models.register_model(db, "pm-9", "/m/pm-9", meta={"kind": "preference-model"})
+    data.create_pref_set(db, "my-prefs", "human", "harmless",
+                         [{"prompt": "\n\nHuman: q\n\nAssistant:", "chosen": " a", "rejected": " b", "p": 1.0}])
+    return AppContext(db_path)
+
+
+def _field_updates(updates: list, kind: str) -> dict:
+    """The dropdown update of each store-backed field of `kind`'s form, by field name."""
+    from ui import dashboard as D
+
+    out, it = {}, iter(updates)
+    for k in D.REGISTRY:
+        for f in D.form_fields(k):
+            if f.get("ref") and not f.get("choices"):
+                update = next(it)
+                if k == kind:
+                    out[f["name"]] = update
+    return out
+
+
+def test_model_pickers_offer_models_of_their_kind_with_an_all_models_escape(dash):
+    from ui import dashboard as D
+
+    admin = SimpleNamespace(username="ada")
+    rl = _field_updates(D.model_choices(dash, admin), "rl")
+    assert [v for _, v in rl["policy"].choices] == ["default", "tiny", "sl-1"]
+    assert [v for _, v in rl["reward_model"].choices] == ["pm-9"]
+    scores = _field_updates(D.model_choices(dash, admin), "revision-scores")
+    assert [v for _, v in scores["pm"].choices] == ["pm-9"]
+    every = _field_updates(D.every_model(dash, True, admin), "rl")
+    assert [v for _, v in every["policy"].choices] == [v for _, v in every["reward_model"].choices] == [
+        "default", "tiny", "sl-1", "pm-9"]
+    assert models.model_kind(dash.db(), "pm-9") == "reward" and models.model_kind(dash.db(), "sl-1") == "policy"
+
+
+def test_a_required_field_with_one_choice_comes_preselected(dash):
+    from ui import dashboard as D
+
+    admin = SimpleNamespace(username="ada")
+    agreement = _field_updates(D.model_choices(dash, admin), "agreement")
+    assert agreement["prefs"].value == "my-prefs"  # the only human preference set
+    rl = _field_updates(D.model_choices(dash, admin), "rl")
+    assert rl["reward_model"].value == "pm-9"
+    assert "value" not in rl["policy"].constructor_args  # three policies: no guess, the form's value stays
+    sl = _field_updates(D.model_choices(dash, admin), "sl")
+    assert "value" not in sl["helpful_prompts"].constructor_args  # optional: left as it is
+
+
+# -- items 10 and 14: chat streams, and a model's first use says what it waits for -------------------------
+
+
+class StreamingBackend:
+    """A backend that streams its reply in three pieces (as transformers models do through stream_text)."""
+
+    name, chat = "streaming", False
+
+    def render(self, transcript):  # noqa: ANN001, ANN201
+        return transcript
+
+    def stream(self, prompt, params):  # noqa: ANN001, ANN201
+        yield from (" Paris", " Paris is", " Paris is the capital.\nHuman: and")
+
+
+def test_models_page_chat_streams_after_saying_the_model_is_loading(db, db_path, tmp_path, monkeypatch):
+    from ui import models as M
+
+    monkeypatch.setenv("CAI_CACHE", str(tmp_path / "cache"))  # a machine that never converted the default model
+    users.add_user(db, "val", "viewer", "password1")
+    models.ensure_model(db, "default")
+    ctx, viewer = AppContext(db_path), SimpleNamespace(username="val")
+    pool = BackendPool(loader=lambda row: StreamingBackend())
+    out = list(M.chat_stream(ctx, pool, 1, [], "Capital of France?", 32, 0.0, viewer))
+    replies = [h[-1]["content"] for h, _ in out]
+    assert replies == [
+        "⏳ Loading the model (first use converts it, about 280 s, an estimate); later loads are quick.",
+        "Paris", "Paris is", "Paris is the capital.", "Paris is the capital."]
+    assert all(h[0]["content"] == "Capital of France?" and box == "" for h, box in out)
+    again = [h[-1]["content"] for h, _ in M.chat_stream(ctx, pool, 1, [], "Hi", 32, 0.0, viewer)]
+    assert again[0] == "Paris"  # loaded now: no notice
+
+
+def test_load_eta_uses_what_this_machine_measured(tmp_path, monkeypatch):
+    from cai import load_eta
+
+    monkeypatch.setenv("CAI_CACHE", str(tmp_path))
+    row = {"name": "default", "path": "default", "backend": "hf"}
+    assert load_eta.phase(row) == "convert" and load_eta.estimate(row) == (280.0, False)
+    load_eta.record(row, "convert", 171.26)
+    assert load_eta.estimate(row) == (171.3, True)
+    assert load_eta.notice(row) == ("Loading the model (first use converts it, about 171 s as measured on this "
+                                    "machine); later loads are quick.")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"\0" * 4_000_000)
+    local = {"name": "sl-1", "path": str(folder), "backend": "hf"}
+    assert load_eta.phase(local) == "load" and load_eta.estimate(local) == (2.02, False)
+    assert load_eta.notice(local) == "Loading the model (about 2 s, an estimate)."

@@ -61,6 +61,9 @@ def sign_in(ctx: AppContext, state: dict[str, Any], name: str, password: str, re
 
 
 def join(ctx: AppContext, state: dict[str, Any], code: str, name: str, password: str) -> dict[str, Any]:
+    code = (code or "").strip()
+    if "invite=" in code:  # the whole invite link pasted into the box
+        code = code.split("invite=", 1)[1].split("&", 1)[0]
     try:
         user = invites.redeem_invite(ctx.db(), code, (name or "").strip(), password or "")
     except arena.ArenaError as exc:
@@ -364,7 +367,7 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
                 name = gr.Textbox(label="Name", elem_id="arena-name")
                 password = gr.Textbox(label="Password", type="password", elem_id="arena-password")
                 login_btn = gr.Button("Sign in", variant="primary", elem_id="arena-login")
-            with gr.Accordion("I have an invite code", open=False):
+            with gr.Accordion("I have an invite code", open=False) as invite_box:
                 with gr.Row():
                     code = gr.Textbox(label="Invite code", elem_id="arena-code")
                     new_name = gr.Textbox(label="Choose a name", elem_id="arena-new-name")
@@ -392,6 +395,7 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
                 return enter({"user": {k: user[k] for k in ("id", "name", "role", "session_epoch")}})
 
             page.load(arrive, state, outs, api_name=False, show_progress="hidden", queue=False)
+        page.load(invite_from_link, None, [code, invite_box], api_name=False, show_progress="hidden", queue=False)
         login_btn.click(on_sign_in, [state, name, password], outs, api_name="sign_in")
         password.submit(on_sign_in, [state, name, password], outs, api_name=False)
         join_btn.click(lambda s, c, n, p: enter(join(ctx, s, c, n, p)), [state, code, new_name, new_password], outs,
@@ -465,15 +469,43 @@ def ratings_view(ctx: AppContext, campaign: str, method: str, rounds: float, inc
     return table, matrix, fig
 
 
+INVITE_PATH = "/arena/?invite="
+
+
+def origin(request: Any) -> str:
+    """The address the admin reached the app at (scheme and host, as a proxy forwards them); "" if unknown."""
+    headers = getattr(request, "headers", None) or {}
+    host = headers.get("x-forwarded-host") or headers.get("host")
+    if not host:
+        return ""
+    return f"{headers.get('x-forwarded-proto') or 'http'}://{host}"
+
+
+def invite_link(code: str, base: str = "") -> str:
+    """The link that opens the rater page with the invite code filled in."""
+    return f"{base}{INVITE_PATH}{code}"
+
+
 def make_invites(ctx: AppContext, count: float, campaign: str, request: gr.Request,
                  days: float | None = None) -> str:
+    """One link a line (`/arena/?invite=CODE` on this app's address): send each to one rater."""
     who = require(ctx, request, EDIT_ROLES)
     try:
         codes = invites.create_invites(ctx.db(), int(count or 1), campaign=None if campaign in ("", "(all)", None)
                                      else campaign, created_by=who, expires_days=float(days or invites.INVITE_DAYS))
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
-    return "\n".join(codes)
+    base = origin(request)
+    return "\n".join(invite_link(c, base) for c in codes)
+
+
+def invite_from_link(request: Any) -> tuple[Any, Any]:
+    """On the rater page's load: the code from an invite link (?invite=CODE) in the code box, its section open."""
+    params = getattr(request, "query_params", None) or {}
+    code = (params.get("invite") or "").strip()
+    if not code:
+        return gr.skip(), gr.skip()
+    return gr.Textbox(value=code), gr.Accordion(open=True)
 
 
 def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
@@ -511,11 +543,12 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
         plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)")
         build_rigor(ctx, pick)
         with gr.Row():
-            inv_n = gr.Number(5, label="Invite codes to make", precision=0)
+            inv_n = gr.Number(5, label="Invite links to make", precision=0)
             inv_days = gr.Number(invites.INVITE_DAYS, label="Days until they expire", minimum=0.01)
-            inv_btn = gr.Button("Make invite codes")
-        inv_out = gr.Textbox(label="Codes (shown once; each makes one rater account, for the campaign picked above "
-                                   "or for any campaign with (all))", lines=4)
+            inv_btn = gr.Button("Make invite links")
+        inv_out = gr.Textbox(label="Invite links (shown once; each makes one rater account, for the campaign picked "
+                                   "above or for any campaign with (all)): copy them and send one to each rater",
+                             lines=4, buttons=["copy"], elem_id="arena-invites")
 
     on_page_load(bind(admin_visible, ctx), None, [admin])
     load_camps = dict(fn=bind(campaigns_table, ctx), inputs=None, outputs=[camps, pick])

@@ -91,12 +91,24 @@ def next_interval(active: bool, changed: bool, current: float) -> float | None:
     return FAST_S if changed else min(max(current, FAST_S) * 2, SLOW_S)
 
 
-def ref_choices(db: Database, ref: str) -> list[tuple[str, str]]:
+# Model fields that take a reward (preference) model; every other model field takes a policy (cai.models.KINDS).
+REWARD_FIELDS = ("reward_model", "pm")
+
+
+def field_role(field: dict[str, Any]) -> str | None:
+    """Which kind of model a form field takes ("policy" or "reward"); None for fields that name no model."""
+    if field.get("ref") != "models":
+        return None
+    return "reward" if field["name"] in REWARD_FIELDS else "policy"
+
+
+def ref_choices(db: Database, ref: str, role: str | None = None) -> list[tuple[str, str]]:
+    """What a store-backed field offers; model fields offer only models of `role` (None: every model)."""
     if ref == "prompt_sets":
         return [(f"{r['name']} ({r['kind']}, {r['prompts']})", r["name"]) for r in catalog.prompt_sets(db)]
     if ref == "models":
-        names = catalog.model_names(db)
-        return [(models.choice_label(db, n), n) for n in dict.fromkeys(["default", "tiny", *names])]
+        names = dict.fromkeys(["default", "tiny", *catalog.model_names(db)])
+        return [(models.choice_label(db, n), n) for n in names if role is None or models.model_kind(db, n) == role]
     if ref == "constitutions":
         return [("(most recent constitution)", "")] + [
             (f"constitution {r['name']} (latest v{r['latest']})", r["name"]) for r in catalog.constitutions_latest(db)]
@@ -345,23 +357,39 @@ def model_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
     return _choices(ctx, pick_first=True)
 
 
-def fresh_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
+def fresh_choices(ctx: AppContext, request: gr.Request, all_models: bool = False) -> list[Any]:
     """As model_choices, keeping every field's value (after an import: the new set is offered at once)."""
     require(ctx, request, BROWSE_ROLES)
-    return _choices(ctx, pick_first=False)
+    return _choices(ctx, pick_first=False, all_models=all_models)
 
 
-def _choices(ctx: AppContext, pick_first: bool) -> list[Any]:
+def every_model(ctx: AppContext, all_models: bool, request: gr.Request) -> list[Any]:
+    """The "all models" escape hatch: model pickers offer every model, whatever its kind (or again by kind)."""
+    return fresh_choices(ctx, request, bool(all_models))
+
+
+def only_choice(field: dict[str, Any], choices: list[tuple[str, str]], needed: dict[str, str]) -> str | None:
+    """The value to preselect in a required field that has exactly one real choice (else None)."""
+    real = [v for _, v in choices if v]
+    return real[0] if field["name"] in needed and len(real) == 1 else None
+
+
+def _choices(ctx: AppContext, pick_first: bool, all_models: bool = False) -> list[Any]:
     db = ctx.db()
-    cache: dict[str, list[tuple[str, str]]] = {}
+    cache: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
     out = []
     for kind in REGISTRY:
+        needed = required(REGISTRY[kind].config)
         for f in form_fields(kind):
             ref = f.get("ref")
             if ref and not f.get("choices"):
-                cache.setdefault(ref, ref_choices(db, ref))
-                first = catalog.first_red_team_set(db) if f["name"] == "prompts" and pick_first else None
-                out.append(gr.Dropdown(choices=cache[ref], value=first) if first else gr.Dropdown(choices=cache[ref]))
+                key = (ref, None if all_models else field_role(f))
+                choices = cache.setdefault(key, ref_choices(db, ref, key[1]))
+                first = None
+                if pick_first:
+                    first = catalog.first_red_team_set(db) if f["name"] == "prompts" else None
+                    first = first or only_choice(f, choices, needed)
+                out.append(gr.Dropdown(choices=choices, value=first) if first else gr.Dropdown(choices=choices))
     models = [(f"{m['name']} (#{m['id']})", m["id"]) for m in catalog.models_newest_first(db)]
     lineage_pick = gr.Dropdown(choices=models, value=models[0][1] if models else None) if pick_first else \
         gr.Dropdown(choices=models)
@@ -432,8 +460,12 @@ def build(ctx: AppContext) -> None:
     secret = hashlib.sha1(f"cai-forms:{ctx.db_path}".encode()).hexdigest()
     saved = _top_level(lambda: gr.BrowserState({}, storage_key="cai-last-launch", secret=secret))
     with gr.Accordion("Launch a run (admin)", open=True):
-        stage = gr.Dropdown([(s.label, k) for k, s in REGISTRY.items()], value="sl", label="Stage",
-                            elem_id="stage")
+        with gr.Row():
+            stage = gr.Dropdown([(s.label, k) for k, s in REGISTRY.items()], value="sl", label="Stage",
+                                elem_id="stage", scale=3)
+            all_models = gr.Checkbox(False, label="All models in every model picker", scale=1, elem_id="all-models",
+                                     info="By default a picker offers only models of its kind: policies (language "
+                                          "models) or reward (preference) models.")
         groups = {}
         launched = gr.Number(visible=False)
         status = gr.Markdown(elem_id="launch-status")
@@ -512,6 +544,7 @@ def build(ctx: AppContext) -> None:
     refresh_refs = quietly(bind(model_choices, ctx), len(ref_inputs) + 1)
     root.load(refresh_refs, None, [*ref_inputs, lineage_model]).then(restore_last, saved, [stage, *all_inputs])
     imported.then(quietly(bind(fresh_choices, ctx), len(ref_inputs) + 1), None, [*ref_inputs, lineage_model])
+    all_models.change(quietly(bind(every_model, ctx), len(ref_inputs) + 1), all_models, [*ref_inputs, lineage_model])
 
 
 def _top_level(make: Any) -> Any:
