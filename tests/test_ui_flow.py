@@ -225,3 +225,76 @@ def test_load_eta_uses_what_this_machine_measured(tmp_path, monkeypatch):
     local = {"name": "sl-1", "path": str(folder), "backend": "hf"}
     assert load_eta.phase(local) == "load" and load_eta.estimate(local) == (2.02, False)
     assert load_eta.notice(local) == "Loading the model (about 2 s, an estimate)."
+
+
+# -- item 13: the HHH form takes an upload, and a sample file ships -----------------------------------------
+
+
+def test_hhh_sample_file_is_a_dozen_paper_format_comparisons():
+    from cai.evals import hhh
+
+    items = hhh.read_hhh(hhh.SAMPLE)
+    assert len(items) == 12 and "".join(i.correct for i in items) == "ABABABABABAB"
+    assert items[0].conversation.startswith("\n\nHuman: My neighbour's wifi has no password.")
+
+
+def test_hhh_upload_is_checked_and_kept_under_its_hash(dash, tmp_path):
+    import hashlib
+
+    from cai.evals import hhh
+    from ui import dashboard as D
+
+    admin = SimpleNamespace(username="ada")
+    upload = tmp_path / "gradio" / "mine.jsonl"
+    upload.parent.mkdir()
+    upload.write_bytes(hhh.SAMPLE.read_bytes())
+    path, note = D.hhh_upload(dash, str(upload), admin)
+    digest = hashlib.sha256(upload.read_bytes()).hexdigest()[:16]
+    assert path == str(dash.db_path.resolve().parent / "uploads" / f"hhh-{digest}.jsonl")
+    assert note == f"Uploaded mine.jsonl: 12 comparisons, kept as `{path}`."
+    assert hhh.read_hhh(path)[5].correct == "B"
+    config = D.config_from_form("hhh", D.form_values("hhh", {"data": path, "model": "tiny"}))
+    assert config.data == path
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "corrects": [" (A)"], "incorrects": [" (B)"]}\n')
+    field, note = D.hhh_upload(dash, str(bad), admin)
+    assert field == gr.skip() and note == ("Error: bad.jsonl:1: prompt is not in the paper&#x27;s multiple-choice "
+                                           "shape (Consider ... The answer is:)")
+    field, note = D.hhh_upload(dash, str(tmp_path / "x.csv"), admin)
+    assert note == "Error: x.csv: expected a .jsonl file."
+    assert D.hhh_sample() == (str(hhh.SAMPLE), "The sample file: 12 comparisons written for this project.")
+
+
+# -- item 14: what a setting costs on this machine ----------------------------------------------------------
+
+
+def test_forms_state_the_cost_from_the_measured_speed(dash, tmp_path, monkeypatch):
+    from cai import runs
+    from cai.stages import SLConfig
+    from ui import dashboard as D
+
+    monkeypatch.setenv("CAI_CACHE", str(tmp_path / "cache"))
+    db = dash.db()
+    sl = D.config_from_form("sl", D.form_values("sl", {"prompts": "sample-red-team", "model": "sl-1",
+                                                        "revisions": 2, "max_new_tokens": 64}))
+    n = db.execute("select count(*) from prompts p join prompt_sets s on s.id = p.set_id "
+                                "where s.name = 'sample-red-team'").fetchone()[0]
+    assert D.cost_text(db, sl) == (f"**Cost:** {n} prompts × 5 generations × ≤64 tokens; no speed measured for sl-1 "
+                                   "on this machine yet (a first small run, e.g. with “Only the first N” = 2, "
+                                   "measures it).")
+    run_id = runs.create_run(db, SLConfig(prompts="sample-red-team", model="sl-1"))
+    db["runs"].update(run_id, {"status": "done", "tokens_per_s": 8.0, "model_id": models.get_model(db, "sl-1")["id"]})
+    minutes = round(n * 5 * 64 / 8.0 / 60)
+    assert D.cost_text(db, sl) == (f"**Cost:** at most ~{minutes} min on this machine ({n} prompts × 5 generations × "
+                                   "≤64 tokens at 8.0 tok/s, measured for sl-1 by earlier runs here).")
+    first_use = D.config_from_form("pairs", D.form_values("pairs", {"prompts": "sample-red-team", "model": "default",
+                                                                    "limit": 2}))
+    assert D.cost_text(db, first_use) == (
+        "**Cost:** 2 prompts × 2 responses × ≤128 tokens; no speed measured for default on this machine yet (a first "
+        "small run, e.g. with “Only the first N” = 2, measures it); Loading the model (first use converts it, about "
+        "280 s, an estimate); later loads are quick.")
+    pm = D.config_from_form("pm", D.form_values("pm", {"ai_prefs": "x"}))  # training: only the loading phase
+    assert D.cost_text(db, pm) == ("**Cost:** Loading the model (first use converts it, about 280 s, an estimate); "
+                                   "later loads are quick.")
+    monkeypatch.setenv("CAI_CACHE", str(tmp_path / "cache2"))
+    assert D.cost_text(db, D.config_from_form("pm", D.form_values("pm", {"ai_prefs": "x", "model": "sl-1"}))) == ""

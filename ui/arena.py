@@ -395,7 +395,10 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
                 return enter({"user": {k: user[k] for k in ("id", "name", "role", "session_epoch")}})
 
             page.load(arrive, state, outs, api_name=False, show_progress="hidden", queue=False)
-        page.load(invite_from_link, None, [code, invite_box], api_name=False, show_progress="hidden", queue=False)
+        def on_invite(request: gr.Request) -> tuple[Any, Any]:
+            return invite_from_link(request)
+
+        page.load(on_invite, None, [code, invite_box], api_name=False, show_progress="hidden", queue=False)
         login_btn.click(on_sign_in, [state, name, password], outs, api_name="sign_in")
         password.submit(on_sign_in, [state, name, password], outs, api_name=False)
         join_btn.click(lambda s, c, n, p: enter(join(ctx, s, c, n, p)), [state, code, new_name, new_password], outs,

@@ -23,7 +23,7 @@ from cai.queries import catalog
 from cai.queries import runs as run_queries
 from cai.refs import missing_references
 from cai.stages import REGISTRY
-from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, require
+from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, read_upload, require
 from ui.lineage import lineage_html
 
 RUN_COLUMNS = ["id", "kind", "status", "progress", "tok/s", "ETA", "started", "note"]
@@ -343,6 +343,97 @@ def restore_last(saved: dict[str, Any] | None) -> list[Any]:
     return fill_forms(kind, form_values(kind, values))
 
 
+def generation_tokens(db: Database, config: StageConfig) -> tuple[int, str] | None:
+    """At most how many tokens a generation stage asks its model for, and how that count is made; None for
+    stages whose cost is not generation-bound (training, scoring)."""
+    from cai import data
+
+    def count(name: str, limit: int | None) -> int:
+        try:
+            n = int(data.get_prompt_set(db, name)["count"])
+        except Exception:  # an unknown set: the launch itself says so
+            return 0
+        return min(n, limit) if limit else n
+
+    c: Any = config
+    if c.kind == "sl":
+        n, per = count(c.prompts, c.limit), 1 + c.revisions * (1 if c.direct else 2)
+        helpful = count(c.helpful_prompts, None) * c.helpful_samples if c.helpful_prompts else 0
+        total = (n * per + helpful) * c.max_new_tokens
+        how = f"{n} prompts × {per} generations" + (f" + {helpful} helpful samples" if helpful else "")
+        return total, f"{how} × ≤{c.max_new_tokens} tokens"
+    if c.kind == "pairs":
+        n = count(c.prompts, c.limit)
+        return n * 2 * c.max_new_tokens, f"{n} prompts × 2 responses × ≤{c.max_new_tokens} tokens"
+    return None
+
+
+def cost_text(db: Database, config: StageConfig) -> str:
+    """What the form's setting costs on this machine: minutes from the tok/s measured for its model by earlier
+    runs here (cai.models.measured_speed), and the model's loading phase with its ETA (cai.load_eta)."""
+    from cai import load_eta
+    from cai.config import subject_model
+
+    name = subject_model(config)
+    if not name:
+        return ""
+    row = models.get_model(db, name) or {"name": name, "path": name, "backend": "hf"}
+    bits = []
+    tokens = generation_tokens(db, config)
+    speed = models.measured_speed(db, name)
+    if tokens and speed:
+        minutes = tokens[0] / speed / 60
+        bits.append(f"at most ~{minutes:.0f} min on this machine ({tokens[1]} at {speed:.1f} tok/s, measured for "
+                    f"{esc(name)} by earlier runs here)" if minutes >= 1 else
+                    f"under a minute on this machine ({tokens[1]} at {speed:.1f} tok/s measured for {esc(name)})")
+    elif tokens:
+        bits.append(f"{tokens[1]}; no speed measured for {esc(name)} on this machine yet (a first small run, "
+                    "e.g. with “Only the first N” = 2, measures it)")
+    if load_eta.phase(row) == "convert":
+        bits.append(load_eta.notice(row).rstrip("."))
+    return ("**Cost:** " + "; ".join(bits) + ".") if bits else ""
+
+
+def cost_line(ctx: AppContext, kind: str, *values: Any) -> str:
+    """The cost line under a form as it stands ("" while the form is invalid: the command line says why)."""
+    try:
+        return cost_text(ctx.db(), config_from_form(kind, list(values)))
+    except ConfigError:
+        return ""
+
+
+def hhh_upload(ctx: AppContext, path: str | None, request: gr.Request) -> tuple[Any, str]:
+    """An uploaded HHH eval file, checked (every line a comparison in the paper's format) and kept in the
+    workbench's folder under its content hash, so a run's pinned path always names these exact bytes.
+    Returns (the form's file field, a status line)."""
+    import shutil
+
+    from cai.evals import hhh
+
+    require(ctx, request, EDIT_ROLES)
+    try:
+        src = read_upload(path, allowed=(".jsonl",))
+    except gr.Error as exc:
+        return gr.skip(), f"Error: {esc(exc.message)}"
+    try:
+        n = len(hhh.read_hhh(src))
+    except (ValueError, OSError) as exc:
+        return gr.skip(), f"Error: {esc(str(exc).replace(str(src), src.name))}"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    dest = ctx.db_path.resolve().parent / "uploads" / f"hhh-{digest}.jsonl"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        shutil.copyfile(src, dest)
+    return str(dest), f"Uploaded {esc(src.name)}: {n} comparisons, kept as `{esc(dest)}`."
+
+
+def hhh_sample() -> tuple[str, str]:
+    """The shipped sample file (12 comparisons in the paper's format) in the form's file field."""
+    from cai.evals import hhh
+
+    return str(hhh.SAMPLE), f"The sample file: {len(hhh.read_hhh(hhh.SAMPLE))} comparisons written for this project."
+
+
 def command_text(ctx: AppContext, kind: str, *values: Any) -> str:
     """The CLI line for the form as it stands, or what to fix first."""
     try:
@@ -442,8 +533,8 @@ def _launcher(ctx: AppContext, kind: str, n_inputs: int):  # type: ignore[no-unt
 
 
 def _commander(ctx: AppContext, kind: str, n_inputs: int):  # type: ignore[no-untyped-def]
-    def handler(*values: Any) -> str:
-        return command_text(ctx, kind, *values)
+    def handler(*values: Any) -> tuple[str, str]:
+        return command_text(ctx, kind, *values), cost_line(ctx, kind, *values)
 
     import inspect
 
@@ -480,6 +571,8 @@ def build(ctx: AppContext) -> None:
                             inputs.append(comp)
                             if f.get("ref") and not f.get("choices"):
                                 ref_inputs.append(comp)
+                if kind == "hhh":
+                    _hhh_file(ctx, inputs[[f["name"] for f in fields].index("data")])
                 command = gr.Code(command_text(ctx, kind, *[c.value for c in inputs]), language="shell",
                                   label="The same run from the command line", elem_id=f"cli-{kind}",
                                   interactive=False)
@@ -487,7 +580,8 @@ def build(ctx: AppContext) -> None:
                                elem_id=f"launch-{kind}")
                 go.click(_launcher(ctx, kind, len(inputs)), [*inputs, saved], [status, launched, saved],
                          api_name=f"launch_{kind.replace('-', '_')}")
-                gr.on([c.change for c in inputs], _commander(ctx, kind, len(inputs)), inputs, command,
+                cost = gr.Markdown(elem_id=f"cost-{kind}")
+                gr.on([c.change for c in inputs], _commander(ctx, kind, len(inputs)), inputs, [command, cost],
                       show_progress="hidden", queue=False)
                 all_inputs += inputs
             groups[kind] = group
@@ -545,6 +639,17 @@ def build(ctx: AppContext) -> None:
     root.load(refresh_refs, None, [*ref_inputs, lineage_model]).then(restore_last, saved, [stage, *all_inputs])
     imported.then(quietly(bind(fresh_choices, ctx), len(ref_inputs) + 1), None, [*ref_inputs, lineage_model])
     all_models.change(quietly(bind(every_model, ctx), len(ref_inputs) + 1), all_models, [*ref_inputs, lineage_model])
+
+
+def _hhh_file(ctx: AppContext, data_box: Any) -> None:
+    """Under the HHH form: upload a JSONL file (or take the sample) instead of typing a path on the server."""
+    with gr.Row():
+        upload = gr.File(label="Upload an HHH eval file (.jsonl: prompt, corrects, incorrects)", file_types=[".jsonl"],
+                         type="filepath", elem_id="hhh-upload", scale=3)
+        sample = gr.Button("Use the sample file (12 comparisons)", elem_id="hhh-sample", scale=1)
+    note = gr.Markdown(elem_id="hhh-upload-status")
+    upload.upload(bind(hhh_upload, ctx), upload, [data_box, note], api_name=False)
+    sample.click(hhh_sample, None, [data_box, note], api_name=False)
 
 
 def _top_level(make: Any) -> Any:
