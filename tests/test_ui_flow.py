@@ -298,3 +298,28 @@ def test_forms_state_the_cost_from_the_measured_speed(dash, tmp_path, monkeypatc
                                    "later loads are quick.")
     monkeypatch.setenv("CAI_CACHE", str(tmp_path / "cache2"))
     assert D.cost_text(db, D.config_from_form("pm", D.form_values("pm", {"ai_prefs": "x", "model": "sl-1"}))) == ""
+
+
+def test_a_reload_restores_the_form_of_the_last_launch_even_when_the_browser_saved_nothing(dash):
+    """The SL form came back with defaults after a reload: the browser's storage had not been written (or was
+    of an older launch). The database now says which run this user launched last."""
+    from cai import runs
+    from cai.queries import runs as run_queries
+    from cai.stages import SLConfig
+    from ui import dashboard as D
+
+    admin = SimpleNamespace(username="ada")
+    db = dash.db()
+    run_id = runs.create_run(db, SLConfig(prompts="sample-red-team", model="tiny", revisions=1, limit=1,
+                                          max_new_tokens=8))
+    run_queries.add_log(db, run_id, "launched from the dashboard by ada")
+    sl_values = D.form_values("sl", runs.get_run(db, run_id)["config"])
+    got = D.last_launch(dash, {}, admin)  # nothing saved in this browser
+    assert got[: 1 + len(sl_values)] == ["sl", *sl_values]
+    assert dict(zip([f["name"] for f in D.form_fields("sl")], sl_values, strict=True))["revisions"] == "1"
+    older = {"kind": "pairs", "run": run_id - 1, "values": {"prompts": "sample-red-team", "limit": "3"}}
+    assert D.last_launch(dash, older, admin)[0] == "sl"  # an older launch saved in the browser loses
+    typed = {"kind": "sl", "run": run_id, "values": {"prompts": "sample-red-team", "revisions": "1", "limit": "1"}}
+    assert D.last_launch(dash, typed, admin) == D.restore_last(typed)  # the same run: the values as typed
+    with pytest.raises(gr.Error, match="Not allowed"):
+        D.last_launch(dash, {}, SimpleNamespace(username="nobody"))

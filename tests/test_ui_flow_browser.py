@@ -200,8 +200,8 @@ class Answers:
     def stream(self, prompt, params):  # noqa: ANN001, ANN201
         word = {"quokka-7b": "Paris", "wombat-3b": "Rome"}[self.name]
         text = ""
-        for i in range(6):
-            time.sleep(0.3)
+        for i in range(12):
+            time.sleep(0.5)
             text += f" {word}{i}"
             yield text
 
@@ -233,15 +233,16 @@ def test_rater_page_invite_link_vote_race_panels_and_end_warning(db, db_path, br
         # item 11: no choice can be made while the models answer, and the finished answers do not clear one
         page.locator("#arena-message textarea").fill("Capital?")
         page.locator("#arena-send").click()
+        expect(page.locator("#arena-status")).to_contain_text("Both models are answering", timeout=20_000)
+        expect(page.get_by_label("A is better")).to_be_disabled(timeout=2_000)
         expect(page.locator("#arena-chat-a")).to_contain_text(re.compile(r"(Paris|Rome)1"), timeout=20_000)
-        expect(page.get_by_label("A is better")).to_be_disabled()
         shot(page, "flow-arena-choice-off-while-answering")
         expect(page.locator("#arena-status")).to_contain_text("which response is better", timeout=30_000)
         page.get_by_label("A is better").check()
         page.wait_for_timeout(1000)  # the stream's last update has long arrived: the pick must still stand
         expect(page.get_by_label("A is better")).to_be_checked()
         a_answer = page.locator("#arena-chat-a").inner_text()
-        own_a = "Paris" if "Paris5" in a_answer else "Rome"
+        own_a = "Paris" if "Paris11" in a_answer else "Rome"
         own_b = {"Paris": "Rome", "Rome": "Paris"}[own_a]
         page.locator("#arena-vote").click()
         expect(page.locator("#arena-status")).to_contain_text("Vote recorded: A is better", timeout=20_000)
@@ -251,8 +252,8 @@ def test_rater_page_invite_link_vote_race_panels_and_end_warning(db, db_path, br
         page.locator("#arena-send").click()
         expect(page.locator("#arena-status")).to_contain_text("which response is better", timeout=30_000)
         panel_b = page.locator("#arena-chat-b").inner_text()
-        assert f"{own_a}5" in panel_b and f"{own_b}5" in panel_b  # turn 1: A's answer; turn 2: B's own
-        assert panel_b.index(f"{own_a}5") < panel_b.index("And Spain?") < panel_b.index(f"{own_b}5")
+        assert f"{own_a}11" in panel_b and f"{own_b}11" in panel_b  # turn 1: A's answer; turn 2: B's own
+        assert panel_b.index(f"{own_a}11") < panel_b.index("And Spain?") < panel_b.index(f"{own_b}11")
         shot(page, "flow-arena-panels-continue-from-preferred")
         # "End battle" with the last turn unvoted warns first
         page.locator("#arena-end").click()
@@ -266,3 +267,35 @@ def test_rater_page_invite_link_vote_race_panels_and_end_warning(db, db_path, br
     finally:
         page_app.close()
     assert [v["winner"] for v in db["votes"].rows] == ["model_a"]
+
+
+def test_admin_makes_invite_links_with_a_copy_button(db, db_path, browser):
+    import gradio as gr
+    from playwright.sync_api import expect
+
+    from ui import arena as ui_arena
+    from ui.common import AppContext
+
+    users.add_user(db, "ada", "admin", "password0")
+    for n in NAMES:
+        models.register_model(db, n, "tiny")
+    arena.create_campaign(db, "help", NAMES, "helpfulness")
+    with gr.Blocks() as blocks:
+        ui_arena.build(AppContext(db_path))
+    served = Served(blocks, "ada")
+    try:
+        page = browser.new_page(viewport={"width": 1300, "height": 1400})
+        page.goto(served.url)
+        page.get_by_text("Campaigns, progress and ratings (admins)").click()
+        page.get_by_label("Invite links to make").fill("2")
+        page.get_by_role("button", name="Make invite links").click()
+        box = page.locator("#arena-invites textarea")
+        expect(box).to_have_value(re.compile(rf"^{re.escape(served.url)}/arena/\?invite=\S+\n"
+                                             rf"{re.escape(served.url)}/arena/\?invite=\S+$"), timeout=30_000)
+        expect(page.locator("#arena-invites button").first).to_be_visible()  # the copy button
+        page.locator("#arena-invites").scroll_into_view_if_needed()
+        shot(page, "flow-arena-invite-links")
+        page.close()
+    finally:
+        served.close()
+    assert db["invites"].count == 2

@@ -23,7 +23,17 @@ from cai.queries import catalog
 from cai.queries import runs as run_queries
 from cai.refs import missing_references
 from cai.stages import REGISTRY
-from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, read_upload, require
+from ui.common import (
+    BROWSE_ROLES,
+    EDIT_ROLES,
+    AppContext,
+    bind,
+    esc,
+    on_page_load,
+    quietly,
+    read_upload,
+    require,
+)
 from ui.lineage import lineage_html
 
 RUN_COLUMNS = ["id", "kind", "status", "progress", "tok/s", "ETA", "started", "note"]
@@ -225,7 +235,7 @@ def launch_stage(ctx: AppContext, kind: str, *args: Any) -> tuple[str, int | Non
     except (LookupError, ValueError) as exc:
         return f"Error: {esc(exc)}", None
     threading.Thread(target=proc.wait, daemon=True).start()  # reap the worker when it ends
-    runs.RunContext(db, run_id, config).log(f"launched from the dashboard by {user}")
+    runs.RunContext(db, run_id, config).log(f"{LAUNCHED_BY}{user}")
     return f"Started {esc(REGISTRY[kind].label)} as run #{run_id}", run_id
 
 
@@ -434,6 +444,24 @@ def hhh_sample() -> tuple[str, str]:
     return str(hhh.SAMPLE), f"The sample file: {len(hhh.read_hhh(hhh.SAMPLE))} comparisons written for this project."
 
 
+LAUNCHED_BY = "launched from the dashboard by "
+
+
+def last_launch(ctx: AppContext, saved: dict[str, Any] | None, request: gr.Request) -> list[Any]:
+    """After a page load: the form of the run this user last launched from the dashboard, as launched.
+
+    The browser's saved form has the values as typed; it is used when it is of that same run. Otherwise (a
+    reload that beat the browser's write of its storage, another browser, cleared storage) the run's stored
+    config fills the form: the database, not the browser, says what was launched last."""
+    user = require(ctx, request, EDIT_ROLES)
+    row = ctx.db().execute(
+        "select r.id, r.kind, r.config from runs r join run_logs l on l.run_id = r.id where l.line = ? "
+        "order by r.id desc limit 1", [LAUNCHED_BY + user]).fetchone()
+    if row is None or (saved or {}).get("run") == row[0]:
+        return restore_last(saved)
+    return restore_last({"kind": row[1], "values": json.loads(row[2] or "{}")})
+
+
 def command_text(ctx: AppContext, kind: str, *values: Any) -> str:
     """The CLI line for the form as it stands, or what to fix first."""
     try:
@@ -525,7 +553,7 @@ def _launcher(ctx: AppContext, kind: str, n_inputs: int):  # type: ignore[no-unt
         if run_id is None:
             return status, None, gr.skip()
         names = [f["name"] for f in form_fields(kind)]
-        return status, run_id, {"kind": kind, "values": dict(zip(names, values, strict=True))}
+        return status, run_id, {"kind": kind, "run": run_id, "values": dict(zip(names, values, strict=True))}
 
     handler.__signature__ = _signature(n_inputs + 1)  # type: ignore[attr-defined]
     handler.__annotations__ = {"request": gr.Request}
@@ -636,7 +664,8 @@ def build(ctx: AppContext) -> None:
     root = gr.context.Context.root_block
     assert root is not None
     refresh_refs = quietly(bind(model_choices, ctx), len(ref_inputs) + 1)
-    root.load(refresh_refs, None, [*ref_inputs, lineage_model]).then(restore_last, saved, [stage, *all_inputs])
+    root.load(refresh_refs, None, [*ref_inputs, lineage_model]).then(
+        quietly(bind(last_launch, ctx), 1 + len(all_inputs)), saved, [stage, *all_inputs])
     imported.then(quietly(bind(fresh_choices, ctx), len(ref_inputs) + 1), None, [*ref_inputs, lineage_model])
     all_models.change(quietly(bind(every_model, ctx), len(ref_inputs) + 1), all_models, [*ref_inputs, lineage_model])
 
