@@ -202,7 +202,7 @@ def test_models_page_chat_streams_after_saying_the_model_is_loading(db, db_path,
     out = list(M.chat_stream(ctx, pool, 1, [], "Capital of France?", 32, 0.0, viewer))
     replies = [h[-1]["content"] for h, _ in out]
     assert replies == [
-        "⏳ Loading the model (first use converts it, about 280 s, an estimate); later loads are quick.",
+        "Loading the model (first use converts it, about 280 s, an estimate); later loads are quick.",
         "Paris", "Paris is", "Paris is the capital.", "Paris is the capital."]
     assert all(h[0]["content"] == "Capital of France?" and box == "" for h, box in out)
     again = [h[-1]["content"] for h, _ in M.chat_stream(ctx, pool, 1, [], "Hi", 32, 0.0, viewer)]
@@ -323,3 +323,16 @@ def test_a_reload_restores_the_form_of_the_last_launch_even_when_the_browser_sav
     assert D.last_launch(dash, typed, admin) == D.restore_last(typed)  # the same run: the values as typed
     with pytest.raises(gr.Error, match="Not allowed"):
         D.last_launch(dash, {}, SimpleNamespace(username="nobody"))
+
+
+def test_the_arena_says_when_a_model_loads_for_the_first_time(arena_setup, tmp_path, monkeypatch):
+    db, ctx = arena_setup
+    monkeypatch.setenv("CAI_CACHE", str(tmp_path))  # the battle's models (builtin tiny) never built here
+    pool = scripted({"quokka-7b": " Paris.", "wombat-3b": " Rome."})
+    ident = ui_arena.page_user(ctx)
+    state = ui_arena.start(ctx, ident, signed_in(ctx), "help")[0]
+    out = list(ui_arena.send(ctx, pool, ident, state, "hi"))
+    assert out[0][3] == ("Both models are answering… Loading the model (first use converts it, about 2 s, an "
+                         "estimate); later loads are quick.")
+    ui_arena.vote(ctx, ident, state, "Tie", "")
+    assert list(ui_arena.send(ctx, pool, ident, state, "again"))[0][3] == ui_arena.ANSWERING  # loaded now

@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from cai import arena, invites, users
+from cai import arena, invites, load_eta, users
 from cai.backend_pool import BackendPool, TurnResult, shared_pool, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
@@ -198,7 +198,9 @@ def send(
         shown = parse_hh(job.prompt)[-2]["content"]
         chat_a, chat_b = view["chat_a"], view["chat_b"]
         off = gr.Button(interactive=False)
-        yield (_pairs(chat_a, shown, ""), _pairs(chat_b, shown, ""), "", ANSWERING,
+        cold = [row for row in job.models if not pool.loaded(row)]  # first use: say what the wait is for
+        waiting = ANSWERING + (f" {load_eta.notice(cold[0])}" if cold else "")
+        yield (_pairs(chat_a, shown, ""), _pairs(chat_b, shown, ""), "", waiting,
                gr.Radio(value=None, interactive=False), off)
         result: TurnResult | None = None
         for update in stream_pair(job, pool):

@@ -121,7 +121,7 @@ def chat_stream(
         return [*asked, {"role": "assistant", "content": chat_safe(text, markdown=False)}]
 
     if not pool.loaded(row):
-        yield with_reply(f"⏳ {load_eta.notice(row)}"), ""
+        yield with_reply(load_eta.notice(row)), ""
     try:
         backend, lock = pool.get(row)
     except Exception as exc:  # a missing folder or an unreachable hub id: say so on the page
