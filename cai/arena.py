@@ -270,19 +270,27 @@ def _turns(db: Database, battle_id: int) -> list[dict[str, Any]]:
 
 
 def battle_view(db: Database, battle_id: int, user_id: int) -> dict[str, Any]:
-    """Everything the rater may see of a battle: the two conversations, and names only once ended."""
+    """Everything the rater may see of a battle: the two conversations, and names only once ended.
+
+    Each panel is the conversation its model sees: once a later turn exists, an earlier turn shows the
+    preferred answer the conversation continued from, in both panels (the models' prompts hold that answer)."""
     b = _battle(db, battle_id, user_id)
     camp = get_campaign(db, int(b["campaign_id"]))
     turns = _turns(db, battle_id)
     voted = {r["turn"]: r["winner"] for r in db.table("votes").rows_where("battle_id = ?", [battle_id])}
     chat_a: list[dict[str, str]] = []
     chat_b: list[dict[str, str]] = []
-    for t in turns:
+    for i, t in enumerate(turns):
         if not t["shown_at"]:
             continue
         human = parse_hh(t["prompt"])[-2]["content"]
-        chat_a += [{"role": "user", "content": human}, {"role": "assistant", "content": t["response_a"]}]
-        chat_b += [{"role": "user", "content": human}, {"role": "assistant", "content": t["response_b"]}]
+        own_a, own_b = t["response_a"], t["response_b"]
+        if i + 1 < len(turns) and t["continued_with"] in ("a", "b"):
+            # The conversation went on from the preferred answer: both models saw it as their earlier reply,
+            # so both panels show it (what each model actually sees), not the answer each gave at the time.
+            own_a = own_b = t["response_a"] if t["continued_with"] == "a" else t["response_b"]
+        chat_a += [{"role": "user", "content": human}, {"role": "assistant", "content": own_a}]
+        chat_b += [{"role": "user", "content": human}, {"role": "assistant", "content": own_b}]
     seeded = None
     if b["prompt_id"] and not turns:
         seeded = parse_hh(db.table("prompts").get(b["prompt_id"])["text"])[-2]["content"]

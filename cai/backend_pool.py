@@ -79,8 +79,24 @@ class BackendPool:
         with self._guard:
             backend = self._backends.get(key)
             if backend is None:
-                backend = self._backends[key] = (self.loader or default_loader)(row)
+                backend = self._backends[key] = self._load(row)
             return backend, self._locks.setdefault(id(backend), threading.Lock())
+
+    def loaded(self, row: dict[str, Any]) -> bool:
+        """Whether `row`'s model is loaded already (else the next `get` loads it: say so, with its ETA)."""
+        return row_key(row) in self._backends
+
+    def _load(self, row: dict[str, Any]) -> Backend:
+        """Load with the pool's loader; the real loader's seconds per phase are kept (cai.load_eta)."""
+        if self.loader is not None:
+            return self.loader(row)
+        from cai import load_eta
+
+        which, start = load_eta.phase(row), time.perf_counter()
+        backend = default_loader(row)
+        if which != "serve":
+            load_eta.record(row, which, time.perf_counter() - start)
+        return backend
 
 
 def row_key(row: dict[str, Any]) -> str:

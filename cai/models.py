@@ -191,6 +191,23 @@ def measured_speed(db: Database, name: str) -> float | None:
     return float(row[0]) if row and row[0] else None
 
 
+# What a model is for, wherever one is picked: a policy (any language model: generates, labels as a feedback
+# model) or a reward model (a preference model: scores, cannot generate).
+KINDS = ("policy", "reward")
+
+
+def model_kind(db: Database, name: str) -> str:
+    """"reward" for a preference model (registered with meta kind "preference-model", or made by a pm run),
+    else "policy"; names not registered (builtins, paths, hub ids) count as policies."""
+    row = get_model(db, name)
+    if row is None:
+        return "policy"
+    if row["meta"].get("kind") == "preference-model":
+        return "reward"
+    made = db.execute("select kind from runs where id = ?", [row["run_id"]]).fetchone() if row["run_id"] else None
+    return "reward" if made and made[0] == "pm" else "policy"
+
+
 def choice_label(db: Database, name: str) -> str:
     """How a model is offered wherever one is chosen: name, what it is, and its speed here when known."""
     speed = measured_speed(db, name)

@@ -21,7 +21,7 @@ ANSWERS = {"quokka-7b": " Paris is the capital.", "wombat-3b": " The capital is 
 ACCOUNTS = {"ada": "admin", "vera": "viewer", "rita": "rater"}
 PASSWORD = "password1"
 # Labels only the admin's Arena tab has; the viewer's page must carry none of them.
-ARENA_ADMIN_LABELS = {"New campaign name", "Invite codes to make", "Bootstrap rounds", "Days until they expire"}
+ARENA_ADMIN_LABELS = {"New campaign name", "Invite links to make", "Bootstrap rounds", "Days until they expire"}
 
 
 

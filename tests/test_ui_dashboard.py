@@ -215,7 +215,7 @@ def test_launch_remembers_the_values_in_the_browser(ctx):
     values = form("sl", prompts="sample-red-team", model="tiny", limit="1", revisions="0", max_new_tokens="2")
     status, run_id, saved = handler(*values, {}, ADMIN)
     assert status == f"Started SL chains (critique → revision) as run #{run_id}"
-    assert saved == {"kind": "sl", "values": dict(zip([f["name"] for f in D.form_fields("sl")], values, strict=True))}
+    assert saved == {"kind": "sl", "run": run_id, "values": dict(zip([f["name"] for f in D.form_fields("sl")], values, strict=True))}
     assert runs.wait(ctx.db(), run_id, timeout=120)["status"] == "done"
     _, _, kept = handler(*form("sl", prompts=""), saved, ADMIN)
     assert isinstance(kept, dict) and kept.get("__type__") == "update"  # a refused launch keeps the old values

@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from cai import arena, invites, users
+from cai import arena, invites, load_eta, users
 from cai.backend_pool import BackendPool, TurnResult, shared_pool, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
@@ -61,6 +61,9 @@ def sign_in(ctx: AppContext, state: dict[str, Any], name: str, password: str, re
 
 
 def join(ctx: AppContext, state: dict[str, Any], code: str, name: str, password: str) -> dict[str, Any]:
+    code = (code or "").strip()
+    if "invite=" in code:  # the whole invite link pasted into the box
+        code = code.split("invite=", 1)[1].split("&", 1)[0]
     try:
         user = invites.redeem_invite(ctx.db(), code, (name or "").strip(), password or "")
     except arena.ArenaError as exc:
@@ -136,10 +139,16 @@ def _panels(view: dict[str, Any] | None) -> tuple[Any, Any]:
             gr.Chatbot(_safe(chats[1]), label="Model B", visible=True))
 
 
-def _vote_controls(view: dict[str, Any] | None) -> tuple[Any, Any]:
-    """The choice (cleared) and the vote button, enabled only while a complete turn awaits its vote."""
+def _vote_controls(view: dict[str, Any] | None, clear: bool = True) -> tuple[Any, Any]:
+    """The choice and the vote button, both enabled only while a complete turn awaits its vote.
+
+    The choice is cleared when a turn starts (and after a vote), never when the answers finish: a choice made
+    as the last words arrived used to be wiped by that final update, and the vote went out empty ("choose one
+    of ..."). While the models answer, the choice is disabled, so nothing can be picked that a later update
+    would clear."""
     ready = bool(view) and view["status"] == "open" and view["awaiting_vote"]  # type: ignore[index]
-    return gr.Radio(value=None), gr.Button(interactive=ready)
+    choice = gr.Radio(value=None, interactive=ready) if clear else gr.Radio(interactive=ready)
+    return choice, gr.Button(interactive=ready)
 
 
 def start(ctx: AppContext, identify: Identify, state: dict[str, Any], campaign: str, request: Any = None) -> tuple:
@@ -189,7 +198,10 @@ def send(
         shown = parse_hh(job.prompt)[-2]["content"]
         chat_a, chat_b = view["chat_a"], view["chat_b"]
         off = gr.Button(interactive=False)
-        yield _pairs(chat_a, shown, ""), _pairs(chat_b, shown, ""), "", ANSWERING, gr.Radio(value=None), off
+        cold = [row for row in job.models if not pool.loaded(row)]  # first use: say what the wait is for
+        waiting = ANSWERING + (f" {load_eta.notice(cold[0])}" if cold else "")
+        yield (_pairs(chat_a, shown, ""), _pairs(chat_b, shown, ""), "", waiting,
+               gr.Radio(value=None, interactive=False), off)
         result: TurnResult | None = None
         for update in stream_pair(job, pool):
             if isinstance(update, TurnResult):
@@ -204,9 +216,10 @@ def send(
         view = arena.battle_view(ctx.db(), battle_id, user["id"])
         if not done["shown"]:
             msg = "One of the models failed to answer, so this battle has ended. Please start a new one."
-            yield gr.skip(), gr.skip(), gr.skip(), refusal(msg), *_vote_controls(view)
+            yield gr.skip(), gr.skip(), gr.skip(), refusal(msg), *_vote_controls(view, clear=False)
             return
-        yield _safe(view["chat_a"]), _safe(view["chat_b"]), gr.skip(), _status(view), *_vote_controls(view)
+        yield (_safe(view["chat_a"]), _safe(view["chat_b"]), gr.skip(), _status(view),
+               *_vote_controls(view, clear=False))
     finally:
         if not finished:
             arena.abandon_turn(ctx.db(), job)
@@ -229,18 +242,39 @@ def vote(
         return refusal(exc), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     left = "" if got["votes_left"] is None else f" ({got['votes_left']} votes left in this campaign)"
     panels = _panels(view) if view["status"] == "ended" else (gr.skip(), gr.skip())
-    return (_status(view, f"Vote recorded: {choice}{left}. "), "", reveal_md(view), *panels, *_vote_controls(view))
+    goes_on = ""
+    if view["status"] == "open":
+        side = got["continued_with"].upper()
+        goes_on = (f"Both models continue from answer {side}: once you send your next message, it is the earlier "
+                   "reply in both panels. ")
+    return (_status(view, f"Vote recorded: {choice}{left}. {goes_on}"), "", reveal_md(view), *panels,
+            *_vote_controls(view))
+
+
+END_LABEL = "End battle and reveal the models"
 
 
 def end(ctx: AppContext, identify: Identify, state: dict[str, Any], request: Any = None) -> tuple:
-    """Outputs: status, reveal, chat A, chat B, vote button."""
+    """Outputs: state, status, reveal, chat A, chat B, vote button, end button.
+
+    A battle whose last answers have no vote yet is not ended on the first press: the status warns that the
+    turn will go unrated and the button asks again ("End without voting"); a second press (or a vote) goes on."""
+    skips = (gr.skip(),) * 5
     try:
         user = identify(state, request)
-        arena.end_battle(ctx.db(), _battle_id(state), user["id"])
-        view = arena.battle_view(ctx.db(), _battle_id(state), user["id"])
+        battle_id = _battle_id(state)
+        view = arena.battle_view(ctx.db(), battle_id, user["id"])
+        if view["status"] == "open" and view["awaiting_vote"] and state.get("confirm_end") != battle_id:
+            warn = (f"⚠️ **Turn {view['turns']} has no vote yet.** Vote on it first, or press **End without "
+                    "voting** to end the battle and leave it unrated.")
+            return ({**state, "confirm_end": battle_id}, warn, *skips[:4],
+                    gr.Button(value="End without voting", variant="stop"))
+        arena.end_battle(ctx.db(), battle_id, user["id"])
+        view = arena.battle_view(ctx.db(), battle_id, user["id"])
     except (Refused, arena.ArenaError) as exc:
-        return refusal(exc), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return _status(view), reveal_md(view), *_panels(view), gr.Button(interactive=False)
+        return state, refusal(exc), *skips
+    return ({**state, "confirm_end": None}, _status(view), reveal_md(view), *_panels(view),
+            gr.Button(interactive=False), gr.Button(value=END_LABEL, variant="secondary"))
 
 
 def fresh_campaigns(ctx: AppContext, identify: Identify, state: dict[str, Any], current: str | None,
@@ -271,11 +305,12 @@ def battle_panel(ctx: AppContext, pool: BackendPool, identify: Identify, state: 
         message = gr.Textbox(label="Your message", scale=4, lines=2, elem_id="arena-message")
         send_btn = gr.Button("Send", scale=1, elem_id="arena-send")
     with gr.Row():
-        choice = gr.Radio(list(VOTE_LABELS), label="Which response is better?", scale=3, elem_id="arena-choice")
+        choice = gr.Radio(list(VOTE_LABELS), label="Which response is better?", scale=3, elem_id="arena-choice",
+                          interactive=False)
         comment = gr.Textbox(label="Comment (optional)", scale=2, elem_id="arena-comment")
         vote_btn = gr.Button("Submit vote", variant="primary", scale=1, elem_id="arena-vote", interactive=False)
     status = gr.Markdown("", elem_id="arena-status")
-    end_btn = gr.Button("End battle and reveal the models", elem_id="arena-end")
+    end_btn = gr.Button(END_LABEL, elem_id="arena-end")
 
     def on_start(state_: dict, campaign_: str, request: gr.Request) -> tuple:
         return start(ctx, identify, state_, campaign_, request)
@@ -299,18 +334,20 @@ def battle_panel(ctx: AppContext, pool: BackendPool, identify: Identify, state: 
             return instructions_md(ctx, campaign_)
         return instructions_md(ctx, campaign_, user["id"] if user["role"] == "rater" else None)
 
+    plain_end = dict(fn=lambda: gr.Button(value=END_LABEL, variant="secondary"), inputs=None, outputs=end_btn,
+                     api_name=False, show_progress="hidden", queue=False)
     campaign.change(on_pick, [state, campaign], guide, api_name=False)
     campaign.focus(on_focus, [state, campaign], campaign, api_name=False, show_progress="hidden")
     start_btn.click(on_focus, [state, campaign], campaign, api_name=False, show_progress="hidden").then(
         on_start, [state, campaign], [state, chat_a, chat_b, message, status, reveal, choice, vote_btn],
-        api_name="start")
+        api_name="start").then(**plain_end)
     send_event = dict(fn=on_send, inputs=[state, message], outputs=[chat_a, chat_b, message, status, choice, vote_btn],
                       concurrency_limit=8)
     send_btn.click(**send_event, api_name="send")
     message.submit(**send_event, api_name=False)
     vote_btn.click(on_vote, [state, choice, comment], [status, comment, reveal, chat_a, chat_b, choice, vote_btn],
-                   api_name="vote", concurrency_limit=32)
-    end_btn.click(on_end, state, [status, reveal, chat_a, chat_b, vote_btn], api_name="end")
+                   api_name="vote", concurrency_limit=32).then(**plain_end)
+    end_btn.click(on_end, state, [state, status, reveal, chat_a, chat_b, vote_btn, end_btn], api_name="end")
     return campaign
 
 
@@ -332,7 +369,7 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
                 name = gr.Textbox(label="Name", elem_id="arena-name")
                 password = gr.Textbox(label="Password", type="password", elem_id="arena-password")
                 login_btn = gr.Button("Sign in", variant="primary", elem_id="arena-login")
-            with gr.Accordion("I have an invite code", open=False):
+            with gr.Accordion("I have an invite code", open=False) as invite_box:
                 with gr.Row():
                     code = gr.Textbox(label="Invite code", elem_id="arena-code")
                     new_name = gr.Textbox(label="Choose a name", elem_id="arena-new-name")
@@ -360,6 +397,10 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
                 return enter({"user": {k: user[k] for k in ("id", "name", "role", "session_epoch")}})
 
             page.load(arrive, state, outs, api_name=False, show_progress="hidden", queue=False)
+        def on_invite(request: gr.Request) -> tuple[Any, Any]:
+            return invite_from_link(request)
+
+        page.load(on_invite, None, [code, invite_box], api_name=False, show_progress="hidden", queue=False)
         login_btn.click(on_sign_in, [state, name, password], outs, api_name="sign_in")
         password.submit(on_sign_in, [state, name, password], outs, api_name=False)
         join_btn.click(lambda s, c, n, p: enter(join(ctx, s, c, n, p)), [state, code, new_name, new_password], outs,
@@ -436,15 +477,43 @@ def ratings_view(ctx: AppContext, campaign: str, method: str, rounds: float, inc
 
 
 
+INVITE_PATH = "/arena/?invite="
+
+
+def origin(request: Any) -> str:
+    """The address the admin reached the app at (scheme and host, as a proxy forwards them); "" if unknown."""
+    headers = getattr(request, "headers", None) or {}
+    host = headers.get("x-forwarded-host") or headers.get("host")
+    if not host:
+        return ""
+    return f"{headers.get('x-forwarded-proto') or 'http'}://{host}"
+
+
+def invite_link(code: str, base: str = "") -> str:
+    """The link that opens the rater page with the invite code filled in."""
+    return f"{base}{INVITE_PATH}{code}"
+
+
 def make_invites(ctx: AppContext, count: float, campaign: str, request: gr.Request,
                  days: float | None = None) -> str:
+    """One link a line (`/arena/?invite=CODE` on this app's address): send each to one rater."""
     who = require(ctx, request, EDIT_ROLES)
     try:
         codes = invites.create_invites(ctx.db(), int(count or 1), campaign=None if campaign in ("", "(all)", None)
                                      else campaign, created_by=who, expires_days=float(days or invites.INVITE_DAYS))
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
-    return "\n".join(codes)
+    base = origin(request)
+    return "\n".join(invite_link(c, base) for c in codes)
+
+
+def invite_from_link(request: Any) -> tuple[Any, Any]:
+    """On the rater page's load: the code from an invite link (?invite=CODE) in the code box, its section open."""
+    params = getattr(request, "query_params", None) or {}
+    code = (params.get("invite") or "").strip()
+    if not code:
+        return gr.skip(), gr.skip()
+    return gr.Textbox(value=code), gr.Accordion(open=True)
 
 
 def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
@@ -484,11 +553,12 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
         plot = gr.Plot(label="Harmlessness vs helpfulness (paper Figure 2)", visible=False, elem_id="arena-figure2")
         build_rigor(ctx, pick)
         with gr.Row():
-            inv_n = gr.Number(5, label="Invite codes to make", precision=0)
+            inv_n = gr.Number(5, label="Invite links to make", precision=0)
             inv_days = gr.Number(invites.INVITE_DAYS, label="Days until they expire", minimum=0.01)
-            inv_btn = gr.Button("Make invite codes")
-        inv_out = gr.Textbox(label="Codes (shown once; each makes one rater account, for the campaign picked above "
-                                   "or for any campaign with (all))", lines=4)
+            inv_btn = gr.Button("Make invite links")
+        inv_out = gr.Textbox(label="Invite links (shown once; each makes one rater account, for the campaign picked "
+                                   "above or for any campaign with (all)): copy them and send one to each rater",
+                             lines=4, buttons=["copy"], elem_id="arena-invites")
 
     on_page_load(bind(admin_visible, ctx), None, [admin])
     load_camps = dict(fn=bind(campaigns_table, ctx), inputs=None, outputs=[camps, pick])

@@ -24,7 +24,17 @@ from cai.queries import runs as run_queries
 from cai.refs import missing_references
 from cai.stages import REGISTRY
 from cai.train import lengths
-from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, require
+from ui.common import (
+    BROWSE_ROLES,
+    EDIT_ROLES,
+    AppContext,
+    bind,
+    esc,
+    on_page_load,
+    quietly,
+    read_upload,
+    require,
+)
 from ui.lineage import lineage_html
 
 RUN_COLUMNS = ["id", "kind", "status", "progress", "tok/s", "ETA", "started", "note"]
@@ -90,12 +100,24 @@ def next_interval(active: bool, changed: bool, current: float) -> float | None:
     return FAST_S if changed else min(max(current, FAST_S) * 2, SLOW_S)
 
 
-def ref_choices(db: Database, ref: str) -> list[tuple[str, str]]:
+# Model fields that take a reward (preference) model; every other model field takes a policy (cai.models.KINDS).
+REWARD_FIELDS = ("reward_model", "pm")
+
+
+def field_role(field: dict[str, Any]) -> str | None:
+    """Which kind of model a form field takes ("policy" or "reward"); None for fields that name no model."""
+    if field.get("ref") != "models":
+        return None
+    return "reward" if field["name"] in REWARD_FIELDS else "policy"
+
+
+def ref_choices(db: Database, ref: str, role: str | None = None) -> list[tuple[str, str]]:
+    """What a store-backed field offers; model fields offer only models of `role` (None: every model)."""
     if ref == "prompt_sets":
         return [(f"{r['name']} ({r['kind']}, {r['prompts']})", r["name"]) for r in catalog.prompt_sets(db)]
     if ref == "models":
-        names = catalog.model_names(db)
-        return [(models.choice_label(db, n), n) for n in dict.fromkeys(["default", "tiny", *names])]
+        names = dict.fromkeys(["default", "tiny", *catalog.model_names(db)])
+        return [(models.choice_label(db, n), n) for n in names if role is None or models.model_kind(db, n) == role]
     if ref == "constitutions":
         return [("(most recent constitution)", "")] + [
             (f"constitution {r['name']} (latest v{r['latest']})", r["name"]) for r in catalog.constitutions_latest(db)]
@@ -212,7 +234,7 @@ def launch_stage(ctx: AppContext, kind: str, *args: Any) -> tuple[str, int | Non
     except (LookupError, ValueError) as exc:
         return f"Error: {esc(exc)}", None
     threading.Thread(target=proc.wait, daemon=True).start()  # reap the worker when it ends
-    runs.RunContext(db, run_id, config).log(f"launched from the dashboard by {user}")
+    runs.RunContext(db, run_id, config).log(f"{LAUNCHED_BY}{user}")
     return f"Started {esc(REGISTRY[kind].label)} as run #{run_id}", run_id
 
 
@@ -347,6 +369,115 @@ def restore_last(saved: dict[str, Any] | None) -> list[Any]:
     return fill_forms(kind, form_values(kind, values))
 
 
+def generation_tokens(db: Database, config: StageConfig) -> tuple[int, str] | None:
+    """At most how many tokens a generation stage asks its model for, and how that count is made; None for
+    stages whose cost is not generation-bound (training, scoring)."""
+    from cai import data
+
+    def count(name: str, limit: int | None) -> int:
+        try:
+            n = int(data.get_prompt_set(db, name)["count"])
+        except Exception:  # an unknown set: the launch itself says so
+            return 0
+        return min(n, limit) if limit else n
+
+    c: Any = config
+    if c.kind == "sl":
+        n, per = count(c.prompts, c.limit), 1 + c.revisions * (1 if c.direct else 2)
+        helpful = count(c.helpful_prompts, None) * c.helpful_samples if c.helpful_prompts else 0
+        total = (n * per + helpful) * c.max_new_tokens
+        how = f"{n} prompts × {per} generations" + (f" + {helpful} helpful samples" if helpful else "")
+        return total, f"{how} × ≤{c.max_new_tokens} tokens"
+    if c.kind == "pairs":
+        n = count(c.prompts, c.limit)
+        return n * 2 * c.max_new_tokens, f"{n} prompts × 2 responses × ≤{c.max_new_tokens} tokens"
+    return None
+
+
+def cost_text(db: Database, config: StageConfig) -> str:
+    """What the form's setting costs on this machine: minutes from the tok/s measured for its model by earlier
+    runs here (cai.models.measured_speed), and the model's loading phase with its ETA (cai.load_eta)."""
+    from cai import load_eta
+    from cai.config import subject_model
+
+    name = subject_model(config)
+    if not name:
+        return ""
+    row = models.get_model(db, name) or {"name": name, "path": name, "backend": "hf"}
+    bits = []
+    tokens = generation_tokens(db, config)
+    speed = models.measured_speed(db, name)
+    if tokens and speed:
+        minutes = tokens[0] / speed / 60
+        bits.append(f"at most ~{minutes:.0f} min on this machine ({tokens[1]} at {speed:.1f} tok/s, measured for "
+                    f"{esc(name)} by earlier runs here)" if minutes >= 1 else
+                    f"under a minute on this machine ({tokens[1]} at {speed:.1f} tok/s measured for {esc(name)})")
+    elif tokens:
+        bits.append(f"{tokens[1]}; no speed measured for {esc(name)} on this machine yet (a first small run, "
+                    "e.g. with “Only the first N” = 2, measures it)")
+    if load_eta.phase(row) == "convert":
+        bits.append(load_eta.notice(row).rstrip("."))
+    return ("**Cost:** " + "; ".join(bits) + ".") if bits else ""
+
+
+def cost_line(ctx: AppContext, kind: str, *values: Any) -> str:
+    """The cost line under a form as it stands ("" while the form is invalid: the command line says why)."""
+    try:
+        return cost_text(ctx.db(), config_from_form(kind, list(values)))
+    except ConfigError:
+        return ""
+
+
+def hhh_upload(ctx: AppContext, path: str | None, request: gr.Request) -> tuple[Any, str]:
+    """An uploaded HHH eval file, checked (every line a comparison in the paper's format) and kept in the
+    workbench's folder under its content hash, so a run's pinned path always names these exact bytes.
+    Returns (the form's file field, a status line)."""
+    import shutil
+
+    from cai.evals import hhh
+
+    require(ctx, request, EDIT_ROLES)
+    try:
+        src = read_upload(path, allowed=(".jsonl",))
+    except gr.Error as exc:
+        return gr.skip(), f"Error: {esc(exc.message)}"
+    try:
+        n = len(hhh.read_hhh(src))
+    except (ValueError, OSError) as exc:
+        return gr.skip(), f"Error: {esc(str(exc).replace(str(src), src.name))}"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    dest = ctx.db_path.resolve().parent / "uploads" / f"hhh-{digest}.jsonl"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        shutil.copyfile(src, dest)
+    return str(dest), f"Uploaded {esc(src.name)}: {n} comparisons, kept as `{esc(dest)}`."
+
+
+def hhh_sample() -> tuple[str, str]:
+    """The shipped sample file (12 comparisons in the paper's format) in the form's file field."""
+    from cai.evals import hhh
+
+    return str(hhh.SAMPLE), f"The sample file: {len(hhh.read_hhh(hhh.SAMPLE))} comparisons written for this project."
+
+
+LAUNCHED_BY = "launched from the dashboard by "
+
+
+def last_launch(ctx: AppContext, saved: dict[str, Any] | None, request: gr.Request) -> list[Any]:
+    """After a page load: the form of the run this user last launched from the dashboard, as launched.
+
+    The browser's saved form has the values as typed; it is used when it is of that same run. Otherwise (a
+    reload that beat the browser's write of its storage, another browser, cleared storage) the run's stored
+    config fills the form: the database, not the browser, says what was launched last."""
+    user = require(ctx, request, EDIT_ROLES)
+    row = ctx.db().execute(
+        "select r.id, r.kind, r.config from runs r join run_logs l on l.run_id = r.id where l.line = ? "
+        "order by r.id desc limit 1", [LAUNCHED_BY + user]).fetchone()
+    if row is None or (saved or {}).get("run") == row[0]:
+        return restore_last(saved)
+    return restore_last({"kind": row[1], "values": json.loads(row[2] or "{}")})
+
+
 def command_text(ctx: AppContext, kind: str, *values: Any) -> str:
     """The CLI line for the form as it stands, or what to fix first."""
     try:
@@ -361,23 +492,39 @@ def model_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
     return _choices(ctx, pick_first=True)
 
 
-def fresh_choices(ctx: AppContext, request: gr.Request) -> list[Any]:
+def fresh_choices(ctx: AppContext, request: gr.Request, all_models: bool = False) -> list[Any]:
     """As model_choices, keeping every field's value (after an import: the new set is offered at once)."""
     require(ctx, request, BROWSE_ROLES)
-    return _choices(ctx, pick_first=False)
+    return _choices(ctx, pick_first=False, all_models=all_models)
 
 
-def _choices(ctx: AppContext, pick_first: bool) -> list[Any]:
+def every_model(ctx: AppContext, all_models: bool, request: gr.Request) -> list[Any]:
+    """The "all models" escape hatch: model pickers offer every model, whatever its kind (or again by kind)."""
+    return fresh_choices(ctx, request, bool(all_models))
+
+
+def only_choice(field: dict[str, Any], choices: list[tuple[str, str]], needed: dict[str, str]) -> str | None:
+    """The value to preselect in a required field that has exactly one real choice (else None)."""
+    real = [v for _, v in choices if v]
+    return real[0] if field["name"] in needed and len(real) == 1 else None
+
+
+def _choices(ctx: AppContext, pick_first: bool, all_models: bool = False) -> list[Any]:
     db = ctx.db()
-    cache: dict[str, list[tuple[str, str]]] = {}
+    cache: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
     out = []
     for kind in REGISTRY:
+        needed = required(REGISTRY[kind].config)
         for f in form_fields(kind):
             ref = f.get("ref")
             if ref and not f.get("choices"):
-                cache.setdefault(ref, ref_choices(db, ref))
-                first = catalog.first_red_team_set(db) if f["name"] == "prompts" and pick_first else None
-                out.append(gr.Dropdown(choices=cache[ref], value=first) if first else gr.Dropdown(choices=cache[ref]))
+                key = (ref, None if all_models else field_role(f))
+                choices = cache.setdefault(key, ref_choices(db, ref, key[1]))
+                first = None
+                if pick_first:
+                    first = catalog.first_red_team_set(db) if f["name"] == "prompts" else None
+                    first = first or only_choice(f, choices, needed)
+                out.append(gr.Dropdown(choices=choices, value=first) if first else gr.Dropdown(choices=choices))
     models = [(f"{m['name']} (#{m['id']})", m["id"]) for m in catalog.models_newest_first(db)]
     lineage_pick = gr.Dropdown(choices=models, value=models[0][1] if models else None) if pick_first else \
         gr.Dropdown(choices=models)
@@ -422,7 +569,7 @@ def _launcher(ctx: AppContext, kind: str, n_inputs: int):  # type: ignore[no-unt
         if run_id is None:
             return status, None, gr.skip()
         names = [f["name"] for f in form_fields(kind)]
-        return status, run_id, {"kind": kind, "values": dict(zip(names, values, strict=True))}
+        return status, run_id, {"kind": kind, "run": run_id, "values": dict(zip(names, values, strict=True))}
 
     handler.__signature__ = _signature(n_inputs + 1)  # type: ignore[attr-defined]
     handler.__annotations__ = {"request": gr.Request}
@@ -430,8 +577,8 @@ def _launcher(ctx: AppContext, kind: str, n_inputs: int):  # type: ignore[no-unt
 
 
 def _commander(ctx: AppContext, kind: str, n_inputs: int):  # type: ignore[no-untyped-def]
-    def handler(*values: Any) -> str:
-        return command_text(ctx, kind, *values)
+    def handler(*values: Any) -> tuple[str, str]:
+        return command_text(ctx, kind, *values), cost_line(ctx, kind, *values)
 
     import inspect
 
@@ -448,8 +595,12 @@ def build(ctx: AppContext) -> None:
     secret = hashlib.sha1(f"cai-forms:{ctx.db_path}".encode()).hexdigest()
     saved = _top_level(lambda: gr.BrowserState({}, storage_key="cai-last-launch", secret=secret))
     with gr.Accordion("Launch a run (admin)", open=True):
-        stage = gr.Dropdown([(s.label, k) for k, s in REGISTRY.items()], value="sl", label="Stage",
-                            elem_id="stage")
+        with gr.Row():
+            stage = gr.Dropdown([(s.label, k) for k, s in REGISTRY.items()], value="sl", label="Stage",
+                                elem_id="stage", scale=3)
+            all_models = gr.Checkbox(False, label="All models in every model picker", scale=1, elem_id="all-models",
+                                     info="By default a picker offers only models of its kind: policies (language "
+                                          "models) or reward (preference) models.")
         groups = {}
         launched = gr.Number(visible=False)
         status = gr.Markdown(elem_id="launch-status")
@@ -464,6 +615,8 @@ def build(ctx: AppContext) -> None:
                             inputs.append(comp)
                             if f.get("ref") and not f.get("choices"):
                                 ref_inputs.append(comp)
+                if kind == "hhh":
+                    _hhh_file(ctx, inputs[[f["name"] for f in fields].index("data")])
                 command = gr.Code(command_text(ctx, kind, *[c.value for c in inputs]), language="shell",
                                   label="The same run from the command line", elem_id=f"cli-{kind}",
                                   interactive=False)
@@ -471,7 +624,8 @@ def build(ctx: AppContext) -> None:
                                elem_id=f"launch-{kind}")
                 go.click(_launcher(ctx, kind, len(inputs)), [*inputs, saved], [status, launched, saved],
                          api_name=f"launch_{kind.replace('-', '_')}")
-                gr.on([c.change for c in inputs], _commander(ctx, kind, len(inputs)), inputs, command,
+                cost = gr.Markdown(elem_id=f"cost-{kind}")
+                gr.on([c.change for c in inputs], _commander(ctx, kind, len(inputs)), inputs, [command, cost],
                       show_progress="hidden", queue=False)
                 all_inputs += inputs
             groups[kind] = group
@@ -527,8 +681,21 @@ def build(ctx: AppContext) -> None:
     root = gr.context.Context.root_block
     assert root is not None
     refresh_refs = quietly(bind(model_choices, ctx), len(ref_inputs) + 1)
-    root.load(refresh_refs, None, [*ref_inputs, lineage_model]).then(restore_last, saved, [stage, *all_inputs])
+    root.load(refresh_refs, None, [*ref_inputs, lineage_model]).then(
+        quietly(bind(last_launch, ctx), 1 + len(all_inputs)), saved, [stage, *all_inputs])
     imported.then(quietly(bind(fresh_choices, ctx), len(ref_inputs) + 1), None, [*ref_inputs, lineage_model])
+    all_models.change(quietly(bind(every_model, ctx), len(ref_inputs) + 1), all_models, [*ref_inputs, lineage_model])
+
+
+def _hhh_file(ctx: AppContext, data_box: Any) -> None:
+    """Under the HHH form: upload a JSONL file (or take the sample) instead of typing a path on the server."""
+    with gr.Row():
+        upload = gr.File(label="Upload an HHH eval file (.jsonl: prompt, corrects, incorrects)", file_types=[".jsonl"],
+                         type="filepath", elem_id="hhh-upload", scale=3)
+        sample = gr.Button("Use the sample file (12 comparisons)", elem_id="hhh-sample", scale=1)
+    note = gr.Markdown(elem_id="hhh-upload-status")
+    upload.upload(bind(hhh_upload, ctx), upload, [data_box, note], api_name=False)
+    sample.click(hhh_sample, None, [data_box, note], api_name=False)
 
 
 def _top_level(make: Any) -> Any:

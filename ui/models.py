@@ -1,21 +1,23 @@
 """Models tab: the registry with each model's lineage, registering a model, and a quick chat with any of them.
 
 Chat renders the conversation as an HH transcript (`cai.transcript.to_hh`) through the backend's own
-`render` (raw for base models, chat template for chat models) and cuts at the next "Human:" turn; loaded
+`render` (raw for base models, chat template for chat models), streams the reply token by token as the arena
+does, and cuts at the next "Human:" turn; a model's first use says it is loading, and for how long; loaded
 backends come from the process's one `BackendPool` (`cai.backend_pool.shared_pool`) unless `build` is given one.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 from sqlite_utils import Database
 
-from cai import models
-from cai.backend_pool import TURN_STOPS, BackendPool, complete_text, shared_pool
+from cai import load_eta, models
+from cai.backend_pool import TURN_STOPS, BackendPool, complete_text, shared_pool, stream_text, visible
 from cai.backends.base import SamplingParams
 from cai.queries import catalog
 from cai.transcript import to_hh
@@ -98,36 +100,55 @@ def endpoint_health(ctx: AppContext, request: gr.Request) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=HEALTH_COLUMNS)
 
 
-def chat(
+def chat_stream(
     ctx: AppContext, pool: BackendPool, model_id: float | None, history: list[dict[str, Any]], message: str,
     max_new_tokens: float, temperature: float, request: gr.Request,
-) -> tuple[list[dict[str, Any]], str]:
-    """One chat turn: the model's reply appended to the history (and the input box cleared)."""
+) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    """One chat turn as it happens: (history, message box) after each change. A model not loaded yet first
+    shows what it is waiting for and for about how long (cai.load_eta); the reply then streams token by token
+    as the arena's do (cai.backend_pool.stream_text), cut at the next turn."""
     require(ctx, request, BROWSE_ROLES)
     if not model_id:
         raise gr.Error("Pick a model to chat with.")
     if not (message or "").strip():
-        return history, ""
+        yield history, ""
+        return
     row = models.get_model_by_id(ctx.db(), int(model_id))
     prompt = chat_prompt(history or [], message)
+    asked = [*(history or []), {"role": "user", "content": chat_safe(message.strip(), markdown=False)}]
+
+    def with_reply(text: str) -> list[dict[str, Any]]:
+        return [*asked, {"role": "assistant", "content": chat_safe(text, markdown=False)}]
+
+    if not pool.loaded(row):
+        yield with_reply(load_eta.notice(row)), ""
     try:
         backend, lock = pool.get(row)
     except Exception as exc:  # a missing folder or an unreachable hub id: say so on the page
         raise gr.Error(f"Could not load {row['name']}: {exc}") from None
     params = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature), stop=TURN_STOPS)
+    text = ""
     with lock:
-        reply = complete_text(backend.generate([backend.render(prompt)], params)[0].text).strip()
-    shown = [{"role": "user", "content": chat_safe(message.strip(), markdown=False)},
-             {"role": "assistant", "content": chat_safe(reply, markdown=False)}]
-    return [*(history or []), *shown], ""
+        for text in stream_text(backend, backend.render(prompt), params):
+            yield with_reply(visible(complete_text(text), TURN_STOPS).strip()), ""
+    yield with_reply(complete_text(visible(text, TURN_STOPS)).strip()), ""
+
+
+def chat(
+    ctx: AppContext, pool: BackendPool, model_id: float | None, history: list[dict[str, Any]], message: str,
+    max_new_tokens: float, temperature: float, request: gr.Request,
+) -> tuple[list[dict[str, Any]], str]:
+    """One chat turn, finished: the model's reply appended to the history (and the input box cleared)."""
+    *_, last = chat_stream(ctx, pool, model_id, history, message, max_new_tokens, temperature, request)
+    return last
 
 
 def _chat_handler(ctx: AppContext, pool: BackendPool):  # type: ignore[no-untyped-def]
     def handler(
         model_id: float | None, history: list[dict[str, Any]], message: str, max_new_tokens: float,
         temperature: float, request: gr.Request,
-    ) -> tuple[list[dict[str, Any]], str]:
-        return chat(ctx, pool, model_id, history, message, max_new_tokens, temperature, request)
+    ) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        yield from chat_stream(ctx, pool, model_id, history, message, max_new_tokens, temperature, request)
 
     return handler
 

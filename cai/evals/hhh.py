@@ -23,6 +23,9 @@ from cai.evals.consistency import credit, mean
 from cai.feedback import LabelOptions, Query, Reading, ensemble, read_queries
 from cai.files import iter_jsonl, read_text
 
+# A dozen comparisons in the paper's format, written for this project (data/sample_hhh.jsonl).
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_hhh.jsonl"
+
 _SHAPE = re.compile(
     r"\A\n\nConsider the following conversation between a human and an assistant:\n\n(?P<conv>.*)\n\n"
     r"(?P<principle>\n[^\n]*?Options:)\n \(A\) \[\[\[(?P<a>.*)\]\]\]\n \(B\) \[\[\[(?P<b>.*)\]\]\]\n\nThe answer is:\Z",
