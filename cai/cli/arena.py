@@ -250,7 +250,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     pairs = arena.preference_pairs(df)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
-        pairs.to_csv(out, index=False)
+        from cai.csv_out import write_csv
+
+        write_csv(pairs, out)
     elif out.suffix.lower() == ".parquet":
         pairs.to_parquet(out, index=False)
     else:
@@ -268,6 +270,7 @@ def _export_votes(args: argparse.Namespace, out: Path, df: Any) -> int:
     import pandas as pd
 
     from cai.arena_export import rows_140k
+    from cai.csv_out import write_csv
     from cai.transcript import parse_hh
 
     if args.format == "140k":
@@ -288,7 +291,7 @@ def _export_votes(args: argparse.Namespace, out: Path, df: Any) -> int:
         nested = [c for c in frame.columns if frame[c].map(lambda x: isinstance(x, (list, dict))).any()]
         for c in nested:  # CSV and Parquet cells hold the nested fields as JSON text
             frame[c] = frame[c].map(lambda x: json.dumps(x, ensure_ascii=False))
-        frame.to_csv(out, index=False) if out.suffix.lower() == ".csv" else frame.to_parquet(out, index=False)
+        write_csv(frame, out) if out.suffix.lower() == ".csv" else frame.to_parquet(out, index=False)
     emit(args, {"path": str(out), "votes": len(rows), "format": args.format},
          lambda s: f"wrote {s['votes']} votes ({s['format']}) to {s['path']}")
     return 0
