@@ -452,3 +452,34 @@ def test_the_admin_tables_have_real_headers_and_the_admin_section_opens_when_emp
     arena.create_campaign(db, "help", NAMES, "helpfulness")
     assert ui_arena.admin_visible(ctx, admin).open is False
     assert ui_arena.admin_visible(ctx, SimpleNamespace(username="nobody")).visible is False
+
+
+# -- #25.5: rater messages are capped per campaign and by the models' context ------------------------
+
+
+def test_a_message_over_the_campaigns_cap_is_refused_and_nothing_is_stored(setup):
+    db, _, ctx = setup
+    pool = scripted({"quokka-7b": " Paris.", "wombat-3b": " Rome."})
+    state = ui_arena.start(ctx, ui_arena.page_user(ctx), signed_in(ctx), "help")[0]
+    out = run_send(ctx, pool, state, "x" * 4001)
+    assert len(out) == 1 and out[0][3] == (f"{REFUSED} your message is 4,001 characters long; this campaign takes "
+                                           "at most 4,000: shorten it")
+    assert db["battle_turns"].count == 0
+    run_send(ctx, pool, state, "y" * 4000)
+    assert [len(r["prompt"]) for r in db["battle_turns"].rows] == [len("\n\nHuman: \n\nAssistant:") + 4000]
+    with pytest.raises(arena.ArenaError, match="max_message_chars must be between 1 and 100,000"):
+        arena.create_campaign(db, "big", NAMES, "helpfulness", max_message_chars=10**7)
+
+
+def test_a_message_that_does_not_fit_the_models_context_is_refused(db, db_path):
+    for n in NAMES:
+        models.register_model(db, n, "tiny")  # in process: max_position_embeddings 2048
+    users.add_user(db, "rita", "rater", "password1")
+    arena.create_campaign(db, "long", NAMES, "helpfulness", max_message_chars=100_000, allow_test_models=True)
+    ctx = AppContext(db_path)
+    state = ui_arena.start(ctx, ui_arena.page_user(ctx), signed_in(ctx), "long")[0]
+    out = run_send(ctx, BackendPool(), state, " ".join(f"w{i}" for i in range(3000)))
+    assert len(out) == 1 and out[0][3].startswith(f"{REFUSED} this conversation (")
+    assert out[0][3].endswith("tokens) and an answer (128 tokens) do not fit a model's context of 2,048 tokens: "
+                              "send a shorter message or start a new battle")
+    assert db["battle_turns"].count == 0

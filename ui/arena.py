@@ -20,7 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from cai import arena, invites, users
-from cai.backend_pool import BackendPool, TurnResult, shared_pool, stream_pair
+from cai.backend_pool import BackendPool, TurnResult, context_overflow, shared_pool, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
 from ui.arena_rigor import RATING_COLUMNS, build_rigor
@@ -179,6 +179,10 @@ def send(
         user = identify(state, request)
         battle_id = _battle_id(state)
         job = arena.begin_turn(ctx.db(), battle_id, user["id"], message)
+        overflow = context_overflow(job, pool)
+        if overflow:
+            arena.abandon_turn(ctx.db(), job)
+            raise Refused(overflow)
         view = arena.battle_view(ctx.db(), battle_id, user["id"])
     except (Refused, arena.ArenaError) as exc:
         gr.Warning(refusal(exc).replace("**", ""))

@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cc.add_argument("--max-turns", type=int, default=3, help="Turns (votes) per battle.")
     cc.add_argument("--max-new-tokens", type=int, default=128, help="Longest answer, in tokens.")
     cc.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature (0: greedy).")
+    cc.add_argument("--max-message-chars", type=int, default=arena.MAX_MESSAGE_CHARS,
+                    help="Longest message a rater may send, in characters (longer ones are refused).")
     cc.add_argument("--allow-test-models", action="store_true",
                     help="Allow test models such as tiny (random weights, output is noise) in the campaign.")
     add_common(cc)
@@ -193,6 +195,7 @@ def cmd_campaign_create(args: argparse.Namespace) -> int:
         max_turns=args.max_turns,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
+        max_message_chars=args.max_message_chars,
         allow_test_models=args.allow_test_models,
     )
     emit(args, camp, lambda c: f"created campaign {c['name']!r} (id {c['id']}): {', '.join(c['models'])}")

@@ -509,3 +509,10 @@ def m014_experiments(db: Database) -> None:
         foreign_keys=[("experiment_id", "experiments", "id"), ("run_id", "runs", "id")],
     )
     db.table("experiment_runs").create_index(["experiment_id", "arm", "stage"], unique=True)
+
+
+@migrations()
+def m015_sec_arena_message_cap(db: Database) -> None:
+    # Longest rater message a campaign accepts, in characters (owner: security engineer, #25.5); older
+    # campaigns get the default (cai.arena.MAX_MESSAGE_CHARS).
+    db.table("campaigns").add_column("max_message_chars", int, not_null_default=4000)
