@@ -483,3 +483,23 @@ def test_a_message_that_does_not_fit_the_models_context_is_refused(db, db_path):
     assert out[0][3].endswith("tokens) and an answer (128 tokens) do not fit a model's context of 2,048 tokens: "
                               "send a shorter message or start a new battle")
     assert db["battle_turns"].count == 0
+
+
+# -- #25.11: wrong invite codes are rate-limited per address -------------------------------------------
+
+
+def test_wrong_invite_codes_are_limited_per_address_and_logged(db):
+    code = invites.create_invites(db, 1)[0]
+    for i in range(10):
+        with pytest.raises(arena.ArenaError, match="not valid"):
+            invites.redeem_invite(db, f"guess-{i}", f"g{i}", "password1", "6.6.6.6", now=1000.0 + i)
+    with pytest.raises(arena.ArenaError, match=r"^too many wrong invite codes: try again in 891 s$"):
+        invites.redeem_invite(db, code, "real", "password1", "6.6.6.6", now=1010.0)  # even a good code
+    with pytest.raises(arena.ArenaError, match="at least 8 characters"):  # not a wrong code: not counted
+        invites.redeem_invite(db, code, "real", "short", "7.7.7.7", now=1010.0)
+    assert invites.redeem_invite(db, code, "real", "password1", "7.7.7.7", now=1011.0)["name"] == "real"
+    reasons = [(r["address"], r["reason"]) for r in db["login_attempts"].rows_where("name = ?", [invites.INVITE])]
+    assert reasons == [("6.6.6.6", "invite-wrong")] * 10 + [
+        ("6.6.6.6", "invite-locked"), ("7.7.7.7", "invite-refused"), ("7.7.7.7", "invite-ok")]
+    assert invites.redeem_invite(db, invites.create_invites(db, 1)[0], "later", "password1", "6.6.6.6",
+                                 now=1901.0)["name"] == "later"  # the oldest failure aged out

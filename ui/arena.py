@@ -60,9 +60,10 @@ def sign_in(ctx: AppContext, state: dict[str, Any], name: str, password: str, re
     return {"user": {k: got.user[k] for k in ("id", "name", "role", "session_epoch")}}
 
 
-def join(ctx: AppContext, state: dict[str, Any], code: str, name: str, password: str) -> dict[str, Any]:
+def join(ctx: AppContext, state: dict[str, Any], code: str, name: str, password: str,
+         request: Any = None) -> dict[str, Any]:
     try:
-        user = invites.redeem_invite(ctx.db(), code, (name or "").strip(), password or "")
+        user = invites.redeem_invite(ctx.db(), code, (name or "").strip(), password or "", _client(request))
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
     return {"user": {**user, "session_epoch": 0}}
@@ -366,8 +367,10 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
             page.load(arrive, state, outs, api_name=False, show_progress="hidden", queue=False)
         login_btn.click(on_sign_in, [state, name, password], outs, api_name="sign_in")
         password.submit(on_sign_in, [state, name, password], outs, api_name=False)
-        join_btn.click(lambda s, c, n, p: enter(join(ctx, s, c, n, p)), [state, code, new_name, new_password], outs,
-                       api_name="join")
+        def on_join(s: dict, c: str, n: str, p: str, request: gr.Request) -> tuple:
+            return enter(join(ctx, s, c, n, p, request))
+
+        join_btn.click(on_join, [state, code, new_name, new_password], outs, api_name="join")
     return page
 
 
