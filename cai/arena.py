@@ -20,6 +20,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from cai import models, store
+from cai.config import check_number
 from cai.evals import ratings
 from cai.transcript import ASSISTANT, HUMAN, as_prompt, parse_hh
 
@@ -101,8 +102,13 @@ def create_campaign(
         raise ArenaError("a campaign needs at least two different models, each named once")
     if vote_cap < 0 or max_turns < 1 or max_new_tokens < 1 or temperature < 0:
         raise ArenaError("need vote_cap >= 0, max_turns >= 1, max_new_tokens >= 1 and temperature >= 0")
-    if not 1 <= max_message_chars <= MAX_MESSAGE_CHARS_LIMIT:
-        raise ArenaError(f"max_message_chars must be between 1 and {MAX_MESSAGE_CHARS_LIMIT:,}")
+    for field_name, value, lo in (("vote_cap", vote_cap, 0), ("max_turns", max_turns, 1),
+                                  ("max_new_tokens", max_new_tokens, 1), ("temperature", temperature, 0),
+                                  ("max_message_chars", max_message_chars, 1)):
+        try:
+            check_number(field_name, value, lo)  # the bounds every config's numbers get (cai.config.UPPER)
+        except ValueError as exc:
+            raise ArenaError(str(exc)) from None
     if prompt_set and not db.table("prompt_sets").count_where("name = ?", [prompt_set]):
         raise ArenaError(f"no prompt set named {prompt_set!r}")
     check_test_models(model_names, allow_test_models)
@@ -323,7 +329,6 @@ def _reveal(db: Database, b: dict[str, Any]) -> dict[str, str]:
 
 STALE_TURN_S = 900.0
 MAX_MESSAGE_CHARS = 4000  # a campaign's default cap on one rater message (a few pages of text)
-MAX_MESSAGE_CHARS_LIMIT = 100_000
 
 
 def message_too_long(message: str, cap: int) -> str | None:

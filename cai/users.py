@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ ROLES = ("admin", "viewer", "rater")
 # scrypt cost: ~16 MiB and ~50 ms per check, fine for a login, slow for a guesser.
 _N, _R, _P = 2**14, 8, 1
 MIN_PASSWORD = 8
+MAX_NAME = 64
 log = logging.getLogger(__name__)
 
 
@@ -59,8 +61,17 @@ def _check(name: str, role: str | None = None, password: str | None = None) -> N
         raise UserError(f"password for {name!r}: at least {MIN_PASSWORD} characters")
 
 
+def _check_new_name(name: str) -> None:
+    """A new user's name: at most MAX_NAME characters, none of them control or format characters."""
+    if len(name) > MAX_NAME:
+        raise UserError(f"user name {name[:20]!r}...: at most {MAX_NAME} characters, got {len(name)}")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise UserError(f"user name {name!r}: no control or invisible format characters (tab, newline, ...)")
+
+
 def add_user(db: Database, name: str, role: str, password: str) -> int:
     _check(name, role, password)
+    _check_new_name(name)
     if db.table("users").count_where("name = ?", [name]):
         raise UserError(f"a user named {name!r} already exists")
     row = {"name": name, "role": role, "password_hash": hash_password(password), "created_at": store.now()}

@@ -467,7 +467,7 @@ def test_a_message_over_the_campaigns_cap_is_refused_and_nothing_is_stored(setup
     assert db["battle_turns"].count == 0
     run_send(ctx, pool, state, "y" * 4000)
     assert [len(r["prompt"]) for r in db["battle_turns"].rows] == [len("\n\nHuman: \n\nAssistant:") + 4000]
-    with pytest.raises(arena.ArenaError, match="max_message_chars must be between 1 and 100,000"):
+    with pytest.raises(arena.ArenaError, match="max_message_chars: must be <= 100000, got 10000000"):
         arena.create_campaign(db, "big", NAMES, "helpfulness", max_message_chars=10**7)
 
 
