@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0 for all).")
     parser.add_argument("--port", type=int, default=7860, help="Port to listen on.")
     parser.add_argument("--model", default="default", help="Default model for chat and forms (name, path or hub id).")
+    parser.add_argument("--forwarded-allow-ips", default=None,
+                        help="Behind a reverse proxy: the proxy addresses whose X-Forwarded-For/-Proto headers are "
+                             "trusted (comma-separated, or '*'; default: $CAI_FORWARDED_ALLOW_IPS, else none).")
+    parser.add_argument("--secure-cookies", action="store_true",
+                        help="Mark the session cookie Secure (automatic on requests that arrive over https).")
     args = parser.parse_args(argv)
 
     path, password = prepare(args.db, args.model)
@@ -47,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from ui.app import launch
 
-    launch(path, args.model, host=args.host, port=args.port)
+    launch(path, args.model, host=args.host, port=args.port, forwarded_allow_ips=args.forwarded_allow_ips,
+           secure_cookies=args.secure_cookies)
     return 0
 
 

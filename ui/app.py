@@ -31,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import html
 import importlib
+import logging
+import os
 import re
 import secrets
 import threading
@@ -38,6 +40,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import gradio as gr
@@ -61,6 +64,7 @@ TABS = [
     ("Arena", "campaigns", "ui.arena", EDIT_ROLES),  # /arena/ is the rater page
     ("Experiments", "experiments", "ui.experiments", BROWSE_ROLES),
 ]
+log = logging.getLogger(__name__)
 WORKBENCH_ROLES = BROWSE_ROLES  # the roles with a workbench page; raters have the rater page
 SESSION_COOKIE = "cai-session"
 
@@ -196,6 +200,28 @@ button{margin-top:16px;width:100%;padding:9px;border:0;border-radius:6px;backgro
 });</script></body></html>"""
 
 
+LOGOUT_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Log out</title></head>
+<body style="font-family:system-ui,sans-serif;margin:12vh auto;width:340px"><form method="post" action="/logout">
+<button type="submit" autofocus style="padding:9px 20px">Log out</button> <a href="/">stay signed in</a></form>
+</body></html>"""
+CROSS_SITE = "Refused: this request came from another site."
+
+
+def same_origin(request: Any) -> bool:
+    """The CSRF check of the POSTs that change a session (/login, /logout): a browser says where a request
+    comes from (`Origin`, `Sec-Fetch-Site`), and one sent by another site's page is refused. Clients that
+    are not browsers send neither and are let through (they cannot be made to carry a victim's cookies).
+    Behind a reverse proxy the proxy must pass the original `Host` on (README)."""
+    headers = request.headers
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    host = headers.get("host", "")
+    return origin != "null" and urlsplit(origin).netloc.lower() == host.lower()
+
+
 def _client_host(request: Any) -> str | None:
     client = getattr(request, "client", None)
     return getattr(client, "host", None)
@@ -246,10 +272,12 @@ def _role_app(sessions: Sessions, blocks: gr.Blocks, role: str, max_file_size: s
 
 
 def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
-           login_policy: users.LoginPolicy | None = None, auth_off_loop: bool = True) -> Any:
+           login_policy: users.LoginPolicy | None = None, auth_off_loop: bool = True,
+           secure_cookies: bool = False) -> Any:
     """The ASGI app: /login, the workbench at / (one page per role) and the rater page at /arena/.
     `arena_pool` serves the rater page's models (tests pass scripted ones); `login_policy` and
-    `auth_off_loop=False` exist for bench/login.py's before/after comparison."""
+    `auth_off_loop=False` exist for bench/login.py's before/after comparison. The session cookie is `Secure`
+    with `secure_cookies`, and on every request that came over https (directly, or from a trusted proxy)."""
     sessions = Sessions(db_path)
     role_apps = {role: _role_app(sessions, build_app(db_path, model, role), role, "5mb") for role in WORKBENCH_ROLES}
 
@@ -274,6 +302,8 @@ def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
 
     @app.post("/login")
     async def login(request: Request) -> Any:
+        if not same_origin(request):
+            return JSONResponse({"detail": CROSS_SITE}, status_code=403)
         form = await request.form()
         name, password = str(form.get("username") or "").strip(), str(form.get("password") or "")
         address = _client_host(request)
@@ -284,12 +314,25 @@ def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
         if got.user is None:
             return JSONResponse({"detail": html.escape(got.message)}, status_code=400)
         response = JSONResponse({"success": True, "home": home_for(got.user["role"])})
-        response.set_cookie(SESSION_COOKIE, sessions.open(got.user), httponly=True, samesite="lax", path="/")
+        response.set_cookie(SESSION_COOKIE, sessions.open(got.user), httponly=True, samesite="lax", path="/",
+                            secure=bool(secure_cookies) or request.url.scheme == "https")
         return response
 
-    @app.get("/logout")
+    @app.get("/logout", response_class=HTMLResponse)
+    def logout_page(request: Request) -> Any:
+        """A GET never ends a session (an <img src=/logout> on any site could): the page's button POSTs."""
+        if sessions.from_request(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        return HTMLResponse(LOGOUT_PAGE)
+
+    @app.post("/logout")
     def logout(request: Request) -> Any:
-        sessions.close(request.cookies.get(SESSION_COOKIE))
+        if not same_origin(request):
+            return JSONResponse({"detail": CROSS_SITE}, status_code=403)
+        token = request.cookies.get(SESSION_COOKIE)
+        if sessions.user(token) is None:
+            return JSONResponse({"detail": "Not signed in."}, status_code=401)
+        sessions.close(token)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -353,7 +396,9 @@ class LandingAssets:
 
 class Guard:
     """ASGI middleware: refuses uploads to the rater page (it takes no files, and a visitor with an invite
-    code is anonymous until they redeem it)."""
+    code is anonymous until they redeem it), and turns a failed Gradio event stream (`/queue/data` for an
+    unknown, ended or doubly-opened session: Gradio raises KeyError or HTTPException inside the stream) into
+    one log line, where uvicorn would log a traceback per request (hundreds from one client)."""
 
     def __init__(self, app: Any, no_upload_prefix: str = "/arena/") -> None:
         self.app = app
@@ -366,7 +411,29 @@ class Guard:
 
             await PlainTextResponse("The rater page takes no uploads.", status_code=403)(scope, receive, send)
             return
+        if scope["type"] == "http" and path.endswith("/queue/data"):
+            await self._stream(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    async def _stream(self, scope: dict, receive: Any, send: Any) -> None:
+        state = {"started": False, "done": False}
+
+        async def sending(message: dict) -> None:
+            state["started"] = state["started"] or message["type"] == "http.response.start"
+            state["done"] = message["type"] == "http.response.body" and not message.get("more_body", False)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            session = HTTPConnection(scope).query_params.get("session_hash", "")[:40]
+            log.warning("event stream refused: %s session=%r: %s", scope.get("path"), session,
+                        f"{type(exc).__name__}: {exc}"[:200])
+            if not state["started"]:
+                await JSONResponse({"detail": "No such event stream."}, status_code=404)(scope, receive, send)
+            elif not state["done"]:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def calm_queue(blocks: gr.Blocks, free_s: float = 0.02, progress_s: float = 0.1) -> gr.Blocks:
@@ -383,10 +450,24 @@ def _look() -> dict[str, Any]:
     return {"css": CSS, "theme": gr.themes.Soft(), "footer_links": [], "ssr_mode": False, "show_error": True}
 
 
-def launch(db_path: str | Path, model: str = "default", *, host: str = "127.0.0.1", port: int = 7860) -> None:
+FORWARDED_ENV = "CAI_FORWARDED_ALLOW_IPS"
+
+
+def uvicorn_options(forwarded_allow_ips: str | None = None) -> dict[str, Any]:
+    """How uvicorn is told whom to trust: `X-Forwarded-For`/`-Proto` are read only from the proxies the
+    operator names (`--forwarded-allow-ips`, else $CAI_FORWARDED_ALLOW_IPS: addresses or networks,
+    comma-separated, or "*"), and ignored by default. Uvicorn's own default trusts them from 127.0.0.1, so any
+    local client could forge the address that the sign-in lockout and the attempt log key on."""
+    ips = (forwarded_allow_ips if forwarded_allow_ips is not None else os.environ.get(FORWARDED_ENV, "")).strip()
+    return {"proxy_headers": bool(ips), "forwarded_allow_ips": ips or None}
+
+
+def launch(db_path: str | Path, model: str = "default", *, host: str = "127.0.0.1", port: int = 7860,
+           forwarded_allow_ips: str | None = None, secure_cookies: bool = False) -> None:
     """Serve the app until interrupted."""
     import uvicorn
 
     print(f"* Workbench at http://{host}:{port}/  (sign in at /login; rater page: http://{host}:{port}/arena/)",
           flush=True)
-    uvicorn.run(server(db_path, model), host=host, port=port, log_level="warning")
+    uvicorn.run(server(db_path, model, secure_cookies=secure_cookies), host=host, port=port, log_level="warning",
+                **uvicorn_options(forwarded_allow_ips))
