@@ -228,7 +228,7 @@ def attempt_login(
     row = {"name": name[:200], "address": address, "ok": 0, "at": store.now(), "at_unix": now}
     with store.immediate(db):
         wait, why = _lock_wait(db, name[:200], address, policy, now)
-        attempt = db.table("login_attempts").insert({**row, "reason": why or "checking"}).last_pk
+        attempt = int(db.table("login_attempts").insert({**row, "reason": why or "checking"}).last_pk or 0)
     if wait > 0:
         result = LoginResult(None, f"Too many failed sign-ins: try again in {int(wait) + 1} s.", wait)
         reason = why
