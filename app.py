@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0 for all).")
     parser.add_argument("--port", type=int, default=7860, help="Port to listen on.")
     parser.add_argument("--model", default="default", help="Default model for chat and forms (name, path or hub id).")
+    parser.add_argument("--forwarded-allow-ips", default=None,
+                        help="Behind a reverse proxy: the proxy addresses whose X-Forwarded-For/-Proto headers are "
+                             "trusted (comma-separated, or '*'; default: $CAI_FORWARDED_ALLOW_IPS, else none).")
+    parser.add_argument("--secure-cookies", action="store_true",
+                        help="Mark the session cookie Secure (automatic on requests that arrive over https).")
     args = parser.parse_args(argv)
 
     path, password = prepare(args.db, args.model)
@@ -50,10 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     def build() -> object:
         from ui.app import server
 
-        return server(path, args.model)
+        return server(path, args.model, secure_cookies=args.secure_cookies)
 
     url = f"http://{args.host}:{args.port}"
-    serve(build, args.host, args.port, f"* Workbench at {url}/  (sign in at /login; rater page: {url}/arena/)")
+    serve(build, args.host, args.port, f"* Workbench at {url}/  (sign in at /login; rater page: {url}/arena/)",
+          args.forwarded_allow_ips)
     return 0
 
 

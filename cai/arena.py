@@ -20,6 +20,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from cai import models, store
+from cai.config import check_number
 from cai.evals import ratings
 from cai.transcript import ASSISTANT, HUMAN, as_prompt, parse_hh
 
@@ -80,6 +81,7 @@ def create_campaign(
     max_turns: int = 3,
     max_new_tokens: int = 128,
     temperature: float = 0.7,
+    max_message_chars: int = 4000,
     created_by: str | None = None,
     allow_test_models: bool = False,
 ) -> dict[str, Any]:
@@ -100,6 +102,13 @@ def create_campaign(
         raise ArenaError("a campaign needs at least two different models, each named once")
     if vote_cap < 0 or max_turns < 1 or max_new_tokens < 1 or temperature < 0:
         raise ArenaError("need vote_cap >= 0, max_turns >= 1, max_new_tokens >= 1 and temperature >= 0")
+    for field_name, value, lo in (("vote_cap", vote_cap, 0), ("max_turns", max_turns, 1),
+                                  ("max_new_tokens", max_new_tokens, 1), ("temperature", temperature, 0),
+                                  ("max_message_chars", max_message_chars, 1)):
+        try:
+            check_number(field_name, value, lo)  # the bounds every config's numbers get (cai.config.UPPER)
+        except ValueError as exc:
+            raise ArenaError(str(exc)) from None
     if prompt_set and not db.table("prompt_sets").count_where("name = ?", [prompt_set]):
         raise ArenaError(f"no prompt set named {prompt_set!r}")
     check_test_models(model_names, allow_test_models)
@@ -115,6 +124,7 @@ def create_campaign(
         "max_turns": max_turns,
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
+        "max_message_chars": max_message_chars,
         "status": "active",
         "created_by": created_by,
         "created_at": store.now(),
@@ -325,7 +335,15 @@ def _reveal(db: Database, b: dict[str, Any]) -> dict[str, str]:
     }
 
 
-STALE_TURN_S = 900.0  # an unanswered turn this old was left by a server that stopped; it may be retried
+STALE_TURN_S = 900.0
+MAX_MESSAGE_CHARS = 4000  # a campaign's default cap on one rater message (a few pages of text)
+
+
+def message_too_long(message: str, cap: int) -> str | None:
+    """The refusal for a message over the campaign's cap, or None."""
+    if len(message) <= cap:
+        return None
+    return f"your message is {len(message):,} characters long; this campaign takes at most {cap:,}: shorten it"  # an unanswered turn this old was left by a server that stopped; it may be retried
 
 
 def _age_s(stamp: str) -> float:
@@ -356,6 +374,9 @@ def _begin_turn(db: Database, battle_id: int, user_id: int, message: str) -> Tur
     if len(turns) >= camp["max_turns"]:
         raise ArenaError(f"this battle has reached its {camp['max_turns']} turns; end it to see the models")
     message = (message or "").strip()
+    too_long = message_too_long(message, int(camp.get("max_message_chars") or MAX_MESSAGE_CHARS))
+    if too_long:
+        raise ArenaError(too_long)
     if b["prompt_id"] and not turns:
         prompt = as_prompt(db.table("prompts").get(b["prompt_id"])["text"])
     elif not message:

@@ -221,6 +221,26 @@ def _hf_stream(backend: Any, prompt: str, params: SamplingParams) -> Iterator[st
         raise failure[0]
 
 
+def context_tokens(backend: Any) -> int | None:
+    """The context length of an in-process model (its config's `max_position_embeddings`), else None."""
+    n = getattr(getattr(getattr(backend, "model", None), "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def context_overflow(job: TurnJob, pool: BackendPool) -> str | None:
+    """A refusal when the turn's prompt plus its longest answer does not fit either model's context, else None.
+    Checked for models whose tokenizer is at hand (in process); a served model's server refuses on its own."""
+    for row in job.models:
+        backend, _ = pool.get(row)
+        limit, encode = context_tokens(backend), getattr(backend, "encode", None)
+        if limit and callable(encode):
+            n = len(encode(backend.render(job.prompt)))
+            if n + job.max_new_tokens > limit:
+                return (f"this conversation ({n:,} tokens) and an answer ({job.max_new_tokens} tokens) do not fit "
+                        f"a model's context of {limit:,} tokens: send a shorter message or start a new battle")
+    return None
+
+
 def stream_pair(job: TurnJob, pool: BackendPool) -> Iterator[tuple[str, str] | TurnResult]:
     """Yield (text_a, text_b) as both sides grow, then one TurnResult with the final answers."""
     updates: queue.Queue[tuple[int, str | None, str | None]] = queue.Queue()

@@ -10,6 +10,7 @@ in the store (`ref`: a table of named things, or "runs:<kind>"), whether a stage
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -58,6 +59,36 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the field."""
 
 
+# Upper bounds of numeric fields by name (the same name means the same thing in every stage, and in a
+# campaign): the one place that says how large a value a form or command may ask for. A field's own `max`
+# metadata wins; a field with neither is held to what SQLite stores (a signed 64-bit integer). Floats must
+# also be finite. Checked when a config or campaign is made, so nothing is created that fails later.
+INT64 = 2**63 - 1
+UPPER: dict[str, float] = {
+    "batch_size": 4096, "beta": 100.0, "bins": 1000, "candidates": 1000, "constitution_version": 1_000_000,
+    "cot_samples": 64,
+    "cot_temperature": 10.0, "ensemble": 1000, "epochs": 1000.0, "few_shot": 64, "helpful_samples": 100,
+    "keep": 10_000, "learning_rate": 1.0, "limit": 10_000_000, "lora_r": 1024, "max_length": 1_048_576,
+    "max_new_tokens": 65_536, "max_steps": 10_000_000, "max_turns": 100, "n_boot": 100_000,
+    "num_generations": 256, "pair_limit": 10_000_000, "processes": 1024, "sample_pairs": 100_000, "samples": 1000,
+    "save_steps": 10_000_000, "seed": 2**32 - 1, "sft_max_steps": 10_000_000, "temperature": 10.0,
+    "test_pairs": 100_000, "vote_cap": 1_000_000, "max_message_chars": 100_000,
+}
+
+
+def check_number(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> None:
+    """ConfigError unless `value` is a finite number in [lo, hi] (hi defaults to UPPER[name], then INT64)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}: {value!r} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}: must be a finite number, got {value}")
+    hi = hi if hi is not None else UPPER.get(name, INT64)
+    if lo is not None and value < lo:
+        raise ConfigError(f"{name}: must be >= {lo}, got {value}")
+    if value > hi or value < -INT64:
+        raise ConfigError(f"{name}: must be <= {hi}, got {value}")
+
+
 @dataclass
 class StageConfig:
     kind: ClassVar[str] = ""
@@ -68,11 +99,8 @@ class StageConfig:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
-            lo, hi = f.metadata.get("min"), f.metadata.get("max")
-            if value is not None and lo is not None and value < lo:
-                raise ConfigError(f"{f.name}: must be >= {lo}, got {value}")
-            if value is not None and hi is not None and value > hi:
-                raise ConfigError(f"{f.name}: must be <= {hi}, got {value}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                check_number(f.name, value, f.metadata.get("min"), f.metadata.get("max"))
             if f.metadata.get("slug") and value:
                 from cai.files import safe_name
 

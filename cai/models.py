@@ -8,6 +8,7 @@ any) and engine settings in `meta`; `path` is its first endpoint.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,31 @@ def register_model(
     return int(db["models"].insert(row).last_pk)
 
 
-def validated_path(path: str) -> str:
+ROOTS_ENV = "CAI_MODEL_ROOTS"
+
+
+def model_roots(db_folder: Path | None = None) -> list[Path]:
+    """The folders under which the web app may register model folders: $CAI_MODEL_ROOTS (paths separated by
+    the OS path separator), else the workbench's model cache, the Hugging Face cache, the working directory
+    and the database's folder (where runs save their models)."""
+    from cai.backends.builtin import cache_root
+
+    env = os.environ.get(ROOTS_ENV, "").strip()
+    if env:
+        roots = [Path(p) for p in env.split(os.pathsep) if p.strip()]
+    else:
+        hf_home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+        roots = [cache_root(), Path(os.environ.get("HF_HUB_CACHE") or hf_home / "hub"), Path.cwd(),
+                 *([db_folder] if db_folder else [])]
+    return [r.expanduser().resolve() for r in roots]
+
+
+def validated_path(path: str, roots: list[Path] | None = None) -> str:
     """Where a registered model lives, checked: builtins and hub ids (`org/name`) pass as given, local
     folders are stored absolute and must hold a model (config.json); a path that is neither is refused.
-    The CLI's `cai models add` and the web app's registration both go through here."""
+    The CLI's `cai models add` and the web app's registration both go through here. With `roots` (the web
+    app), a local folder must also lie under one of them, and every refusal of a local path says the same
+    (missing, not allowed, or no model in it), so the form does not tell which files exist."""
     from cai.backends.builtin import BUILTINS
 
     if not isinstance(path, str) or not path.strip():
@@ -75,11 +97,17 @@ def validated_path(path: str) -> str:
     if path in BUILTINS:
         return path
     local = Path(path).expanduser()
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path or ".." in path
+    if roots is not None and (looks_local or local.exists()):
+        full = local.resolve()
+        if not (any(full.is_relative_to(r) for r in roots) and (full / "config.json").is_file()):
+            raise FileNotFoundError(f"{path}: not a model folder under the allowed roots (${ROOTS_ENV})")
+        return str(full)
     if local.exists():
         if not (local / "config.json").is_file():
             raise FileNotFoundError(f"{local}: not a model folder (no config.json in it)")
         return str(local.resolve())
-    if path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path or ".." in path:
+    if looks_local:
         raise FileNotFoundError(f"model folder not found: {path}")
     return path
 

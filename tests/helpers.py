@@ -37,6 +37,19 @@ def seed(db: Any, n_prompts: int = 5, helpful: int = 0, constitution: str = "tes
         create_prompt_set(db, "help", "helpful", [f"\n\nHuman: Nice question {i}?\n\nAssistant:" for i in range(helpful)])
 
 
+def _budget_s() -> float:
+    """pytest-timeout's limit for one test (pyproject.toml): the run's budget."""
+    import tomllib
+
+    with (Path(__file__).resolve().parents[1] / "pyproject.toml").open("rb") as fh:
+        return float(tomllib.load(fh)["tool"]["pytest"]["ini_options"].get("timeout", 900))
+
+
+# How long a test's client waits for the server: the test's whole budget. Tests assert what the server answered
+# and stored, never how fast (a shared CI machine at load 10 answers slowly); pytest-timeout still ends a hang.
+BUDGET_S = _budget_s()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,24 +58,32 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_app(db_path: Path, pool: Any, port: int | None = None) -> Iterator[str]:
-    """The web app (`ui.app.server`, default model `tiny`, arena models from `pool`) under uvicorn in a thread;
-    yields its URL. On exit it shuts down gracefully first (open event streams get a second), then by force:
-    gradio_client reads those streams in non-daemon threads, which would otherwise keep pytest from exiting."""
+    """The web app (`ui.app.server`, default model `tiny`, arena models from `pool`) under uvicorn in a thread,
+    with the options `ui.app.launch` gives it; yields its URL (see `serve_asgi`)."""
+    from ui.app import server, uvicorn_options
+
+    with serve_asgi(server(db_path, "tiny", arena_pool=pool), port, **uvicorn_options()) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_asgi(app: Any, port: int | None = None, **options: Any) -> Iterator[str]:
+    """An ASGI app under uvicorn (with these Config options) in a thread; yields its URL. On exit it shuts down
+    gracefully first (open event streams get a second), then by force: gradio_client reads those streams in
+    non-daemon threads, which would otherwise keep pytest from exiting."""
     import uvicorn
 
-    from ui.app import server
-
-    port = port or free_port()
-    srv = uvicorn.Server(uvicorn.Config(server(db_path, "tiny", arena_pool=pool), host="127.0.0.1", port=port,
-                                        log_level="warning", timeout_graceful_shutdown=1))
+    options = {"host": "127.0.0.1", "log_level": "warning", **options, "port": port or free_port(),
+               "timeout_graceful_shutdown": 1}
+    srv = uvicorn.Server(uvicorn.Config(app, **options))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + BUDGET_S  # a loaded machine starts slowly: only a server that never starts fails
     while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{options['host']}:{options['port']}"
     finally:
         srv.should_exit = True
         thread.join(timeout=10)

@@ -11,6 +11,7 @@ import pytest
 from cai import arena, models, users
 from cai.backend_pool import BackendPool
 from cai.backends.base import ScriptedBackend
+from tests.helpers import BUDGET_S
 
 NAMES = ["quokka-7b", "wombat-3b"]
 RATERS = 20
@@ -41,7 +42,7 @@ def running_page(db, db_path):
 def rater_session(url: str, name: str):
     from gradio_client import Client
 
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, httpx_kwargs={"timeout": BUDGET_S})  # #25.13: never a ReadTimeout
     client.predict(name, "password1", api_name="/sign_in")
     client.predict("help", api_name="/start")
     client.predict("What is the capital of France?", api_name="/send")
@@ -115,7 +116,7 @@ def test_nothing_a_rater_receives_names_a_model_before_the_battle_ends(db, runni
             resp = http.get(path)
             assert resp.status_code == 200, path
             received.append(resp.text)
-    client = Client(running_page, verbose=False)
+    client = Client(running_page, verbose=False, httpx_kwargs={"timeout": BUDGET_S})
     received.append(json.dumps(client.view_api(print_info=False, return_format="dict")))
     received.append(json.dumps(client.predict("rita", "password1", api_name="/sign_in")))
     received.append(json.dumps(client.predict("help", api_name="/start")))

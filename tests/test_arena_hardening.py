@@ -100,25 +100,54 @@ def test_lockout_wait_is_a_sliding_window():
     assert users.lockout_wait([10.0, 200, 300, 400, 500], 5, 900, 1000.0) == 0.0  # the oldest has aged out
 
 
-def test_failed_logins_lock_a_name_then_an_address_and_every_attempt_is_logged(db):
+def test_failed_logins_lock_a_name_at_an_address_slow_the_name_elsewhere_and_every_attempt_is_logged(db):
     users.add_user(db, "ada", "admin", "password1")
-    policy = users.LoginPolicy(per_name=3, per_address=5, window_s=600)
+    policy = users.LoginPolicy(per_name=3, per_address=5, window_s=600, backoff_after=3, backoff_s=10,
+                               backoff_max_s=40)
     t = 1000.0
     for _ in range(3):
         assert users.attempt_login(db, "ada", "wrong-pass", "1.1.1.1", policy=policy, now=t).message == \
             "Wrong name or password."
-    locked = users.attempt_login(db, "ada", "password1", "2.2.2.2", policy=policy, now=t + 1)
+    locked = users.attempt_login(db, "ada", "password1", "1.1.1.1", policy=policy, now=t + 1)
     assert locked.user is None and locked.message == "Too many failed sign-ins: try again in 600 s."
-    assert users.attempt_login(db, "ada", "password1", "2.2.2.2", policy=policy, now=t + 601).user["name"] == "ada"
+    # #25.3: from another address the name is slowed (10 s after its last check, doubling), never locked
+    slowed = users.attempt_login(db, "ada", "password1", "2.2.2.2", policy=policy, now=t + 1)
+    assert slowed.user is None and slowed.message == "Too many failed sign-ins: try again in 10 s."
+    assert users.attempt_login(db, "ada", "nope-nope", "2.2.2.2", policy=policy, now=t + 11).message == \
+        "Wrong name or password."
+    assert users.attempt_login(db, "ada", "password1", "2.2.2.2", policy=policy, now=t + 20).retry_after == 11.0
+    assert users.attempt_login(db, "ada", "password1", "2.2.2.2", policy=policy, now=t + 31).user["name"] == "ada"
     # Per address: guessing many names from one address locks the address, for known names too.
     for i in range(5):
         users.attempt_login(db, f"ghost{i}", "x", "4.4.4.4", policy=policy, now=t + 602)
     assert users.attempt_login(db, "ada", "password1", "4.4.4.4", policy=policy, now=t + 603).user is None
     assert users.attempt_login(db, "ada", "password1", "3.3.3.3", policy=policy, now=t + 603).user is not None
     rows = [(r["name"], r["address"], r["ok"], r["reason"]) for r in db["login_attempts"].rows]
-    assert rows == [("ada", "1.1.1.1", 0, "wrong")] * 3 + [("ada", "2.2.2.2", 0, "locked"), ("ada", "2.2.2.2", 1, "ok")] + [
+    assert rows == [("ada", "1.1.1.1", 0, "wrong")] * 3 + [
+        ("ada", "1.1.1.1", 0, "locked"), ("ada", "2.2.2.2", 0, "backoff"), ("ada", "2.2.2.2", 0, "wrong"),
+        ("ada", "2.2.2.2", 0, "backoff"), ("ada", "2.2.2.2", 1, "ok")] + [
         (f"ghost{i}", "4.4.4.4", 0, "wrong") for i in range(5)] + [
         ("ada", "4.4.4.4", 0, "locked"), ("ada", "3.3.3.3", 1, "ok")]
+
+
+def test_backoff_doubles_per_failure_up_to_its_cap():
+    policy = users.LoginPolicy(backoff_after=5, backoff_s=1, backoff_max_s=60)
+    assert [users.backoff_wait(k, 100.0, policy, 100.0) for k in (0, 4, 5, 6, 7, 10, 11, 12, 500)] == [
+        0.0, 0.0, 1.0, 2.0, 4.0, 32.0, 60.0, 60.0, 60.0]
+    assert users.backoff_wait(6, 100.0, policy, 101.5) == 0.5 and users.backoff_wait(9, None, policy, 1.0) == 0.0
+
+
+def test_cai_users_unlock_lifts_the_lockout_of_a_name(db, db_path, capsys):
+    from cai.cli import main as cai
+
+    users.add_user(db, "ada", "admin", "password1")
+    for _ in range(5):
+        users.attempt_login(db, "ada", "wrong-pass", "1.1.1.1")
+    assert users.attempt_login(db, "ada", "password1", "1.1.1.1").message.startswith("Too many failed sign-ins")
+    assert cai(["users", "unlock", "ada", "--db", str(db_path)]) == 0
+    assert capsys.readouterr().out == "unlocked 'ada' (5 recent failed sign-ins no longer count)\n"
+    assert users.attempt_login(db, "ada", "password1", "1.1.1.1").user["name"] == "ada"
+    assert [r["reason"] for r in db["login_attempts"].rows] == ["wrong"] * 5 + ["locked", "unlocked", "ok"]
 
 
 def test_an_unknown_name_costs_one_scrypt_like_a_known_one(db, monkeypatch):
@@ -424,3 +453,54 @@ def test_the_admin_tables_have_real_headers_and_the_admin_section_opens_when_emp
     arena.create_campaign(db, "help", NAMES, "helpfulness")
     assert ui_arena.admin_visible(ctx, admin).open is False
     assert ui_arena.admin_visible(ctx, SimpleNamespace(username="nobody")).visible is False
+
+
+# -- #25.5: rater messages are capped per campaign and by the models' context ------------------------
+
+
+def test_a_message_over_the_campaigns_cap_is_refused_and_nothing_is_stored(setup):
+    db, _, ctx = setup
+    pool = scripted({"quokka-7b": " Paris.", "wombat-3b": " Rome."})
+    state = ui_arena.start(ctx, ui_arena.page_user(ctx), signed_in(ctx), "help")[0]
+    out = run_send(ctx, pool, state, "x" * 4001)
+    assert len(out) == 1 and out[0][3] == (f"{REFUSED} your message is 4,001 characters long; this campaign takes "
+                                           "at most 4,000: shorten it")
+    assert db["battle_turns"].count == 0
+    run_send(ctx, pool, state, "y" * 4000)
+    assert [len(r["prompt"]) for r in db["battle_turns"].rows] == [len("\n\nHuman: \n\nAssistant:") + 4000]
+    with pytest.raises(arena.ArenaError, match="max_message_chars: must be <= 100000, got 10000000"):
+        arena.create_campaign(db, "big", NAMES, "helpfulness", max_message_chars=10**7)
+
+
+def test_a_message_that_does_not_fit_the_models_context_is_refused(db, db_path):
+    for n in NAMES:
+        models.register_model(db, n, "tiny")  # in process: max_position_embeddings 2048
+    users.add_user(db, "rita", "rater", "password1")
+    arena.create_campaign(db, "long", NAMES, "helpfulness", max_message_chars=100_000, allow_test_models=True)
+    ctx = AppContext(db_path)
+    state = ui_arena.start(ctx, ui_arena.page_user(ctx), signed_in(ctx), "long")[0]
+    out = run_send(ctx, BackendPool(), state, " ".join(f"w{i}" for i in range(3000)))
+    assert len(out) == 1 and out[0][3].startswith(f"{REFUSED} this conversation (")
+    assert out[0][3].endswith("tokens) and an answer (128 tokens) do not fit a model's context of 2,048 tokens: "
+                              "send a shorter message or start a new battle")
+    assert db["battle_turns"].count == 0
+
+
+# -- #25.11: wrong invite codes are rate-limited per address -------------------------------------------
+
+
+def test_wrong_invite_codes_are_limited_per_address_and_logged(db):
+    code = invites.create_invites(db, 1)[0]
+    for i in range(10):
+        with pytest.raises(arena.ArenaError, match="not valid"):
+            invites.redeem_invite(db, f"guess-{i}", f"g{i}", "password1", "6.6.6.6", now=1000.0 + i)
+    with pytest.raises(arena.ArenaError, match=r"^too many wrong invite codes: try again in 891 s$"):
+        invites.redeem_invite(db, code, "real", "password1", "6.6.6.6", now=1010.0)  # even a good code
+    with pytest.raises(arena.ArenaError, match="at least 8 characters"):  # not a wrong code: not counted
+        invites.redeem_invite(db, code, "real", "short", "7.7.7.7", now=1010.0)
+    assert invites.redeem_invite(db, code, "real", "password1", "7.7.7.7", now=1011.0)["name"] == "real"
+    reasons = [(r["address"], r["reason"]) for r in db["login_attempts"].rows_where("name = ?", [invites.INVITE])]
+    assert reasons == [("6.6.6.6", "invite-wrong")] * 10 + [
+        ("6.6.6.6", "invite-locked"), ("7.7.7.7", "invite-refused"), ("7.7.7.7", "invite-ok")]
+    assert invites.redeem_invite(db, invites.create_invites(db, 1)[0], "later", "password1", "6.6.6.6",
+                                 now=1901.0)["name"] == "later"  # the oldest failure aged out

@@ -115,3 +115,13 @@ def test_backups_taken_while_a_real_worker_writes_are_consistent(db, db_path, tm
         copy.close()
     assert seen == sorted(seen) and seen[-1] == 16
     assert len(copies) >= 3, "the run finished before a backup could be taken while it wrote"
+
+
+@pytest.mark.parametrize("argv", [["db", "check"], ["db", "backup", "{tmp}/copy.db"], ["runs", "list"],
+                                  ["users", "unlock", "admin"], ["arena", "export", "{tmp}/x.csv"]])
+def test_checking_backing_up_and_reading_never_create_a_database(tmp_path, capsys, argv):
+    """#25.6: `cai db check --db nothere/x.db` made the folder and an empty database and printed "ok"."""
+    missing = tmp_path / "nothere" / "x.db"
+    assert main([*(a.format(tmp=tmp_path) for a in argv), "--db", str(missing)]) == 2
+    assert capsys.readouterr().err == f"error: {missing}: no such workbench database (`cai init --db {missing}` creates one)\n"
+    assert not missing.parent.exists() and not (tmp_path / "copy.db").exists()

@@ -14,7 +14,7 @@ import pytest
 from cai import arena, models, store, users
 from cai.backend_pool import BackendPool
 from cai.backends.base import ScriptedBackend
-from tests.helpers import serve_app
+from tests.helpers import BUDGET_S, serve_app
 
 NAMES = ["quokka-7b", "wombat-3b"]
 ANSWERS = {"quokka-7b": " Paris is the capital.", "wombat-3b": " The capital is Paris."}
@@ -41,7 +41,7 @@ def running(tmp_path_factory):
 
 @contextlib.contextmanager
 def signed_in(url: str, name: str | None) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=BUDGET_S) as client:
         if name is not None:
             resp = client.post("/login", data={"username": name, "password": PASSWORD})
             assert resp.status_code == 200, resp.text
@@ -97,7 +97,8 @@ def test_log_out_ends_the_session_and_sign_in_shows_why_it_failed(running):
     url, _ = running
     with signed_in(url, "vera") as c:
         assert c.get("/login").status_code == 303  # already signed in: sent to the page
-        assert c.get("/logout").headers["location"] == "/login"
+        assert c.get("/logout").status_code == 200 and c.get("/config").status_code == 200  # a GET ends nothing
+        assert c.post("/logout").headers["location"] == "/login"
         assert c.get("/config").status_code == 401
         page = c.get("/login")
         assert page.status_code == 200 and 'for="username">username' in page.text and ">Login</button>" in page.text
@@ -117,7 +118,8 @@ def test_nothing_on_any_page_a_rater_can_open_names_a_model_before_the_battle_en
             resp = http.get(path)
             assert resp.status_code in (200, 303, 401), path
             received.append(resp.text + json.dumps(dict(resp.headers)))
-    client = Client(f"{url}/arena/", verbose=False, headers={"Cookie": f"cai-session={token}"})
+    client = Client(f"{url}/arena/", verbose=False, headers={"Cookie": f"cai-session={token}"},
+                    httpx_kwargs={"timeout": BUDGET_S})
     received.append(json.dumps(client.view_api(print_info=False, return_format="dict")))
     received.append(json.dumps(client.predict("rita", PASSWORD, api_name="/sign_in")))
     received.append(json.dumps(client.predict("help", api_name="/start")))
@@ -142,7 +144,7 @@ def test_the_sign_in_page_prefetches_the_files_landing_pages_load(running):
         page = c.get("/", headers={"sec-fetch-dest": "document"}).text
         entry = re.search(r'src="\./assets/(index-[\w-]+\.js)"', page).group(1)
         assert c.get(f"/assets/{entry}", headers={"sec-fetch-dest": "script"}).status_code == 200
-    with httpx.Client(base_url=url, timeout=60) as visitor:
+    with httpx.Client(base_url=url, timeout=BUDGET_S) as visitor:
         assert f'<link rel="prefetch" href="/assets/{entry}">' in visitor.get("/login").text
         assert visitor.get(f"/assets/{entry}").status_code == 200  # Gradio's build is public, as in Gradio
         assert visitor.get("/config").status_code == 401  # the pages are not

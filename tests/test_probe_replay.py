@@ -18,7 +18,7 @@ import pytest
 from cai import arena, models, store, users
 from cai.backend_pool import BackendPool
 from cai.cli import main as cai
-from tests.helpers import free_port, serve_app
+from tests.helpers import BUDGET_S, free_port, serve_app
 
 NAMES = ["quokka-7b", "wombat-3b"]
 TRACK = "/track.png"
@@ -64,7 +64,7 @@ def rater(url: str, name: str, db_path, password: str = "password1"):
     db = store.connect(db_path)
     if users.get_user(db, name) is None:
         users.add_user(db, name, "rater", password)
-    client = Client(f"{url}/arena/", verbose=False)
+    client = Client(f"{url}/arena/", verbose=False, httpx_kwargs={"timeout": BUDGET_S})
     client.predict(name, password, api_name="/sign_in")
     client.predict("help", api_name="/start")
     return client
@@ -105,7 +105,7 @@ def test_item1_a_password_change_or_removal_ends_workbench_sessions(running):
         users.add_user(db, name, "viewer", "password1")
     sessions = {}
     for name in ("vic", "val"):
-        c = httpx.Client(base_url=url, timeout=60)
+        c = httpx.Client(base_url=url, timeout=BUDGET_S)
         assert c.post("/login", data={"username": name, "password": "password1"}).status_code == 200
         assert c.get("/gradio_api/login_check").status_code == 200
         sessions[name] = c
@@ -122,7 +122,7 @@ def test_item1_a_password_change_or_removal_ends_workbench_sessions(running):
 
 def test_item3_the_rater_page_takes_no_uploads(running):
     url, _ = running
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with httpx.Client(base_url=url, timeout=BUDGET_S) as c:
         resp = c.post("/arena/gradio_api/upload", files={"files": ("big.bin", b"\0" * 3_000_000)})
         assert resp.status_code == 403
         assert c.post("/arena/gradio_api/upload/", files={"files": ("x.bin", b"x")}).status_code == 403
@@ -166,13 +166,13 @@ def test_item5_closing_the_campaign_stops_an_open_battle(running):
 def test_item6_a_disconnect_mid_answer_rolls_the_turn_back(running):
     url, db_path = running
     client = rater(url, "r-drop", db_path)
-    config = httpx.get(f"{url}/arena/config", timeout=60).json()
+    config = httpx.get(f"{url}/arena/config", timeout=BUDGET_S).json()
     fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "send")
     dep_id = config["dependencies"][fn_index]["id"]
     db = store.connect(db_path)
     battle = db.execute("select b.id from battles b join users u on u.id = b.user_id where u.name = 'r-drop'"
                         ).fetchone()[0]
-    with httpx.Client(base_url=f"{url}/arena", timeout=60) as http:
+    with httpx.Client(base_url=f"{url}/arena", timeout=BUDGET_S) as http:
         joined = http.post("/gradio_api/queue/join", json={
             "data": [None, "Are you there?"], "fn_index": dep_id, "session_hash": client.session_hash,
             "event_data": None, "trigger_id": None})
@@ -182,7 +182,7 @@ def test_item6_a_disconnect_mid_answer_rolls_the_turn_back(running):
                 if "process_generating" in line:
                     break  # the first piece arrived: now the page goes away
     assert db.execute("select count(*) from battle_turns where battle_id = ?", [battle]).fetchone()[0] in (0, 1)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + BUDGET_S
     while db.execute("select count(*) from battle_turns where battle_id = ? and shown_at is null", [battle]
                      ).fetchone()[0]:
         assert time.monotonic() < deadline, "the unfinished turn was left behind"
@@ -199,7 +199,7 @@ def test_item7_failed_logins_lock_the_name(running):
     url, db_path = running
     db = store.connect(db_path)
     users.add_user(db, "ada", "admin", "password1")
-    with httpx.Client(base_url=url, timeout=60) as c:
+    with httpx.Client(base_url=url, timeout=BUDGET_S) as c:
         codes = [c.post("/login", data={"username": "ada", "password": f"guess-{i}"}).status_code for i in range(5)]
         assert codes == [400] * 5
         assert c.post("/login", data={"username": "ada", "password": "password1"}).status_code == 400  # locked

@@ -67,6 +67,15 @@ def test_text_search_uses_the_fts_index(filled):
     assert Q.chain_page(filled, Q.ChainFilter(text="question 12")).total >= 1
 
 
+def test_a_lone_quote_or_stray_fts_syntax_is_searched_as_words_never_an_error(filled):
+    """#25.9: a lone `"` in the search left an fts5 traceback in the log and showed the raw sqlite message."""
+    totals = {t: Q.chain_page(filled, Q.ChainFilter(text=t)).total
+              for t in ('"', '""', 'a"b', "NEAR(", "^x", "x:y", "kind OR", "-x", "a AND")}
+    assert totals == {'"': 60, '""': 60, 'a"b': 0, "NEAR(": 0, "^x": 0, "x:y": 0, "kind OR": 0, "-x": 0, "a AND": 0}
+    assert [r["id"] for r in Q.chain_page(filled, Q.ChainFilter(text='"gardening')).rows] == [7]
+    assert (Q.fts_query('"'), Q.fts_query('say "hi'), Q.fts_query("  ")) == ("", '"say" """hi"', "")
+
+
 def test_page_query_plans_use_indexes(filled):
     """The filters walk indexes: no full scan of chains or chain_steps for a filtered page."""
     for f in (Q.ChainFilter(run_id=1), Q.ChainFilter(model_id=1), Q.ChainFilter(principle="harm")):

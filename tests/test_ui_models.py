@@ -28,11 +28,11 @@ def test_registry_and_register(ctx, tmp_path):
     folder = tmp_path / "models" / "sl-cai"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    # The CLI's path checks apply: a folder that does not exist, or holds no model, is refused.
+    # A folder that does not exist, holds no model, or lies outside the allowed roots is refused, all alike.
     assert M.register(ctx, "sl-cai", "/models/sl-cai", "hf", True, ADMIN) == (
-        "Error: model folder not found: /models/sl-cai")
+        "Error: /models/sl-cai: not a model folder under the allowed roots ($CAI_MODEL_ROOTS)")
     assert M.register(ctx, "sl-cai", str(tmp_path), "hf", True, ADMIN) == (
-        f"Error: {tmp_path}: not a model folder (no config.json in it)")
+        f"Error: {tmp_path}: not a model folder under the allowed roots ($CAI_MODEL_ROOTS)")
     assert M.register(ctx, "sl-cai", str(folder), "hf", True, ADMIN) == "Registered sl-cai as model #2"
     assert M.register(ctx, "sl-cai", "tiny", "hf", False, ADMIN) == (
         "Error: a model named &#x27;sl-cai&#x27; already exists")
@@ -65,6 +65,21 @@ def test_chat_sends_the_hh_transcript_and_cuts_at_the_next_turn(ctx):
     broken = BackendPool(loader=lambda row: (_ for _ in ()).throw(FileNotFoundError("no folder /nope")))
     with pytest.raises(gr.Error, match="Could not load tiny: no folder /nope"):
         M.chat(ctx, broken, 1, [], "hi", 32, 0.0, VIEWER)
+
+
+def test_the_form_registers_model_folders_only_under_the_allowed_roots(ctx, tmp_path, monkeypatch):
+    """#25.7: any folder with a config.json was accepted, and "missing" differed from "not a model"."""
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    (outside / "m").mkdir(parents=True)
+    (outside / "m" / "config.json").write_text("{}")
+    (tmp_path / "link").symlink_to(outside / "m")  # a link from an allowed root does not let it out
+    refused = [M.register(ctx, "x", p, "hf", False, ADMIN)
+               for p in (str(outside / "m"), str(outside / "nothere"), str(tmp_path / "link"))]
+    assert refused == [f"Error: {p}: not a model folder under the allowed roots ($CAI_MODEL_ROOTS)"
+                       for p in (outside / "m", outside / "nothere", tmp_path / "link")]
+    monkeypatch.setenv("CAI_MODEL_ROOTS", str(outside))
+    assert M.register(ctx, "x", str(outside / "m"), "hf", False, ADMIN) == "Registered x as model #2"
+    assert models.validated_path(str(tmp_path / "link")) == str((outside / "m").resolve())  # the CLI: no roots
 
 
 def test_register_served_and_endpoint_health(ctx):

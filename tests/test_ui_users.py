@@ -91,7 +91,7 @@ def test_every_users_command_and_option_has_help():
     sub = next(a for a in make_parser()._actions if isinstance(a, argparse._SubParsersAction))
     users_parser = sub.choices["users"]
     actions = next(a for a in users_parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert sorted(actions.choices) == ["add", "list", "passwd", "remove", "role"]
+    assert sorted(actions.choices) == ["add", "list", "passwd", "remove", "role", "unlock"]
     for name, parser in actions.choices.items():
         assert any(c.dest == name and c.help for c in actions._choices_actions), name
         for action in parser._actions:

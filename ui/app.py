@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import html
 import importlib
+import logging
 import re
 import secrets
 import threading
@@ -38,6 +39,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import gradio as gr
@@ -48,6 +50,7 @@ from starlette.requests import HTTPConnection
 from cai import store, users
 from ui import arena
 from ui.common import BROWSE_ROLES, CSS, EDIT_ROLES, AppContext, esc
+from ui.warmup import FORWARDED_ENV, uvicorn_options  # noqa: F401  (they live where no Gradio is imported)
 
 # (label, path, module, roles that get it): the pages of the workbench, each its own Gradio page (`Blocks.route`)
 # with a navbar, so the browser builds only the page it opens. The first is the home page, at /.
@@ -62,6 +65,7 @@ TABS = [
     ("Experiments", "experiments", "ui.experiments", BROWSE_ROLES),
     ("Pipeline", "pipeline", "ui.pipeline", BROWSE_ROLES),
 ]
+log = logging.getLogger(__name__)
 WORKBENCH_ROLES = BROWSE_ROLES  # the roles with a workbench page; raters have the rater page
 SESSION_COOKIE = "cai-session"
 
@@ -197,6 +201,28 @@ button{margin-top:16px;width:100%;padding:9px;border:0;border-radius:6px;backgro
 });</script></body></html>"""
 
 
+LOGOUT_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Log out</title></head>
+<body style="font-family:system-ui,sans-serif;margin:12vh auto;width:340px"><form method="post" action="/logout">
+<button type="submit" autofocus style="padding:9px 20px">Log out</button> <a href="/">stay signed in</a></form>
+</body></html>"""
+CROSS_SITE = "Refused: this request came from another site."
+
+
+def same_origin(request: Any) -> bool:
+    """The CSRF check of the POSTs that change a session (/login, /logout): a browser says where a request
+    comes from (`Origin`, `Sec-Fetch-Site`), and one sent by another site's page is refused. Clients that
+    are not browsers send neither and are let through (they cannot be made to carry a victim's cookies).
+    Behind a reverse proxy the proxy must pass the original `Host` on (README)."""
+    headers = request.headers
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    host = headers.get("host", "")
+    return origin != "null" and urlsplit(origin).netloc.lower() == host.lower()
+
+
 def _client_host(request: Any) -> str | None:
     client = getattr(request, "client", None)
     return getattr(client, "host", None)
@@ -247,10 +273,12 @@ def _role_app(sessions: Sessions, blocks: gr.Blocks, role: str, max_file_size: s
 
 
 def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
-           login_policy: users.LoginPolicy | None = None, auth_off_loop: bool = True) -> Any:
+           login_policy: users.LoginPolicy | None = None, auth_off_loop: bool = True,
+           secure_cookies: bool = False) -> Any:
     """The ASGI app: /login, the workbench at / (one page per role) and the rater page at /arena/.
     `arena_pool` serves the rater page's models (tests pass scripted ones); `login_policy` and
-    `auth_off_loop=False` exist for bench/login.py's before/after comparison."""
+    `auth_off_loop=False` exist for bench/login.py's before/after comparison. The session cookie is `Secure`
+    with `secure_cookies`, and on every request that came over https (directly, or from a trusted proxy)."""
     sessions = Sessions(db_path)
     role_apps = {role: _role_app(sessions, build_app(db_path, model, role), role, "5mb") for role in WORKBENCH_ROLES}
 
@@ -275,6 +303,8 @@ def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
 
     @app.post("/login")
     async def login(request: Request) -> Any:
+        if not same_origin(request):
+            return JSONResponse({"detail": CROSS_SITE}, status_code=403)
         form = await request.form()
         name, password = str(form.get("username") or "").strip(), str(form.get("password") or "")
         address = _client_host(request)
@@ -285,12 +315,25 @@ def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
         if got.user is None:
             return JSONResponse({"detail": html.escape(got.message)}, status_code=400)
         response = JSONResponse({"success": True, "home": home_for(got.user["role"])})
-        response.set_cookie(SESSION_COOKIE, sessions.open(got.user), httponly=True, samesite="lax", path="/")
+        response.set_cookie(SESSION_COOKIE, sessions.open(got.user), httponly=True, samesite="lax", path="/",
+                            secure=bool(secure_cookies) or request.url.scheme == "https")
         return response
 
-    @app.get("/logout")
+    @app.get("/logout", response_class=HTMLResponse)
+    def logout_page(request: Request) -> Any:
+        """A GET never ends a session (an <img src=/logout> on any site could): the page's button POSTs."""
+        if sessions.from_request(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        return HTMLResponse(LOGOUT_PAGE)
+
+    @app.post("/logout")
     def logout(request: Request) -> Any:
-        sessions.close(request.cookies.get(SESSION_COOKIE))
+        if not same_origin(request):
+            return JSONResponse({"detail": CROSS_SITE}, status_code=403)
+        token = request.cookies.get(SESSION_COOKIE)
+        if sessions.user(token) is None:
+            return JSONResponse({"detail": "Not signed in."}, status_code=401)
+        sessions.close(token)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -354,7 +397,9 @@ class LandingAssets:
 
 class Guard:
     """ASGI middleware: refuses uploads to the rater page (it takes no files, and a visitor with an invite
-    code is anonymous until they redeem it)."""
+    code is anonymous until they redeem it), and turns a failed Gradio event stream (`/queue/data` for an
+    unknown, ended or doubly-opened session: Gradio raises KeyError or HTTPException inside the stream) into
+    one log line, where uvicorn would log a traceback per request (hundreds from one client)."""
 
     def __init__(self, app: Any, no_upload_prefix: str = "/arena/") -> None:
         self.app = app
@@ -367,7 +412,29 @@ class Guard:
 
             await PlainTextResponse("The rater page takes no uploads.", status_code=403)(scope, receive, send)
             return
+        if scope["type"] == "http" and path.endswith("/queue/data"):
+            await self._stream(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+    async def _stream(self, scope: dict, receive: Any, send: Any) -> None:
+        state = {"started": False, "done": False}
+
+        async def sending(message: dict) -> None:
+            state["started"] = state["started"] or message["type"] == "http.response.start"
+            state["done"] = message["type"] == "http.response.body" and not message.get("more_body", False)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            session = HTTPConnection(scope).query_params.get("session_hash", "")[:40]
+            log.warning("event stream refused: %s session=%r: %s", scope.get("path"), session,
+                        f"{type(exc).__name__}: {exc}"[:200])
+            if not state["started"]:
+                await JSONResponse({"detail": "No such event stream."}, status_code=404)(scope, receive, send)
+            elif not state["done"]:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def calm_queue(blocks: gr.Blocks, free_s: float = 0.02, progress_s: float = 0.1) -> gr.Blocks:
@@ -384,11 +451,13 @@ def _look() -> dict[str, Any]:
     return {"css": CSS, "theme": gr.themes.Soft(), "footer_links": [], "ssr_mode": False, "show_error": True}
 
 
-def launch(db_path: str | Path, model: str = "default", *, host: str = "127.0.0.1", port: int = 7860) -> None:
+def launch(db_path: str | Path, model: str = "default", *, host: str = "127.0.0.1", port: int = 7860,
+           forwarded_allow_ips: str | None = None, secure_cookies: bool = False) -> None:
     """Serve the app until interrupted: listening at once, a loading page until it is built (`ui.warmup`)."""
     from ui.warmup import serve
 
-    serve(lambda: server(db_path, model), host, port, banner(host, port))
+    serve(lambda: server(db_path, model, secure_cookies=secure_cookies), host, port, banner(host, port),
+          forwarded_allow_ips)
 
 
 def banner(host: str, port: int) -> str:

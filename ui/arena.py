@@ -20,7 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from cai import arena, invites, load_eta, users
-from cai.backend_pool import BackendPool, TurnResult, shared_pool, stream_pair
+from cai.backend_pool import BackendPool, TurnResult, context_overflow, shared_pool, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh
 from ui.arena_rigor import RATING_COLUMNS, build_rigor, figure2_note
@@ -60,12 +60,13 @@ def sign_in(ctx: AppContext, state: dict[str, Any], name: str, password: str, re
     return {"user": {k: got.user[k] for k in ("id", "name", "role", "session_epoch")}}
 
 
-def join(ctx: AppContext, state: dict[str, Any], code: str, name: str, password: str) -> dict[str, Any]:
+def join(ctx: AppContext, state: dict[str, Any], code: str, name: str, password: str,
+         request: Any = None) -> dict[str, Any]:
     code = (code or "").strip()
     if "invite=" in code:  # the whole invite link pasted into the box
         code = code.split("invite=", 1)[1].split("&", 1)[0]
     try:
-        user = invites.redeem_invite(ctx.db(), code, (name or "").strip(), password or "")
+        user = invites.redeem_invite(ctx.db(), code, (name or "").strip(), password or "", _client(request))
     except arena.ArenaError as exc:
         raise gr.Error(str(exc)) from None
     return {"user": {**user, "session_epoch": 0}}
@@ -188,6 +189,10 @@ def send(
         user = identify(state, request)
         battle_id = _battle_id(state)
         job = arena.begin_turn(ctx.db(), battle_id, user["id"], message)
+        overflow = context_overflow(job, pool)
+        if overflow:
+            arena.abandon_turn(ctx.db(), job)
+            raise Refused(overflow)
         view = arena.battle_view(ctx.db(), battle_id, user["id"])
     except (Refused, arena.ArenaError) as exc:
         gr.Warning(refusal(exc).replace("**", ""))
@@ -403,8 +408,10 @@ def build_page(ctx: AppContext | str | Path, pool: BackendPool | None = None,
         page.load(on_invite, None, [code, invite_box], api_name=False, show_progress="hidden", queue=False)
         login_btn.click(on_sign_in, [state, name, password], outs, api_name="sign_in")
         password.submit(on_sign_in, [state, name, password], outs, api_name=False)
-        join_btn.click(lambda s, c, n, p: enter(join(ctx, s, c, n, p)), [state, code, new_name, new_password], outs,
-                       api_name="join")
+        def on_join(s: dict, c: str, n: str, p: str, request: gr.Request) -> tuple:
+            return enter(join(ctx, s, c, n, p, request))
+
+        join_btn.click(on_join, [state, code, new_name, new_password], outs, api_name="join")
     return page
 
 

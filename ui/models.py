@@ -81,7 +81,7 @@ def register(
         if urls or backend == "served":
             model_id = models.register_served(ctx.db(), name, urls, tokenizer=(path or "").strip() or None, chat=chat)
         else:
-            where = models.validated_path((path or "").strip() or name)
+            where = models.validated_path((path or "").strip() or name, models.model_roots(ctx.db_path.parent))
             model_id = models.register_model(ctx.db(), name, where, backend=backend, chat=chat)
     except (models.ModelError, FileNotFoundError) as exc:
         return f"Error: {esc(exc)}"

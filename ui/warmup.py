@@ -89,8 +89,23 @@ class Warming:
             self.on_ready(time.monotonic() - t0)
 
 
-def serve(build: Callable[[], Any], host: str, port: int, banner: str) -> None:
-    """Serve `build()`'s app on host:port until interrupted; print `banner` once the port is listening."""
+FORWARDED_ENV = "CAI_FORWARDED_ALLOW_IPS"
+
+
+def uvicorn_options(forwarded_allow_ips: str | None = None) -> dict[str, Any]:
+    """How uvicorn is told whom to trust: `X-Forwarded-For`/`-Proto` are read only from the proxies the
+    operator names (`--forwarded-allow-ips`, else $CAI_FORWARDED_ALLOW_IPS: addresses or networks,
+    comma-separated, or "*"), and ignored by default. Uvicorn's own default trusts them from 127.0.0.1, so any
+    local client could forge the address that the sign-in lockout and the attempt log key on."""
+    import os
+
+    ips = (forwarded_allow_ips if forwarded_allow_ips is not None else os.environ.get(FORWARDED_ENV, "")).strip()
+    return {"proxy_headers": bool(ips), "forwarded_allow_ips": ips or None}
+
+
+def serve(build: Callable[[], Any], host: str, port: int, banner: str, forwarded_allow_ips: str | None = None) -> None:
+    """Serve `build()`'s app on host:port until interrupted; print `banner` once the port is listening.
+    Forwarded headers are trusted only from the proxies named (`uvicorn_options`)."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -102,7 +117,8 @@ def serve(build: Callable[[], Any], host: str, port: int, banner: str) -> None:
     def ready(seconds: float) -> None:
         print(f"* Workbench ready (built in {seconds:.0f} s)", flush=True)
 
-    Server(uvicorn.Config(Warming(build, ready), host=host, port=port, log_level="warning")).run()
+    Server(uvicorn.Config(Warming(build, ready), host=host, port=port, log_level="warning",
+                          **uvicorn_options(forwarded_allow_ips))).run()
 
 
 def probe(host: str, port: int, timeout: float = 5.0) -> None:

@@ -32,6 +32,26 @@ COMMAND_MODULES = [
 ]
 
 
+# Commands that check, back up, read or change what a database already holds: a missing database file is an
+# error for them, never created (`cai db check --db typo.db` must not print "ok" on a new empty file).
+EXISTING_DB = {
+    "constitution list", "constitution show", "constitution versions", "constitution diff", "constitution export",
+    "prompts list", "prompts export", "prefs list", "prefs export", "models list", "models health",
+    "runs list", "runs show", "runs cancel", "runs resume", "chains list", "chains show", "chains export",
+    "users list", "users remove", "users passwd", "users role", "users unlock",
+    "arena campaign list", "arena campaign show", "arena campaign close", "arena campaign open", "arena export",
+    "arena raters", "arena exclude", "arena include", "db backup", "db check", "experiment show", "experiment list",
+}
+
+
+def _mark_existing_db(parser: argparse.ArgumentParser, path: str = "") -> None:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if path in EXISTING_DB:
+        parser.set_defaults(existing_db=True)
+    for name, child in (subs[0].choices.items() if subs else ()):
+        _mark_existing_db(child, f"{path} {name}".strip())
+
+
 def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
     parser.add_argument("--db", default=None, help="Workbench database (default: $CAI_DB or ./data/workbench.db).")
     if json_flag:
@@ -63,12 +83,17 @@ def make_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    _mark_existing_db(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
+        if getattr(args, "existing_db", False):
+            from cai import store
+
+            store.require_existing(args.db)
         result = args.func(args)
     except KeyboardInterrupt:
         return 130

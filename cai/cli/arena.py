@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cc.add_argument("--max-turns", type=int, default=3, help="Turns (votes) per battle.")
     cc.add_argument("--max-new-tokens", type=int, default=128, help="Longest answer, in tokens.")
     cc.add_argument("--temperature", type=float, default=0.7, help="Sampling temperature (0: greedy).")
+    cc.add_argument("--max-message-chars", type=int, default=arena.MAX_MESSAGE_CHARS,
+                    help="Longest message a rater may send, in characters (longer ones are refused).")
     cc.add_argument("--allow-test-models", action="store_true",
                     help="Allow test models such as tiny (random weights, output is noise) in the campaign.")
     add_common(cc)
@@ -193,6 +195,7 @@ def cmd_campaign_create(args: argparse.Namespace) -> int:
         max_turns=args.max_turns,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
+        max_message_chars=args.max_message_chars,
         allow_test_models=args.allow_test_models,
     )
     emit(args, camp, lambda c: f"created campaign {c['name']!r} (id {c['id']}): {', '.join(c['models'])}")
@@ -250,7 +253,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     pairs = arena.preference_pairs(df)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
-        pairs.to_csv(out, index=False)
+        from cai.csv_out import write_csv
+
+        write_csv(pairs, out)
     elif out.suffix.lower() == ".parquet":
         pairs.to_parquet(out, index=False)
     else:
@@ -268,6 +273,7 @@ def _export_votes(args: argparse.Namespace, out: Path, df: Any) -> int:
     import pandas as pd
 
     from cai.arena_export import rows_140k
+    from cai.csv_out import write_csv
     from cai.transcript import parse_hh
 
     if args.format == "140k":
@@ -288,7 +294,7 @@ def _export_votes(args: argparse.Namespace, out: Path, df: Any) -> int:
         nested = [c for c in frame.columns if frame[c].map(lambda x: isinstance(x, (list, dict))).any()]
         for c in nested:  # CSV and Parquet cells hold the nested fields as JSON text
             frame[c] = frame[c].map(lambda x: json.dumps(x, ensure_ascii=False))
-        frame.to_csv(out, index=False) if out.suffix.lower() == ".csv" else frame.to_parquet(out, index=False)
+        write_csv(frame, out) if out.suffix.lower() == ".csv" else frame.to_parquet(out, index=False)
     emit(args, {"path": str(out), "votes": len(rows), "format": args.format},
          lambda s: f"wrote {s['votes']} votes ({s['format']}) to {s['path']}")
     return 0

@@ -15,7 +15,7 @@ from cai.store import maintenance
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    result = maintenance.backup(store.connect(args.db), args.path, overwrite=args.overwrite)
+    result = maintenance.backup(store.connect(args.db, create=False), args.path, overwrite=args.overwrite)
     rows = sum(result.tables.values())
     emit(args, asdict(result),
          lambda r: f"backed up to {r['path']}: {r['bytes']:,} bytes, {len(r['tables'])} tables, {rows:,} rows")
@@ -23,7 +23,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    result = maintenance.check(store.connect(args.db))
+    result = maintenance.check(store.connect(args.db, create=False))
 
     def text(r: dict) -> str:
         if r["ok"]:

@@ -1,4 +1,4 @@
-"""`cai users`: add, list, remove users and change their password or role.
+"""`cai users`: add, list, remove users, change their password or role, lift a sign-in lockout.
 
 Thin over `cai.users`; a password comes from --password, then $CAI_PASSWORD, then a prompt on a
 terminal, and otherwise is generated and printed once (never stored in clear anywhere).
@@ -66,6 +66,13 @@ def cmd_role(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlock(args: argparse.Namespace) -> int:
+    n = users.unlock(store.connect(args.db), args.name)
+    emit(args, {"name": args.name, "failures_cleared": n},
+         lambda d: f"unlocked {d['name']!r} ({d['failures_cleared']} recent failed sign-ins no longer count)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `cai users ...` to the `cai` parser."""
     p = sub.add_parser("users", help="Manage web-app users and roles (admin, viewer, rater).")
@@ -99,3 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ro.add_argument("role", choices=users.ROLES, help="The new role.")
     add_common(ro)
     ro.set_defaults(func=cmd_role)
+
+    un = usub.add_parser("unlock", help="Lift a name's sign-in lockout and slowdown (its failed attempts stay logged).")
+    un.add_argument("name", help="Login name (it need not exist: guessed names are locked too).")
+    add_common(un)
+    un.set_defaults(func=cmd_unlock)

@@ -50,10 +50,17 @@ def where_clause(db: Database, f: ChainFilter) -> tuple[str, list[Any]]:
     if f.principle:
         clauses.append("c.id in (select chain_id from chain_steps where principle = ?)")
         args.append(f.principle)
-    if f.text.strip():
+    query = fts_query(f.text)
+    if query:
         clauses.append("c.id in (select rowid from chains_fts where chains_fts match ?)")
-        args.append(db.quote_fts(f.text.strip()))
+        args.append(query)
     return (" where " + " and ".join(clauses)) if clauses else "", args
+
+
+def fts_query(text: str) -> str:
+    """The words of `text` as an FTS5 query that matches chains holding all of them: each word a quoted
+    string (its own quotes doubled), so no input is FTS5 syntax (a lone `"` was an fts5 syntax error)."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in (text or "").split() if word.strip('"'))
 
 
 def chain_page(db: Database, f: ChainFilter, page: int = 1, size: int = PAGE_SIZE) -> ChainPage:

@@ -48,12 +48,25 @@ def check_path(p: Path) -> None:
     # POSIX locks of every connection this process holds on it. SQLite's own first read checks it instead.
 
 
-def connect(path: str | os.PathLike[str] | None = None, *, memory: bool = False) -> Database:
-    """Open (creating and migrating if needed) the workbench database."""
+def require_existing(path: str | os.PathLike[str] | None = None) -> Path:
+    """The database path, which must name an existing file: commands that check, back up or read a database
+    never create one (a typo in --db would otherwise "pass" on a new empty database)."""
+    p = db_path(path)
+    check_path(p)
+    if p.parent.exists() and not p.parent.is_dir():
+        raise StoreError(f"{p}: its folder {p.parent} is a file")
+    if not p.exists():
+        raise StoreError(f"{p}: no such workbench database (`cai init --db {p}` creates one)")
+    return p
+
+
+def connect(path: str | os.PathLike[str] | None = None, *, memory: bool = False, create: bool = True) -> Database:
+    """Open (creating and migrating if needed) the workbench database; with `create=False` a missing file is
+    a StoreError."""
     if memory:
         db = Database(memory=True)
     else:
-        p = db_path(path)
+        p = require_existing(path) if not create else db_path(path)
         check_path(p)
         try:
             p.parent.mkdir(parents=True, exist_ok=True)

@@ -554,3 +554,9 @@ def m016_pipelines(db: Database) -> None:
         foreign_keys=[("pipeline_run_id", "runs", "id"), ("run_id", "runs", "id")],
     )
     db.table("pipeline_runs").create_index(["pipeline_run_id", "stage"], unique=True)
+
+
+def m017_arena_message_cap(db: Database) -> None:
+    # Longest rater message a campaign accepts, in characters (owner: security engineer, #25.5); older
+    # campaigns get the default (cai.arena.MAX_MESSAGE_CHARS).
+    db.table("campaigns").add_column("max_message_chars", int, not_null_default=4000)
