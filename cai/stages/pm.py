@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cai.config import MODELS, PREFS, ConfigError, StageConfig, _f, accelerate_field, processes_field
+from cai.config import (
+    MODELS,
+    PREFS,
+    ConfigError,
+    StageConfig,
+    _f,
+    accelerate_field,
+    keep_checkpoints_field,
+    processes_field,
+)
 from cai.stages.base import Stage, engine_runner
 
 
@@ -26,6 +35,7 @@ class PMConfig(StageConfig):
     batch_size: int = _f(4, "Per-device batch size.", min=1)
     max_length: int = _f(512, "Truncate each sequence to this many tokens.", min=8)
     seed: int = _f(0, "Seed for mixing, splitting and training.")
+    keep_checkpoints: bool = keep_checkpoints_field()
     processes: int = processes_field()
     accelerate_config: str = accelerate_field()
 

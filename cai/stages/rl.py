@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cai.config import MODELS, PROMPT_SETS, StageConfig, _f, accelerate_field, processes_field
+from cai.config import (
+    MODELS,
+    PROMPT_SETS,
+    StageConfig,
+    _f,
+    accelerate_field,
+    keep_checkpoints_field,
+    processes_field,
+)
 from cai.stages.base import Stage, engine_runner
 
 
@@ -27,6 +35,7 @@ class RLConfig(StageConfig):
     lora: bool = _f(False, "Train LoRA adapters.")
     limit: int | None = _f(None, "Use only the first N prompts.", min=1)
     seed: int = _f(0, "Seed.")
+    keep_checkpoints: bool = keep_checkpoints_field()
     processes: int = processes_field()
     accelerate_config: str = accelerate_field()
     vllm: str = _f(

@@ -509,3 +509,14 @@ def m014_experiments(db: Database) -> None:
         foreign_keys=[("experiment_id", "experiments", "id"), ("run_id", "runs", "id")],
     )
     db.table("experiment_runs").create_index(["experiment_id", "arm", "stage"], unique=True)
+
+
+@migrations()
+def m015_database_folders(db: Database) -> None:
+    # Run and model folders keyed by the database (owner: train-resume engineer, issue 25 item 12): two
+    # databases in one folder shared `runs/<id>` and `models/<name>`. One key/value table: the database's
+    # uuid and the last run id that keeps the old shared `runs/<id>` (cai.store.folders).
+    from cai.store.folders import initial
+
+    db.table("workbench").create({"key": str, "value": str}, pk="key")
+    db.table("workbench").insert_all([{"key": k, "value": v} for k, v in initial(db).items()])

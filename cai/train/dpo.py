@@ -47,13 +47,6 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     if not pairs:
         raise ValueError(f"no pairs of {cfg.prefs!r} have p >= {cfg.threshold}; lower the threshold")
     ctx.log(f"DPO on {len(pairs)} pairs, soft labels by {cfg.soft} (label_smoothing {eps}), beta {cfg.beta}")
-    if target.done is not None:
-        return {
-            "model": target.name,
-            "model_id": target.done["id"],
-            "path": target.done["path"],
-            "algorithm": "dpo",
-        }
     args = DPOConfig(
         beta=cfg.beta,
         label_smoothing=eps,

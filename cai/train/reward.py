@@ -230,8 +230,9 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         )
         _load_pm.cache_clear()
         path, model_id, train_loss = trained.path, trained.model_id, trained.loss
-    else:
-        path, model_id = target.done["path"], target.done["id"]
+    else:  # resumed after its model was registered: the same result as the run that registered it
+        trained = common.trained_before(ctx, target)
+        path, model_id, train_loss = trained.path, trained.model_id, trained.loss
     acc = accuracy(path, heldout, batch_size=cfg.batch_size)
     common.update_meta(db, model_id, heldout_accuracy=acc, heldout_pairs=len(heldout))
     ctx.log(f"held-out accuracy {acc if acc is None else round(acc, 4)} on {len(heldout)} human pairs")

@@ -131,11 +131,8 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     ctx.log(
         f"{cfg.algorithm.upper()} on {len(texts)} prompts, beta {cfg.beta}, {cfg.num_generations} per prompt"
     )
-    if target.done is not None:
-        return {
-            "model": target.name, "model_id": target.done["id"], "path": target.done["path"],
-            "algorithm": cfg.algorithm,
-        }  # fmt: skip
+    if target.done is not None:  # resumed after its model was registered: the same result
+        return result(ctx, target, common.trained_before(ctx, target))
     pm_model, pm_tok = _load_pm(model_path(cfg.reward_model, db))
     reward = PMReward(pm_model, pm_tok, db, ctx.run_id)
     config_cls, trainer_cls = trainer_class(cfg.algorithm)
@@ -161,10 +158,15 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         "beta": cfg.beta,
         "lora": cfg.lora,
     }
-    trained = ctx.finish(
+    return result(ctx, target, ctx.finish(
         trainer, tok, target, constitution_version_id=pm_row["constitution_version_id"], meta=meta
-    )
-    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    ))
+
+
+def result(ctx: Any, target: Any, trained: Any) -> dict[str, Any]:
+    """The run's result from its registered model and trainer log (the same for a resumed run)."""
+    cfg, db = ctx.config, ctx.db
+    rewards = [h["reward"] for h in trained.log_history if "reward" in h]
     watch = [
         store.loads(r["metrics"])
         for r in db["goodhart"].rows_where("run_id = ?", [ctx.run_id], order_by="step")
