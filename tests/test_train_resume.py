@@ -15,15 +15,15 @@ import pytest
 
 from cai import data, models, runs, store
 from cai.cli import main
-from cai.stages import DPOStageConfig, PMConfig, SFTStageConfig
+from cai.stages import DPOStageConfig, PMConfig, RLConfig, SFTStageConfig
 from cai.store import folders
 from cai.train import common
 
 PAIRS = [
     {"prompt": f"\n\nHuman: Question {i}?\n\nAssistant:", "chosen": f"A kind answer {i}.",
      "rejected": f"A rude reply {i}!", "p": p}
-    for i, p in enumerate([0.9, 0.8, 0.7, 1.0, 0.6, 0.95])
-]  # fmt: skip
+    for i, p in enumerate([0.9, 0.8, 0.7, 1.0, 0.6, 0.95, 0.85, 0.75])
+]  # fmt: skip  (8 pairs: 4 steps of 2 per epoch, so a 3-step run stops mid-epoch)
 
 # A worker that SIGKILLs itself at one point of `common.finish`: on entering `save_model` (the last
 # checkpoint is written, the model is neither saved nor registered) or right after `register`.
@@ -61,6 +61,9 @@ def config(kind: str, sl_id: int, name: str, **extra):
     if kind == "pm":
         return PMConfig(ai_prefs="ai", model="tiny", name=name, max_steps=3, batch_size=2, max_length=128,
                         learning_rate=1e-3, **extra)
+    if kind == "rl":
+        return RLConfig(policy="tiny", reward_model="pm-r", prompts="red", name=name, max_steps=3, batch_size=1,
+                        num_generations=2, max_new_tokens=6, learning_rate=1e-3, **extra)
     if kind == "sft":
         return SFTStageConfig(chains=sl_id, model="tiny", name=name, max_steps=3, batch_size=2, save_steps=1,
                               max_length=64, learning_rate=1e-2, **extra)
@@ -91,13 +94,16 @@ def steps_logged(db, run_id: int) -> list[int]:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("kind", ["pm", "sft", "dpo"])
+@pytest.mark.parametrize("kind", ["pm", "sft", "dpo", "rl"])
 @pytest.mark.parametrize("point", ["save_model", "register"])
 def test_kill_9_at_the_final_save_resumes_to_an_uninterrupted_runs_weights_and_result(db, db_path, kind, point):
     """Killed after the final checkpoint (`save_model`: nothing saved or registered yet) or just after
     the model was registered: the resumed run trains nothing more, and its weights (byte for byte),
-    step count and result equal an uninterrupted run's."""
+    step count and result equal an uninterrupted run's (RL: one Goodhart row per step, none added)."""
     sl_id = seed(db)
+    if kind == "rl":
+        data.create_prompt_set(db, "red", "red-team", [p["prompt"] for p in PAIRS[:4]])
+        execute(db, config("pm", sl_id, "pm-r"))
     ref = execute(db, config(kind, sl_id, "ref"))
     assert models.get_model(db, "ref")["meta"]["steps"] == 3
 
@@ -117,6 +123,9 @@ def test_kill_9_at_the_final_save_resumes_to_an_uninterrupted_runs_weights_and_r
     assert run["result"]["path"] == models.get_model(db, "killed")["path"]
     assert db["models"].count_where("name = ?", ["killed"]) == 1
     assert not list(folders.run_folder(db, run_id).glob("checkpoint-*"))  # removed once registered
+    if kind == "rl":
+        goodhart = [r["step"] for r in db["goodhart"].rows_where("run_id = ?", [run_id], order_by="step")]
+        assert goodhart == [r["step"] for r in db["goodhart"].rows_where("run_id = ?", [ref["id"]], order_by="step")]
 
 
 @pytest.mark.timeout(300)
@@ -194,8 +203,8 @@ def test_an_error_loading_a_checkpoint_names_it(db, db_path):
 
 @pytest.mark.timeout(600)
 def test_two_databases_in_one_folder_each_train_their_own_pm_from_step_1(tmp_path):
-    """exp/a.db and exp/b.db: both first PM runs are run 1 named pm-1. Each trains from step 1 on its own
-    pairs (a: 6 pairs, 3 steps; b: 2 pairs, 1 step) in its own run folder, and both models stay on disk."""
+    """exp/a.db and exp/b.db: both first PM runs are run 2 named pm-2. Each trains from step 1 on its own
+    pairs (a: 8 pairs, 4 steps; b: 2 pairs, 1 step) in its own run folder, and both models stay on disk."""
     exp = tmp_path / "exp"
     a, b = store.connect(exp / "a.db"), store.connect(exp / "b.db")
     seed(a)
@@ -207,13 +216,13 @@ def test_two_databases_in_one_folder_each_train_their_own_pm_from_step_1(tmp_pat
         run = runs.execute(db, run_id)
         assert run["status"] == "done", run["error"]
     ra, rb = runs.get_run(a, 2)["result"], runs.get_run(b, 2)["result"]
-    assert (ra["train_pairs"], rb["train_pairs"]) == (6, 2)
-    assert steps_logged(a, 2) == [1, 2, 3] and steps_logged(b, 2) == [1]
-    assert models.get_model(a, "pm-2")["meta"]["steps"] == 3 and models.get_model(b, "pm-2")["meta"]["steps"] == 1
+    assert (ra["train_pairs"], rb["train_pairs"]) == (8, 2)
+    assert steps_logged(a, 2) == [1, 2, 3, 4] and steps_logged(b, 2) == [1]
+    assert models.get_model(a, "pm-2")["meta"]["steps"] == 4 and models.get_model(b, "pm-2")["meta"]["steps"] == 1
     pa, pb = Path(models.get_model(a, "pm-2")["path"]), Path(models.get_model(b, "pm-2")["path"])
     assert (pa, pb) == (exp / "a.models" / "pm-2", exp / "b.models" / "pm-2")
     assert (pa / "model.safetensors").read_bytes() != (pb / "model.safetensors").read_bytes()
-    assert sorted(p.name for p in (exp / "a.runs" / "2").glob("checkpoint-*")) == ["checkpoint-3"]
+    assert sorted(p.name for p in (exp / "a.runs" / "2").glob("checkpoint-*")) == ["checkpoint-4"]
     assert sorted(p.name for p in (exp / "b.runs" / "2").glob("checkpoint-*")) == ["checkpoint-1"]
 
 
