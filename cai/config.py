@@ -32,6 +32,10 @@ def processes_field() -> Any:
     return _f(1, "Training processes under `accelerate launch` (one per GPU; on CPU, gloo ranks).", min=1)
 
 
+def keep_checkpoints_field() -> Any:
+    return _f(False, "Keep the run's checkpoints (weights + optimizer) once its model is registered.")
+
+
 def accelerate_field() -> Any:
     return _f("", "An accelerate config file (multi-node, DeepSpeed ZeRO-3, FSDP; examples in accelerate/).")
 

@@ -328,8 +328,14 @@ def resume(db: Database, db_path: str | os.PathLike[str], run_id: int) -> subpro
 
 
 def worker_log(db_path: str | os.PathLike[str], run_id: int) -> Path:
-    """Where a worker's own stdout/stderr go (crashes before the run row can record them)."""
-    return Path(db_path).resolve().parent / "runs" / str(run_id) / "worker.log"
+    """Where a worker's own stdout/stderr go (crashes before the run row can record them): its run folder."""
+    from cai.store import folders
+
+    db = store.connect(db_path)
+    try:
+        return folders.run_folder(db, run_id) / "worker.log"
+    finally:
+        db.close()
 
 
 def get_run(db: Database, run_id: int) -> dict[str, Any]:

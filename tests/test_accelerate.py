@@ -16,6 +16,7 @@ from cai import data, models, runs
 from cai.cli import main
 from cai.config import ConfigError
 from cai.stages import PMConfig, SFTStageConfig, SLConfig
+from cai.store import folders
 from tests.helpers import seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -116,7 +117,7 @@ def test_killed_two_process_sft_resumes_from_its_checkpoint(db, db_path, capsys)
     config = SFTStageConfig(chains=sl_run["id"], max_steps=16, save_steps=2, batch_size=2, learning_rate=1e-2,
                        max_length=64, name="sft-killed", processes=2)  # fmt: skip
     run_id, proc = runs.start(db, db_path, config)
-    out_dir = db_path.parent / "runs" / str(run_id)
+    out_dir = folders.run_folder(db, run_id)
     deadline = time.monotonic() + 300
     while last_checkpoint(out_dir) is None:
         assert proc.poll() is None, runs.worker_log(db_path, run_id).read_text()[-3000:]

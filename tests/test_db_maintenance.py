@@ -64,13 +64,15 @@ def test_cli_backup_and_check(db, db_path, tmp_path, capsys):
     assert main(["db", "backup", str(tmp_path / "b.db"), "--db", str(db_path)]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'b.db'}: exists already (pass --overwrite to replace it)\n"
     assert main(["db", "check", "--db", str(tmp_path / "b.db")]) == 0
-    assert capsys.readouterr().out == "ok: integrity check and foreign-key check found nothing\n"
+    assert capsys.readouterr().out == (
+        "ok: integrity check and foreign-key check found nothing\n"
+        f"disk: 0 run folders 0.0 MB ({tmp_path / 'b.runs'}); 0 trained models 0.0 MB ({tmp_path / 'b.models'})\n")
 
     db.execute("PRAGMA foreign_keys = OFF")
     db.execute("insert into prompts (id, set_id, position, text) values (9, 42, 0, 'orphan')")
     db.conn.commit()
     assert main(["db", "check", "--db", str(db_path)]) == 1
-    assert capsys.readouterr().out == "foreign key: prompts row 9 points at a missing prompt_sets row\n"
+    assert capsys.readouterr().out.splitlines()[0] == "foreign key: prompts row 9 points at a missing prompt_sets row"
 
 
 def test_every_db_command_and_option_has_help():

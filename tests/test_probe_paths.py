@@ -16,8 +16,9 @@ from types import SimpleNamespace
 import pytest
 
 from cai import constitution as C
-from cai import files, models, store, users
+from cai import files, models, users
 from cai.cli import main
+from cai.store import folders
 from cai.train.common import output_dir
 from ui import constitution as T
 from ui import models as M
@@ -82,7 +83,7 @@ def test_sft_name_that_escapes_the_models_folder_is_refused(db, db_path, capsys)
         assert main(["run", kind, "--name", "../x", "--db", str(db_path)]) == 2
         assert "name '../x' is not allowed" in capsys.readouterr().err
     # The worker checks again, whatever wrote the run row.
-    root = store.data_dir(db) / "models"
+    root = folders.models_root(db)
     assert output_dir(db, "sft-3") == root.resolve() / "sft-3"
     for bad in ("../../escaped-sft", "/tmp/abs", "a/../../b", ".hidden", "x\\y"):
         with pytest.raises(files.DataError, match="model name .* is not allowed"):

@@ -72,8 +72,9 @@ def test_tiny_model_chains_then_sft_registers_a_model_that_generates(db, db_path
     assert sorted(before) == sorted(after)  # LoRA adapters are merged: a plain model folder
     changed = [k for k in before if not torch.equal(before[k], after[k].to(before[k].dtype))]
     assert changed, "SFT changed no parameter"
-    ckpts = sorted(p.name for p in (db_path.parent / "runs" / str(run["id"])).glob("checkpoint-*"))
-    assert ckpts == ["checkpoint-1", "checkpoint-2"]
+    out_dir = db_path.parent / "workbench.runs" / str(run["id"])  # keyed by the database (folders)
+    kept = sorted(p.name for p in out_dir.iterdir())
+    assert "checkpoint-2" not in kept and {"final_state.json", "run.json"} <= set(kept), kept  # removed when done
 
     capsys.readouterr()  # the trainer's own log lines
     assert main(["generate", "--db", str(db_path), "--model", name, "--prompt", "Hello?",
@@ -109,7 +110,7 @@ def test_cancelled_sft_resumes_from_its_last_checkpoint(db, db_path, monkeypatch
     run = runs.execute(db, run_id)
     assert run["status"] == "cancelled"
     assert models.get_model(db, "resumed") is None
-    out_dir = db_path.parent / "runs" / str(run_id)
+    out_dir = db_path.parent / "workbench.runs" / str(run_id)
     if half_written:
         (out_dir / "checkpoint-2").mkdir()
         shutil.copy(out_dir / "checkpoint-1" / "model.safetensors", out_dir / "checkpoint-2")

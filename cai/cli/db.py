@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from cai import store
 from cai.cli import add_common, emit
-from cai.store import maintenance
+from cai.store import folders, maintenance
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -23,18 +23,27 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    result = maintenance.check(store.connect(args.db, create=False))
+    db = store.connect(args.db, create=False)
+    result = maintenance.check(db)
 
     def text(r: dict) -> str:
         if r["ok"]:
-            return "ok: integrity check and foreign-key check found nothing"
-        lines = [f"integrity: {line}" for line in r["integrity"] if line != "ok"]
-        lines += [f"foreign key: {p['table']} row {p['rowid']} points at a missing {p['parent']} row"
-                  for p in r["foreign_keys"]]
-        return "\n".join(lines)
+            lines = ["ok: integrity check and foreign-key check found nothing"]
+        else:
+            lines = [f"integrity: {line}" for line in r["integrity"] if line != "ok"]
+            lines += [f"foreign key: {p['table']} row {p['rowid']} points at a missing {p['parent']} row"
+                      for p in r["foreign_keys"]]
+        return "\n".join([*lines, disk_line(r["disk"])])
 
-    emit(args, asdict(result), text)
+    emit(args, {**asdict(result), "disk": folders.usage(db)}, text)
     return 0 if result.ok else 1
+
+
+def disk_line(d: dict) -> str:
+    ckpt = d["runs_with_checkpoints"]
+    held = f", checkpoints {d['checkpoint_bytes'] / 1e6:,.1f} MB in run(s) {', '.join(map(str, ckpt))}" if ckpt else ""
+    return (f"disk: {d['run_folders']} run folders {d['run_bytes'] / 1e6:,.1f} MB{held} ({d['runs_folder']}); "
+            f"{d['model_folders']} trained models {d['model_bytes'] / 1e6:,.1f} MB ({d['models_folder']})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -53,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b.set_defaults(func=cmd_backup)
 
     c = dsub.add_parser(
-        "check", help="Run SQLite's integrity check and foreign-key check; exit status 1 on any problem."
+        "check", help="Run SQLite's integrity check and foreign-key check (exit status 1 on any problem); report the "
+        "disk the database's runs and trained models use."
     )
     add_common(c)
     c.set_defaults(func=cmd_check)

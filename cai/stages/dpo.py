@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cai.config import MODELS, PREFS, StageConfig, _f, accelerate_field, processes_field
+from cai.config import (
+    MODELS,
+    PREFS,
+    StageConfig,
+    _f,
+    accelerate_field,
+    keep_checkpoints_field,
+    processes_field,
+)
 from cai.stages.base import Stage, engine_runner
 
 
@@ -34,6 +42,7 @@ class DPOStageConfig(StageConfig):
     )
     lora: bool = _f(False, "Train LoRA adapters.")
     seed: int = _f(0, "Seed.")
+    keep_checkpoints: bool = keep_checkpoints_field()
     processes: int = processes_field()
     accelerate_config: str = accelerate_field()
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cai.config import MODELS, PREFS, ConfigError, StageConfig, _f, accelerate_field, processes_field
+from cai.config import (
+    MODELS,
+    PREFS,
+    ConfigError,
+    StageConfig,
+    _f,
+    accelerate_field,
+    keep_checkpoints_field,
+    processes_field,
+)
 from cai.stages.base import Stage, engine_runner
 
 
@@ -37,6 +46,7 @@ class PMConfig(StageConfig):
         min=8,
     )
     seed: int = _f(0, "Seed for mixing, splitting and training.")
+    keep_checkpoints: bool = keep_checkpoints_field()
     processes: int = processes_field()
     accelerate_config: str = accelerate_field()
 

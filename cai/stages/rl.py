@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cai.config import MODELS, PROMPT_SETS, ConfigError, StageConfig, _f, accelerate_field, processes_field
+from cai.config import (
+    MODELS,
+    PROMPT_SETS,
+    ConfigError,
+    StageConfig,
+    _f,
+    accelerate_field,
+    keep_checkpoints_field,
+    processes_field,
+)
 from cai.stages.base import Stage, engine_runner
 
 
@@ -33,6 +42,7 @@ class RLConfig(StageConfig):
     limit: int | None = _f(None, "Use only the first N prompts of each set.", min=1)
     save_steps: int = _f(50, "Checkpoint every N steps (a resumed run continues from the last, in the same prompt order).", min=1)
     seed: int = _f(0, "Seed.")
+    keep_checkpoints: bool = keep_checkpoints_field()
     processes: int = processes_field()
     accelerate_config: str = accelerate_field()
     vllm: str = _f(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cai.config import MODELS, StageConfig, _f, accelerate_field, processes_field
+from cai.config import MODELS, StageConfig, _f, accelerate_field, keep_checkpoints_field, processes_field
 from cai.stages.base import Stage, engine_runner
 
 
@@ -30,6 +30,7 @@ class SFTStageConfig(StageConfig):
     max_length: int = _f(512, "Truncate prompt + completion to this many tokens.", min=8)
     save_steps: int = _f(50, "Checkpoint every N steps (resume continues from the last).", min=1)
     seed: int = _f(0, "Training seed.")
+    keep_checkpoints: bool = keep_checkpoints_field()
     processes: int = processes_field()
     accelerate_config: str = accelerate_field()
 

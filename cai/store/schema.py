@@ -560,3 +560,13 @@ def m017_arena_message_cap(db: Database) -> None:
     # Longest rater message a campaign accepts, in characters (owner: security engineer, #25.5); older
     # campaigns get the default (cai.arena.MAX_MESSAGE_CHARS).
     db.table("campaigns").add_column("max_message_chars", int, not_null_default=4000)
+
+
+def m018_database_folders(db: Database) -> None:
+    # Run and model folders keyed by the database (owner: train-resume engineer, issue 25 item 12): two
+    # databases in one folder shared `runs/<id>` and `models/<name>`. One key/value table: the database's
+    # uuid and the last run id that keeps the old shared `runs/<id>` (cai.store.folders).
+    from cai.store.folders import initial
+
+    db.table("workbench").create({"key": str, "value": str}, pk="key")
+    db.table("workbench").insert_all([{"key": k, "value": v} for k, v in initial(db).items()])

@@ -9,8 +9,12 @@ honours cancel) through the run.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +24,14 @@ from transformers import TrainerCallback
 
 from cai import models, store
 from cai.files import inside, safe_name
+from cai.store import folders
 
 if TYPE_CHECKING:
     from cai.runs import RunContext
+
+RUN_STAMP = "run.json"  # beside a run's checkpoints: who wrote them (`owner`)
+MODEL_STAMP = "workbench.json"  # in a model folder: the database and run that saved it
+FINAL_STATE = "final_state.json"  # the trainer state at the end of training, kept after checkpoints go
 
 
 def load_pairs(db: Database, name: str) -> list[dict[str, Any]]:
@@ -54,9 +63,60 @@ def base_model(db: Database, spec: str) -> dict[str, Any]:
 
 
 def run_dir(db: Database, run_id: int) -> Path:
-    path = store.data_dir(db) / "runs" / str(run_id)
+    """The run's own folder (checkpoints, worker log), keyed by the database (cai.store.folders)."""
+    path = folders.run_folder(db, run_id)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def owner(db: Database, run_id: int) -> dict[str, Any]:
+    """What a run's checkpoints and model folder are stamped with: the database's uuid, the run, and a
+    hash of the run's config as stored when it was created."""
+    raw = db.execute("select config from runs where id = ?", [run_id]).fetchone()
+    config = store.dumps(store.loads(raw[0] if raw else None, {}))
+    return {
+        "database": folders.identity(db)["uuid"],
+        "run_id": run_id,
+        "config_sha256": hashlib.sha256(config.encode()).hexdigest(),
+    }
+
+
+def claim_run_dir(db: Database, run_id: int) -> Path:
+    """The run's folder, stamped `run.json` with `owner`; refuses checkpoints another database or
+    another run config wrote there (a resume would otherwise continue someone else's training)."""
+    path = run_dir(db, run_id)
+    mine, stamp = owner(db, run_id), path / RUN_STAMP
+    ckpts = sorted(p.name for p in path.glob("checkpoint-*"))
+    if stamp.is_file():
+        try:
+            theirs = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            theirs = {}
+        if theirs != mine and ckpts:
+            what = (
+                "another database" if theirs.get("database") != mine["database"]
+                else f"run {theirs.get('run_id')}" if theirs.get("run_id") != run_id
+                else "another config of this run"
+            )
+            raise ValueError(
+                f"{path}: its checkpoints ({', '.join(ckpts)}) were written by {what}, not by run {run_id} "
+                f"of this database; refusing to resume from them (move the folder away to train afresh)"
+            )
+    elif ckpts and run_id > int(folders.identity(db)["legacy_runs_upto"]):
+        raise ValueError(
+            f"{path}: holds checkpoints ({', '.join(ckpts)}) with no {RUN_STAMP} saying who wrote them; "
+            "refusing to resume from them (move the folder away to train afresh)"
+        )
+    write_atomic(stamp, mine)
+    return path
+
+
+def write_atomic(path: Path, value: Any) -> None:
+    """JSON to `path` through a rename, so a reader (another rank, a later resume) never sees it half
+    written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(value, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def device_args() -> dict[str, Any]:
@@ -156,33 +216,133 @@ class ProgressCallback(TrainerCallback):
             self.ctx.log(f"step {state.global_step}: {json.dumps(short)}")
 
 
-def last_checkpoint(out_dir: Path) -> str | None:
-    """The newest checkpoint that was written to the end, else None.
+def unreadable(ckpt: Path) -> str | None:
+    """Why a checkpoint folder does not read back whole (None when it does): trainer_state.json (written
+    last) must parse, safetensors files must hold every byte their header names, and torch's .pt/.pth/.bin
+    files (zip archives) must have their directory, which is written at their very end."""
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        int(state["global_step"])
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "trainer_state.json is cut short or unreadable"
+    for f in sorted(ckpt.iterdir()):
+        if f.suffix == ".safetensors" and not _whole_safetensors(f):
+            return f"{f.name} is cut short"
+        if f.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(f):
+            return f"{f.name} is cut short"
+    return None
+
+
+def _whole_safetensors(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size >= 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def last_checkpoint(out_dir: Path, log: Any = None) -> str | None:
+    """The newest checkpoint that reads back whole (`unreadable`), else None.
 
     A worker killed while saving (SIGKILL to the process group, a lost machine) leaves a checkpoint
-    folder without trainer_state.json, which the Trainer writes last and cannot resume without; such a
-    folder is passed over for the one before it (save_total_limit keeps two), and is left in place:
+    folder cut short, e.g. without trainer_state.json or with it empty; such a folder is passed over
+    (and named through `log`) for the one before it (save_total_limit keeps two), and is left in place:
     under accelerate every rank looks at once, and a later save of that step completes it."""
     if not out_dir.is_dir():
         return None
-    complete = [p for p in out_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    steps = {p: int(p.name.split("-")[1]) for p in complete if p.name.split("-")[1].isdigit()}
-    return str(max(steps, key=steps.__getitem__)) if steps else None
+    found = [p for p in out_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[1].isdigit()]
+    for ckpt in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        why = unreadable(ckpt)
+        if why is None:
+            return str(ckpt)
+        if log:
+            log(f"passed over {ckpt.name}: {why}", level="warning")
+    return None
 
 
-def train(trainer: Any) -> None:
-    """Train, continuing from the run's last complete checkpoint when a resumed run left one."""
-    trainer.train(resume_from_checkpoint=last_checkpoint(Path(trainer.args.output_dir)))
+def train(trainer: Any, log: Any = None) -> None:
+    """Train, continuing from the run's last whole checkpoint when a resumed run left one.
+
+    A checkpoint of the final step (a run killed after its last save, before its model was registered)
+    is loaded as it is: the Trainer, resumed there, would train one step past max_steps. Any error on
+    the way back into a checkpoint names it."""
+    from transformers import TrainerState
+
+    ckpt = last_checkpoint(Path(trainer.args.output_dir), log)
+    if ckpt is None:
+        trainer.train()
+        return
+    state = TrainerState.load_from_json(str(Path(ckpt) / "trainer_state.json"))
+    sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
+    if state.max_steps and state.global_step >= state.max_steps and not sharded:
+        try:
+            trainer._load_from_checkpoint(ckpt)
+        except Exception as exc:
+            raise ValueError(f"{ckpt}: cannot load it ({type(exc).__name__}: {exc})") from exc
+        trainer.state = state
+        if log:
+            log(f"{Path(ckpt).name} is the final step ({state.global_step}): saving it, no more training")
+        return
+    loaded = ResumeWatch()
+    trainer.add_callback(loaded)
+    try:
+        trainer.train(resume_from_checkpoint=ckpt)
+    except Exception as exc:
+        if loaded.stepped:
+            raise
+        raise ValueError(f"resuming from {ckpt}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        trainer.remove_callback(loaded)
 
 
-def save_model(trainer: Any, tokenizer: Any, db: Database, name: str) -> str:
-    """Save the trained model (LoRA adapters merged) and tokenizer under data_dir/models/<name>.
+class ResumeWatch(TrainerCallback):
+    """Notes the first step after a resume: errors before it come from the checkpoint being loaded."""
 
-    Under accelerate rank 0 writes and every rank waits for it, so none goes on (to register, or to
-    score with the new model) before the folder is complete."""
-    path = _save(trainer, tokenizer, output_dir(db, name))
+    stepped = False
+
+    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        self.stepped = True
+
+
+def save_model(trainer: Any, tokenizer: Any, db: Database, name: str, run_id: int | None = None) -> str:
+    """Save the trained model (LoRA adapters merged) and tokenizer in the database's models folder.
+
+    The folder is stamped with the database and run (`MODEL_STAMP`); one another database or run
+    saved is never overwritten. Under accelerate rank 0 writes and every rank waits for it, so none
+    goes on (to register, or to score with the new model) before the folder is complete."""
+    path = output_dir(db, name)
+    if run_id is not None:
+        check_model_dir(db, path, run_id)
+        if trainer.is_world_process_zero():
+            path.mkdir(parents=True, exist_ok=True)
+            write_atomic(path / MODEL_STAMP, stamp_of_model(db, run_id))
+    saved = _save(trainer, tokenizer, path)
     trainer.accelerator.wait_for_everyone()
-    return path
+    return saved
+
+
+def stamp_of_model(db: Database, run_id: int) -> dict[str, Any]:
+    return {"database": folders.identity(db)["uuid"], "run_id": run_id}
+
+
+def check_model_dir(db: Database, path: Path, run_id: int) -> None:
+    """Refuse a model folder that holds files another database or run saved there."""
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    try:
+        theirs = json.loads((path / MODEL_STAMP).read_text())
+    except (OSError, ValueError):
+        theirs = None
+    if theirs != stamp_of_model(db, run_id):
+        raise ValueError(
+            f"model folder {path} already holds another model (not saved by run {run_id} of this "
+            "database); choose another name"
+        )
 
 
 def _save(trainer: Any, tokenizer: Any, path: Path) -> str:
@@ -203,17 +363,19 @@ def _save(trainer: Any, tokenizer: Any, path: Path) -> str:
 
 
 def output_dir(db: Database, name: str) -> Path:
-    """data_dir/models/<name>, for a safe name only, and checked to resolve inside the models folder."""
-    return inside(store.data_dir(db) / "models", safe_name("model name", name))
+    """<stem>.models/<name> beside the database, for a safe name only, checked to resolve inside it."""
+    return inside(folders.models_root(db), safe_name("model name", name))
 
 
 def check_name(db: Database, name: str, run_id: int) -> dict[str, Any] | None:
     """The model this run already registered under `name` (a resumed run), else None; error if taken.
 
-    Also refuses a name that is not safe as a folder name, before any training time is spent."""
-    output_dir(db, name)
+    Also refuses a name that is not safe as a folder name, or whose folder holds another database's
+    or run's model, before any training time is spent."""
+    path = output_dir(db, name)
     row = models.get_model(db, name)
     if row is None:
+        check_model_dir(db, path, run_id)
         return None
     if row["run_id"] != run_id:
         raise ValueError(
@@ -234,17 +396,19 @@ class Target:
 
 
 def start(ctx: RunContext, model_spec: str, **run_fields: Any) -> Target:
-    """The shared prologue: the seed set (before any model is built), the new model's name (default `<kind>-<run id>`; refused if another run
-    took it or it is no safe folder name, before any training time is spent), and the run linked to
-    the model it starts from (plus `run_fields`, e.g. its constitution version)."""
+    """The shared prologue: the new model's name (default `<kind>-<run id>`; refused if another run
+    took it or it is no safe folder name, before any training time is spent), the run's folder claimed
+    (`claim_run_dir`), the seed set (before any model is built), and the run linked to the model it starts
+    from (plus `run_fields`, e.g. its constitution version)."""
     from transformers import set_seed
 
     cfg = ctx.config
+    name = cfg.name or f"{cfg.kind}-{ctx.run_id}"  # type: ignore[attr-defined]
+    done = check_name(ctx.db, name, ctx.run_id)
+    claim_run_dir(ctx.db, ctx.run_id)
     # Seeded before any model is built: a head the checkpoint lacks (the PM's score head) is initialised
     # at random when the model loads, before the Trainer would seed.
     set_seed(cfg.seed)  # type: ignore[attr-defined]
-    name = cfg.name or f"{cfg.kind}-{ctx.run_id}"  # type: ignore[attr-defined]
-    done = check_name(ctx.db, name, ctx.run_id)
     parent = base_model(ctx.db, model_spec)
     ctx.db.table("runs").update(ctx.run_id, {"model_id": parent["id"], **run_fields})
     return Target(name=name, done=done, parent=parent)
@@ -252,14 +416,16 @@ def start(ctx: RunContext, model_spec: str, **run_fields: Any) -> Target:
 
 @dataclass
 class Trained:
-    """What `finish` hands back: the registered model, the steps, and the loss of its last logged step
-    (`loss`) and the mean over all logged steps (`mean_loss`, TRL's `train_loss` when every step is logged)."""
+    """What `finish` hands back: the registered model, the steps, the loss of its last logged step (`loss`),
+    the mean over all logged steps (`mean_loss`, TRL's `train_loss` when every step is logged) and the
+    trainer's log history (e.g. RL's rewards per step)."""
 
     model_id: int
     path: str
     steps: int
     loss: float | None
     mean_loss: float | None = None
+    log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def finish(
@@ -271,14 +437,21 @@ def finish(
     constitution_version_id: int | None,
     meta: dict[str, Any],
 ) -> Trained:
-    """The shared epilogue: train (from the last complete checkpoint of a resumed run), save, register
-    the model with its lineage (parent, run, constitution version; `meta` plus steps, mean and last loss)
-    and log it.
+    """The shared epilogue: train (from the last whole checkpoint of a resumed run; nothing more when
+    that is the final step), save, register the model with its lineage (parent, run, constitution
+    version; `meta` plus steps, mean and last loss), log it, and remove the run's checkpoints unless the
+    config keeps them. The final trainer state stays in the run folder (`FINAL_STATE`), so a run
+    resumed after this point returns the same result (`trained_before`).
 
     Under accelerate every rank runs this; rank 0's database is the workbench's, the other ranks'
     registrations go to their private snapshots (see cai.runs), so the model is registered once."""
-    train(trainer)
-    path = save_model(trainer, tokenizer, ctx.db, target.name)
+    if target.done:  # resumed after its model was registered: nothing to train, the same result
+        return trained_before(ctx, target)
+    train(trainer, ctx.log)
+    out = Path(trainer.args.output_dir)
+    if trainer.is_world_process_zero():
+        trainer.state.save_to_json(str(out / FINAL_STATE))
+    path = save_model(trainer, tokenizer, ctx.db, target.name, ctx.run_id)
     steps, loss, mean = trainer.state.global_step, last_loss(trainer), mean_loss(trainer)
     model_id = register(
         ctx.db,
@@ -290,7 +463,45 @@ def finish(
         meta={**meta, "steps": steps, "train_loss_mean": mean, "train_loss_last": loss},
     )
     ctx.log(f"registered model {target.name} (id {model_id}) at {path}")
-    return Trained(model_id=model_id, path=path, steps=steps, loss=loss, mean_loss=mean)
+    if trainer.is_world_process_zero():
+        tidy(ctx, out)
+    return Trained(model_id, path, steps, loss, mean, list(trainer.state.log_history))
+
+
+def tidy(ctx: RunContext, out: Path) -> None:
+    """A finished run's checkpoints go, unless its config keeps them."""
+    if not getattr(ctx.config, "keep_checkpoints", False):
+        remove_checkpoints(out, ctx.log)
+
+
+def remove_checkpoints(out: Path, log: Any = None) -> int:
+    """Delete the checkpoint folders of a finished run (weights + optimizer: gigabytes on a real model);
+    returns the bytes freed."""
+    ckpts = sorted(p for p in out.glob("checkpoint-*") if p.is_dir())
+    freed = sum(folders.size(p) for p in ckpts)
+    for p in ckpts:
+        shutil.rmtree(p, ignore_errors=True)
+    if ckpts and log:
+        log(f"removed {len(ckpts)} checkpoints ({freed / 1e6:.1f} MB); keep_checkpoints keeps them")
+    return freed
+
+
+def trained_before(ctx: RunContext, target: Target) -> Trained:
+    """What `finish` returned, for a resumed run that had already registered its model: the registry row
+    and the final trainer state it left in its run folder."""
+    from transformers import TrainerState
+
+    from cai.runs import world
+
+    row = target.done or {}
+    out = run_dir(ctx.db, ctx.run_id)
+    if world()[0] == 0:  # killed after registering, before its checkpoints went
+        tidy(ctx, out)
+    state_file = out / FINAL_STATE
+    history = TrainerState.load_from_json(str(state_file)).log_history if state_file.is_file() else []
+    meta = row.get("meta") or {}
+    return Trained(row["id"], row["path"], meta.get("steps"), meta.get("train_loss_last"),
+                   meta.get("train_loss_mean"), history)
 
 
 def register(

@@ -174,16 +174,6 @@ def run_stage(ctx: Any) -> dict[str, Any]:
            f" {cfg.threshold}" if cfg.soft == "threshold" else "")
     )  # fmt: skip
     summary = {"algorithm": "dpo", "soft": cfg.soft, "mean_p": mean_p, **left_out}
-    if target.done is not None:
-        meta = target.done["meta"]
-        return {
-            "model": target.name,
-            "model_id": target.done["id"],
-            "path": target.done["path"],
-            **summary,
-            "pairs": (meta.get("data") or {}).get("trained"),
-            "data": meta.get("data"),
-        }
     args = DPOConfig(
         beta=cfg.beta,
         loss_type=["sigmoid"],

@@ -300,10 +300,10 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         _load_pm.cache_clear()
         path, model_id = trained.path, trained.model_id
         steps, loss_mean, loss_last = trained.steps, trained.mean_loss, trained.loss
-    else:
-        path, model_id, meta = target.done["path"], target.done["id"], target.done["meta"]
-        rows = meta.get("data")
-        steps, loss_mean, loss_last = meta.get("steps"), meta.get("train_loss_mean"), meta.get("train_loss_last")
+    else:  # resumed after its model was registered: the same result as the run that registered it
+        trained = common.trained_before(ctx, target)
+        path, model_id, rows = trained.path, trained.model_id, target.done["meta"].get("data")
+        steps, loss_mean, loss_last = trained.steps, trained.mean_loss, trained.loss
     acc = accuracy(path, heldout, batch_size=cfg.batch_size)
     common.update_meta(db, model_id, heldout_accuracy=acc, heldout_pairs=len(heldout), heldout_set=heldout_name)
     ctx.log(f"held-out accuracy {acc if acc is None else round(acc, 4)} on {len(heldout)} {heldout_name}")

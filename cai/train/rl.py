@@ -211,11 +211,8 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         f"{cfg.algorithm.upper()} on {len(texts)} prompts{mix}, beta {cfg.beta}, {cfg.num_generations} per prompt"
     )
     used = {"prompts_used": {cfg.prompts: len(red), **({cfg.helpful_prompts: len(helpful)} if cfg.helpful_prompts else {})}}
-    if target.done is not None:
-        return {
-            "model": target.name, "model_id": target.done["id"], "path": target.done["path"],
-            "algorithm": cfg.algorithm, **used,
-        }  # fmt: skip
+    if target.done is not None:  # resumed after its model was registered: the same result
+        return result(ctx, target, common.trained_before(ctx, target), used)
     resumed = rl_resume.checkpoint_step(common.last_checkpoint(Path(common.run_dir(db, ctx.run_id))))
     if resumed is not None:
         rows, lines = rl_resume.forget_redone_steps(db, ctx.run_id, resumed)
@@ -246,10 +243,16 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         "beta": cfg.beta,
         "lora": cfg.lora,
     }
-    trained = ctx.finish(
+    return result(ctx, target, ctx.finish(
         trainer, tok, target, constitution_version_id=pm_row["constitution_version_id"], meta=meta
-    )
-    steps = curve(trainer.state.log_history, cfg.beta, cfg.algorithm)
+    ), used)
+
+
+def result(ctx: Any, target: Any, trained: Any, used: dict[str, Any]) -> dict[str, Any]:
+    """The run's result from its registered model and trainer log (the same for a resumed run): the reward,
+    KL and penalised reward per logged step (also put on the Goodhart rows), and the last Goodhart row."""
+    cfg, db = ctx.config, ctx.db
+    steps = curve(trained.log_history, cfg.beta, cfg.algorithm)
     record_kl(db, ctx.run_id, steps)
     watch = [
         store.loads(r["metrics"])

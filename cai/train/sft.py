@@ -91,15 +91,6 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     target = common.start(
         ctx, cfg.model or source["config"]["model"], constitution_version_id=source["constitution_version_id"]
     )
-    if target.done:  # a resumed run that had already registered its model
-        meta = target.done["meta"]
-        return {
-            "model": target.name,
-            "model_id": target.done["id"],
-            "rows": meta.get("rows"),
-            "data": meta.get("data"),
-            "skipped_empty": skipped,
-        }
     parent = target.parent
     model, tokenizer = common.causal_lm(parent["folder"])
     data = conversational(rows) if parent["chat"] else rows
