@@ -176,7 +176,7 @@ def test_cli_runs_the_smoke_recipe_to_done_with_every_stage_run_wired(db_path, c
         "c.run_id = ? and c.mode != 'helpful' and s.kind in ('initial', 'revision') group by s.round",
         [child["sl"]["id"]]).fetchall()
     assert [(p["revision"], p["n"]) for p in report["fig5"]["measured"]["points"]] == [(r, n) for r, n, _ in steps]
-    assert [p["mean"] for p in report["fig5"]["measured"]["points"]] == pytest.approx([m for _, _, m in steps])
+    assert [p["mean"] for p in report["fig5"]["measured"]["points"]] == pytest.approx([m for _, _, m in steps], abs=1e-6)
     watch = list(db["goodhart"].rows_where("run_id = ?", [child["rl"]["id"]], order_by="step"))
     assert len(watch) == 3  # rl max_steps 3: the first third (step 0) against the last (step 2)
     curve = report["fig8"]["measured"]["curve"]
