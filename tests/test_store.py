@@ -55,3 +55,17 @@ def test_unique_vote_per_turn(db):
     db["votes"].insert({"battle_id": 1, "turn": 0, "user_id": 1, "winner": "model_a"})
     with pytest.raises(sqlite3.IntegrityError):
         db["votes"].insert({"battle_id": 1, "turn": 0, "user_id": 1, "winner": "model_b"})
+
+
+def test_every_migration_function_is_registered_in_definition_order():
+    """A migration function that lost its decorator (e.g. in a merge) would silently never run: sqlite-utils
+    then creates its tables on first insert, without their columns' types, indexes and constraints."""
+    import inspect
+
+    from cai.store import schema
+
+    defined = [name for name, fn in inspect.getmembers(schema, inspect.isfunction)
+               if name.startswith("m0") and fn.__module__ == schema.__name__]
+    registered = [m.name for m in schema.migrations._migrations]
+    assert sorted(registered) == sorted(defined)
+    assert len(set(registered)) == len(registered)

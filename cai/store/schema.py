@@ -539,6 +539,7 @@ def m015_sl_partial_steps(db: Database) -> None:
     db["sl_partial_steps"].create_index(["run_id", "prompt_id", "sample", "idx"], unique=True)
 
 
+@migrations()
 def m016_pipelines(db: Database) -> None:
     # Pipelines (cai.pipeline): a run of kind "pipeline" executes ordinary stage runs, linked here in order.
     db.table("pipeline_runs").create(
@@ -556,12 +557,14 @@ def m016_pipelines(db: Database) -> None:
     db.table("pipeline_runs").create_index(["pipeline_run_id", "stage"], unique=True)
 
 
+@migrations()
 def m017_arena_message_cap(db: Database) -> None:
     # Longest rater message a campaign accepts, in characters (owner: security engineer, #25.5); older
     # campaigns get the default (cai.arena.MAX_MESSAGE_CHARS).
     db.table("campaigns").add_column("max_message_chars", int, not_null_default=4000)
 
 
+@migrations()
 def m018_database_folders(db: Database) -> None:
     # Run and model folders keyed by the database (owner: train-resume engineer, issue 25 item 12): two
     # databases in one folder shared `runs/<id>` and `models/<name>`. One key/value table: the database's
