@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cai.backends.builtin import FEEDBACK_DEFAULT
 from cai.config import MODELS, PREFS, ConfigError, StageConfig, _f, accelerate_field, processes_field
 from cai.stages.base import Stage, engine_runner
 
@@ -16,7 +17,7 @@ class PMConfig(StageConfig):
     human_prefs: str = _f("", "Human preference set mixed in (helpfulness); optional.", ref=PREFS)
     human_ratio: float = _f(0.5, "Fraction of training pairs drawn from the human set.", min=0.0, max=1.0)
     heldout_prefs: str = _f("", "Human preference set for held-out accuracy; empty = a split of human_prefs.", ref=PREFS)
-    model: str = _f("default", "Base model of the preference model.", ref=MODELS, subject=True)
+    model: str = _f(FEEDBACK_DEFAULT, "Base model of the preference model.", ref=MODELS, subject=True)
     name: str = _f("", "Name for the new preference model; empty = pm-<run id>.", slug=True)
     loss: str = _f("soft", "soft (cross-entropy to p), hard (p rounded) or margin.", choices=("soft", "hard", "margin"))
     lora: bool = _f(False, "Train LoRA adapters (task SEQ_CLS) instead of all weights.")
