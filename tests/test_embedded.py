@@ -12,8 +12,8 @@ from cai import arena, models, store
 from cai.cli import main
 
 EXPECTED = [  # (name, path, chat, role) on a fresh database, registration order
-    ("smollm2", "smollm2", True, "policy & chat default"),
-    ("gemma3-270m", "gemma3-270m", False, "feedback & HHH default"),
+    ("smollm2", "smollm2", True, "feedback & HHH default"),
+    ("gemma3-270m", "gemma3-270m", False, "policy & chat default"),
     ("default", "default", False, "alias of gemma3-270m"),
     ("tiny", "tiny", False, ""),
 ]
@@ -35,8 +35,8 @@ def test_a_fresh_database_registers_both_embedded_models_with_roles_and_a_sample
     prepare(str(db_path))  # a second start adds nothing
     assert (db["campaigns"].count, db["models"].count) == (1, 4)
     home = glance_html(overview(db), "admin")
-    assert "<b>smollm2</b> (policy &amp; chat default)" in home
-    assert "<b>gemma3-270m</b> (feedback &amp; HHH default)" in home
+    assert "<b>smollm2</b> (feedback &amp; HHH default)" in home
+    assert "<b>gemma3-270m</b> (policy &amp; chat default)" in home
     assert "~10B parameters" in home
 
 
@@ -62,7 +62,7 @@ def test_cai_models_list_shows_each_role(capsys, db_path):
     assert main(["models", "list", "--db", str(db_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "role" in lines[0].split()
-    assert "policy & chat default" in lines[1] and "feedback & HHH default" in lines[2]
+    assert "feedback & HHH default" in lines[1] and "policy & chat default" in lines[2]
     assert "alias of gemma3-270m" in lines[3]
 
 
@@ -84,7 +84,7 @@ def test_default_is_an_alias_sharing_gemmas_cache_and_smollm2_is_a_chat_builtin(
     defaults = {k: {f.name: f.default for f in dataclasses.fields(s.config)} for k, s in REGISTRY.items()}
     assert {k: d.get("model") or d["feedback_model"] for k, d in defaults.items()
             if k in ("sl", "pairs", "label", "hhh", "agreement")} == {
-        "sl": "smollm2", "pairs": "smollm2", "label": "gemma3-270m", "hhh": "gemma3-270m", "agreement": "gemma3-270m"}
+        "sl": "gemma3-270m", "pairs": "gemma3-270m", "label": "smollm2", "hhh": "smollm2", "agreement": "smollm2"}
 
 
 def test_smollm2_without_its_package_is_a_clear_error(monkeypatch):

@@ -88,5 +88,5 @@ def test_the_registry_table_shows_each_embedded_models_role_and_the_alias(db):
     models.register_model(db, "mine", "smollm2")  # the same weights under another name: no role
     frame = M.registry_frame(db)
     assert list(zip(frame["name"], frame["role"], strict=True)) == [
-        ("smollm2", "policy & chat default"), ("gemma3-270m", "feedback & HHH default"),
+        ("smollm2", "feedback & HHH default"), ("gemma3-270m", "policy & chat default"),
         ("default", "alias of gemma3-270m"), ("tiny", ""), ("mine", "")]
