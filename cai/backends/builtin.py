@@ -28,7 +28,7 @@ ALIASES = {"default": "gemma3-270m"}
 EMBEDDED = ("smollm2", "gemma3-270m")  # the real models a fresh workbench ships with
 CHAT = ("smollm2",)  # builtins that take their tokenizer's chat template
 # Which embedded model each role uses when none is named, chosen by measurement (README, "Embedded models"):
-# policy/chat = fewer flagged chains on sample-red-team with 1 revision (gemma3-270m 6 of 8, smollm2 8 of 8);
+# policy/chat = fewer flagged chains on sample-red-team with 1 revision (gemma3-270m 11 of 16, smollm2 16 of 16);
 # feedback/HHH = the better order-averaged accuracy on the HHH sample (smollm2 0.521, gemma3-270m 0.479 of 95),
 # both in float32. Both are near chance and far below the paper's ~10B: the choice is the rule's, not a verdict.
 ROLES = {"policy": "gemma3-270m", "feedback": "smollm2"}
