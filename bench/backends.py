@@ -7,6 +7,7 @@ is one feedback-style prompt scored with the two options " (A)" and " (B)".
     python bench/backends.py                          # both backends, default model, CPU or GPU
     python bench/backends.py --backend hf --dtype float32
     python bench/backends.py --model random-1.5b      # random-weight ~1.7B Llama (Gemma tokenizer), for GPUs
+    python bench/backends.py --backend hf --model default,smollm2 --dtype float32   # both embedded models
     python bench/backends.py --backend hf,served --servers 2   # served: vLLM servers started here, 1 then 2
     python bench/backends.py --backend served --endpoint http://gpu1:8000/v1 --endpoint http://gpu2:8000/v1
 
@@ -212,16 +213,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--endpoint", action="append", default=[], help="Served: a running server (repeat).")
     parser.add_argument("--servers", type=int, default=1, help="Served without --endpoint: servers to start.")
-    parser.add_argument("--model", default="default", help="Model spec, or 'random-1.5b'.")
+    parser.add_argument("--model", default="default",
+                        help="Model spec, or 'random-1.5b'; a comma list (default,smollm2) measures each in turn.")
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     parser.add_argument("--max-new-tokens", type=int, default=64, help="Tokens generated per sequence.")
     parser.add_argument("--comparisons", type=int, default=32, help="Comparisons scored (2 options each).")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="hf dtype.")
     args = parser.parse_args(argv)
-    spec = model_spec(args.model)
     kinds = ["hf", "vllm"] if args.backend == "both" else args.backend.split(",")
     if any(k not in ("hf", "vllm", "served") for k in kinds):
         parser.error(f"--backend: each of {args.backend!r} must be hf, vllm or served")
+    names = args.model.split(",")
+    reports = [_model(args, name, list(kinds)) for name in names]
+    print(json.dumps(reports[0] if len(reports) == 1 else {"models": reports}, indent=2))
+    return 0
+
+
+def _model(args: argparse.Namespace, name: str, kinds: list[str]) -> dict[str, Any]:
+    """One model's report: every backend in `kinds`, with the servers it needs started and stopped here."""
+    args.model = name
+    spec = model_spec(name)
     servers = []
     args.server_cpus = []
     if "served" in kinds:
@@ -254,11 +265,12 @@ def main(argv: list[str] | None = None) -> int:
             s.stop()
 
 
-def _run(args: argparse.Namespace, spec: str, kinds: list[str]) -> int:
+def _run(args: argparse.Namespace, spec: str, kinds: list[str]) -> dict[str, Any]:
     import torch
 
     report: dict[str, Any] = {
         "model": args.model,
+        "load_average_1m_before": round(os.getloadavg()[0], 2),  # the machine's load: shared CPUs skew timings
         "device": torch.cuda.get_device_name()
         if torch.cuda.is_available()
         else f"cpu ({platform.processor()})",
@@ -278,8 +290,8 @@ def _run(args: argparse.Namespace, spec: str, kinds: list[str]) -> int:
                 max(abs(a - b) for a, b in zip(scores_a, scores_b, strict=True)), 4
             ),
         }
-    print(json.dumps(report, indent=2))
-    return 0
+    report["load_average_1m_after"] = round(os.getloadavg()[0], 2)
+    return report
 
 
 if __name__ == "__main__":

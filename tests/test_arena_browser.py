@@ -219,3 +219,64 @@ def test_a_multi_turn_battle_on_the_default_model_has_no_broken_characters_or_tu
     for t in turns:
         for text in (t["response_a"], t["response_b"]):
             assert "\ufffd" not in text and "Human:" not in text and "Assistant:" not in text, text
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_one_battle_of_the_sample_campaign_on_the_embedded_models(db_path, monkeypatch):
+    """#26 done-when: on a fresh database (as `make app` seeds it) a rater plays one battle of the sample
+    campaign: two real models (smollm2, gemma3-270m) answer, no test-model warning anywhere, and the reveal
+    names both."""
+    from pathlib import Path
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from app import prepare
+    from cai import store
+    from cai.backend_pool import BackendPool
+
+    monkeypatch.setenv("CAI_ADMIN_PASSWORD", "admin-password-1")
+    prepare(str(db_path))
+    db = store.connect(db_path)
+    users.add_user(db, "rita", "rater", "password1")
+    shots = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    embedded = ["smollm2", "gemma3-270m"]
+    page_app, port = _launch(db_path, BackendPool())
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("#arena-name input, #arena-name textarea").first.fill("rita")
+            page.get_by_label("Password").fill("password1")
+            page.locator("#arena-login").click()
+            expect(page.locator("#arena-hello")).to_contain_text("Signed in as rita", timeout=20_000)
+            expect(page.locator("#arena-campaign input")).to_have_value(arena.SAMPLE_CAMPAIGN, timeout=20_000)
+            expect(page.locator("#arena-instructions")).to_contain_text("more helpful", timeout=10_000)
+            page.locator("#arena-start").click()
+            expect(page.locator("#arena-status")).to_contain_text("Turn 1 of 2", timeout=20_000)
+            page.locator("#arena-message textarea").fill("What is the capital of France?")
+            page.locator("#arena-send").click()
+            expect(page.locator("#arena-status")).to_contain_text("Turn 1 of 2: which response", timeout=600_000)
+            body = page.locator("body").inner_text()
+            assert not any(n in body for n in embedded)  # still blind
+            assert "test model" not in body.lower() and "noise" not in body.lower()
+            page.get_by_label("A is better").check()
+            page.locator("#arena-vote").click()
+            expect(page.locator("#arena-status")).to_contain_text("Vote recorded", timeout=20_000)
+            page.locator("#arena-end").click()
+            expect(page.locator("#arena-reveal")).to_contain_text("Model A was", timeout=20_000)
+            reveal = page.locator("#arena-reveal").inner_text()
+            assert all(n in reveal for n in embedded), reveal
+            assert "test model" not in page.locator("body").inner_text().lower()
+            page.screenshot(path=str(shots / "arena-sample-campaign-reveal.png"))
+            browser.close()
+    finally:
+        page_app.close()
+    [turn] = list(db["battle_turns"].rows)
+    assert turn["shown_at"] and turn["response_a"].strip() and turn["response_b"].strip()
+    [battle] = list(db["battles"].rows)
+    names = {r["name"] for r in db.query("select name from models where id in (?, ?)",
+                                          [battle["model_a"], battle["model_b"]])}
+    assert names == set(embedded)

@@ -60,8 +60,10 @@ def test_init_is_idempotent(capsys, db_path):
         "constitution": {"name": "default", "version": 1, "version_id": 1},
         "prompt_sets": {"sample-red-team": 16, "sample-helpful": 8},
         "pref_sets": {"sample-harmless-prefs": 12},
+        "models": ["smollm2", "gemma3-270m", "default", "tiny"],
+        "campaign": "sample-embedded-helpfulness",
     }
-    assert run_json(capsys, "init", "--db", str(db_path)) == first
+    assert run_json(capsys, "init", "--db", str(db_path)) == {**first, "campaign": None}  # made once
     code, out, _ = run(capsys, "init", "--db", str(db_path))
     assert out.startswith(f"workbench ready: {db_path}\nconstitution 'default' v1")
 

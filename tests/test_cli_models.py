@@ -29,7 +29,7 @@ def test_models_add_then_list(capsys, db_path, tmp_path):
         {"id": 2, "name": "tiny-v", "path": "tiny", "backend": "vllm", "chat": False},
     ]
     code, out, _ = run(capsys, "models", "list", "--db", str(db_path))
-    assert out.splitlines()[0].split() == ["id", "name", "path", "backend", "chat", "parent_id", "created_at"]
+    assert out.splitlines()[0].split() == ["id", "name", "path", "backend", "chat", "role", "parent_id", "created_at"]
     assert out.splitlines()[2].split()[:5] == ["2", "tiny-v", "tiny", "vllm", "False"]
 
 

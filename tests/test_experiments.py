@@ -122,21 +122,22 @@ def test_two_version_experiment_links_pairs_and_computes_deltas(db, monkeypatch)
         ["I can't help with that."] * 2, ["Sorry, no.", "Use a pin."]]
     assert rows[1]["versions"][1] | {"chain_id": 0} == {
         "version": "c@2", "chain_id": 0, "initial": "Use a pin.", "final": "Use a pin.", "principles": ["rude"],
-        "critiques": ["It is bad."], "flags": [], "pm_final": 3.0, "unchanged": 1.0}
+        "critiques": ["It is bad."], "flags": ["revision1:unchanged"], "pm_final": 3.0, "unchanged": 1.0}
 
     means = {(m["metric"], m["principle"], m["version"]): m["mean"] for m in shown["means"]}
     assert means[("pm_final", "", "c@1")] == 3.5 and means[("pm_final", "", "c@2")] == 4.0
     assert means[("unchanged", "", "c@1")] == 0.0 and means[("unchanged", "", "c@2")] == 0.5
-    assert means[("flagged", "", "c@1")] == means[("flagged", "", "c@2")] == 0.0
+    # The revision that gives back the initial response is flagged `unchanged` (#26.3).
+    assert means[("flagged", "", "c@1")] == 0.0 and means[("flagged", "", "c@2")] == 0.5
     assert means[("agreement", "", "c@1")] == means[("agreement", "", "c@2")] == 0.5
     deltas = {(d["metric"], d["principle"]): d for d in shown["deltas"]}
     # Paired diffs over prompts [0, 1, 0, 1] (pm +1 and unchanged +1 where "rude" was drawn): mean 0.5;
     # a resample of 4 is all-0 or all-1 with probability 1/16 > 2.5%, so the 95% CI is [0, 1]: within noise.
-    for metric in ("pm_final", "unchanged"):
+    for metric in ("pm_final", "unchanged", "flagged"):
         assert {k: deltas[(metric, "")][k] for k in ("baseline", "version", "delta", "lo", "hi", "n",
                                                       "within_noise")} == \
             {"baseline": "c@1", "version": "c@2", "delta": 0.5, "lo": 0.0, "hi": 1.0, "n": 4, "within_noise": True}
-    for metric in ("flagged", "copied"):
+    for metric in ("copied",):
         assert (deltas[(metric, "")]["delta"], deltas[(metric, "")]["lo"], deltas[(metric, "")]["hi"]) == (0, 0, 0)
     assert (deltas[("agreement", "")]["delta"], deltas[("agreement", "")]["n"]) == (0.0, 2)
     assert deltas[("agreement", "cmp")]["n"] == 2  # per principle: the only comparison principle

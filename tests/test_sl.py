@@ -111,7 +111,7 @@ def test_chain_sends_exact_texts_in_order():
     assert sent[4] == sent[3] + " It helps a crime.\n\nRevisionRequest: Rewrite it politely.\n\nRevision:"
     assert [c[1] for c in backend.calls] == [[t] for t in sent]
     assert chain.response == "I can't help with that."
-    assert chain.flags == []
+    assert chain.flags == ["revision2:unchanged"]  # the scripted revision 2 repeats revision 1 word for word
     assert [(s.prompt_tokens, s.completion_tokens) for s in chain.steps[:2]] == [(13, 3), (33, 4)]
 
 
@@ -218,6 +218,37 @@ def test_store_chain_writes_chain_and_steps_once(db):
     assert sl.stored_keys(db, run_id) == {(9, 0)}
 
 
+SAME = " You could ask the store manager for help, or call a locksmith who can open it for you."
+
+
+def test_a_chain_whose_three_steps_are_the_same_text_is_flagged_unchanged_and_counted(db):
+    """#26.3: critique = response and revision = critique get the `unchanged` flag; the run summary counts it."""
+    backend = scripted(initial=SAME, critique=SAME, revision=SAME)
+    [chain] = sl.run_chains(backend, [ChainItem(1, PROMPT)], PRINCIPLES, [], ChainOptions(revisions=1))
+    assert [(s.kind, s.flags) for s in chain.steps] == [
+        ("initial", []), ("critique", ["unchanged"]), ("revision", ["unchanged"])
+    ]
+    assert chain.flags == ["critique1:unchanged", "revision1:unchanged"]
+    [fine] = sl.run_chains(scripted(), [ChainItem(2, PROMPT)], PRINCIPLES, [], ChainOptions(revisions=1))
+    run_id = int(db["runs"].insert({"kind": "sl", "status": "running", "config": "{}"}).last_pk)
+    for c in (chain, fine):
+        sl.store_chain(db, run_id, c, model_id=None, constitution_version_id=None)
+    summary = sl.run_summary(db, run_id)
+    assert (summary["chains"], summary["flagged"], summary["flags"]) == (2, 1, {"unchanged": 1})
+    assert "1 unchanged: the step repeats the step before it" in sl.flag_note([chain, fine])
+
+
+def test_unchanged_catches_near_copies_and_a_revision_that_restates_the_response():
+    assert sl.repeats(SAME.replace("could", "might"), SAME)  # one word of 18 changed: 94% the same
+    assert sl.repeats(SAME.upper().replace(",", ""), SAME)  # case and punctuation aside
+    assert not sl.repeats(" I can't help with that, but a locksmith can.", SAME)
+    assert not sl.repeats("", "")
+    # A direct revision (no critique) that restates the response it was to revise.
+    backend = scripted(initial=SAME, revision=SAME.replace("could", "can"))
+    [chain] = sl.run_chains(backend, [ChainItem(1, PROMPT, 0, "direct")], PRINCIPLES, [], ChainOptions(revisions=1))
+    assert chain.flags == ["revision1:unchanged"]
+
+
 def test_mean_by_revision_groups_scores_by_revision_index():
     from cai.evals.revisions import RevisionScore, mean_by_revision
 
@@ -261,7 +292,7 @@ def test_ignores_prompt_needs_no_shared_content_word_and_exemplar_words():
     assert sl.ignores_prompt(off + " store", SHOPLIFT, WIFI_SHOT) is False  # mentions the store: on topic
     assert sl.ignores_prompt("neighbor network unauthorized", SHOPLIFT, WIFI_SHOT) is False  # too few words
     assert sl.ignores_prompt("purple elephants dance gracefully tonight everywhere", SHOPLIFT, WIFI_SHOT) is False
-    assert set(sl.FLAG_MEANINGS) == {"empty", "repeated", "copied", "truncated"}
+    assert set(sl.FLAG_MEANINGS) == {"empty", "repeated", "copied", "truncated", "unchanged"}
 
 
 def test_k_helpful_samples_differ_and_do_not_depend_on_the_batch_size():

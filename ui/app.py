@@ -48,6 +48,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.requests import HTTPConnection
 
 from cai import store, users
+from cai.backends.builtin import POLICY_DEFAULT
 from ui import arena
 from ui.common import BROWSE_ROLES, CSS, EDIT_ROLES, AppContext, esc
 from ui.warmup import FORWARDED_ENV, uvicorn_options  # noqa: F401  (they live where no Gradio is imported)
@@ -105,7 +106,7 @@ def _page(ctx: AppContext, role: str, module: str) -> None:
     importlib.import_module(module).build(ctx)
 
 
-def build_app(db_path: str | Path, model: str = "default", role: str = "admin") -> gr.Blocks:
+def build_app(db_path: str | Path, model: str = POLICY_DEFAULT, role: str = "admin") -> gr.Blocks:
     """The workbench of `role` over the database at `db_path`, one page per tab; `model` is the default for chat
     and forms."""
     if role not in WORKBENCH_ROLES:
@@ -272,7 +273,7 @@ def _role_app(sessions: Sessions, blocks: gr.Blocks, role: str, max_file_size: s
                                    auth_dependency=who, max_file_size=max_file_size, **_look())
 
 
-def server(db_path: str | Path, model: str = "default", arena_pool: Any = None,
+def server(db_path: str | Path, model: str = POLICY_DEFAULT, arena_pool: Any = None,
            login_policy: users.LoginPolicy | None = None, auth_off_loop: bool = True,
            secure_cookies: bool = False) -> Any:
     """The ASGI app: /login, the workbench at / (one page per role) and the rater page at /arena/.
@@ -451,7 +452,7 @@ def _look() -> dict[str, Any]:
     return {"css": CSS, "theme": gr.themes.Soft(), "footer_links": [], "ssr_mode": False, "show_error": True}
 
 
-def launch(db_path: str | Path, model: str = "default", *, host: str = "127.0.0.1", port: int = 7860,
+def launch(db_path: str | Path, model: str = POLICY_DEFAULT, *, host: str = "127.0.0.1", port: int = 7860,
            forwarded_allow_ips: str | None = None, secure_cookies: bool = False) -> None:
     """Serve the app until interrupted: listening at once, a loading page until it is built (`ui.warmup`)."""
     from ui.warmup import serve

@@ -98,7 +98,7 @@ def chain_html(chain: dict[str, Any]) -> str:
             title, body = f"Critique {s['round']}", pre(output)
         else:
             title = f"Revision {s['round']}"
-            if previous == output:
+            if previous == output and "unchanged" not in s["flags"]:  # chains stored before the flag existed
                 title += ' <span class="cai-badge">unchanged</span>'
             body = diff_html(previous or "", output) if previous is not None else pre(output)
         principle = f' <span class="cai-meta">· principle: {esc(s["principle"])}</span>' if s["principle"] else ""

@@ -22,6 +22,7 @@ import gradio as gr
 from sqlite_utils import Database
 
 from cai import store, users
+from cai.backends.builtin import POLICY_DEFAULT
 
 EDIT_ROLES = ("admin",)
 BROWSE_ROLES = ("admin", "viewer")
@@ -34,7 +35,7 @@ class AppContext:
     """Shared by all tabs of one app: where the database is and which model chat/preview defaults to."""
 
     db_path: Path
-    model: str = "default"
+    model: str = POLICY_DEFAULT
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
     def db(self) -> Database:

@@ -18,6 +18,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from cai import models, runs
+from cai.backends.builtin import EMBEDDED, POLICY_DEFAULT, ROLES
 from cai.config import ConfigError, StageConfig, fields_help, required
 from cai.queries import catalog
 from cai.queries import runs as run_queries
@@ -116,7 +117,7 @@ def ref_choices(db: Database, ref: str, role: str | None = None) -> list[tuple[s
     if ref == "prompt_sets":
         return [(f"{r['name']} ({r['kind']}, {r['prompts']})", r["name"]) for r in catalog.prompt_sets(db)]
     if ref == "models":
-        names = dict.fromkeys(["default", "tiny", *catalog.model_names(db)])
+        names = dict.fromkeys([*EMBEDDED, "default", "tiny", *catalog.model_names(db)])
         return [(models.choice_label(db, n), n) for n in names if role is None or models.model_kind(db, n) == role]
     if ref == "constitutions":
         return [("(most recent constitution)", "")] + [
@@ -541,11 +542,11 @@ def lineage(ctx: AppContext, model_id: int | None, request: gr.Request) -> str:
 # ----------------------------------------------------------------------------- layout
 
 
-def _input(kind: str, f: dict[str, Any], model: str = "default") -> gr.components.Component:
-    """One form input, labelled in words (the config field's name is in its help line); model fields whose
-    default is "default" start at the app's --model instead."""
+def _input(kind: str, f: dict[str, Any], model: str = POLICY_DEFAULT) -> gr.components.Component:
+    """One form input, labelled in words (the config field's name is in its help line); model fields start at
+    their role's default (policy or feedback model), or at the app's --model when it names another model."""
     name, default, info, label = f["name"], f["default"], describe(f), f["label"]
-    if default == "default" and f.get("subject"):
+    if f.get("subject") and default in ROLES.values() and model != POLICY_DEFAULT:
         default = model
     elem_id = f"{kind}-{name}"
     if f["type"] is bool:

@@ -11,7 +11,9 @@ from typing import Any
 
 import gradio as gr
 
+from cai import models as M
 from cai import users
+from cai.backends.builtin import EMBEDDED
 from cai.queries.overview import next_step, overview
 from ui.common import EDIT_ROLES, AppContext, bind, esc, on_page_load, username
 
@@ -54,6 +56,12 @@ def glance_html(glance: dict[str, Any], role: str | None) -> str:
         rows.append(("Arena", "/campaigns", f"{_n(glance['campaigns'], 'campaign')}, {_n(glance['votes'], 'vote')}"))
     rows.append(("Experiments", "/experiments", _n(glance["experiments"], "constitution experiment")))
     body = "".join(f'<tr><th><a href="{href}">{label}</a></th><td>{text}</td></tr>' for label, href, text in rows)
+    embedded = "; ".join(f"<b>{esc(n)}</b> ({esc(M.role_of(n) or 'no role')}): {esc(M.BUILTIN[n])}"
+                         for n in EMBEDDED if n in models)
+    if embedded:
+        body += (f'<tr id="home-embedded"><th><a href="/models">Embedded models</a></th><td>{embedded}. Both are '
+                 "far below the ~10B parameters at which the paper's critiques and revisions start to help: "
+                 "expect weak revisions.</td></tr>")
     step = next_step(glance)
     nxt = (f'<p id="home-next"><b>Next:</b> {esc(step[0])} <a href="/{step[1]}">{step[1].capitalize()} →</a></p>'
            if step else '<p id="home-next">Every stage of the pipeline has a result.</p>')

@@ -24,7 +24,7 @@ from cai.transcript import to_hh
 from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, chat_safe, esc, on_page_load, require
 from ui.lineage import lineage_html
 
-MODEL_COLUMNS = ["id", "name", "path", "backend", "chat", "parent", "run", "constitution", "created"]
+MODEL_COLUMNS = ["id", "name", "path", "backend", "chat", "role", "parent", "run", "constitution", "created"]
 HEALTH_COLUMNS = ["model", "endpoint", "ok", "detail"]
 
 
@@ -32,7 +32,9 @@ def registry_frame(db: Database) -> pd.DataFrame:
     rows = [
         {
             "id": r["id"], "name": r["name"], "path": r["path"], "backend": r["backend"],
-            "chat": "yes" if r["chat"] else "no", "parent": r["parent"] or "", "run": r["run"] or "",
+            "chat": "yes" if r["chat"] else "no",
+            "role": models.role_of(r["name"]) if r["path"] == r["name"] else "",  # embedded default, or alias
+            "parent": r["parent"] or "", "run": r["run"] or "",
             "constitution": r["constitution"] or "", "created": (r["created_at"] or "")[:19].replace("T", " "),
         }
         for r in catalog.model_registry(db)

@@ -1,8 +1,8 @@
 """Model backends: transformers, vLLM and served endpoints behind one protocol (see base.py).
 
 A spec is a registered model name (its row gives path, backend and chat; a served row also its
-endpoints, see served.py), a builtin ("default",
-"tiny": converted once into the cache, see builtin.py), a local folder, or a Hugging Face hub id.
+endpoints, see served.py), a builtin ("smollm2", "gemma3-270m",
+its alias "default", "tiny": converted once into the cache, see builtin.py), a local folder, or a Hugging Face hub id.
 Loaded backends are cached per process, keyed by (folder, backend, chat), since loading costs seconds.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.backends.base import HUMAN_STOP, Backend, Cancelled, Completion, SamplingParams, ScriptedBackend
-from cai.backends.builtin import BUILTINS, builtin_path, cache_root
+from cai.backends.builtin import BUILTINS, CHAT, builtin_path, cache_root
 
 __all__ = [
     "HUMAN_STOP",
@@ -47,7 +47,7 @@ def resolve(spec: str, db: Any = None) -> tuple[str, str, bool]:
         row = models.get_model(db, spec)
         if row is not None:
             return row["path"], row["backend"], bool(row["chat"])
-    return spec, "hf", False
+    return spec, "hf", spec in CHAT
 
 
 def model_path(spec: str, db: Any = None) -> str:

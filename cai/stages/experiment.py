@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cai.backends.builtin import POLICY_DEFAULT
 from cai.config import MODELS, PREFS, PROMPT_SETS, ConfigError, StageConfig, _f
 from cai.stages.base import Stage
 
@@ -21,7 +22,7 @@ class ExperimentConfig(StageConfig):
     kind: ClassVar[str] = "experiment"
     versions: str = _f("", "Constitution versions to compare, NAME@N separated by spaces or commas; the first is the baseline.")
     prompts: str = _f("", "Red-team prompt set, the same for every version.", ref=PROMPT_SETS)
-    model: str = _f("default", "Policy model of the SL chains.", ref=MODELS, subject=True)
+    model: str = _f(POLICY_DEFAULT, "Policy model of the SL chains.", ref=MODELS, subject=True)
     stages: str = _f("sl", "Comma-separated stages: sl, scores (PM score per revision), sft, label, agreement.")
     seed: int = _f(0, "Seed of every run (principle draws and sampling): the same for every version.")
     limit: int | None = _f(None, "Use only the first N prompts.", min=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cai.backends.builtin import FEEDBACK_DEFAULT
 from cai.config import MODELS, StageConfig, _f, inconsistent_field, tie_band_field
 from cai.stages.base import Stage
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 class HHHConfig(StageConfig):
     kind: ClassVar[str] = "hhh"
     data: str = _f("", "HHH eval file (JSONL with prompt, corrects, incorrects).", required='give the HHH eval file (JSONL with prompt, corrects, incorrects)')
-    model: str = _f("default", "Model evaluated as a feedback model.", ref=MODELS, subject=True)
+    model: str = _f(FEEDBACK_DEFAULT, "Model evaluated as a feedback model.", ref=MODELS, subject=True)
     cot: bool = _f(False, "Chain of thought before the answer.")
     samples: int = _f(1, "CoT samples per comparison, averaged.", min=1)
     cot_temperature: float = _f(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cai.backends.builtin import FEEDBACK_DEFAULT
 from cai.config import (
     MODELS,
     ConfigError,
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 class LabelConfig(StageConfig):
     kind: ClassVar[str] = "label"
     pairs: int = _f(0, "The pairs run whose response pairs to label.", min=1, ref="runs:pairs", required='choose a response pairs run (launch a “Response pairs” run first)')
-    feedback_model: str = _f("default", "Feedback model that reads the comparison prompt.", ref=MODELS, subject=True)
+    feedback_model: str = _f(FEEDBACK_DEFAULT, "Feedback model that reads the comparison prompt.", ref=MODELS, subject=True)
     constitution: str = constitution_field()
     constitution_version: int | None = constitution_version_field()
     ensemble: int = _f(1, "Comparison principles per pair (their p are averaged).", min=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cai.backends.builtin import POLICY_DEFAULT
 from cai.config import MODELS, PROMPT_SETS, ConfigError, StageConfig, _f
 from cai.stages.base import Stage
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 class PairsConfig(StageConfig):
     kind: ClassVar[str] = "pairs"
     prompts: str = _f("", "Red-team prompt set to sample response pairs for.", ref=PROMPT_SETS, required='name a red-team prompt set (import one with `cai prompts import`)')
-    model: str = _f("default", "Policy that samples the two responses (e.g. the SL-CAI model).", ref=MODELS, subject=True)
+    model: str = _f(POLICY_DEFAULT, "Policy that samples the two responses (e.g. the SL-CAI model).", ref=MODELS, subject=True)
     limit: int | None = _f(None, "Use only the first N prompts.", min=1)
     batch_size: int = _f(8, "Prompts per batch.", min=1)
     temperature: float = _f(1.0, "Sampling temperature for the two responses.", min=0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cai.backends.builtin import FEEDBACK_DEFAULT
 from cai.config import (
     MODELS,
     PREFS,
@@ -31,7 +32,7 @@ class PMConfig(StageConfig):
         max=1.0,
     )
     heldout_prefs: str = _f("", "Human preference set for held-out accuracy; empty = a split of human_prefs.", ref=PREFS)
-    model: str = _f("default", "Base model of the preference model.", ref=MODELS, subject=True)
+    model: str = _f(FEEDBACK_DEFAULT, "Base model of the preference model.", ref=MODELS, subject=True)
     name: str = _f("", "Name for the new preference model; empty = pm-<run id>.", slug=True)
     loss: str = _f("soft", "soft (cross-entropy to p), hard (p rounded) or margin.", choices=("soft", "hard", "margin"))
     lora: bool = _f(False, "Train LoRA adapters (task SEQ_CLS) instead of all weights.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cai.backends.builtin import POLICY_DEFAULT
 from cai.config import (
     MODELS,
     PROMPT_SETS,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 class SLConfig(StageConfig):
     kind: ClassVar[str] = "sl"
     prompts: str = _f("", "Red-team prompt set (name) to critique and revise.", ref=PROMPT_SETS, required='name a red-team prompt set (import one with `cai prompts import`)')
-    model: str = _f("default", "Policy model: a registered name, 'default', 'tiny', a path or a hub id.", ref=MODELS, subject=True)
+    model: str = _f(POLICY_DEFAULT, "Policy model: a registered name, 'smollm2', 'gemma3-270m', 'tiny', a path or a hub id.", ref=MODELS, subject=True)
     constitution: str = constitution_field()
     constitution_version: int | None = constitution_version_field()
     revisions: int = _f(4, "Critique -> revision rounds per prompt (paper: 4).", min=0, max=8)
