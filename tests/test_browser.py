@@ -110,7 +110,8 @@ def test_admin_edits_a_principle_and_sees_a_new_version(app, browser):
     page = login(browser, url, "admin", ADMIN_PASSWORD)
     home = page.locator("#home-overview")  # sign-in lands on the light overview page
     expect(home).to_contain_text("constitution default v1", timeout=20_000)
-    expect(home.locator("#home-next")).to_contain_text("Next: Run “SL chains (critique → revision)”")
+    expect(home.locator("#home-next")).to_contain_text("Next: Run the whole method at once")
+    expect(home.locator("#home-next a")).to_have_attribute("href", "/pipeline")
     # #26: `make app`'s first page lists both embedded models with the role each is the default for.
     expect(home.locator("#home-embedded")).to_contain_text("smollm2 (feedback & HHH default)")
     expect(home.locator("#home-embedded")).to_contain_text("gemma3-270m (policy & chat default)")

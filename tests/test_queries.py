@@ -262,3 +262,6 @@ def test_overview_counts_each_page_and_names_the_next_step(world):
     glance["done"] = {kind: 1 for kind, _ in overview.PIPELINE}
     assert overview.next_step(glance) is None
     assert overview.next_step({**glance, "constitutions": []}) == ("Import or write a constitution.", "constitution")
+    assert overview.next_step({**glance, "done": {}}) == (
+        "Run the whole method at once: a pipeline of every stage, then the paper's figures on it "
+        "(recipe smoke: the tiny test model, minutes; cpu-small: the embedded models).", "pipeline")

@@ -115,6 +115,7 @@ def test_home_overview_links_each_page_escapes_names_and_hides_the_arena_from_vi
         ("/labels", "Labels", "1 human preference set, 2 AI label sets, 1 agreement run"),
         ("/campaigns", "Arena", "1 campaign, 5 votes"),
         ("/experiments", "Experiments", "0 constitution experiments"),
+        ("/pipeline", "Pipeline", "0 finished pipelines: the whole method in one run, and the paper's figures on it"),
     ]
     viewer = home.glance_html(glance, "viewer")
     assert 'href="/campaigns"' not in viewer and 'href="/experiments"' in viewer

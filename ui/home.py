@@ -55,6 +55,8 @@ def glance_html(glance: dict[str, Any], role: str | None) -> str:
     if role in EDIT_ROLES:
         rows.append(("Arena", "/campaigns", f"{_n(glance['campaigns'], 'campaign')}, {_n(glance['votes'], 'vote')}"))
     rows.append(("Experiments", "/experiments", _n(glance["experiments"], "constitution experiment")))
+    rows.append(("Pipeline", "/pipeline", f"{_n(glance['done'].get('pipeline', 0), 'finished pipeline')}: the whole "
+                                          "method in one run, and the paper's figures on it"))
     body = "".join(f'<tr><th><a href="{href}">{label}</a></th><td>{text}</td></tr>' for label, href, text in rows)
     embedded = "; ".join(f"<b>{esc(n)}</b> ({esc(M.role_of(n) or 'no role')}): {esc(M.BUILTIN[n])}"
                          for n in EMBEDDED if n in models)

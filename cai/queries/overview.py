@@ -76,6 +76,9 @@ def next_step(glance: dict[str, Any]) -> tuple[str, str] | None:
 
     if not glance["constitutions"]:
         return "Import or write a constitution.", "constitution"
+    if not glance["done"]:  # nothing has run yet: the whole method in one go is the first step
+        return ("Run the whole method at once: a pipeline of every stage, then the paper's figures on it "
+                "(recipe smoke: the tiny test model, minutes; cpu-small: the embedded models).", "pipeline")
     for kind, why in PIPELINE:
         if kind == "agreement" and not glance["prefs"]["human"]:
             return "Import a human preference set to compare AI labels with.", "labels"
