@@ -78,7 +78,7 @@ def test_each_stage_config_takes_the_outputs_of_the_stages_before_it():
         "label": ("pairs", "feedback_model", "constitution", "constitution_version", "seed"),
         "pm": ("ai_prefs", "human_prefs", "model", "seed"),
         "scores": ("run", "pm"),
-        "rl": ("policy", "reward_model", "prompts", "beta", "seed"),
+        "rl": ("policy", "reward_model", "prompts", "helpful_prompts", "beta", "seed"),
         "dpo": ("policy", "prefs", "seed"),
         "hhh": ("model", "data", "seed"),
         "agreement": ("prefs", "feedback_model", "constitution_version"),
@@ -92,7 +92,8 @@ def test_each_stage_config_takes_the_outputs_of_the_stages_before_it():
         "label": {"pairs": 4, "feedback_model": "judge", "constitution": "c", "constitution_version": 3, "seed": 7},
         "pm": {"ai_prefs": "labels-5", "human_prefs": "hh", "model": "judge", "seed": 7},
         "scores": {"run": 2, "pm": "pm-6"},
-        "rl": {"policy": "sft-3", "reward_model": "pm-6", "prompts": "red", "beta": 0.1, "seed": 7},
+        "rl": {"policy": "sft-3", "reward_model": "pm-6", "prompts": "red", "helpful_prompts": "help", "beta": 0.1,
+               "seed": 7},  # the paper's RL samples red-team and helpfulness prompts
         "dpo": {"policy": "sft-3", "prefs": "labels-5", "seed": 7},
         "hhh": {"model": "judge", "data": "h.jsonl", "seed": 7},  # the section's own value wins
         "agreement": {"prefs": "hh", "feedback_model": "judge", "constitution_version": 3},

@@ -214,7 +214,7 @@ def config(recipe: Mapping[str, Any], stage: str, outputs: Mapping[str, Any]) ->
         "pairs": {"prompts": prompts.get("red_team", ""), "model": policy},
         "label": {"feedback_model": recipe["feedback"]},
         "pm": {"model": recipe["pm_base"], "human_prefs": recipe.get("human_prefs", "")},
-        "rl": {"policy": policy, "prompts": prompts.get("red_team", "")},
+        "rl": {"policy": policy, "prompts": prompts.get("red_team", ""), "helpful_prompts": prompts.get("helpful", "")},
         "dpo": {"policy": policy},
         "hhh": {"model": recipe["feedback"], "data": recipe.get("hhh_data", "")},
         "agreement": {"feedback_model": recipe["feedback"], "prefs": recipe.get("human_prefs", "")},
