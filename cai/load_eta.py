@@ -15,11 +15,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cai.backends.builtin import BUILD_VERSIONS, BUILTINS, _is_current, cache_root
+from cai.backends.builtin import ALIASES, BUILD_VERSIONS, BUILTINS, FOLDERS, _is_current, cache_root
 
-CONVERT_PRIOR_S = {"default": 280.0, "tiny": 2.0}  # first use of a builtin, before it was ever measured here
+# First use of a builtin, before it was ever measured here (gemma3-270m: 4.7 min on a busy 2-core machine;
+# smollm2: 190 s under load).
+CONVERT_PRIOR_S = {"gemma3-270m": 280.0, "smollm2": 190.0, "tiny": 2.0}
 READ_BYTES_PER_S = 200e6
 LOAD_BASE_S = 2.0
+
+
+def _builtin(row: dict[str, Any]) -> str | None:
+    """The builtin a row's path names (an alias such as "default" resolved), or None."""
+    path = str(row.get("path") or "")
+    return ALIASES.get(path, path) if path in BUILTINS else None
 
 
 def _store() -> Path:
@@ -35,8 +43,8 @@ def phase(row: dict[str, Any]) -> str:
     for a served model (nothing to load here), else "load"."""
     if row.get("backend") == "served":
         return "serve"
-    path = str(row.get("path") or "")
-    if path in BUILTINS and not _is_current(cache_root() / "models" / path, BUILD_VERSIONS[path]):
+    name = _builtin(row)
+    if name and not _is_current(cache_root() / "models" / FOLDERS[name], BUILD_VERSIONS[name]):
         return "convert"
     return "load"
 
@@ -74,12 +82,12 @@ def estimate(row: dict[str, Any], which: str | None = None) -> tuple[float, bool
     if got is not None:
         return got, True
     if which == "convert":
-        return CONVERT_PRIOR_S.get(str(row.get("path")), 60.0), False
+        return CONVERT_PRIOR_S.get(_builtin(row) or "", 60.0), False
     if which == "serve":
         return 0.0, False
     folder = Path(str(row.get("path") or "")).expanduser()
-    if str(row.get("path")) in BUILTINS:
-        folder = cache_root() / "models" / str(row["path"])
+    if _builtin(row):
+        folder = cache_root() / "models" / FOLDERS[_builtin(row)]
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
     return LOAD_BASE_S + size / READ_BYTES_PER_S, False
 

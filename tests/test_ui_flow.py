@@ -213,8 +213,10 @@ def test_load_eta_uses_what_this_machine_measured(tmp_path, monkeypatch):
     from cai import load_eta
 
     monkeypatch.setenv("CAI_CACHE", str(tmp_path))
-    row = {"name": "default", "path": "default", "backend": "hf"}
+    row = {"name": "default", "path": "default", "backend": "hf"}  # the alias of gemma3-270m
     assert load_eta.phase(row) == "convert" and load_eta.estimate(row) == (280.0, False)
+    smol = {"name": "smollm2", "path": "smollm2", "backend": "hf"}
+    assert load_eta.phase(smol) == "convert" and load_eta.estimate(smol) == (190.0, False)
     load_eta.record(row, "convert", 171.26)
     assert load_eta.estimate(row) == (171.3, True)
     assert load_eta.notice(row) == ("Loading the model (first use converts it, about 171 s as measured on this "
