@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from cai import runs, sl
+from cai import runs, sl, store
 from cai.cli import main, make_parser
 from cai.cli.runs import config_values, format_chain, parse_constitution, progress_line
 from cai.config import fields_help
@@ -51,7 +51,7 @@ def test_flags_become_config_values():
     assert values == {"prompts": "red", "direct": True, "revisions": 3, "constitution": "mine",
                       "constitution_version": 2, "batch_size": 4, "limit": 8}
     assert SLConfig.from_dict(values).to_dict() == {
-        "prompts": "red", "model": "default", "constitution": "mine", "constitution_version": 2, "revisions": 3,
+        "prompts": "red", "model": "gemma3-270m", "constitution": "mine", "constitution_version": 2, "revisions": 3,
         "direct": True, "few_shot": 2, "limit": 8, "batch_size": 4, "max_new_tokens": 128, "temperature": 0.0,
         "seed": 0, "principles": "", "stratified": False, "helpful_prompts": "", "helpful_samples": 2,
     }
@@ -60,6 +60,9 @@ def test_flags_become_config_values():
 
 
 def test_bad_input_is_one_clear_line(db_path, capsys):
+    assert main(["runs", "show", "99", "--db", str(db_path)]) == 2  # reading commands never create a database
+    assert capsys.readouterr().err.startswith(f"error: {db_path}: no such workbench database")
+    store.connect(db_path).close()
     assert main(["run", "sl", "--db", str(db_path)]) == 2
     assert capsys.readouterr().err == "error: prompts: name a red-team prompt set\n"
     assert main(["run", "sl", "--db", str(db_path), "--prompts", "red", "--revisions", "9"]) == 2
