@@ -121,17 +121,17 @@ def _heldout_pairs(db: Database, cfg: dict[str, Any]) -> list[dict[str, Any]]:
 def fig4(db: Database, run: dict[str, Any] | None) -> dict[str, Any]:
     if run is None:
         return _missing("fig4", "the pipeline has no hhh stage")
+    from cai.evals.hhh import summarize
+
     rows = list(db["hhh_results"].rows_where("run_id = ?", [run["id"]], order_by="idx"))
-    n = len(rows)
-    plain = sum(1.0 if r["p_plain"] > 0.5 else 0.5 if r["p_plain"] == 0.5 else 0.0 for r in rows)
-    averaged = sum(1.0 if r["p_avg"] > 0.5 else 0.5 if r["p_avg"] == 0.5 else 0.0 for r in rows)
-    lo, hi = wilson(averaged, n)
+    band = run["config"].get("tie_band", 0.01)
+    summary = summarize(rows, band)  # the HHH stage's own accuracy rule (a p within the tie band is half credit)
+    n = summary["n"]
+    lo, hi = wilson((summary["accuracy_order_avg"] or 0.0) * n, n)
     measured = {
         "model": run["config"]["model"], "cot": run["config"]["cot"], "samples": run["config"]["samples"], "n": n,
-        "accuracy_plain": round(plain / n, 4) if n else None,
-        "accuracy_order_avg": round(averaged / n, 4) if n else None, "ci": [lo, hi],
-        "stored_accuracy": run["result"].get("accuracy"),
-        "stored_accuracy_order_avg": run["result"].get("accuracy_order_avg"),
+        "accuracy_plain": summary["accuracy"], "accuracy_order_avg": summary["accuracy_order_avg"], "ci": [lo, hi],
+        "tie_band": band, "dtype": run["result"].get("dtype"),
     }
     return _figure("fig4", measured, verdict(lo, hi, 0.5), runs_used=[run["id"]])
 
