@@ -44,21 +44,23 @@ def running(tmp_path_factory):
 
 @contextlib.contextmanager
 def launched(db_path: Path, **options: Any) -> Iterator[str]:
-    """The app as `python app.py` serves it: `ui.app.launch`'s own uvicorn settings, run in a thread."""
+    """The app as `python app.py` serves it: the uvicorn settings `ui.app.launch` gives its server (through
+    `ui.warmup.serve`), with the app it builds, run in a thread."""
     import uvicorn
 
     from ui import app as ui_app
 
     got: dict[str, Any] = {}
-    real_run = uvicorn.run
-    uvicorn.run = lambda app, **kw: got.update(app=app, **kw)  # type: ignore[assignment]
+    real_run = uvicorn.Server.run
+    uvicorn.Server.run = lambda self, *a, **kw: got.update(config=self.config)  # type: ignore[method-assign]
     try:
         ui_app.launch(db_path, "tiny", **options)
     finally:
-        uvicorn.run = real_run
-    app = got.pop("app")
-    got.pop("port", None)
-    with serve_asgi(app, **got) as url:
+        uvicorn.Server.run = real_run  # type: ignore[method-assign]
+    config = got["config"]
+    app = config.app.build()  # the workbench the loading page stands in for
+    with serve_asgi(app, proxy_headers=config.proxy_headers, forwarded_allow_ips=config.forwarded_allow_ips,
+                    log_level="warning") as url:
         yield url
 
 
