@@ -480,8 +480,10 @@ def test_a_message_that_does_not_fit_the_models_context_is_refused(db, db_path):
     ctx = AppContext(db_path)
     state = ui_arena.start(ctx, ui_arena.page_user(ctx), signed_in(ctx), "long")[0]
     out = run_send(ctx, BackendPool(), state, " ".join(f"w{i}" for i in range(3000)))
-    assert len(out) == 1 and out[0][3].startswith(f"{REFUSED} this conversation (")
-    assert out[0][3].endswith("tokens) and an answer (128 tokens) do not fit a model's context of 2,048 tokens: "
+    # The models load to count the tokens: the page says so first, then refuses.
+    assert len(out) == 2 and out[0][3].startswith(f"{ui_arena.ANSWERING} Loading the model")
+    assert out[1][3].startswith(f"{REFUSED} this conversation (")
+    assert out[1][3].endswith("tokens) and an answer (128 tokens) do not fit a model's context of 2,048 tokens: "
                               "send a shorter message or start a new battle")
     assert db["battle_turns"].count == 0
 

@@ -28,13 +28,13 @@ def chains_per_prompt(db, run_id: int) -> dict[int, int]:
 
 def test_sl_run_stores_linked_chains_and_progress(db, monkeypatch):
     seed(db, n_prompts=5)
-    backend = ScriptedBackend(respond=lambda p: " fine")
+    backend = ScriptedBackend(respond=lambda p: f" fine ({len(p)})")  # no step repeats the one before it
     use_backend(monkeypatch, backend)
     config = SLConfig(prompts="red", model="tiny", constitution="test", revisions=2, batch_size=2)
     run_id = runs.create_run(db, config, **runs.resolve_links(db, config))
     run = runs.execute(db, run_id)
     assert (run["status"], run["done"], run["total"], run["error"]) == ("done", 5, 5, None)
-    assert run["result"] == {"chains": 5, "modes": {"critique": 5}, "flagged": 0,
+    assert run["result"] == {"chains": 5, "modes": {"critique": 5}, "flagged": 0, "flags": {},
                              "steps": {"critique": 10, "initial": 5, "revision": 10}}
     # 3 chunks (2, 2, 1 prompts) x 5 steps, each step one call of at most batch_size prompts.
     assert [len(p) for _, p in backend.calls] == [2] * 10 + [1] * 5
@@ -80,7 +80,7 @@ def test_cancel_stops_between_batches_and_resume_completes_exactly_once(db, monk
     state = {"calls": 0, "run": None}
 
     def respond(prompt: str) -> str:
-        return " ok"
+        return f" ok ({len(prompt)})"  # a different answer per step: no step repeats the one before it
 
     class Cancelling(ScriptedBackend):
         def generate(self, prompts, params):
@@ -241,10 +241,10 @@ def test_revision_scores_with_a_real_sequence_classifier(db, monkeypatch):
 
 def test_direct_run_stores_revisions_without_critiques(db, monkeypatch):
     seed(db, n_prompts=2)
-    use_backend(monkeypatch, ScriptedBackend(respond=lambda p: " fine"))
+    use_backend(monkeypatch, ScriptedBackend(respond=lambda p: f" fine ({len(p)})"))
     config = SLConfig(prompts="red", model="tiny", constitution="test", revisions=2, direct=True)
     run = runs.execute(db, runs.create_run(db, config))
-    assert run["result"] == {"chains": 2, "modes": {"direct": 2}, "flagged": 0,
+    assert run["result"] == {"chains": 2, "modes": {"direct": 2}, "flagged": 0, "flags": {},
                              "steps": {"initial": 2, "revision": 4}}
 
 

@@ -74,9 +74,10 @@ def test_each_page_carries_only_its_own_components_and_a_header_that_needs_no_re
     assert "principles-table" in elem_ids["constitution"] and "runs-table" in elem_ids["dashboard"]
     assert "runs-table" not in elem_ids["constitution"] and "principles-table" not in elem_ids["dashboard"]
     assert "chains-table" in elem_ids["chains"] and elem_ids["chains"] & elem_ids["labels"] == {"cai-header"}
+    assert "pipe-report" in elem_ids["pipeline"] and "pipe-report" not in elem_ids["experiments"]
     assert [by_id[i]["type"] for i in config["page"][""]["components"]].count("dataframe") == 0
     headers = [c for c in config["components"] if c["props"].get("elem_id") == "cai-header"]
-    assert len(headers) == len(config["page"]) == 8
+    assert len(headers) == len(config["page"]) == 9
     for header in headers:  # the role is in the page; the name comes from the page's config, in the browser
         assert header["props"]["js_on_load"] == ui_app.HEADER_JS
         assert 'Signed in as <b class="cai-user"></b> (admin)' in header["props"]["value"]

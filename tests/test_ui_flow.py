@@ -153,13 +153,13 @@ def test_model_pickers_offer_models_of_their_kind_with_an_all_models_escape(dash
 
     admin = SimpleNamespace(username="ada")
     rl = _field_updates(D.model_choices(dash, admin), "rl")
-    assert [v for _, v in rl["policy"].choices] == ["default", "tiny", "sl-1"]
+    assert [v for _, v in rl["policy"].choices] == ["smollm2", "gemma3-270m", "default", "tiny", "sl-1"]
     assert [v for _, v in rl["reward_model"].choices] == ["pm-9"]
     scores = _field_updates(D.model_choices(dash, admin), "revision-scores")
     assert [v for _, v in scores["pm"].choices] == ["pm-9"]
     every = _field_updates(D.every_model(dash, True, admin), "rl")
     assert [v for _, v in every["policy"].choices] == [v for _, v in every["reward_model"].choices] == [
-        "default", "tiny", "sl-1", "pm-9"]
+        "smollm2", "gemma3-270m", "default", "tiny", "sl-1", "pm-9"]
     assert models.model_kind(dash.db(), "pm-9") == "reward" and models.model_kind(dash.db(), "sl-1") == "policy"
 
 
@@ -171,7 +171,7 @@ def test_a_required_field_with_one_choice_comes_preselected(dash):
     assert agreement["prefs"].value == "my-prefs"  # the only human preference set
     rl = _field_updates(D.model_choices(dash, admin), "rl")
     assert rl["reward_model"].value == "pm-9"
-    assert "value" not in rl["policy"].constructor_args  # three policies: no guess, the form's value stays
+    assert "value" not in rl["policy"].constructor_args  # several policies: no guess, the form's value stays
     sl = _field_updates(D.model_choices(dash, admin), "sl")
     assert "value" not in sl["helpful_prompts"].constructor_args  # optional: left as it is
 
@@ -296,7 +296,8 @@ def test_forms_state_the_cost_from_the_measured_speed(dash, tmp_path, monkeypatc
         "small run, e.g. with “Only the first N” = 2, measures it); Loading the model (first use converts it, about "
         "280 s, an estimate); later loads are quick.")
     pm = D.config_from_form("pm", D.form_values("pm", {"ai_prefs": "x"}))  # training: only the loading phase
-    assert D.cost_text(db, pm) == ("**Cost:** Loading the model (first use converts it, about 280 s, an estimate); "
+    assert pm.model == "smollm2"  # the PM's default base is the feedback default
+    assert D.cost_text(db, pm) == ("**Cost:** Loading the model (first use converts it, about 190 s, an estimate); "
                                    "later loads are quick.")
     monkeypatch.setenv("CAI_CACHE", str(tmp_path / "cache2"))
     assert D.cost_text(db, D.config_from_form("pm", D.form_values("pm", {"ai_prefs": "x", "model": "sl-1"}))) == ""

@@ -185,10 +185,15 @@ def send(
     answering is refused with a notice and stays in the box. If the stream ends early for any reason (the
     page closed, the server stopped the event, a crash), the unfinished turn is rolled back so it can be sent
     again."""
+    cold: list[dict[str, Any]] = []
     try:
         user = identify(state, request)
         battle_id = _battle_id(state)
         job = arena.begin_turn(ctx.db(), battle_id, user["id"], message)
+        cold = [row for row in job.models if not pool.loaded(row)]  # first use: say what the wait is for
+        if cold:  # the context check below loads the models: say so first (a first use converts, minutes)
+            yield (gr.skip(), gr.skip(), gr.skip(), f"{ANSWERING} {load_eta.notice(cold[0])}",
+                   gr.Radio(value=None, interactive=False), gr.Button(interactive=False))
         overflow = context_overflow(job, pool)
         if overflow:
             arena.abandon_turn(ctx.db(), job)
@@ -203,7 +208,6 @@ def send(
         shown = parse_hh(job.prompt)[-2]["content"]
         chat_a, chat_b = view["chat_a"], view["chat_b"]
         off = gr.Button(interactive=False)
-        cold = [row for row in job.models if not pool.loaded(row)]  # first use: say what the wait is for
         waiting = ANSWERING + (f" {load_eta.notice(cold[0])}" if cold else "")
         yield (_pairs(chat_a, shown, ""), _pairs(chat_b, shown, ""), "", waiting,
                gr.Radio(value=None, interactive=False), off)
