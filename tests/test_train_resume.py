@@ -269,7 +269,7 @@ def test_a_database_from_before_keeps_its_run_folders(db, db_path):
     raw = store.connect(old)
     raw["runs"].insert({"kind": "sl", "status": "done", "config": "{}"})
     raw.execute("drop table workbench")
-    raw.execute("delete from _sqlite_migrations where name = 'm015_database_folders'")
+    raw.execute("delete from _sqlite_migrations where name = 'm018_database_folders'")
     raw.conn.commit()
     raw.close()
     again = store.connect(old)
