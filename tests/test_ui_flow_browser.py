@@ -171,6 +171,8 @@ def test_models_chat_says_it_is_loading_then_streams(db, db_path, browser, tmp_p
     try:
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         page.goto(served.url)
+        # The registry and the model picker are filled by one page-load event: chat once it has run.
+        expect(page.locator("#models-table")).to_contain_text("alias of gemma3-270m", timeout=60_000)
         page.get_by_label("Message").fill("Hello?")
         page.get_by_label("Message").press("Enter")
         chat = page.locator("#chat-box")
