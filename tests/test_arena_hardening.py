@@ -347,7 +347,8 @@ def test_voting_is_enabled_only_once_both_answers_are_complete(setup):
     state, vote_btn = started[0], started[7]
     assert vote_btn.interactive is False and started[6].value is None
     out = run_send(ctx, pool, state, "hi")
-    assert [o[5].interactive for o in out if isinstance(o[5], gr.Button)] == [False, True]
+    # Off while the (not yet loaded) models load and answer, on once both answers are complete.
+    assert [o[5].interactive for o in out if isinstance(o[5], gr.Button)] == [False, False, True]
     assert out[0][4].value is None  # the vote choice resets at each turn
     status, comment, reveal, *_, choice, btn = ui_arena.vote(ctx, ident, state, "A is better", "ok")
     assert status.startswith("Vote recorded: A is better") and btn.interactive is False

@@ -259,7 +259,9 @@ def test_rl_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(db, d
     assert ref["status"] == "done", (ref["error"], runs.worker_log(db_path, ref_id).read_text()[-2000:])
 
     run_id, proc = runs.start(db, db_path, config)
-    ckpt = Path(db_path).resolve().parent / "runs" / str(run_id) / "checkpoint-5" / "trainer_state.json"
+    from cai.store import folders
+
+    ckpt = folders.run_folder(db, run_id) / "checkpoint-5" / "trainer_state.json"  # this database's run folder
     deadline = time.monotonic() + 600
     while not (ckpt.is_file() and (runs.get_run(db, run_id)["done"] or 0) >= 7):
         assert proc.poll() is None, runs.worker_log(db_path, run_id).read_text()[-2000:]

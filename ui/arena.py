@@ -192,8 +192,12 @@ def send(
         job = arena.begin_turn(ctx.db(), battle_id, user["id"], message)
         cold = [row for row in job.models if not pool.loaded(row)]  # first use: say what the wait is for
         if cold:  # the context check below loads the models: say so first (a first use converts, minutes)
-            yield (gr.skip(), gr.skip(), gr.skip(), f"{ANSWERING} {load_eta.notice(cold[0])}",
-                   gr.Radio(value=None, interactive=False), gr.Button(interactive=False))
+            try:
+                yield (gr.skip(), gr.skip(), gr.skip(), f"{ANSWERING} {load_eta.notice(cold[0])}",
+                       gr.Radio(value=None, interactive=False), gr.Button(interactive=False))
+            except GeneratorExit:  # the page went away while the models loaded: the turn can be sent again
+                arena.abandon_turn(ctx.db(), job)
+                raise
         overflow = context_overflow(job, pool)
         if overflow:
             arena.abandon_turn(ctx.db(), job)
