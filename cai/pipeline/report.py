@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from cai import runs, store
+from cai.evals.agreement import wilson
 from cai.experiments import paired_bootstrap
 
 AS, NOT_AS, UNSURE = "as in the paper", "not as in the paper", "not enough data"
@@ -38,16 +38,6 @@ CLAIMS = {
 LENGTH_DRIFT = 0.5  # mean length changed by more than half
 EVASIVE_RISE = 0.2  # the evasive-answer rate rose by more than 20 points
 BOILERPLATE = 0.5  # distinct-2 (share of distinct word pairs) fell below one half
-
-
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
-    """95 % Wilson score interval of a proportion (half credits allowed); (None, None) without data."""
-    if n == 0:
-        return None, None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return round(centre - half, 4), round(centre + half, 4)
 
 
 def verdict(lo: float | None, hi: float | None, reference: float) -> str:
