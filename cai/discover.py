@@ -94,7 +94,7 @@ def score_candidates(backend: Any, candidates: Sequence[Candidate], pairs: Seque
                     batch_size: int, seed: int, n_boot: int = 1000) -> None:
     """Each candidate as the only comparison principle over the held-out pairs: agreement and its CI."""
     from cai.evals.consistency import credit
-    from cai.experiments import paired_bootstrap
+    from cai.evals.paired import paired_bootstrap
     from cai.feedback import LabelOptions, PairItem, label_pairs
 
     opts = LabelOptions(ensemble=1, both_orders=True, batch_size=batch_size * 2, seed=seed)

@@ -12,19 +12,19 @@ says how often each changed principle was drawn per stage run and warns when a f
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 from sqlite_utils import Database
 
 from cai import runs, store
 from cai.config import StageConfig
+from cai.evals.paired import paired_bootstrap
+from cai.run_context import RunContext
 from cai.stages import (
     AgreementConfig,
     ExperimentConfig,
@@ -33,8 +33,8 @@ from cai.stages import (
     SFTStageConfig,
     SLConfig,
 )
+from cai.stages.experiment import parse_versions
 
-_SPEC = re.compile(r"^(?P<name>[^@\s,]+)@(?P<version>\d+)$")
 METRICS = {
     "pm_final": "mean PM score of the final revision",
     "flagged": "rate of flagged chains",
@@ -46,50 +46,6 @@ METRICS = {
 
 
 # ----------------------------------------------------------------------------- pure pieces
-
-
-def parse_versions(text: str) -> list[tuple[str, int]]:
-    """"a@1 a@2" or "a@1,b@3" -> [(name, version), ...]; a clear error for anything else or a repeat."""
-    out = []
-    for spec in (s for s in re.split(r"[\s,]+", text.strip()) if s):
-        m = _SPEC.match(spec)
-        if not m:
-            raise ValueError(f"versions: {spec!r} is not NAME@N (e.g. default@1)")
-        out.append((m["name"], int(m["version"])))
-    if len(set(out)) != len(out):
-        raise ValueError("versions: a version is named twice")
-    return out
-
-
-@dataclass(frozen=True)
-class Delta:
-    """Mean paired difference (version - baseline) with its bootstrap interval over the paired items."""
-
-    delta: float | None
-    lo: float | None
-    hi: float | None
-    n: int
-
-    @property
-    def within_noise(self) -> bool | None:
-        return None if self.lo is None or self.hi is None else self.lo <= 0.0 <= self.hi
-
-
-def paired_bootstrap(
-    baseline: Sequence[float], other: Sequence[float], *, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
-) -> Delta:
-    """Percentile bootstrap CI of mean(other - baseline), resampling the paired items with replacement."""
-    if len(baseline) != len(other):
-        raise ValueError(f"paired samples differ in length: {len(baseline)} vs {len(other)}")
-    n = len(baseline)
-    if n == 0:
-        return Delta(None, None, None, 0)
-    diffs = np.asarray(other, dtype=float) - np.asarray(baseline, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [tail, 1.0 - tail])
-    return Delta(round(float(diffs.mean()), 6), round(float(lo), 6), round(float(hi), 6), n)
 
 
 def chain_metrics(chain: dict[str, Any], steps: Sequence[dict[str, Any]]) -> dict[str, float | None]:
@@ -407,3 +363,39 @@ def paired(db: Database, exp_id: int) -> list[dict[str, Any]]:
             })
         rows.append({"prompt_id": pid, "prompt": prompt, "versions": per})
     return rows
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    """Execute each stage run not yet done, in order (a cancel of the experiment is passed on to the one
+    running), then compute the deltas."""
+    db, cfg = ctx.db, ctx.config
+    assert isinstance(cfg, ExperimentConfig)
+    exp_id = ensure_children(db, ctx.run_id, cfg)
+    children = links(db, exp_id)
+    done = sum(1 for c in children if runs.get_run(db, c["run_id"])["status"] == "done")
+    ctx.begin(done, len(children))
+    for child in children:
+        run = runs.get_run(db, child["run_id"])
+        if run["status"] == "done":
+            continue
+        if run["status"] in ("failed", "cancelled", "interrupted"):
+            runs.prepare_resume(db, run["id"])
+        ctx.log(f"{child['stage']} for {child['version']}: run {run['id']}")
+        stop = threading.Event()
+        watcher = threading.Thread(target=forward_cancel, args=(db_file(db), ctx.run_id, run["id"], stop), daemon=True)
+        watcher.start()
+        try:
+            run = runs.execute(db, run["id"])
+        finally:
+            stop.set()
+            watcher.join()
+        ctx.check_cancel()  # the experiment was cancelled: so was its running stage run
+        if run["status"] != "done":
+            raise RuntimeError(f"{child['stage']} run {run['id']} for {child['version']} is {run['status']}: "
+                               f"{run['error'] or 'see its log'}")
+        done += 1
+        ctx.progress(done, len(children))
+    result = deltas(db, exp_id)
+    noisy = [d for d in result["deltas"] if d["within_noise"] is False]
+    ctx.log(f"experiment {exp_id}: {len(result['deltas'])} deltas, {len(noisy)} outside noise")
+    return {"experiment": exp_id, **result}

@@ -6,7 +6,8 @@ import random
 import pandas as pd
 import pytest
 
-from cai import arena, invites, models, store, users
+from cai import arena, models, store, users
+from cai.arena import invites
 from cai.backend_pool import BackendPool, TurnResult, stream_pair, visible
 from cai.backends.base import ScriptedBackend
 from cai.cli import main

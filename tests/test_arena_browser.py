@@ -4,7 +4,8 @@ import socket
 
 import pytest
 
-from cai import arena, invites, models, users
+from cai import arena, models, users
+from cai.arena import invites
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from cai import arena, invites, models, store, users
+from cai import arena, models, store, users
+from cai.arena import invites
 from cai.backend_pool import (
     TURN_STOPS,
     BackendPool,

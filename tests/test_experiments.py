@@ -12,6 +12,7 @@ from cai.backends.base import ScriptedBackend
 from cai.config import ConfigError
 from cai.constitution import edit_principle
 from cai.data import create_pref_set
+from cai.evals.paired import Delta, paired_bootstrap
 from cai.stages import ExperimentConfig
 from tests import helpers
 
@@ -41,18 +42,18 @@ def seed(db, n_prompts: int = 4) -> None:
 
 
 def test_paired_bootstrap_literal_values():
-    assert experiments.paired_bootstrap([0, 0, 0], [1, 1, 1]) == experiments.Delta(1.0, 1.0, 1.0, 3)
+    assert paired_bootstrap([0, 0, 0], [1, 1, 1]) == Delta(1.0, 1.0, 1.0, 3)
     # Diffs 0 and 1: resampled means are 0, 0.5 or 1; each extreme has probability 1/4 > 2.5%.
-    d = experiments.paired_bootstrap([0, 0], [0, 1], n_boot=1000, seed=0)
+    d = paired_bootstrap([0, 0], [0, 1], n_boot=1000, seed=0)
     assert (d.delta, d.lo, d.hi, d.n, d.within_noise) == (0.5, 0.0, 1.0, 2, True)
-    assert experiments.paired_bootstrap([2.0, 2.0], [1.0, 1.5]).within_noise is False
-    assert experiments.paired_bootstrap([], []) == experiments.Delta(None, None, None, 0)
-    assert experiments.paired_bootstrap([], []).within_noise is None
+    assert paired_bootstrap([2.0, 2.0], [1.0, 1.5]).within_noise is False
+    assert paired_bootstrap([], []) == Delta(None, None, None, 0)
+    assert paired_bootstrap([], []).within_noise is None
     # Seeded: the same seed gives the same interval.
     a, b = [0.1, 0.4, 0.2, 0.9, 0.3], [0.3, 0.2, 0.6, 0.8, 0.7]
-    assert experiments.paired_bootstrap(a, b, seed=3) == experiments.paired_bootstrap(a, b, seed=3)
+    assert paired_bootstrap(a, b, seed=3) == paired_bootstrap(a, b, seed=3)
     with pytest.raises(ValueError, match="differ in length"):
-        experiments.paired_bootstrap([1.0], [1.0, 2.0])
+        paired_bootstrap([1.0], [1.0, 2.0])
 
 
 def test_parse_versions_and_config_errors():

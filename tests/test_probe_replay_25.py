@@ -18,7 +18,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from cai import arena, invites, models, store, users
+from cai import arena, models, store, users
+from cai.arena import invites
 from cai.backend_pool import BackendPool
 from cai.backends.base import ScriptedBackend
 from cai.cli import main as cai

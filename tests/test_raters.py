@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from cai import arena, arena_raters, models, store, users
-from cai.arena_export import conv_metadata, markdown_counts
+from cai import arena, models, store, users
+from cai.arena import raters as arena_raters
+from cai.arena.export import conv_metadata, markdown_counts
 from cai.cli import main
 from cai.evals import raters as R
 from cai.evals import ratings

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cai import arena, constitution, data, invites, models, users
+from cai import arena, constitution, data, models, users
+from cai.arena import invites
 from cai.backend_pool import BackendPool
 
 pytestmark = pytest.mark.browser

@@ -19,7 +19,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from cai import arena, invites, load_eta, users
+from cai import arena, load_eta, users
+from cai.arena import invites
 from cai.backend_pool import BackendPool, TurnResult, context_overflow, shared_pool, stream_pair
 from cai.evals import ratings
 from cai.transcript import parse_hh

@@ -1,7 +1,7 @@
 """The Arena tab's rigor tools for admins: tie-aware and style-controlled ratings with provisional flags,
 drop-k robustness and Figure 2; and the raters' quality table with exclusions that recompute ratings.
 
-Plain handlers over `cai.evals.ratings` and `cai.arena_raters` (tests call them directly);
+Plain handlers over `cai.evals.ratings` and `cai.arena.raters` (tests call them directly);
 `build_rigor(ctx, campaign)` lays them out inside the admin accordion of `ui.arena.build`.
 """
 
@@ -12,7 +12,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from cai import arena, arena_raters
+from cai import arena
+from cai.arena import raters as arena_raters
 from cai.evals import ratings
 from ui.common import EDIT_ROLES, AppContext, bind, require
 

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cai import arena, invites, store
+from cai import arena, store
+from cai.arena import invites
 from cai.cli import add_common, emit, table
 from cai.evals import ratings
 
@@ -272,7 +273,7 @@ def _export_votes(args: argparse.Namespace, out: Path, df: Any) -> int:
     """Every vote as a FastChat battle or an arena-human-preference-140k row."""
     import pandas as pd
 
-    from cai.arena_export import rows_140k
+    from cai.arena.export import rows_140k
     from cai.csv_out import write_csv
     from cai.transcript import parse_hh
 
@@ -301,7 +302,7 @@ def _export_votes(args: argparse.Namespace, out: Path, df: Any) -> int:
 
 
 def cmd_raters(args: argparse.Namespace) -> int:
-    from cai.arena_raters import rater_report
+    from cai.arena.raters import rater_report
 
     report = rater_report(store.connect(args.db), args.campaign)
 
@@ -318,7 +319,7 @@ def cmd_raters(args: argparse.Namespace) -> int:
 
 
 def cmd_exclude(args: argparse.Namespace) -> int:
-    from cai.arena_raters import exclude_rater
+    from cai.arena.raters import exclude_rater
 
     exclude_rater(store.connect(args.db), args.rater, args.campaign, args.reason, by="cli")
     print(f"{args.rater}'s votes{' in ' + repr(args.campaign) if args.campaign else ''} are left out of ratings")
@@ -326,7 +327,7 @@ def cmd_exclude(args: argparse.Namespace) -> int:
 
 
 def cmd_include(args: argparse.Namespace) -> int:
-    from cai.arena_raters import include_rater
+    from cai.arena.raters import include_rater
 
     n = include_rater(store.connect(args.db), args.rater, args.campaign)
     print(f"{args.rater}'s votes count again ({n} exclusion(s) removed)")
@@ -338,7 +339,7 @@ def cmd_gold(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from cai.arena_raters import add_gold_pairs
+    from cai.arena.raters import add_gold_pairs
     from cai.files import DataError, parse_json, read_text
 
     path = Path(args.file)

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from cai import runs, store
 from cai.evals.agreement import wilson
-from cai.experiments import paired_bootstrap
+from cai.evals.paired import paired_bootstrap
 
 AS, NOT_AS, UNSURE = "as in the paper", "not as in the paper", "not enough data"
 CLAIMS = {

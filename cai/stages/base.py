@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from cai.config import StageConfig
 
 if TYPE_CHECKING:
-    from cai.runs import RunContext
+    from cai.run_context import RunContext
 
 
 @dataclass(frozen=True)

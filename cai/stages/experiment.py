@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from cai.backends.builtin import POLICY_DEFAULT
 from cai.config import MODELS, PREFS, PROMPT_SETS, ConfigError, StageConfig, _f
-from cai.stages.base import Stage
+from cai.stages.base import Stage, engine_runner
 
 if TYPE_CHECKING:
-    from cai.runs import RunContext
+    pass
 
 EXPERIMENT_STAGES = ("sl", "scores", "sft", "label", "agreement")
+
+_SPEC = re.compile(r"^(?P<name>[^@\s,]+)@(?P<version>\d+)$")
+
+
+def parse_versions(text: str) -> list[tuple[str, int]]:
+    """"a@1 a@2" or "a@1,b@3" -> [(name, version), ...]; a clear error for anything else or a repeat."""
+    out = []
+    for spec in (s for s in re.split(r"[\s,]+", text.strip()) if s):
+        m = _SPEC.match(spec)
+        if not m:
+            raise ValueError(f"versions: {spec!r} is not NAME@N (e.g. default@1)")
+        out.append((m["name"], int(m["version"])))
+    if len(set(out)) != len(out):
+        raise ValueError("versions: a version is named twice")
+    return out
 
 
 @dataclass
@@ -46,8 +62,6 @@ class ExperimentConfig(StageConfig):
     confidence: float = _f(0.95, "Confidence level of the intervals.", min=0.5, max=0.999)
 
     def validate(self) -> None:
-        from cai.experiments import parse_versions  # the NAME@N grammar lives with the engine
-
         if len(parse_versions(self.versions)) < 2:
             raise ConfigError("versions: name at least two constitution versions, e.g. default@1 default@2")
         if not self.prompts:
@@ -67,46 +81,6 @@ class ExperimentConfig(StageConfig):
         return [s.strip() for s in self.stages.replace(" ", ",").split(",") if s.strip()]
 
 
-def run(ctx: RunContext) -> dict[str, Any]:
-    """Execute each stage run not yet done, in order (a cancel of the experiment is passed on to the one
-    running), then compute the deltas."""
-    import threading
-
-    from cai import runs
-    from cai.experiments import db_file, deltas, ensure_children, forward_cancel, links
-
-    db, cfg = ctx.db, ctx.config
-    assert isinstance(cfg, ExperimentConfig)
-    exp_id = ensure_children(db, ctx.run_id, cfg)
-    children = links(db, exp_id)
-    done = sum(1 for c in children if runs.get_run(db, c["run_id"])["status"] == "done")
-    ctx.begin(done, len(children))
-    for child in children:
-        run = runs.get_run(db, child["run_id"])
-        if run["status"] == "done":
-            continue
-        if run["status"] in ("failed", "cancelled", "interrupted"):
-            runs.prepare_resume(db, run["id"])
-        ctx.log(f"{child['stage']} for {child['version']}: run {run['id']}")
-        stop = threading.Event()
-        watcher = threading.Thread(target=forward_cancel, args=(db_file(db), ctx.run_id, run["id"], stop), daemon=True)
-        watcher.start()
-        try:
-            run = runs.execute(db, run["id"])
-        finally:
-            stop.set()
-            watcher.join()
-        ctx.check_cancel()  # the experiment was cancelled: so was its running stage run
-        if run["status"] != "done":
-            raise RuntimeError(f"{child['stage']} run {run['id']} for {child['version']} is {run['status']}: "
-                               f"{run['error'] or 'see its log'}")
-        done += 1
-        ctx.progress(done, len(children))
-    result = deltas(db, exp_id)
-    noisy = [d for d in result["deltas"] if d["within_noise"] is False]
-    ctx.log(f"experiment {exp_id}: {len(result['deltas'])} deltas, {len(noisy)} outside noise")
-    return {"experiment": exp_id, **result}
-
-
 STAGE = Stage("experiment", ExperimentConfig, "Constitution experiment (paired versions)",
-              "a constitution experiment: the same stages under several versions, paired", run)
+              "a constitution experiment: the same stages under several versions, paired",
+              engine_runner("cai.experiments:run"))

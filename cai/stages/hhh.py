@@ -10,7 +10,7 @@ from cai.config import MODELS, StageConfig, _f, inconsistent_field, tie_band_fie
 from cai.stages.base import Stage
 
 if TYPE_CHECKING:
-    from cai.runs import RunContext
+    from cai.run_context import RunContext
 
 
 @dataclass

@@ -19,7 +19,7 @@ from cai.config import (
 from cai.stages.base import Stage
 
 if TYPE_CHECKING:
-    from cai.runs import RunContext
+    from cai.run_context import RunContext
 
 
 @dataclass

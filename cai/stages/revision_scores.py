@@ -9,7 +9,7 @@ from cai.config import MODELS, StageConfig, _f
 from cai.stages.base import Stage
 
 if TYPE_CHECKING:
-    from cai.runs import RunContext
+    from cai.run_context import RunContext
 
 
 @dataclass
@@ -24,12 +24,12 @@ def run(ctx: RunContext) -> dict[str, Any]:
     """Score each response step of run `config.run` with `config.pm`, batch by batch; resumes past scored steps."""
     from dataclasses import asdict
 
-    from cai import runs
     from cai.evals import revisions
+    from cai.run_context import get_run
 
     cfg, db = ctx.config, ctx.db
     assert isinstance(cfg, RevisionScoresConfig)
-    source = runs.get_run(db, cfg.run)
+    source = get_run(db, cfg.run)
     if source["kind"] != "sl":
         raise ValueError(f"run: run {cfg.run} is a {source['kind']!r} run, not an 'sl' run")
     steps = revisions.response_steps(db, cfg.run)

@@ -27,7 +27,7 @@ from cai.files import inside, safe_name
 from cai.store import folders
 
 if TYPE_CHECKING:
-    from cai.runs import RunContext
+    from cai.run_context import RunContext
 
 RUN_STAMP = "run.json"  # beside a run's checkpoints: who wrote them (`owner`)
 MODEL_STAMP = "workbench.json"  # in a model folder: the database and run that saved it
@@ -195,7 +195,7 @@ class ProgressCallback(TrainerCallback):
         self.on_log_hook = on_log
 
     def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        from cai.runs import RunCancelled
+        from cai.run_context import RunCancelled
 
         try:
             self.ctx.progress(state.global_step, state.max_steps)
@@ -491,7 +491,7 @@ def trained_before(ctx: RunContext, target: Target) -> Trained:
     and the final trainer state it left in its run folder."""
     from transformers import TrainerState
 
-    from cai.runs import world
+    from cai.run_context import world
 
     row = target.done or {}
     out = run_dir(ctx.db, ctx.run_id)

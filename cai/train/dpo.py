@@ -188,7 +188,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     ctx.log(f"training data: {lengths.summary(rows)}")
     lengths.refuse_empty(trainer.lengths)
     meta = {"kind": "policy", **summary, "prefs": cfg.prefs, "data": rows}
-    trained = ctx.finish(
+    trained = common.finish(ctx, 
         trainer, tok, target, constitution_version_id=common.constitution_of(db, cfg.prefs), meta=meta
     )
     return {

@@ -294,7 +294,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         ctx.log(f"training data: {lengths.summary(rows)}")
         lengths.refuse_empty(trainer.lengths)
         meta = {"kind": "preference-model", "loss": cfg.loss, "lora": cfg.lora, "data": rows, **mixing}
-        trained = ctx.finish(
+        trained = common.finish(ctx, 
             trainer, tok, target, constitution_version_id=common.constitution_of(db, cfg.ai_prefs), meta=meta
         )
         _load_pm.cache_clear()

@@ -243,7 +243,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         "beta": cfg.beta,
         "lora": cfg.lora,
     }
-    return result(ctx, target, ctx.finish(
+    return result(ctx, target, common.finish(ctx, 
         trainer, tok, target, constitution_version_id=pm_row["constitution_version_id"], meta=meta
     ), used)
 

@@ -14,7 +14,8 @@ from typing import Any
 from sqlite_utils import Database
 from trl import SFTTrainer
 
-from cai import runs, sl
+from cai import sl
+from cai.run_context import get_run
 from cai.train import common, lengths
 from cai.transcript import parse_hh
 
@@ -67,7 +68,7 @@ class CountingSFTTrainer(SFTTrainer):
 
 def chain_run(db: Database, run_id: int) -> dict[str, Any]:
     """The SL run to learn from; a clear error when it is not one or holds no chains."""
-    run = runs.get_run(db, run_id)
+    run = get_run(db, run_id)
     if run["kind"] != "sl":
         raise ValueError(f"chains: run {run_id} is a {run['kind']!r} run, not an 'sl' run")
     return run
@@ -113,7 +114,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     ctx.log(f"training data: {lengths.summary(counts)}")
     lengths.refuse_empty(trainer.lengths)
     meta = {"chains_run": cfg.chains, "rows": counts["trained"], "data": counts, "lora": cfg.lora}
-    trained = ctx.finish(
+    trained = common.finish(ctx, 
         trainer, tokenizer, target, constitution_version_id=source["constitution_version_id"], meta=meta
     )
     return {

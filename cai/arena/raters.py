@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 from sqlite_utils import Database
 
-from cai import arena, store, users
+from cai import store, users
+from cai.arena.campaigns import ArenaError, get_campaign
 from cai.evals import raters as R
 from cai.transcript import as_prompt
 
@@ -24,14 +25,14 @@ from cai.transcript import as_prompt
 def _user_id(db: Database, name: str) -> int:
     user = users.get_user(db, name)
     if not user:
-        raise arena.ArenaError(f"no user named {name!r}")
+        raise ArenaError(f"no user named {name!r}")
     return int(user["id"])
 
 
 def exclude_rater(db: Database, name: str, campaign: str | None = None, reason: str = "", by: str = "") -> None:
     """Leave a rater's votes (in one campaign, or all) out of ratings; they stay in the database."""
     uid = _user_id(db, name)
-    camp_id = arena.get_campaign(db, campaign)["id"] if campaign else None
+    camp_id = get_campaign(db, campaign)["id"] if campaign else None
     if _exclusion_ids(db, uid, camp_id):
         return
     db.table("rater_exclusions").insert({"user_id": uid, "campaign_id": camp_id, "reason": reason.strip(),
@@ -41,7 +42,7 @@ def exclude_rater(db: Database, name: str, campaign: str | None = None, reason: 
 def include_rater(db: Database, name: str, campaign: str | None = None) -> int:
     """Undo `exclude_rater` for that scope; returns how many exclusions were removed."""
     uid = _user_id(db, name)
-    camp_id = arena.get_campaign(db, campaign)["id"] if campaign else None
+    camp_id = get_campaign(db, campaign)["id"] if campaign else None
     ids = _exclusion_ids(db, uid, camp_id)
     for i in ids:
         db.table("rater_exclusions").delete(i)
@@ -66,7 +67,7 @@ def exclusions(db: Database) -> list[dict[str, Any]]:
 
 def add_gold_pairs(db: Database, campaign: str, pairs: list[dict[str, Any]], rate: float | None = None) -> int:
     """Add gold pairs (prompt, better, worse) to a campaign and optionally set its gold rate."""
-    camp = arena.get_campaign(db, campaign)
+    camp = get_campaign(db, campaign)
     rows = []
     for i, p in enumerate(pairs, 1):
         missing = [k for k in ("prompt", "better", "worse") if not str(p.get(k) or "").strip()]
@@ -84,7 +85,7 @@ def set_gold_rate(db: Database, campaign: str, rate: float) -> None:
     """The share of new battles that are gold pairs (0 to 0.5: most battles must rate models)."""
     if not 0.0 <= rate <= 0.5:
         raise ValueError(f"gold rate must be between 0 and 0.5, got {rate}")
-    db.table("campaigns").update(arena.get_campaign(db, campaign)["id"], {"gold_rate": rate})
+    db.table("campaigns").update(get_campaign(db, campaign)["id"], {"gold_rate": rate})
 
 
 def maybe_gold_battle(db: Database, camp: dict[str, Any], user_id: int, rng: random.Random) -> int | None:

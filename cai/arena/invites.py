@@ -16,7 +16,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from cai import store, users
-from cai.arena import ArenaError, get_campaign
+from cai.arena.campaigns import ArenaError, get_campaign
 
 log = logging.getLogger(__name__)
 
