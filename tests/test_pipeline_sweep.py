@@ -261,3 +261,21 @@ def test_a_policy_sweep_runs_each_policys_stages_and_fig3_reads_their_rows(db_pa
     assert fig3["gain_last_minus_first"] == {"policies": ["tiny", "tiny-b"], "delta": delta, "ci": [lo, hi], "n": [2, 2]}
     assert report["fig3"]["verdict"] == R_verdict(lo, hi)
     assert report["fig6"]["why"] == "the recipe does not sweep sl.principles"
+
+
+def test_each_sweep_point_gets_its_own_linked_stage_run_once(db_path):
+    from cai import pipeline, runs, store
+    from cai.cli import main
+    from cai.pipeline.runner import child, links
+
+    assert main(["init", "--db", str(db_path)]) == 0
+    db = store.connect(db_path)
+    pipe = pipeline.create(db, "smoke", [])
+    spec = store.loads(runs.get_run(db, pipe)["config"]["spec"])
+    base, direct = {"sl.mode": "critique", "sl.principles": 1}, {"sl.mode": "direct", "sl.principles": 1}
+    first = child(db, pipe, spec, "sl", 0, {}, base)
+    second = child(db, pipe, spec, "sl", 1, {}, direct)
+    assert first != second and runs.get_run(db, second)["config"]["direct"] is True
+    assert (child(db, pipe, spec, "sl", 0, {}, base), child(db, pipe, spec, "sl", 1, {}, direct)) == (first, second)
+    assert [(r["run_id"], r["sweep"]) for r in links(db, pipe)] == [(first, R.sweep_id(base)), (second, R.sweep_id(direct))]
+    assert db["runs"].count == 3  # the pipeline and its two SL runs: asking again made none

@@ -329,8 +329,8 @@ def fig7(db: Database, recipe: dict[str, Any], linked: dict[tuple[str, str], dic
         for per_round in chains[mode].values():
             for rnd, score in per_round.items():
                 by_round.setdefault(rnd, []).append(score)
-        curves[mode] = [{"revision": r, "mean": bootstrap_mean(v, seed=seed)[0], "ci": bootstrap_mean(v, seed=seed)[1],
-                         "n": len(v)} for r, v in sorted(by_round.items())]
+        curves[mode] = [dict(zip(("revision", "mean", "ci", "n"), (r, *bootstrap_mean(v, seed=seed), len(v)), strict=True))
+                        for r, v in sorted(by_round.items())]
     runs_used = [r for s in done.values() for r in (s["config"]["run"], s["id"])]
     measured: dict[str, Any] = {"curves": curves}
     if set(done) != {"critique", "direct"}:
