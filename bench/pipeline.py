@@ -49,7 +49,7 @@ def main() -> None:
     stages = []
     for row in links(db, run_id):
         run = runs.get_run(db, row["run_id"])
-        stages.append({"stage": row["stage"], "run_id": run["id"], "status": run["status"], "seconds": seconds(run)})
+        stages.append({"stage": row["stage"], "sweep": row["sweep"], "run_id": run["id"], "status": run["status"], "seconds": seconds(run)})
     print(json.dumps({
         "recipe": args.recipe, "sets": args.sets, "status": final["status"], "error": final["error"],
         "pipeline_run": run_id, "db": str(db_path), "cpus": os.cpu_count(), "machine": platform.processor(),

@@ -85,6 +85,7 @@ class ChainOptions(FromConfig):
     seed: int = 0
     principles: str = ""  # draw only these critique principles (comma-separated names); "" = every enabled one
     stratified: bool = False  # draw each principle equally often over the run (seeded schedule), not independently
+    num_principles: int | None = None  # draw only from the first N of those principles (Fig. 6); None = all
 
 
 # ----------------------------------------------------------------------------- pure pieces
@@ -111,6 +112,17 @@ def select_principles(pool: Sequence[Mapping[str, Any]], names: Sequence[str]) -
         raise SLError(f"principles: {', '.join(unknown)} not among the enabled critique principles "
                       f"({', '.join(known) or 'none'})")
     return [p for p in pool if p["name"] in names]
+
+
+def first_principles(pool: Sequence[Mapping[str, Any]], n: int | None) -> list[Mapping[str, Any]]:
+    """The first `n` principles of the pool in position order (all for None): the paper's Fig. 6 varies how many
+    principles the chains draw from; nested sets (1 of 4 of 16) keep the comparison about the number alone."""
+    if n is None:
+        return list(pool)
+    if n > len(pool):
+        raise SLError(f"num_principles: {n}, but the constitution version has only {len(pool)} enabled "
+                      "critique principles (to draw from)")
+    return list(pool[:n])
 
 
 def stratified_index(slot: int, rnd: int, rounds: int, n: int, seed: int) -> int:
@@ -316,7 +328,8 @@ def run_chains(
     `stored`: steps already made, by (prompt id, sample) (a resumed run); those chains continue after them.
     Helpful items get only the initial response; direct items get revisions without critiques.
     """
-    pool = select_principles(critique_principles(principles), names_list(opts.principles))
+    pool = first_principles(select_principles(critique_principles(principles), names_list(opts.principles)),
+                            opts.num_principles)
     shots = list(exemplars)[: opts.few_shot]
     fewshot = fewshot_conversations(shots)
     shot_text = P.critique_exemplar_block(shots)

@@ -53,7 +53,7 @@ def test_flags_become_config_values():
     assert SLConfig.from_dict(values).to_dict() == {
         "prompts": "red", "model": "gemma3-270m", "constitution": "mine", "constitution_version": 2, "revisions": 3,
         "direct": True, "few_shot": 2, "limit": 8, "batch_size": 4, "max_new_tokens": 128, "temperature": 0.0,
-        "seed": 0, "principles": "", "stratified": False, "helpful_prompts": "", "helpful_samples": 2,
+        "seed": 0, "principles": "", "num_principles": None, "stratified": False, "helpful_prompts": "", "helpful_samples": 2,
     }
     args = make_parser().parse_args(["run", "sft", "--chains", "5", "--lora", "--no-lora"])
     assert config_values(args) == {"chains": 5, "lora": False}

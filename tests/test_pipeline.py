@@ -16,8 +16,9 @@ from cai.pipeline import RecipeError, apply_sets, check
 from cai.pipeline import recipe as R
 from cai.pipeline.report import bootstrap_diff, verdict
 from cai.pipeline.runner import links, show
+from tests.test_pipeline_sweep import check_sweep_figures
 
-SMOKE_STAGES = ["sl", "sft", "pairs", "label", "pm", "scores", "rl", "dpo", "hhh", "agreement"]
+SMOKE_STAGES = ["sl", "sft", "pairs", "label", "pm", "scores", "rl", "temperature", "dpo", "hhh", "agreement"]
 
 
 def minimal(**stages):
@@ -125,7 +126,11 @@ def _init(db_path):
 
 
 def _stage_runs(db, pipeline_id):
-    return {row["stage"]: runs.get_run(db, row["run_id"]) for row in links(db, pipeline_id)}
+    """Stage -> its main-line run (the first linked; a swept stage has one run per value after it)."""
+    out = {}
+    for row in links(db, pipeline_id):
+        out.setdefault(row["stage"], runs.get_run(db, row["run_id"]))
+    return out
 
 
 @pytest.mark.timeout(600)
@@ -136,7 +141,7 @@ def test_cli_runs_the_smoke_recipe_to_done_with_every_stage_run_wired(db_path, c
     out = json.loads(capsys.readouterr().out)
     assert rc == 0, out
     assert out["status"] == "done", out["error"]
-    assert [s["stage"] for s in out["stages"]] == SMOKE_STAGES
+    assert list(dict.fromkeys(s["stage"] for s in out["stages"])) == SMOKE_STAGES  # sl and scores: once per value
     assert {s["status"] for s in out["stages"]} == {"done"}
     db = store.connect(db_path)
     child = _stage_runs(db, out["id"])
@@ -165,7 +170,7 @@ def test_cli_runs_the_smoke_recipe_to_done_with_every_stage_run_wired(db_path, c
     html = db_path.parent / "report.html"
     assert main(["pipeline", "report", str(out["id"]), "--db", str(db_path), "--json", "--out", str(html)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) >= {"pm", "fig2", "fig4", "fig5", "fig8", "fig10", "goodhart", "provenance"}
+    assert set(report) >= {"pm", "fig2", "fig4", "fig5", "fig8", "fig10", "goodhart", "provenance", "fig6", "fig7"}
     pm = report["pm"]["measured"]
     assert (pm["accuracy"], pm["n"]) == (res["pm"]["heldout_accuracy"], res["pm"]["heldout_pairs"])
     hhh = db.execute("select p_plain, p_avg from hhh_results where run_id = ? order by idx", [child["hhh"]["id"]]).fetchall()
@@ -187,11 +192,13 @@ def test_cli_runs_the_smoke_recipe_to_done_with_every_stage_run_wired(db_path, c
     assert report["fig8"]["measured"]["last_minus_first"] == {"delta": delta, "ci": [lo, hi],
                                                               "n": [len(first), len(last)], "steps": [1, 1]}
     assert report["fig8"]["verdict"] == verdict(lo, hi, 0.0)
-    assert report["fig2"]["verdict"] == report["fig10"]["verdict"] == "not enough data"
+    assert report["fig2"]["verdict"] == "not enough data"
     prov = report["provenance"]
     assert (prov["recipe"], prov["constitution"]) == ("smoke", "default@1")
     assert prov["stage_runs"]["rl"] == {"run_id": child["rl"]["id"], "seed": 0, "status": "done"}
     assert "Figure 5: PM score per revision" in html.read_text()
+    assert main(["pipeline", "show", str(out["id"]), "--db", str(db_path)]) == 0
+    check_sweep_figures(db, out["id"], out, report, capsys.readouterr().out)  # Figs. 6, 7, 10: test_pipeline_sweep
 
 
 @pytest.mark.timeout(600)
@@ -201,28 +208,33 @@ def test_a_killed_pipeline_resumes_to_done_without_doubling_a_stage_run(db_path)
     pipeline_id = pipeline.create(db, "smoke", ["stages.dpo.skip=true", "stages.agreement.skip=true"])
     proc = runs.launch(db_path, pipeline_id)
     deadline = time.monotonic() + 400
-    while not any(r["status"] == "running" for s, r in _stage_runs(db, pipeline_id).items() if s == "label"):
+    # Killed in the middle of the sweep: the main-line SL run is done, the next value's SL run is running.
+    while not (len(rows := links(db, pipeline_id)) > 1 and runs.get_run(db, rows[1]["run_id"])["status"] == "running"):
         assert proc.poll() is None, runs.worker_log(db_path, pipeline_id).read_text()[-3000:]
         assert time.monotonic() < deadline, "the pipeline did not reach its label stage in time"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = _stage_runs(db, pipeline_id)
+    before = {(r["stage"], r["sweep"]): runs.get_run(db, r["run_id"]) for r in links(db, pipeline_id)}
     assert runs.get_run(db, pipeline_id)["status"] == "interrupted"
-    assert [s for s, r in before.items() if r["status"] == "done"] == ["sl", "sft", "pairs"]
-    assert before["label"]["status"] == "interrupted"
+    assert [r["status"] for r in before.values()] == ["done", "interrupted"]
+    assert [s for s, _ in before] == ["sl", "sl"]
 
     proc = runs.resume(db, db_path, pipeline_id)
     final = runs.wait(db, pipeline_id, timeout=400)
     proc.wait()
     assert final["status"] == "done", final["error"]
-    after = _stage_runs(db, pipeline_id)
-    assert list(after) == ["sl", "sft", "pairs", "label", "pm", "scores", "rl", "hhh"]
-    assert {s: r["id"] for s, r in after.items() if s in before} == {s: r["id"] for s, r in before.items()}
+    after = {(r["stage"], r["sweep"]): runs.get_run(db, r["run_id"]) for r in links(db, pipeline_id)}
+    plan = R.plan(store.loads(runs.get_run(db, pipeline_id)["config"]["spec"]))
+    assert list(after) == [(s, R.sweep_id(p)) for s, p in plan]
+    assert list(dict.fromkeys(s for s, _ in after)) == ["sl", "sft", "pairs", "label", "pm", "scores", "rl",
+                                                         "temperature", "hhh"]
+    assert len(after) == 15  # sl and scores at 4 sweep points, 7 shared stages
+    assert {k: r["id"] for k, r in after.items() if k in before} == {k: r["id"] for k, r in before.items()}
     assert {r["status"] for r in after.values()} == {"done"}
-    # One run per stage in the whole database: nothing was created twice.
+    # One run per (stage, sweep values) in the whole database: nothing was created twice.
     kinds = [r["kind"] for r in db["runs"].rows_where("id != ?", [pipeline_id])]
-    assert sorted(kinds) == sorted(R.STAGES[s] for s in after)
+    assert sorted(kinds) == sorted(R.STAGES[s] for s, _ in after)
     assert db["pipeline_runs"].count == len(after)
 
 
@@ -236,10 +248,10 @@ def test_reuse_links_an_existing_run_and_refuses_one_of_another_kind(db_path):
     db["runs"].update(sl_run, {"status": "done"})
     from cai.pipeline.runner import child
 
-    pipe = pipeline.create(db, "smoke", [f"stages.sl.reuse={sl_run}"])
+    pipe = pipeline.create(db, "smoke", [f"stages.sl.reuse={sl_run}", "sweep="])  # a reused run is not swept
     assert child(db, pipe, store.loads(runs.get_run(db, pipe)["config"]["spec"]), "sl", 0, {}) == sl_run
     assert links(db, pipe)[0] | {"id": 0} == {"id": 0, "pipeline_run_id": pipe, "stage": "sl", "run_id": sl_run,
-                                             "position": 0, "reused": 1}
+                                             "position": 0, "reused": 1, "sweep": ""}
     recipe["stages"]["sft"] = {"reuse": sl_run}
     with pytest.raises(runs.RunError, match=f"stages.sft.reuse: run {sl_run} is a sl run, not sft"):
         child(db, pipe, recipe, "sft", 1, {"sl": sl_run})

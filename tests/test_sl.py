@@ -81,6 +81,20 @@ def test_draw_only_named_principles():
     assert sl.names_list(" harm, ,rude ") == ["harm", "rude"]
 
 
+def test_num_principles_draws_only_from_the_first_n_in_constitution_order():
+    # Fig. 6: the chains of a run with num_principles=1 draw only the first enabled principle ("harm").
+    items = [ChainItem(prompt_id=i, prompt=PROMPT) for i in range(6)]
+    one = run_chains(scripted(), items, PRINCIPLES, [], ChainOptions(revisions=3, few_shot=0, num_principles=1))
+    assert [c.principles for c in one] == [["harm"] * 3] * 6
+    both = run_chains(scripted(), items, PRINCIPLES, [], ChainOptions(revisions=3, few_shot=0, num_principles=2))
+    every = run_chains(scripted(), items, PRINCIPLES, [], ChainOptions(revisions=3, few_shot=0))
+    assert [c.principles for c in both] == [c.principles for c in every]  # 2 = all enabled ones: the same draws
+    assert {n for c in both for n in c.principles} == {"harm", "rude"}
+    assert sl.first_principles(sl.critique_principles(PRINCIPLES), None) == sl.critique_principles(PRINCIPLES)
+    with pytest.raises(sl.SLError, match=r"^num_principles: 3, but the constitution version has only 2 enabled"):
+        run_chains(scripted(), items, PRINCIPLES, [], ChainOptions(revisions=1, few_shot=0, num_principles=3))
+
+
 def test_draw_without_principles_is_a_clear_error():
     with pytest.raises(sl.SLError, match="no enabled critique principles"):
         sl.draw_principles([], 2, seed=0, prompt_id=1)

@@ -16,6 +16,7 @@ from cai import pipeline, runs
 from cai.pipeline import report as R
 from cai.pipeline.recipe import RECIPES_DIR
 from cai.pipeline.runner import show as show_pipeline
+from cai.pipeline.runner import values_text
 from ui.common import BROWSE_ROLES, EDIT_ROLES, AppContext, bind, esc, on_page_load, quietly, require
 
 VERDICT_COLOURS = {R.AS: "#1a7f37", R.NOT_AS: "#cf222e", R.UNSURE: "#9a6700"}
@@ -44,7 +45,8 @@ def stages_html(shown: dict[str, Any]) -> str:
     if shown["error"]:
         head += f"<p><b>Error:</b> {esc(shown['error'])}</p>"
     rows = "".join(
-        f"<tr><td>{esc(s['stage'])}</td><td>{esc(s['kind'])}</td>"
+        f"<tr><td>{esc(s['stage'])}{esc(' [' + values_text(s['sweep']) + ']' if s.get('sweep') else '')}</td>"
+        f"<td>{esc(s['kind'])}</td>"
         f"<td>{'' if s['run_id'] is None else '#' + str(s['run_id'])}</td><td>{esc(s['status'])}</td>"
         f"<td>{s['done']}/{s['total']}</td><td>{esc('' if s.get('output') is None else s['output'])}</td></tr>"
         for s in shown["stages"])
@@ -55,7 +57,7 @@ def stages_html(shown: dict[str, Any]) -> str:
 def report_html(report: dict[str, Any]) -> str:
     """Each figure: title, verdict, the paper's claim and what was measured here (all text escaped)."""
     rows = []
-    for key, title in R.TITLES.items():
+    for key, title in ((k, t) for k, t in R.TITLES.items() if k in report):
         fig = report[key]
         rows.append(
             f"<tr><th>{esc(title)}</th><td style='color:{VERDICT_COLOURS[fig['verdict']]}'><b>{esc(fig['verdict'])}"

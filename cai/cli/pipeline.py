@@ -91,7 +91,10 @@ def render(d: dict[str, Any]) -> str:
     lines = [f"pipeline {d['id']} ({d['name']}) {d['status']}"]
     if d["error"]:
         lines.append(f"error: {d['error']}")
-    rows = [{**s, "output": "" if s.get("output") is None else s["output"], "reused": "yes" if s["reused"] else ""}
-            for s in d["stages"]]
-    lines.append(table(rows, ["stage", "kind", "run_id", "status", "done", "total", "output", "reused"]))
+    from cai.pipeline.runner import values_text
+
+    rows = [{**s, "output": "" if s.get("output") is None else s["output"], "reused": "yes" if s["reused"] else "",
+             "sweep": values_text(s.get("sweep") or {})} for s in d["stages"]]
+    sweep = ["sweep"] if d.get("sweep") else []  # a swept stage runs once per value: which values this run has
+    lines.append(table(rows, ["stage", *sweep, "kind", "run_id", "status", "done", "total", "output", "reused"]))
     return "\n".join(lines)

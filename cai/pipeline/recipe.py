@@ -5,6 +5,11 @@ stage whose keys are exactly that stage's config fields (the registry is the one
 or `reuse: RUN_ID`. The pipeline fills in what a stage takes from the stages before it (the SL run's chains,
 the SFT model, the AI preference set, the PM) unless the section names it itself. `--set a.b=v` edits a
 recipe before it is checked; the checked, resolved recipe is what a pipeline run stores and resumes from.
+
+Sweeps (`sweep: {sl.principles: [1, 4, 16], sl.mode: [critique, direct], policy: [a, b]}`): SWEEPS says, for
+each key, what a value sets and which stages depend on it. Each key is varied on its own with the other keys
+at their first value (the paper's ablations, not a grid); the first values together are the main line, whose
+outputs the stages that do not depend on a key take. `plan` lists the stage runs that gives, in order.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ STAGES: dict[str, str] = {
     "pm": "pm",
     "scores": "revision-scores",
     "rl": "rl",
+    "temperature": "temperature",
     "dpo": "dpo",
     "hhh": "hhh",
     "agreement": "agreement",
@@ -38,7 +44,7 @@ STAGES: dict[str, str] = {
 OUTPUTS: dict[str, str] = {"sl": "run", "pairs": "run", "sft": "model", "label": "pref_set", "pm": "model",
                            "rl": "model", "dpo": "model"}
 TOP_LEVEL = {"name", "description", "policy", "feedback", "pm_base", "constitution", "seed", "prompts",
-             "human_prefs", "hhh_data", "stages"}
+             "human_prefs", "hhh_data", "stages", "sweep"}
 PROMPT_KEYS = {"red_team", "helpful"}
 CONTROL = {"skip", "reuse"}
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
@@ -46,6 +52,28 @@ RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 class RecipeError(ValueError):
     """A recipe (or a --set) is invalid; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A recipe key a sweep may vary: the stage section it sets (None: top level), the field, the stages that
+    depend on it (each runs once per value; every other stage runs once, on the main line)."""
+
+    section: str | None
+    field: str
+    stages: tuple[str, ...]
+    values: str  # what a value may be, for the error message
+
+
+SWEEPS: dict[str, Sweep] = {
+    # Fig. 6: only the chains and their PM scores change; the SFT model and all after it take the main line.
+    "sl.principles": Sweep("sl", "num_principles", ("sl", "scores"), "whole numbers >= 1, e.g. [1, 4, 16]"),
+    # Fig. 7: critiqued vs direct revisions, the same two stages.
+    "sl.mode": Sweep("sl", "direct", ("sl", "scores"), "critique or direct"),
+    # Fig. 3: every stage the policy feeds; hhh and agreement read only the feedback model and are shared.
+    "policy": Sweep(None, "policy", ("sl", "sft", "pairs", "label", "pm", "scores", "rl", "temperature", "dpo"),
+                    "model names"),
+}
 
 
 def load(source: str | Path) -> tuple[dict[str, Any], str]:
@@ -170,6 +198,120 @@ def check(recipe: Mapping[str, Any]) -> dict[str, Any]:
                 config(out, stage, placeholders)
             except ConfigError as exc:
                 raise RecipeError(f"stages.{stage}: {exc}") from None
+    if recipe.get("sweep"):
+        out["sweep"] = check_sweep(recipe["sweep"], out)
+    return out
+
+
+def _flat(sweep: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"sl": {"principles": [..]}} (what `--set sweep.sl.principles=[..]` makes) -> {"sl.principles": [..]}."""
+    out: dict[str, Any] = {}
+    for key, value in sweep.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def sweep_value(key: str, value: Any) -> Any:
+    """A sweep value as the recipe stores it, or a RecipeError naming the key."""
+    ok = {"sl.principles": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+          "sl.mode": value in ("critique", "direct"),
+          "policy": isinstance(value, str) and bool(value.strip())}[key]
+    if not ok:
+        raise RecipeError(f"sweep.{key}: {value!r} is not a value of it ({SWEEPS[key].values})")
+    return value
+
+
+def check_sweep(sweep: Any, recipe: dict[str, Any]) -> dict[str, list[Any]]:
+    """The checked sweep of a checked recipe: known keys, two or more distinct values each, the stages it
+    varies present and not reused, and each value's stage configs valid."""
+    if not isinstance(sweep, dict):
+        raise RecipeError("sweep: a mapping of KEY: [values], e.g. sweep: {sl.principles: [1, 4, 16]}")
+    out: dict[str, list[Any]] = {}
+    for key, values in _flat(sweep).items():
+        if key not in SWEEPS:
+            raise RecipeError(f"sweep.{key}: not a key a sweep can vary (known: {', '.join(SWEEPS)})")
+        if not isinstance(values, list) or len(values) < 2:
+            raise RecipeError(f"sweep.{key}: a list of two or more values ({SWEEPS[key].values}), got {values!r}")
+        values = [sweep_value(key, v) for v in values]
+        if len(set(values)) != len(values):
+            raise RecipeError(f"sweep.{key}: a value is listed twice in {values!r}")
+        spec = SWEEPS[key]
+        if spec.section and spec.section not in recipe["stages"]:
+            raise RecipeError(f"sweep.{key}: the recipe has no {spec.section} stage to vary")
+        for stage in spec.stages:
+            if "reuse" in recipe["stages"].get(stage, {}):
+                raise RecipeError(f"sweep.{key}: stages.{stage} reuses run {recipe['stages'][stage]['reuse']}, "
+                                  f"but it depends on {key} and runs once per value")
+        out[key] = values
+    out = dict(sorted(out.items()))  # the order the stored (JSON, sorted) recipe has: the plan's order
+    checked = {**recipe, "sweep": out}
+    for point in variants(checked)[1:]:
+        key = next(k for k in point if point[k] != out[k][0])
+        for stage in stages_of(checked, key):
+            placeholders = {k: ("pending" if OUTPUTS[s] != "run" else 1) for k, s in wired_from(stage).items()}
+            try:
+                config(at(checked, point), stage, placeholders)
+            except ConfigError as exc:
+                raise RecipeError(f"sweep.{key}={point[key]}: stages.{stage}: {exc}") from None
+    return out
+
+
+def stages_of(recipe: Mapping[str, Any], key: str) -> list[str]:
+    """The recipe's stages that depend on sweep `key`, in run order."""
+    return [s for s in STAGES if s in recipe["stages"] and s in SWEEPS[key].stages]
+
+
+def keys_of(recipe: Mapping[str, Any], stage: str) -> list[str]:
+    """The swept keys `stage` depends on (none: it runs once, on the main line)."""
+    return [k for k in (recipe.get("sweep") or {}) if stage in SWEEPS[k].stages]
+
+
+def variants(recipe: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The sweep's points: the main line (every key at its first value), then each key's other values, one key
+    at a time with the others at their first value. [{}] without a sweep."""
+    sweep = recipe.get("sweep") or {}
+    base = {k: v[0] for k, v in sweep.items()}
+    return [base] + [{**base, k: v} for k, values in sweep.items() for v in values[1:]]
+
+
+def plan(recipe: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every stage run of a pipeline in order: (stage, the swept values it runs at, {} when it has none)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for stage in (s for s in STAGES if s in recipe["stages"]):
+        keys = keys_of(recipe, stage)
+        seen: list[dict[str, Any]] = []
+        for point in variants(recipe):
+            part = {k: point[k] for k in keys}
+            if part not in seen:
+                seen.append(part)
+                out.append((stage, part))
+    return out
+
+
+def project(recipe: Mapping[str, Any], stage: str, point: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of `point` that `stage` depends on (a key `point` lacks takes its first value)."""
+    sweep = recipe.get("sweep") or {}
+    return {k: point.get(k, sweep[k][0]) for k in keys_of(recipe, stage)}
+
+
+def sweep_id(point: Mapping[str, Any]) -> str:
+    """How a pipeline link names the values of its stage run: JSON, "" for a stage run shared by all."""
+    return json.dumps(dict(point), sort_keys=True) if point else ""
+
+
+def at(recipe: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe as it reads at a sweep point: each key's value set where it belongs."""
+    out = json.loads(json.dumps(recipe))
+    for key, value in point.items():
+        spec = SWEEPS[key]
+        if spec.section is None:
+            out[spec.field] = value
+        else:
+            out["stages"][spec.section][spec.field] = (value == "direct") if key == "sl.mode" else value
     return out
 
 
@@ -183,6 +325,7 @@ def wired_from(stage: str) -> dict[str, str]:
         "pm": {"ai_prefs": "label"},
         "scores": {"run": "sl", "pm": "pm"},
         "rl": {"policy": "sft", "reward_model": "pm"},
+        "temperature": {"policy": "rl", "pm": "pm"},
         "dpo": {"policy": "sft", "prefs": "label"},
         "hhh": {},
         "agreement": {},
@@ -190,8 +333,9 @@ def wired_from(stage: str) -> dict[str, str]:
 
 
 def needs(stage: str) -> list[str]:
-    """Earlier stages `stage` cannot run without (the SFT model is optional: without it, the policy)."""
-    return [s for s in wired_from(stage).values() if s != "sft"]
+    """Earlier stages `stage` cannot run without (the SFT and RL models are optional: without them, the policy
+    before them)."""
+    return [s for s in wired_from(stage).values() if s not in ("sft", "rl")]
 
 
 def config(recipe: Mapping[str, Any], stage: str, outputs: Mapping[str, Any]) -> StageConfig:
@@ -216,6 +360,7 @@ def config(recipe: Mapping[str, Any], stage: str, outputs: Mapping[str, Any]) ->
         "pm": {"model": recipe["pm_base"], "human_prefs": recipe.get("human_prefs", "")},
         "rl": {"policy": policy, "prompts": prompts.get("red_team", ""), "helpful_prompts": prompts.get("helpful", "")},
         "dpo": {"policy": policy},
+        "temperature": {"policy": policy, "prompts": prompts.get("red_team", ""), "offset": held_out(recipe)},
         "hhh": {"model": recipe["feedback"], "data": recipe.get("hhh_data", "")},
         "agreement": {"feedback_model": recipe["feedback"], "prefs": recipe.get("human_prefs", "")},
     }
@@ -227,6 +372,14 @@ def config(recipe: Mapping[str, Any], stage: str, outputs: Mapping[str, Any]) ->
             values[field] = outputs[field]
     values.update(recipe["stages"].get(stage, {}))
     return config_class.from_dict({k: v for k, v in values.items() if k in names})
+
+
+def held_out(recipe: Mapping[str, Any]) -> int:
+    """How many red-team prompts the stages before the temperature stage may have used (the largest `limit` of
+    sl, pairs and rl): it answers only the prompts after them. 0 when one of them has no limit (it uses all)."""
+    limits = [recipe["stages"][s].get("limit") for s in ("sl", "pairs", "rl") if s in recipe["stages"]
+              and "reuse" not in recipe["stages"][s]]
+    return 0 if not limits or None in limits else max(limits)
 
 
 def _constitution(spec: str) -> tuple[str, int | None]:

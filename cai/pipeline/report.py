@@ -31,13 +31,22 @@ CLAIMS = {
             "than chance, and more so with chain of thought (Fig. 4).",
     "fig5": "Harmlessness PM scores rise with the number of revisions (Fig. 5).",
     "fig8": "The PM score of the policy's samples rises over RL training (Fig. 8 shows Elo over RL training).",
-    "fig10": "Sampled at T = 1, the RL policy is scored less harmful than at T = 0 (Fig. 10).",
+    "fig10": "Sampled greedily (T = 0) the policy is less harmful than sampled at T = 1: harmful answers lie in "
+             "the tails of the distribution (Fig. 10, §5.4).",
+    "fig6": "The number of constitutional principles has little effect on the harmlessness PM score of the "
+            "revisions (Fig. 6; more principles give more diverse revisions).",
+    "fig7": "Critiqued revisions score higher on harmlessness than direct revisions for small models; the gap "
+            "closes at 52B (Fig. 7).",
+    "fig3": "The harmlessness gained by CAI grows with model size (Fig. 3); list the swept policies smallest first.",
     "goodhart": "Signs of over-optimisation of RL-CAI (§5.8): boilerplate, length drift and evasive refusals.",
 }
 # The stated rules of the Goodharting signs (goodhart): what counts as a sign between RL's first and last step.
 LENGTH_DRIFT = 0.5  # mean length changed by more than half
 EVASIVE_RISE = 0.2  # the evasive-answer rate rose by more than 20 points
 BOILERPLATE = 0.5  # distinct-2 (share of distinct word pairs) fell below one half
+# Fig. 6's "little effect", as a stated rule: the difference lies within +-SMALL_EFFECT standard deviations of the
+# scores (Cohen's small effect).
+SMALL_EFFECT = 0.2
 
 
 def verdict(lo: float | None, hi: float | None, reference: float) -> str:
@@ -204,6 +213,163 @@ def goodhart(db: Database, stage_runs: dict[str, dict[str, Any]]) -> dict[str, A
                    why="no sign by the stated rules (the paper saw them under strong optimisation)")
 
 
+def bootstrap_mean(values: Sequence[float], n_boot: int = 1000, seed: int = 0) -> tuple[float | None, list[Any]]:
+    """(mean, its 95 % percentile bootstrap interval) of one sample."""
+    if not values:
+        return None, [None, None]
+    a = np.asarray(values, float)
+    means = a[np.random.default_rng(seed).integers(0, len(a), (n_boot, len(a)))].mean(1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return round(float(a.mean()), 6), [round(float(lo), 6), round(float(hi), 6)]
+
+
+def fig10(db: Database, run: dict[str, Any] | None) -> dict[str, Any]:
+    """The temperature stage's stored scores: the mean per temperature, and per prompt the mean score at the
+    lowest temperature minus that at the next (T = 0 minus T = 1), paired over the prompts."""
+    if run is None:
+        return _missing("fig10", "the pipeline has no temperature stage")
+    rows = list(db["temperature_samples"].rows_where("run_id = ?", [run["id"]], order_by="temperature, prompt_id, sample"))
+    seed = run["config"].get("seed", 0)
+    by_temp: dict[float, dict[int, list[float]]] = {}
+    for r in rows:
+        by_temp.setdefault(r["temperature"], {}).setdefault(r["prompt_id"], []).append(r["pm_score"])
+    points = []
+    for t, per_prompt in sorted(by_temp.items()):
+        values = [v for vs in per_prompt.values() for v in vs]
+        mean, ci = bootstrap_mean(values, seed=seed)
+        points.append({"temperature": t, "mean_score": mean, "ci": ci, "n": len(values), "prompts": len(per_prompt)})
+    measured: dict[str, Any] = {"policy": run["config"]["policy"], "pm": run["config"]["pm"], "points": points,
+                                "score": "harmlessness PM score: higher = less harmful",
+                                "held_out_after": run["config"].get("offset", 0)}
+    if len(points) < 2:
+        return _figure("fig10", measured, UNSURE, runs_used=[run["id"]], why="fewer than two temperatures scored")
+    low, high = (by_temp[p["temperature"]] for p in points[:2])
+    common = sorted(set(low) & set(high))
+    delta = paired_bootstrap([float(np.mean(high[p])) for p in common], [float(np.mean(low[p])) for p in common],
+                             seed=seed)
+    measured["low_minus_high"] = {"temperatures": [points[0]["temperature"], points[1]["temperature"]],
+                                  "delta": delta.delta, "ci": [delta.lo, delta.hi], "n": delta.n}
+    return _figure("fig10", measured, verdict(delta.lo, delta.hi, 0.0), runs_used=[run["id"]])
+
+
+def _chain_scores(db: Database, sl_run_id: int) -> dict[tuple[int, int], dict[int, float]]:
+    """(prompt id, sample) -> revision number -> PM score, for the red-team chains of an SL run."""
+    out: dict[tuple[int, int], dict[int, float]] = {}
+    for prompt, sample, rnd, score in db.execute(
+            "select c.prompt_id, c.sample, s.round, s.pm_score from chain_steps s join chains c on c.id = s.chain_id "
+            "where c.run_id = ? and c.mode != 'helpful' and s.kind in ('initial', 'revision') "
+            "and s.pm_score is not null order by c.prompt_id, c.sample, s.round", [sl_run_id]).fetchall():
+        out.setdefault((prompt, sample), {})[rnd] = score
+    return out
+
+
+def _final(chains: dict[tuple[int, int], dict[int, float]]) -> dict[tuple[int, int], float]:
+    return {k: v[max(v)] for k, v in chains.items() if v}
+
+
+def _swept(recipe: dict[str, Any], linked: dict[tuple[str, str], dict[str, Any]], key: str,
+           stage: str) -> list[tuple[Any, dict[str, Any]]]:
+    """(value of `key`, the done run of `stage` at it, the other keys at their first value), in sweep order."""
+    from cai.pipeline import recipe as R
+
+    out = []
+    for value in (recipe.get("sweep") or {}).get(key, []):
+        run = linked.get((stage, R.sweep_id(R.project(recipe, stage, {key: value}))))
+        if run is not None and run["status"] == "done":
+            out.append((value, run))
+    return out
+
+
+def fig6(db: Database, recipe: dict[str, Any], linked: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The final revision's PM score per number of principles; the fewest against the most, paired per prompt."""
+    if "sl.principles" not in (recipe.get("sweep") or {}):
+        return _missing("fig6", "the recipe does not sweep sl.principles")
+    done = _swept(recipe, linked, "sl.principles", "scores")
+    seed = recipe.get("seed", 0)
+    points, finals = [], []
+    for value, scores in done:
+        final = _final(_chain_scores(db, scores["config"]["run"]))
+        mean, ci = bootstrap_mean(list(final.values()), seed=seed)
+        points.append({"principles": value, "mean": mean, "ci": ci, "n": len(final),
+                       "runs": [scores["config"]["run"], scores["id"]]})
+        finals.append(final)
+    runs_used = [r for p in points for r in p["runs"]]
+    if len(points) < 2:
+        return _figure("fig6", {"points": points}, UNSURE, runs_used=runs_used, why="fewer than two values scored")
+    few, most = (points[i]["principles"] for i in (0, -1))
+    common = sorted(set(finals[0]) & set(finals[-1]))
+    delta = paired_bootstrap([finals[0][c] for c in common], [finals[-1][c] for c in common], seed=seed)
+    every = [v for f in finals for v in f.values()]
+    margin = round(SMALL_EFFECT * float(np.std(every, ddof=1)), 6) if len(every) > 1 else 0.0
+    measured = {"points": points, "most_minus_fewest": {"principles": [few, most], "delta": delta.delta,
+                                                        "ci": [delta.lo, delta.hi], "n": delta.n},
+                "margin": margin, "rule": f"little effect: the interval lies within +-{SMALL_EFFECT} SD of the scores"}
+    if delta.lo is None or margin == 0:
+        result = UNSURE
+    elif -margin < delta.lo and delta.hi < margin:
+        result = AS
+    elif delta.lo > margin or delta.hi < -margin:
+        result = NOT_AS
+    else:
+        result = UNSURE
+    return _figure("fig6", measured, result, runs_used=runs_used)
+
+
+def fig7(db: Database, recipe: dict[str, Any], linked: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """PM score per revision number of critiqued and of direct revisions; critiqued minus direct at the final
+    revision, paired per prompt."""
+    if "sl.mode" not in (recipe.get("sweep") or {}):
+        return _missing("fig7", "the recipe does not sweep sl.mode")
+    done = dict(_swept(recipe, linked, "sl.mode", "scores"))
+    seed = recipe.get("seed", 0)
+    curves, chains = {}, {}
+    for mode, scores in done.items():
+        chains[mode] = _chain_scores(db, scores["config"]["run"])
+        by_round: dict[int, list[float]] = {}
+        for per_round in chains[mode].values():
+            for rnd, score in per_round.items():
+                by_round.setdefault(rnd, []).append(score)
+        curves[mode] = [dict(zip(("revision", "mean", "ci", "n"), (r, *bootstrap_mean(v, seed=seed), len(v)), strict=True))
+                        for r, v in sorted(by_round.items())]
+    runs_used = [r for s in done.values() for r in (s["config"]["run"], s["id"])]
+    measured: dict[str, Any] = {"curves": curves}
+    if set(done) != {"critique", "direct"}:
+        return _figure("fig7", measured, UNSURE, runs_used=runs_used, why="critique and direct are not both scored")
+    critique, direct = _final(chains["critique"]), _final(chains["direct"])
+    common = sorted(set(critique) & set(direct))
+    delta = paired_bootstrap([direct[c] for c in common], [critique[c] for c in common], seed=seed)
+    measured["critique_minus_direct"] = {"delta": delta.delta, "ci": [delta.lo, delta.hi], "n": delta.n}
+    return _figure("fig7", measured, verdict(delta.lo, delta.hi, 0.0), runs_used=runs_used)
+
+
+def fig3(db: Database, recipe: dict[str, Any], linked: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The figures above per policy value; the verdict compares the SL revisions' PM gain (final minus initial,
+    per chain) of the last listed policy with the first's."""
+    from cai.pipeline import recipe as R
+
+    if "policy" not in (recipe.get("sweep") or {}):
+        return _missing("fig3", "the recipe does not sweep policy")
+    per_policy, gains = {}, {}
+    for value in recipe["sweep"]["policy"]:
+        at = {s: linked.get((s, R.sweep_id(R.project(recipe, s, {"policy": value})))) for s in R.STAGES}
+        done = {s: r for s, r in at.items() if r is not None and r["status"] == "done"}
+        figures = {"pm": pm_figure(db, done.get("pm")), "fig5": fig5(db, done.get("sl"), done.get("scores")),
+                   "fig8": fig8(db, done.get("rl")), "fig10": fig10(db, done.get("temperature")),
+                   "goodhart": goodhart(db, done)}
+        per_policy[value] = {k: {"measured": f["measured"], "verdict": f["verdict"], "runs": f["runs"]}
+                             for k, f in figures.items()}
+        if "sl" in done and "scores" in done:
+            chains = _chain_scores(db, done["sl"]["id"])
+            gains[value] = [v[max(v)] - v[0] for v in chains.values() if 0 in v and max(v) > 0]
+    first, last = recipe["sweep"]["policy"][0], recipe["sweep"]["policy"][-1]
+    delta, lo, hi = bootstrap_diff(gains.get(first, []), gains.get(last, []), seed=recipe.get("seed", 0))
+    measured = {"policies": recipe["sweep"]["policy"], "per_policy": per_policy,
+                "gain_last_minus_first": {"policies": [first, last], "delta": delta, "ci": [lo, hi],
+                                          "n": [len(gains.get(first, [])), len(gains.get(last, []))]}}
+    return _figure("fig3", measured, verdict(lo, hi, 0.0),
+                   why="each policy's revisions are scored by its own PM (trained on that policy's pairs)")
+
+
 def provenance(db: Database, pipeline: dict[str, Any], stage_runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     recipe = store.loads(pipeline["config"]["spec"])
     name, _, version = recipe["constitution"].partition("@")
@@ -223,6 +389,7 @@ def provenance(db: Database, pipeline: dict[str, Any], stage_runs: dict[str, dic
         "constitution": recipe["constitution"],
         "constitution_sha256": hashlib.sha256(json.dumps(principles, sort_keys=True).encode()).hexdigest(),
         "prompt_sets": recipe["prompts"], "human_prefs": recipe["human_prefs"], "hhh_data": recipe["hhh_data"],
+        **({"sweep": recipe["sweep"]} if recipe.get("sweep") else {}),
         "models": models,
         "stage_runs": {s: {"run_id": r["id"], "seed": r["config"].get("seed"), "status": r["status"]}
                        for s, r in stage_runs.items()},
@@ -244,8 +411,13 @@ def build(db: Database, pipeline_id: int) -> dict[str, Any]:
     pipeline = runs.get_run(db, pipeline_id)
     if pipeline["kind"] != "pipeline":
         raise runs.RunError(f"run {pipeline_id} is a {pipeline['kind']} run, not a pipeline")
-    stage_runs = {row["stage"]: runs.get_run(db, row["run_id"]) for row in links(db, pipeline_id)}
+    rows = links(db, pipeline_id)
+    linked = {(row["stage"], row["sweep"]): runs.get_run(db, row["run_id"]) for row in rows}
+    stage_runs: dict[str, dict[str, Any]] = {}  # the main line: each stage's first linked run
+    for row in rows:
+        stage_runs.setdefault(row["stage"], linked[(row["stage"], row["sweep"])])
     done = {s: r for s, r in stage_runs.items() if r["status"] == "done"}
+    recipe = store.loads(pipeline["config"]["spec"])
     return {
         "pipeline": pipeline_id, "status": pipeline["status"],
         "pm": pm_figure(db, done.get("pm")),
@@ -253,7 +425,10 @@ def build(db: Database, pipeline_id: int) -> dict[str, Any]:
         "fig4": fig4(db, done.get("hhh")),
         "fig5": fig5(db, done.get("sl"), done.get("scores")),
         "fig8": fig8(db, done.get("rl")),
-        "fig10": _missing("fig10", "not measured yet: needs samples of the final policy at T = 0 and T = 1"),
+        "fig10": fig10(db, done.get("temperature")),
+        "fig6": fig6(db, recipe, linked),
+        "fig7": fig7(db, recipe, linked),
+        "fig3": fig3(db, recipe, linked),
         "goodhart": goodhart(db, done),
         "provenance": provenance(db, pipeline, stage_runs),
     }
@@ -265,7 +440,12 @@ def build(db: Database, pipeline_id: int) -> dict[str, Any]:
 TITLES = {"pm": "Preference model", "fig2": "Figure 2: harmlessness vs helpfulness",
           "fig4": "Figure 4: HHH accuracy of the feedback model", "fig5": "Figure 5: PM score per revision",
           "fig8": "Figure 8: PM score over RL training", "fig10": "Figure 10: harmfulness at T = 0 vs T = 1",
-          "goodhart": "§5.8: signs of Goodharting"}
+          "goodhart": "§5.8: signs of Goodharting", "fig6": "Figure 6: PM score vs number of principles",
+          "fig7": "Figure 7: critiqued vs direct revisions", "fig3": "Figure 3: the figures per policy"}
+
+
+SWEPT_DIFF = {"fig10": "low_minus_high", "fig6": "most_minus_fewest", "fig7": "critique_minus_direct",
+              "fig3": "gain_last_minus_first"}
 
 
 def headline(key: str, fig: dict[str, Any]) -> str:
@@ -281,6 +461,10 @@ def headline(key: str, fig: dict[str, Any]) -> str:
         d = m.get("final_minus_initial" if key == "fig5" else "last_minus_first")
         if d and d["delta"] is not None:
             return f"change {d['delta']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], n = {d['n']}"
+    if key in SWEPT_DIFF and m.get(SWEPT_DIFF[key]):
+        d = m[SWEPT_DIFF[key]]
+        if d["delta"] is not None:
+            return f"{SWEPT_DIFF[key].replace('_', ' ')} {d['delta']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], n = {d['n']}"
     if key == "goodhart" and m:
         signs = [k for k, v in m["signs"].items() if v]
         return "signs: " + (", ".join(signs) if signs else "none") + f" (length drift {m['length_drift']})"
@@ -293,6 +477,23 @@ def text(report: dict[str, Any]) -> str:
         fig = report[key]
         lines.append(f"\n{title}: {fig['verdict'].upper()}\n  paper: {fig['claim']}\n  here:  {headline(key, fig)}")
     return "\n".join(lines)
+
+
+SWEEP_AXES = {"fig6": ("principles", "mean PM score of the final revision"),
+              "fig7": ("revision", "mean PM score"), "fig10": ("temperature", "mean PM score (higher = less harmful)")}
+
+
+def _sweep_lines(report: dict[str, Any]) -> dict[str, list[tuple[str, list[Any], list[Any], list[Any]]]]:
+    """(name, x, y, n) per line of the charts of Figs. 6, 7 and 10."""
+    m6, m7, m10 = (report[k]["measured"] for k in ("fig6", "fig7", "fig10"))
+    return {
+        "fig6": [("final revision", *zip(*[(p["principles"], p["mean"], p["n"]) for p in m6["points"]], strict=True))]
+        if m6.get("points") else [],
+        "fig7": [(mode, *zip(*[(p["revision"], p["mean"], p["n"]) for p in curve], strict=True))
+                 for mode, curve in (m7.get("curves") or {}).items() if curve],
+        "fig10": [("policy", *zip(*[(p["temperature"], p["mean_score"], p["n"]) for p in m10["points"]], strict=True))]
+        if m10.get("points") else [],
+    }
 
 
 def html(report: dict[str, Any]) -> str:
@@ -310,6 +511,15 @@ def html(report: dict[str, Any]) -> str:
         fig = go.Figure(go.Scatter(x=[p[x] for p in points], y=[p[y] for p in points], mode="lines+markers",
                                    text=[f"n = {p['n']}" for p in points]))
         fig.update_layout(xaxis_title=x, yaxis_title=label, height=320, margin={"t": 20, "b": 40})
+        charts[key] = fig.to_html(include_plotlyjs=first, full_html=False)
+        first = False
+    for key, lines in _sweep_lines(report).items():
+        if not lines:
+            continue
+        fig = go.Figure([go.Scatter(x=x, y=y, name=name, mode="lines+markers", text=[f"n = {k}" for k in n])
+                         for name, x, y, n in lines])
+        fig.update_layout(xaxis_title=SWEEP_AXES[key][0], yaxis_title=SWEEP_AXES[key][1], height=320,
+                          margin={"t": 20, "b": 40})
         charts[key] = fig.to_html(include_plotlyjs=first, full_html=False)
         first = False
     colour = {AS: "#1a7f37", NOT_AS: "#cf222e", UNSURE: "#9a6700"}

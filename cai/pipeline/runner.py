@@ -5,6 +5,10 @@ resolved pinned (the constitution version). Each stage run is created when its t
 recipe and the stored results of the stages before it, and linked in `pipeline_runs` in the same
 transaction, so a pipeline killed at any point resumes without doubling a stage run: done stage runs are
 skipped, a stopped one is resumed, a running one (its own worker, under accelerate) is waited for.
+
+With a sweep, the plan (recipe.plan) has one stage run per (stage, swept values it depends on); each is linked
+with its values (`pipeline_runs.sweep`), and takes the outputs of the stages before it at the same values
+(the main line's for a key they do not depend on). The first link of a stage is its main-line run.
 """
 
 from __future__ import annotations
@@ -49,10 +53,12 @@ def output(stage: str, run: dict[str, Any]) -> Any:
 
 
 def child(db: Database, pipeline_id: int, recipe: dict[str, Any], stage: str, position: int,
-          outputs: dict[str, Any]) -> int:
-    """The stage run of `stage`, created and linked once (a reused run is linked as it is)."""
+          outputs: dict[str, Any], point: dict[str, Any] | None = None) -> int:
+    """The stage run of `stage` at the sweep values `point`, created and linked once (a reused run is linked
+    as it is)."""
+    sweep = R.sweep_id(point or {})
     for row in links(db, pipeline_id):
-        if row["stage"] == stage:
+        if row["stage"] == stage and row["sweep"] == sweep:
             return int(row["run_id"])
     section = recipe["stages"][stage]
     with db.atomic():
@@ -63,7 +69,7 @@ def child(db: Database, pipeline_id: int, recipe: dict[str, Any], stage: str, po
                                     f"not {R.STAGES[stage]}")
             run_id = run["id"]
         else:
-            config = R.config(recipe, stage, outputs)
+            config = R.config(R.at(recipe, point or {}), stage, outputs)
             from cai.refs import missing_references
 
             missing = missing_references(db, config)
@@ -71,7 +77,8 @@ def child(db: Database, pipeline_id: int, recipe: dict[str, Any], stage: str, po
                 raise runs.RunError(f"stages.{stage}: " + "; ".join(missing))
             run_id = runs.create_run(db, config, **runs.resolve_links(db, config))
         db.table("pipeline_runs").insert({"pipeline_run_id": pipeline_id, "stage": stage, "run_id": run_id,
-                                          "position": position, "reused": int("reuse" in section)})
+                                          "position": position, "reused": int("reuse" in section),
+                                          "sweep": sweep})
     return int(run_id)
 
 
@@ -110,30 +117,53 @@ def run(ctx: Any) -> dict[str, Any]:
         ctx.config.spec, ctx.config.recipe_sha256 = store.dumps(spec), digest
         db.table("runs").update(ctx.run_id, {"config": store.dumps(ctx.config.to_dict())})
     recipe = store.loads(ctx.config.spec)
-    order = [s for s in R.STAGES if s in recipe["stages"]]
-    done = [s for s in order if _status(db, ctx.run_id, s) == "done"]
-    ctx.begin(len(done), len(order))
-    outputs: dict[str, Any] = {}
-    for position, stage in enumerate(order):
-        run_id = child(db, ctx.run_id, recipe, stage, position, outputs)
+    steps = R.plan(recipe)
+    done = [k for k in steps if _status(db, ctx.run_id, *k) == "done"]
+    ctx.begin(len(done), len(steps))
+    outputs: dict[tuple[str, str], Any] = {}
+    for position, (stage, point) in enumerate(steps):
+        given = {s: outputs[(s, R.sweep_id(R.project(recipe, s, point)))] for s in R.STAGES
+                 if (s, R.sweep_id(R.project(recipe, s, point))) in outputs}
+        run_id = child(db, ctx.run_id, recipe, stage, position, given, point)
         run = runs.get_run(db, run_id)
+        label = stage + (f" [{values_text(point)}]" if point else "")
         if run["status"] != "done":
-            ctx.log(f"{stage}: run {run_id} ({R.STAGES[stage]})")
+            ctx.log(f"{label}: run {run_id} ({R.STAGES[stage]})")
             run = execute_child(db, ctx, run_id)
             ctx.check_cancel()  # the pipeline was cancelled: so was its running stage run
             if run["status"] != "done":
-                raise RuntimeError(f"{stage} run {run_id} is {run['status']}: {run['error'] or 'see its log'}")
-            done.append(stage)
-            ctx.progress(len(done), len(order))
-        outputs[stage] = output(stage, run)
-    ctx.log(f"pipeline done: {len(order)} stage runs")
-    return {"recipe": recipe["name"], "stages": {row["stage"]: row["run_id"] for row in links(db, ctx.run_id)},
-            "outputs": {k: v for k, v in outputs.items() if v is not None}}
+                raise RuntimeError(f"{label} run {run_id} is {run['status']}: {run['error'] or 'see its log'}")
+            done.append((stage, point))
+            ctx.progress(len(done), len(steps))
+        outputs[(stage, R.sweep_id(point))] = output(stage, run)
+    ctx.log(f"pipeline done: {len(steps)} stage runs")
+    rows = links(db, ctx.run_id)
+    result = {"recipe": recipe["name"], "stages": main_line(rows),
+              "outputs": {s: v for (s, sweep), v in outputs.items() if v is not None and sweep == R.sweep_id(
+                  R.project(recipe, s, {}))}}
+    if recipe.get("sweep"):
+        result["sweeps"] = [{"stage": r["stage"], "sweep": store.loads(r["sweep"]), "run_id": r["run_id"]}
+                            for r in rows if r["sweep"]]
+    return result
 
 
-def _status(db: Database, pipeline_id: int, stage: str) -> str | None:
+def main_line(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Stage -> its main-line run id: the first run linked for it (the plan puts the main line first)."""
+    out: dict[str, int] = {}
+    for row in rows:
+        out.setdefault(row["stage"], row["run_id"])
+    return out
+
+
+def values_text(point: dict[str, Any]) -> str:
+    """{"sl.principles": 4} -> "sl.principles=4" (how show and the log name a stage run's sweep values)."""
+    return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
+def _status(db: Database, pipeline_id: int, stage: str, point: dict[str, Any] | None = None) -> str | None:
+    sweep = R.sweep_id(point or {})
     for row in links(db, pipeline_id):
-        if row["stage"] == stage:
+        if row["stage"] == stage and row["sweep"] == sweep:
             return str(runs.get_run(db, row["run_id"])["status"])
     return None
 
@@ -144,18 +174,22 @@ def show(db: Database, run_id: int) -> dict[str, Any]:
     if pipeline["kind"] != "pipeline":
         raise runs.RunError(f"run {run_id} is a {pipeline['kind']} run, not a pipeline")
     recipe = store.loads(pipeline["config"]["spec"])
-    linked = {row["stage"]: row for row in links(db, run_id)}
+    linked = {(row["stage"], row["sweep"]): row for row in links(db, run_id)}
     stages = []
-    for stage in (s for s in R.STAGES if s in recipe["stages"]):
-        row = linked.get(stage)
+    for stage, point in R.plan(recipe):
+        row = linked.get((stage, R.sweep_id(point)))
+        values = {"sweep": point} if recipe.get("sweep") else {}
         if row is None:
             stages.append({"stage": stage, "kind": R.STAGES[stage], "run_id": None, "status": "not started",
-                           "done": 0, "total": 0, "reused": False})
+                           "done": 0, "total": 0, "reused": False, **values})
             continue
         child_run = runs.get_run(db, row["run_id"])
         stages.append({"stage": stage, "kind": R.STAGES[stage], "run_id": child_run["id"],
                        "status": child_run["status"], "done": child_run["done"] or 0,
                        "total": child_run["total"] or 0, "reused": bool(row["reused"]),
-                       "output": output(stage, child_run) if child_run["status"] == "done" else None})
-    return {"id": run_id, "name": recipe["name"], "status": pipeline["status"], "error": pipeline["error"],
-            "recipe_sha256": pipeline["config"].get("recipe_sha256", ""), "recipe": recipe, "stages": stages}
+                       "output": output(stage, child_run) if child_run["status"] == "done" else None, **values})
+    out = {"id": run_id, "name": recipe["name"], "status": pipeline["status"], "error": pipeline["error"],
+           "recipe_sha256": pipeline["config"].get("recipe_sha256", ""), "recipe": recipe, "stages": stages}
+    if recipe.get("sweep"):
+        out["sweep"] = recipe["sweep"]
+    return out

@@ -23,6 +23,7 @@ from cai.stages import (
     rl,
     sft,
     sl,
+    temperature,
 )
 from cai.stages.agreement import AgreementConfig
 from cai.stages.base import Stage
@@ -38,6 +39,7 @@ from cai.stages.revision_scores import RevisionScoresConfig
 from cai.stages.rl import RLConfig
 from cai.stages.sft import SFTStageConfig
 from cai.stages.sl import SLConfig
+from cai.stages.temperature import TemperatureConfig
 
 REGISTRY: dict[str, Stage] = {}
 
@@ -58,6 +60,7 @@ register(dpo.STAGE)
 register(hhh.STAGE)
 register(agreement.STAGE)
 register(revision_scores.STAGE)
+register(temperature.STAGE)
 register(experiment.STAGE)
 register(discover.STAGE)
 register(pipeline.STAGE)
@@ -79,5 +82,6 @@ __all__ = [
     "SFTStageConfig",
     "SLConfig",
     "Stage",
+    "TemperatureConfig",
     "register",
 ]

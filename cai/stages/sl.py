@@ -37,6 +37,8 @@ class SLConfig(StageConfig):
     temperature: float = _f(0.0, "Sampling temperature; 0 = greedy.", min=0.0)
     seed: int = _f(0, "Seed for principle draws and sampling.")
     principles: str = _f("", "Draw only these critique principles (names, comma-separated); empty = every enabled one.")
+    num_principles: int | None = _f(None, "Draw only from the first N critique principles (of those above, in "
+                                          "constitution order); empty = all (paper: 16; its Fig. 6 varies N).", min=1)
     stratified: bool = _f(False, "Draw each principle equally often over the run (a seeded balanced schedule) "
                                  "instead of independently at random.")
     helpful_prompts: str = _f("", "Helpful prompt set whose responses join the SFT data (optional).", ref=PROMPT_SETS)

@@ -573,3 +573,36 @@ def m018_database_folders(db: Database) -> None:
 
     db.table("workbench").create({"key": str, "value": str}, pk="key")
     db.table("workbench").insert_all([{"key": k, "value": v} for k, v in initial(db).items()])
+
+
+@migrations()
+def m019_pipeline_sweeps(db: Database) -> None:
+    # Sweeps (owner: sweep engineer, issue 23 §3): a stage that depends on a swept recipe key runs once per
+    # value; `sweep` is the JSON of the values it ran at ({"sl.principles": 4}), "" for a stage run shared by
+    # all values. A pipeline links one stage run per (stage, sweep).
+    db.execute("drop index if exists idx_pipeline_runs_pipeline_run_id_stage")
+    db.table("pipeline_runs").add_column("sweep", str, not_null_default="")
+    db.table("pipeline_runs").create_index(["pipeline_run_id", "stage", "sweep"], unique=True)
+
+
+@migrations()
+def m020_temperature_samples(db: Database) -> None:
+    # Stage "temperature" (owner: sweep engineer, issue 23 §3, Fig. 10): the final policy's answers to held-out
+    # red-team prompts at each temperature, with the harmlessness PM's score of each answer.
+    db.table("temperature_samples").create(
+        {
+            "id": int,
+            "run_id": int,
+            "prompt_id": int,
+            "temperature": float,
+            "sample": int,  # k-th answer at this temperature (0 at T = 0: greedy gives one answer)
+            "prompt": str,
+            "answer": str,
+            "pm_score": float,  # the harmlessness PM's score (higher = less harmful)
+            "seed": int,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db.table("temperature_samples").create_index(["run_id", "prompt_id", "temperature", "sample"], unique=True)
