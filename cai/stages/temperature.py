@@ -15,7 +15,7 @@ from cai.config import MODELS, PROMPT_SETS, ConfigError, StageConfig, _f
 from cai.stages.base import Stage
 
 if TYPE_CHECKING:
-    from cai.runs import RunContext
+    from cai.run_context import RunContext
 
 
 @dataclass
