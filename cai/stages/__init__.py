@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from cai.stages import (
     agreement,
+    compare,
     discover,
     dpo,
     experiment,
@@ -26,6 +27,7 @@ from cai.stages import (
 )
 from cai.stages.agreement import AgreementConfig
 from cai.stages.base import Stage
+from cai.stages.compare import CompareConfig
 from cai.stages.discover import DiscoverConfig
 from cai.stages.dpo import DPOStageConfig
 from cai.stages.experiment import EXPERIMENT_STAGES, ExperimentConfig
@@ -58,6 +60,7 @@ register(dpo.STAGE)
 register(hhh.STAGE)
 register(agreement.STAGE)
 register(revision_scores.STAGE)
+register(compare.STAGE)
 register(experiment.STAGE)
 register(discover.STAGE)
 register(pipeline.STAGE)
@@ -66,6 +69,7 @@ __all__ = [
     "EXPERIMENT_STAGES",
     "REGISTRY",
     "AgreementConfig",
+    "CompareConfig",
     "DPOStageConfig",
     "DiscoverConfig",
     "ExperimentConfig",
