@@ -197,3 +197,133 @@ def test_rating_difference_is_paired_over_the_same_resamples():
     point = ratings.point_ratings(C.battles(rows)[["model_a", "model_b", "winner"]])
     assert got["delta"] == round(point["x"] - point["y"], 4) and got["n"] == 10
     assert got["ci"][0] < got["delta"] < got["ci"][1]
+
+
+# ----------------------------------------------------------------------------- arena campaigns and Figure 2
+
+
+def judged_run(db, prefer="good"):
+    """A finished compare run: good (RL-CAI), meh (SL-CAI), bad (base) on 4 red-team and 3 helpful prompts,
+    judged by a judge model that prefers `prefer`'s answers."""
+    seed(db, n_prompts=4, helpful=3)
+    config = CompareConfig(models="good meh bad", roles="RL-CAI SL-CAI base", red_team="red", helpful="help",
+                           judges="judge", judge_model="judge", constitution="test", n_boot=50, max_new_tokens=8,
+                           limit=3)
+    run = run_compare(db, config, {**policies(), "judge": prefers(prefer)})
+    assert run["status"] == "done", run["error"]
+    return run
+
+
+def test_cli_from_compare_makes_one_campaign_per_dimension_with_its_models_and_prompts(db, db_path, capsys):
+    from cai import arena, data
+    from cai.cli import main
+
+    run = judged_run(db)
+    argv = ["arena", "campaign", "create", "--from-compare", str(run["id"]), "--db", str(db_path), "--json"]
+    assert main(argv) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert [(c["name"], c["dimension"], c["models"], c["prompt_set"], c["max_turns"], c["prompts"]) for c in made] == [
+        (f"compare-{run['id']}-harmlessness", "harmlessness", MODELS, f"compare-{run['id']}-harmlessness", 1, 3),
+        (f"compare-{run['id']}-helpfulness", "helpfulness", MODELS, f"compare-{run['id']}-helpfulness", 1, 3)]
+    for camp, source in zip(made, ("red", "help"), strict=True):
+        got = arena.get_campaign(db, camp["name"])
+        assert got["compare_run_id"] == run["id"]
+        assert (got["max_new_tokens"], got["temperature"]) == (8, 0.0)
+        # Exactly the prompts the run compared (limit 3 of each set), in order.
+        assert [p["text"] for p in data.list_prompts(db, camp["prompt_set"])] == [
+            p["text"] for p in data.list_prompts(db, source, limit=3)]
+        assert data.get_prompt_set(db, camp["prompt_set"])["kind"] == ("red-team" if source == "red" else "helpful")
+    # Again: refused, nothing made twice.
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: a campaign named 'compare-{run['id']}-harmlessness' already exists (choose another NAME)")
+    assert main([*argv[:3], "mine", *argv[3:]]) == 0
+    assert [c["name"] for c in json.loads(capsys.readouterr().out)] == ["mine-harmlessness", "mine-helpfulness"]
+    assert db["campaigns"].count == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--from-compare", "99"], "error: no run with id 99"),
+    (["--from-compare", "1", "--models", "a,b"],
+     "error: --from-compare takes the models, dimensions and prompts of the compare run: drop --models"),
+    (["x", "--dimension", "helpfulness"], "error: give --models (or --from-compare RUN_ID)"),
+    ([], "error: give NAME, --models, --dimension (or --from-compare RUN_ID)"),
+])
+def test_cli_campaign_create_bad_input_is_one_line(db, db_path, capsys, argv, message):
+    from cai.cli import main
+
+    assert main(["arena", "campaign", "create", *argv, "--db", str(db_path)]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert db["campaigns"].count == 0
+
+
+def test_from_compare_refuses_another_kind_of_run_an_unfinished_one_and_test_models(db):
+    from cai import arena
+    from cai.arena_compare import from_compare
+    from cai.stages import SLConfig
+
+    seed(db, n_prompts=2)
+    sl = runs.create_run(db, SLConfig(prompts="red", model="tiny"))
+    with pytest.raises(arena.ArenaError, match=f"^run {sl} is a sl run, not a compare run$"):
+        from_compare(db, sl)
+    queued = runs.create_run(db, CompareConfig(models="tiny good", red_team="red"))
+    with pytest.raises(arena.ArenaError, match=f"^compare run {queued} is queued: make a campaign from a finished one$"):
+        from_compare(db, queued)
+    db["runs"].update(queued, {"status": "done", "result": json.dumps({"models": ["tiny", "good"],
+                                                                         "prompt_sets": {"harmlessness": "red"}})})
+    with pytest.raises(arena.ArenaError, match="tiny is a test model"):
+        from_compare(db, queued)
+    assert db["campaigns"].count == 0 and not db["prompt_sets"].count_where("name like 'compare-%'")
+
+
+def test_fig2_reads_the_stored_ratings_and_puts_human_votes_beside_them(db):
+    from cai import arena, users
+    from cai.arena_compare import from_compare
+    from cai.backend_pool import BackendPool, stream_pair
+    from cai.pipeline import fig2
+    from cai.pipeline.report import AS, verdict
+
+    run = judged_run(db, prefer="good")
+    got = fig2.figure(db, runs.get_run(db, run["id"]))
+    m = got["measured"]
+    stored = {(r["dimension"], r["model"]): r for r in db["compare_ratings"].rows_where("run_id = ?", [run["id"]])}
+    assert [p["model"] for p in m["models"]] == MODELS and [p["role"] for p in m["models"]] == ["RL-CAI", "SL-CAI", "base"]
+    for p in m["models"]:
+        for dim in ("harmlessness", "helpfulness"):
+            r = stored[(dim, p["model"])]
+            assert p[dim] == {"rating": r["rating"], "ci": [r["ci_low"], r["ci_high"]], "n": r["n"]}
+    judgements = list(db["compare_judgements"].rows_where("run_id = ?", [run["id"]], order_by="id"))
+    for test, other in zip(m["rl_minus"], ("meh", "bad"), strict=True):
+        assert test["model"] == other
+        for dim in ("harmlessness", "helpfulness"):
+            assert test[dim] == C.rating_difference([j for j in judgements if j["dimension"] == dim], "good", other,
+                                                    50, 0)
+    # The judge always prefers RL-CAI: every resample has it ahead, so the intervals lie above 0.
+    assert all(verdict(*t["harmlessness"]["ci"], 0.0) == AS for t in m["rl_minus"])
+    assert got["verdict"] == AS and "human" not in m
+
+    # Humans who (like the judge) always prefer good's answer, on the campaign made from the run.
+    from_compare(db, run["id"])
+    uid = users.add_user(db, "rita", "rater", "password1")
+    pool = BackendPool(loader=lambda row: ScriptedBackend(respond=lambda p, n=row["name"]: f" answer-{n}"))
+    for k in range(12):
+        view = arena.start_battle(db, f"compare-{run['id']}-harmlessness", uid, seed=k)
+        job = arena.begin_turn(db, view["battle_id"], uid, "")
+        *_, result = list(stream_pair(job, pool))
+        arena.finish_turn(db, job, result.text_a, result.text_b, error=result.error)
+        b = db["battles"].get(view["battle_id"])
+        names = {models_id: db["models"].get(models_id)["name"] for models_id in (b["model_a"], b["model_b"])}
+        side = "A" if names[b["model_a"]] == "good" else "B" if names[b["model_b"]] == "good" else "tie"
+        arena.cast_vote(db, view["battle_id"], uid, 1, side)
+    human = fig2.figure(db, runs.get_run(db, run["id"]))["measured"]["human"]
+    assert list(human) == ["harmlessness", "helpfulness"]
+    assert (human["helpfulness"]["votes"], human["helpfulness"]["ratings"]) == (0, [])
+    h = human["harmlessness"]
+    assert h["votes"] == 12 and h["ratings"][0]["model"] == "good"
+    votes = arena.votes_frame(db, campaign=f"compare-{run['id']}-harmlessness")
+    expected = ratings.rate(votes[["model_a", "model_b", "winner"]], "bt", rounds=50, seed=0)
+    assert [(r["model"], r["rating"], r["n"]) for r in h["ratings"]] == [
+        (r.model, round(r.rating, 4), r.n) for r in expected]
+    auto = {r["model"]: r["rating"] for r in m["ratings"]["judge"]["harmlessness"]}
+    assert h["agreement"] == C.order_agreement(auto, {r["model"]: r["rating"] for r in h["ratings"]})
+    assert h["agreement"]["pairs"] >= 2 and h["agreement"]["agree"] >= 2

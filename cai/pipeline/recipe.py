@@ -31,6 +31,7 @@ STAGES: dict[str, str] = {
     "scores": "revision-scores",
     "rl": "rl",
     "dpo": "dpo",
+    "compare": "compare",
     "hhh": "hhh",
     "agreement": "agreement",
 }
@@ -184,6 +185,7 @@ def wired_from(stage: str) -> dict[str, str]:
         "scores": {"run": "sl", "pm": "pm"},
         "rl": {"policy": "sft", "reward_model": "pm"},
         "dpo": {"policy": "sft", "prefs": "label"},
+        "compare": {},  # its models and PM: compare_values
         "hhh": {},
         "agreement": {},
     }[stage]
@@ -219,6 +221,8 @@ def config(recipe: Mapping[str, Any], stage: str, outputs: Mapping[str, Any]) ->
         "hhh": {"model": recipe["feedback"], "data": recipe.get("hhh_data", "")},
         "agreement": {"feedback_model": recipe["feedback"], "prefs": recipe.get("human_prefs", "")},
     }
+    if stage == "compare":
+        by_stage["compare"] = compare_values(recipe, outputs)
     values = {**common, **by_stage.get(stage, {})}
     for field, source in wired_from(stage).items():
         if source in outputs:
@@ -227,6 +231,28 @@ def config(recipe: Mapping[str, Any], stage: str, outputs: Mapping[str, Any]) ->
             values[field] = outputs[field]
     values.update(recipe["stages"].get(stage, {}))
     return config_class.from_dict({k: v for k, v in values.items() if k in names})
+
+
+# The models a compare stage rates (paper Figure 2): recipe section -> role, after the base policy.
+COMPARED = {"sft": "SL-CAI", "rl": "RL-CAI", "dpo": "DPO"}
+
+
+def compare_values(recipe: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The compare stage's wiring: the base policy and each stage model of the recipe (SL-CAI, RL-CAI, DPO) with
+    its role, the recipe's prompt sets, the feedback model as judge and, with a pm stage, the PM as a second
+    judge. Before the stages have run (when a recipe is checked) a model is "pending-STAGE"."""
+    models, roles = [recipe["policy"]], ["base"]
+    for stage, role in COMPARED.items():
+        if stage in recipe["stages"]:
+            name = str(outputs.get(stage) or f"pending-{stage}")
+            if name not in models:
+                models.append(name)
+                roles.append(role)
+    prompts = recipe.get("prompts", {})
+    with_pm = "pm" in recipe["stages"]
+    return {"models": ",".join(models), "roles": ",".join(roles), "red_team": prompts.get("red_team", ""),
+            "helpful": prompts.get("helpful", ""), "judge_model": recipe["feedback"],
+            "judges": "pm,judge" if with_pm else "judge", "pm": str(outputs.get("pm") or "pending") if with_pm else ""}
 
 
 def _constitution(spec: str) -> tuple[str, int | None]:

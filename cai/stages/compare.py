@@ -120,6 +120,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
         version = constitution.resolve_version(db, cfg.constitution, cfg.constitution_version)
         principles["harmlessness"] = F.comparison_principles(version, _words(cfg.principles))
+    from cai.models import ensure_model
+
+    for model in models[1:]:
+        ensure_model(db, model)  # every compared model is in the registry (arena campaigns, lineage)
     ctx.link(model=models[0], constitution_version=version)
     pairs = C.model_pairs(models)
     n_answers = len(models) * sum(len(r) for r in prompts.values())
