@@ -327,3 +327,40 @@ def test_fig2_reads_the_stored_ratings_and_puts_human_votes_beside_them(db):
     auto = {r["model"]: r["rating"] for r in m["ratings"]["judge"]["harmlessness"]}
     assert h["agreement"] == C.order_agreement(auto, {r["model"]: r["rating"] for r in h["ratings"]})
     assert h["agreement"]["pairs"] >= 2 and h["agreement"]["agree"] >= 2
+
+
+def test_runs_show_and_the_run_page_show_the_ratings_and_the_page_makes_the_campaigns(db, db_path, capsys):
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from cai import users
+    from cai.cli import main
+    from cai.stages.compare import rating_lines
+    from ui import dashboard as D
+    from ui.common import AppContext
+
+    run = judged_run(db)
+    lines = rating_lines(run["result"])
+    judge = run["result"]["ratings"]["judge"]
+    first = judge["harmlessness"][0]
+    assert lines[0] == "harmlessness (judge):" and len(lines) == 2 * (1 + 3)
+    assert lines[1] == (f"  RL-CAI     good                     {first['rating']:8.1f} "
+                        f"({first['note']}) n = 6")  # 6 judgements: no interval below 10 (cai.evals.ratings)
+    assert main(["runs", "show", str(run["id"]), "--db", str(db_path)]) == 0
+    assert "\n".join(["ratings:", *lines]) in capsys.readouterr().out
+    html = D.made_html(db, runs.get_run(db, run["id"]))
+    assert "<pre id='compare-ratings'" in html and "RL-CAI" in html
+
+    users.add_user(db, "ada", "admin", "password1")
+    users.add_user(db, "val", "viewer", "password1")
+    ctx = AppContext(db_path)
+    viewer, admin = (SimpleNamespace(username=u) for u in ("val", "ada"))
+    with pytest.raises(gr.Error, match="needs the admin role"):
+        D.campaigns_from_compare(ctx, run["id"], viewer)
+    assert D.campaigns_from_compare(ctx, None, admin) == "Error: Select a compare run first."
+    assert D.campaigns_from_compare(ctx, run["id"], admin) == (
+        f"Made arena campaigns compare-{run['id']}-harmlessness, compare-{run['id']}-helpfulness: raters find them "
+        "on the Arena tab.")
+    assert D.campaigns_from_compare(ctx, run["id"], admin) == (  # escaped for the page
+        f"Error: a campaign named &#x27;compare-{run['id']}-harmlessness&#x27; already exists (choose another NAME)")

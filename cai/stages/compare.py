@@ -297,6 +297,19 @@ def _judge(ctx: RunContext, cfg: CompareConfig, prompts: dict[str, list[dict[str
     return done
 
 
+def rating_lines(result: dict[str, Any]) -> list[str]:
+    """The ratings of a finished compare run as text lines (`cai runs show`, the run page): per judge and
+    dimension, best first, each with its 95 % interval (or why none) and n."""
+    lines = []
+    for judge, dims in result.get("ratings", {}).items():
+        for dim, rows in dims.items():
+            lines.append(f"{dim} ({judge}):")
+            for r in rows:
+                ci = f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}]" if r["ci_low"] is not None else f"({r['note']})"
+                lines.append(f"  {r['role']:<10} {r['model']:<24} {r['rating']:8.1f} {ci} n = {r['n']}")
+    return lines
+
+
 STAGE = Stage("compare", CompareConfig, "Compare models (automatic Figure 2)",
               "an automatic tournament between models: answers, pairwise judgements, ratings per dimension", run,
               aliases={"--judge": "judge_model"})
