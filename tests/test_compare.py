@@ -364,3 +364,22 @@ def test_runs_show_and_the_run_page_show_the_ratings_and_the_page_makes_the_camp
         "on the Arena tab.")
     assert D.campaigns_from_compare(ctx, run["id"], admin) == (  # escaped for the page
         f"Error: a campaign named &#x27;compare-{run['id']}-harmlessness&#x27; already exists (choose another NAME)")
+
+
+@pytest.mark.parametrize("prefer, expected", [("bad", "not as in the paper"), ("nobody", "not enough data")])
+def test_fig2_verdict_follows_rl_cai_s_harmlessness_intervals(db, prefer, expected):
+    from cai.pipeline import fig2
+    from cai.pipeline.report import html as report_html
+
+    run = judged_run(db, prefer=prefer)
+    got = fig2.figure(db, runs.get_run(db, run["id"]))
+    harmless = [t["harmlessness"] for t in got["measured"]["rl_minus"]]
+    if prefer == "bad":  # base beats RL-CAI on every prompt: its interval lies below 0
+        assert harmless[1]["ci"][1] < 0
+    else:  # every judgement a tie: no difference at all
+        assert [t["delta"] for t in harmless] == [0.0, 0.0] and [t["ci"] for t in harmless] == [[0.0, 0.0]] * 2
+    assert got["verdict"] == expected
+    page = report_html({"pipeline": 1, "status": "done", "provenance": {"recipe": "r"}, "fig2": got,
+                        **{k: {"claim": "", "measured": {}, "verdict": "not enough data"}
+                           for k in ("pm", "fig4", "fig5", "fig8", "fig10", "goodhart")}})
+    assert page.count("plotly.js") >= 1 and "harmlessness rating" in page and "RL-CAI (good)" in page
