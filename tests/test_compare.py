@@ -169,6 +169,16 @@ def test_a_cancelled_compare_resumes_without_doubling_a_row(db, monkeypatch):
         runs.prepare_resume(db, run_id)
         run = runs.execute(db, run_id)
     assert run["status"] == "done", run["error"]
+    # The same config and seed without the interruption: the same judgements and ratings.
+    with ExitStack() as stack:
+        for name, backend in {**policies(), "judge": prefers("bad")}.items():
+            stack.enter_context(runs.scripted(name, backend))
+        again = runs.execute(db, runs.create_run(db, config))
+    assert again["result"]["ratings"] == run["result"]["ratings"]
+    cols = "judge, dimension, prompt_id, model_a, model_b, p, winner, consistent, principle"
+    first, second = (db.execute(f"select {cols} from compare_judgements where run_id = ? order by dimension, "
+                                "prompt_id, model_a, model_b", [r]).fetchall() for r in (run_id, again["id"]))
+    assert first == second and len(first) == 12
     assert db["compare_answers"].count_where("run_id = ?", [run_id]) == 12
     assert db["compare_judgements"].count_where("run_id = ?", [run_id]) == 12
     assert db["compare_ratings"].count_where("run_id = ?", [run_id]) == 3
@@ -359,6 +369,8 @@ def test_runs_show_and_the_run_page_show_the_ratings_and_the_page_makes_the_camp
     with pytest.raises(gr.Error, match="needs the admin role"):
         D.campaigns_from_compare(ctx, run["id"], viewer)
     assert D.campaigns_from_compare(ctx, None, admin) == "Error: Select a compare run first."
+    page, _, _ = D.run_detail(ctx, run["id"], admin)
+    assert html in page  # the run page shows the ratings
     assert D.campaigns_from_compare(ctx, run["id"], admin) == (
         f"Made arena campaigns compare-{run['id']}-harmlessness, compare-{run['id']}-helpfulness: raters find them "
         "on the Arena tab.")
