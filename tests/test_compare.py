@@ -390,6 +390,10 @@ def test_fig2_verdict_follows_rl_cai_s_harmlessness_intervals(db, prefer, expect
         assert harmless[1]["ci"][1] < 0
     else:  # every judgement a tie: no difference at all
         assert [t["delta"] for t in harmless] == [0.0, 0.0] and [t["ci"] for t in harmless] == [[0.0, 0.0]] * 2
+        zero = "+0.0 [+0.0, +0.0], n = 9"  # n: the dimension's judgements the ratings are fit on (3 pairs x 3)
+        assert fig2.headline(got["measured"]) == (
+            f"judged by the feedback model: RL-CAI vs SL-CAI: harmlessness {zero}, helpfulness {zero}; "
+            f"RL-CAI vs base: harmlessness {zero}, helpfulness {zero}")
     assert got["verdict"] == expected
     page = report_html({"pipeline": 1, "status": "done", "provenance": {"recipe": "r"}, "fig2": got,
                         **{k: {"claim": "", "measured": {}, "verdict": "not enough data"}

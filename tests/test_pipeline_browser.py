@@ -26,10 +26,10 @@ def test_pipeline_from_the_page_runs_to_done_and_shows_its_report(app, browser):
     expect(stages).to_contain_text("sl", timeout=20_000)
     shot(page, "pipeline-running")
     expect(stages).to_contain_text("(smoke): done", timeout=600_000)
-    expect(stages.locator("tr")).to_have_count(9)  # the header and 8 stages
+    expect(stages.locator("tr")).to_have_count(10)  # the header and 9 stages
     report = page.locator("#pipe-report")
     expect(report).to_contain_text("Figure 4: HHH accuracy of the feedback model", timeout=20_000)
     expect(report).to_contain_text("held-out accuracy")
-    expect(report).to_contain_text("not measured yet: needs the automatic tournament")
+    expect(report).to_contain_text("judged by the feedback model: RL-CAI vs SL-CAI: harmlessness")  # Figure 2
     shot(page, "pipeline-report")
     page.close()

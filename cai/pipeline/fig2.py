@@ -113,7 +113,8 @@ def headline(m: dict[str, Any]) -> str:
 
     parts = [f"RL-CAI vs {t['against']}: harmlessness {fmt(t.get('harmlessness'))}, "
              f"helpfulness {fmt(t.get('helpfulness'))}" for t in m.get("rl_minus", [])]
-    line = f"{m['judge']} judge: " + ("; ".join(parts) if parts else "no RL-CAI to compare")
+    who = {"judge": "judged by the feedback model", "pm": "judged by the PM"}[m["judge"]]
+    line = f"{who}: " + ("; ".join(parts) if parts else "no RL-CAI to compare")
     for dim, h in (m.get("human") or {}).items():
         agree = h["agreement"] or {}
         line += (f"; humans ({dim}, {h['votes']} votes): pairwise order agreement "
