@@ -145,8 +145,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         backend = ctx.backend(model)
         try:
             for i in range(0, len(todo), cfg.batch_size):
-                chunk = todo[i : i + cfg.batch_size]
-                n, tokens = _answer(ctx, backend, model, roles[model], chunk, answers)
+                n, tokens = _answer(ctx, backend, model, roles[model], todo[i : i + cfg.batch_size], answers)
                 done += n
                 ctx.progress(done, total, tokens=tokens)
         finally:
@@ -159,14 +158,14 @@ def run(ctx: RunContext) -> dict[str, Any]:
         score = revisions.score_fn()
         unscored = [r for r in answers.values() if r["pm_score"] is None]
         for i in range(0, len(unscored), cfg.batch_size):
-            chunk = unscored[i : i + cfg.batch_size]
-            ctx.set_phase(f"PM scores {i + 1}-{i + len(chunk)} of {len(unscored)}")
-            values = score(cfg.pm, [r["prompt"] for r in chunk], [r["answer"] for r in chunk], db=db,
+            batch = unscored[i : i + cfg.batch_size]
+            ctx.set_phase(f"PM scores {i + 1}-{i + len(batch)} of {len(unscored)}")
+            values = score(cfg.pm, [a["prompt"] for a in batch], [a["answer"] for a in batch], db=db,
                            batch_size=cfg.batch_size)
             with db.atomic():
-                for r, v in zip(chunk, values, strict=True):
-                    db.table("compare_answers").update(r["id"], {"pm_score": float(v)})
-                    r["pm_score"] = float(v)
+                for a, v in zip(batch, values, strict=True):
+                    db.table("compare_answers").update(a["id"], {"pm_score": float(v)})
+                    a["pm_score"] = float(v)
             ctx.check_cancel()
         rows = []
         for dim, prompt_rows in prompts.items():
@@ -196,9 +195,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
         db.execute("delete from compare_ratings where run_id = ?", [ctx.run_id])
         db.table("compare_ratings").insert_all({**r, "run_id": ctx.run_id} for r in rating_rows)
     table: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for r in rating_rows:
-        table.setdefault(r["judge"], {}).setdefault(r["dimension"], []).append(
-            {k: r[k] for k in ("model", "role", "rating", "ci_low", "ci_high", "n", "note")})
+    for row in rating_rows:
+        table.setdefault(row["judge"], {}).setdefault(row["dimension"], []).append(
+            {k: row[k] for k in ("model", "role", "rating", "ci_low", "ci_high", "n", "note")})
     for judge, dims in table.items():
         for dim, rs in dims.items():
             ctx.log(f"{judge} {dim}: " + ", ".join(f"{r['role']} {r['rating']:.1f}" for r in rs))
