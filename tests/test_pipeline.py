@@ -18,7 +18,7 @@ from cai.pipeline.report import bootstrap_diff, verdict
 from cai.pipeline.runner import links, show
 from tests.test_pipeline_sweep import check_sweep_figures
 
-SMOKE_STAGES = ["sl", "sft", "pairs", "label", "pm", "scores", "rl", "temperature", "dpo", "hhh", "agreement"]
+SMOKE_STAGES = ["sl", "sft", "pairs", "label", "pm", "scores", "rl", "temperature", "dpo", "compare", "hhh", "agreement"]
 
 
 def minimal(**stages):
@@ -156,6 +156,10 @@ def test_cli_runs_the_smoke_recipe_to_done_with_every_stage_run_wired(db_path, c
     assert (cfg["scores"]["run"], cfg["scores"]["pm"]) == (child["sl"]["id"], res["pm"]["model"])
     assert (cfg["rl"]["policy"], cfg["rl"]["reward_model"]) == (res["sft"]["model"], res["pm"]["model"])
     assert (cfg["dpo"]["policy"], cfg["dpo"]["prefs"]) == (res["sft"]["model"], res["label"]["pref_set"])
+    assert (cfg["compare"]["models"], cfg["compare"]["roles"]) == (
+        f"tiny,{res['sft']['model']},{res['rl']['model']},{res['dpo']['model']}", "base,SL-CAI,RL-CAI,DPO")
+    assert (cfg["compare"]["judges"], cfg["compare"]["pm"], cfg["compare"]["judge_model"]) == (
+        "pm,judge", res["pm"]["model"], "tiny")
     # The constitution resolved at creation is pinned in the pipeline and in every stage run that reads one.
     assert out["recipe"]["constitution"] == "default@1"
     assert {cfg[s]["constitution_version"] for s in ("sl", "label", "agreement")} == {1}
@@ -192,11 +196,28 @@ def test_cli_runs_the_smoke_recipe_to_done_with_every_stage_run_wired(db_path, c
     assert report["fig8"]["measured"]["last_minus_first"] == {"delta": delta, "ci": [lo, hi],
                                                               "n": [len(first), len(last)], "steps": [1, 1]}
     assert report["fig8"]["verdict"] == verdict(lo, hi, 0.0)
-    assert report["fig2"]["verdict"] == "not enough data"
+    # Figure 2: the compare run's stored ratings, per model and dimension, and RL-CAI's rating differences.
+    fig2 = report["fig2"]["measured"]
+    assert (fig2["compare_run"], fig2["judge"]) == (child["compare"]["id"], "judge")
+    stored = {(r["judge"], r["dimension"], r["model"]): r
+              for r in db["compare_ratings"].rows_where("run_id = ?", [child["compare"]["id"]])}
+    assert len(stored) == 2 * 2 * 4  # two judges, two dimensions, four models
+    assert [p["role"] for p in fig2["models"]] == ["base", "SL-CAI", "RL-CAI", "DPO"]
+    for p in fig2["models"]:
+        for dim in ("harmlessness", "helpfulness"):
+            r = stored[("judge", dim, p["model"])]
+            assert p[dim] == {"rating": r["rating"], "ci": [r["ci_low"], r["ci_high"]], "n": r["n"]} and r["n"] == 6
+    assert db["compare_judgements"].count_where("run_id = ?", [child["compare"]["id"]]) == 2 * 2 * 2 * 6
+    harmless = [t["harmlessness"] for t in fig2["rl_minus"]]
+    assert [t["against"] for t in fig2["rl_minus"]] == ["SL-CAI", "base"] and all(t["n"] == 12 for t in harmless)
+    verdicts = {verdict(t["ci"][0], t["ci"][1], 0.0) for t in harmless}
+    assert report["fig2"]["verdict"] == ("not as in the paper" if "not as in the paper" in verdicts else
+                                         "as in the paper" if verdicts == {"as in the paper"} else "not enough data")
     prov = report["provenance"]
     assert (prov["recipe"], prov["constitution"]) == ("smoke", "default@1")
     assert prov["stage_runs"]["rl"] == {"run_id": child["rl"]["id"], "seed": 0, "status": "done"}
     assert "Figure 5: PM score per revision" in html.read_text()
+    assert "harmlessness rating" in html.read_text()  # the Figure 2 scatter
     assert main(["pipeline", "show", str(out["id"]), "--db", str(db_path)]) == 0
     check_sweep_figures(db, out["id"], out, report, capsys.readouterr().out)  # Figs. 6, 7, 10: test_pipeline_sweep
 
@@ -205,7 +226,8 @@ def test_cli_runs_the_smoke_recipe_to_done_with_every_stage_run_wired(db_path, c
 def test_a_killed_pipeline_resumes_to_done_without_doubling_a_stage_run(db_path):
     _init(db_path)
     db = store.connect(db_path)
-    pipeline_id = pipeline.create(db, "smoke", ["stages.dpo.skip=true", "stages.agreement.skip=true"])
+    pipeline_id = pipeline.create(db, "smoke", ["stages.dpo.skip=true", "stages.agreement.skip=true",
+                                                "stages.compare.skip=true"])
     proc = runs.launch(db_path, pipeline_id)
     deadline = time.monotonic() + 400
     # Killed in the middle of the sweep: the main-line SL run is done, the next value's SL run is running.

@@ -26,14 +26,14 @@ def test_pipeline_from_the_page_runs_to_done_and_shows_its_report(app, browser):
     expect(stages).to_contain_text("sl", timeout=20_000)
     shot(page, "pipeline-running")
     expect(stages).to_contain_text("(smoke): done", timeout=600_000)
-    # The header, sl and scores at smoke's 4 sweep points, 7 shared stages (temperature included).
-    expect(stages.locator("tr")).to_have_count(16)
+    # The header, sl and scores at smoke's 4 sweep points, 8 shared stages (temperature and compare included).
+    expect(stages.locator("tr")).to_have_count(17)
     expect(stages).to_contain_text("sl [sl.mode=direct, sl.principles=1]")
     report = page.locator("#pipe-report")
     expect(report).to_contain_text("Figure 4: HHH accuracy of the feedback model", timeout=20_000)
     expect(report).to_contain_text("held-out accuracy")
     expect(report).to_contain_text("Figure 6: PM score vs number of principles")
     expect(report).to_contain_text("critique minus direct")
-    expect(report).to_contain_text("not measured yet: needs the automatic tournament")
+    expect(report).to_contain_text("judged by the feedback model: RL-CAI vs SL-CAI: harmlessness")  # Figure 2
     shot(page, "pipeline-report")
     page.close()

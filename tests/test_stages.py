@@ -93,7 +93,7 @@ def test_a_toy_stage_is_picked_up_by_the_cli_the_worker_the_dashboard_and_the_li
 def test_register_is_the_one_line_and_every_real_stage_is_in_it():
     assert runs.REGISTRY is REGISTRY  # the worker reads the same dict object
     assert list(REGISTRY) == ["sl", "sft", "pairs", "label", "pm", "rl", "dpo", "hhh", "agreement",
-                              "revision-scores", "temperature", "experiment", "discover", "pipeline"]
+                              "revision-scores", "temperature", "compare", "experiment", "discover", "pipeline"]
     for kind, stage in REGISTRY.items():
         assert stage.config.kind == kind and stage.label and stage.help and callable(stage.run)
     try:

@@ -212,7 +212,13 @@ def made_html(db: Database, run: dict[str, Any]) -> str:
         bits.append("figures: Labels tab")
     if kind == "revision-scores":
         bits.append(f"scores per revision: Chains tab, run #{run['config'].get('run')}")
-    return ("<p id='run-made'><b>Made:</b> " + " · ".join(bits) + "</p>") if bits else ""
+    ratings = ""
+    if kind == "compare" and run["result"]:
+        from cai.stages.compare import rating_lines
+
+        bits.append("ratings below; “Arena campaigns from compare run” lets humans check them")
+        ratings = f"<pre id='compare-ratings' class='cai-mono'>{esc(chr(10).join(rating_lines(run['result'])))}</pre>"
+    return (("<p id='run-made'><b>Made:</b> " + " · ".join(bits) + "</p>") if bits else "") + ratings
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -314,6 +320,20 @@ def pinned_html(run: dict[str, Any]) -> str:
     for name, was in (pins.get("inputs") or {}).items():
         bits.append(f"{esc(name)}: {esc(was.get('file') or was.get('set'))} sha256 {esc(was['sha256'][:12])}…")
     return ("<p id='run-pinned'><b>Pinned at creation:</b> " + " · ".join(bits) + "</p>") if bits else ""
+
+
+def campaigns_from_compare(ctx: AppContext, run_id: float | None, request: gr.Request) -> str:
+    """Arena campaigns between a compare run's models on its prompts (cai.arena.compare), one per dimension."""
+    from cai.arena.compare import from_compare
+
+    user = require(ctx, request, EDIT_ROLES)
+    if not run_id:
+        return "Error: Select a compare run first."
+    try:
+        made = from_compare(ctx.db(), int(run_id), created_by=user)
+    except ValueError as exc:
+        return f"Error: {esc(exc)}"
+    return "Made arena campaigns " + ", ".join(esc(c["name"]) for c in made) + ": raters find them on the Arena tab."
 
 
 def cancel(ctx: AppContext, run_id: float | None, request: gr.Request) -> str:
@@ -643,6 +663,7 @@ def build(ctx: AppContext) -> None:
         cancel_btn = gr.Button("Cancel run", variant="stop", scale=0)
         resume_btn = gr.Button("Resume run", scale=0)
         again_btn = gr.Button("Launch again with this config", scale=0, elem_id="run-again")
+        arena_btn = gr.Button("Arena campaigns from compare run", scale=0, elem_id="run-from-compare")
         action = gr.Markdown()
     summary = gr.HTML("<p>Select a run in the table.</p>", elem_id="run-summary")
     with gr.Row():
@@ -676,6 +697,7 @@ def build(ctx: AppContext) -> None:
         bind(list_view, ctx), None, table).then(wake, None, [timer, interval, last_sig])  # header and list at once
     again_btn.click(bind(refill, ctx), selected, [stage, *all_inputs]).then(
         lambda r: f"Form filled from run #{int(r)}: check it, then launch." if r else "", selected, action)
+    arena_btn.click(bind(campaigns_from_compare, ctx), selected, action)
     lineage_btn.click(bind(lineage, ctx), lineage_model, lineage_view)
     lineage_model.input(bind(lineage, ctx), lineage_model, lineage_view)
     on_page_load(bind(poll, ctx), [last_sig, interval], [table, last_sig, interval, timer, empty_note])

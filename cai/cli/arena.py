@@ -49,9 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     csub = c.add_subparsers(dest="campaign_command", metavar="ACTION")
     csub.required = True
     cc = csub.add_parser("create", help="Create a campaign.")
-    cc.add_argument("name", help="Campaign name (raters see it).")
-    cc.add_argument("--models", required=True, help="Comma-separated registered model names (at least two).")
-    cc.add_argument("--dimension", required=True, choices=arena.DIMENSIONS, help="What raters judge.")
+    cc.add_argument("name", nargs="?", default=None,
+                    help="Campaign name (raters see it); with --from-compare, the names' prefix (default compare-ID).")
+    cc.add_argument("--models", default=None, help="Comma-separated registered model names (at least two).")
+    cc.add_argument("--dimension", default=None, choices=arena.DIMENSIONS, help="What raters judge.")
+    cc.add_argument("--from-compare", type=int, default=None, metavar="RUN_ID",
+                    help="One campaign per dimension of this compare run: its models, its prompts, one turn.")
     cc.add_argument("--prompts", default=None, help="Prompt set that seeds each battle (default: free chat).")
     cc.add_argument("--vote-cap", type=int, default=0, help="Votes per rater in this campaign (0: no cap).")
     cc.add_argument("--pairing", choices=ratings.PAIRINGS, default="uniform",
@@ -179,6 +182,12 @@ def _rounded(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_campaign_create(args: argparse.Namespace) -> int:
+    if args.from_compare is not None:
+        return _campaigns_from_compare(args)
+    missing = [flag for flag, value in (("NAME", args.name), ("--models", args.models),
+                                        ("--dimension", args.dimension)) if not value]
+    if missing:
+        raise ValueError(f"give {', '.join(missing)} (or --from-compare RUN_ID)")
     instructions = None
     if args.instructions_file:
         from cai.files import read_text
@@ -200,6 +209,21 @@ def cmd_campaign_create(args: argparse.Namespace) -> int:
         allow_test_models=args.allow_test_models,
     )
     emit(args, camp, lambda c: f"created campaign {c['name']!r} (id {c['id']}): {', '.join(c['models'])}")
+    return 0
+
+
+def _campaigns_from_compare(args: argparse.Namespace) -> int:
+    from cai.arena.compare import from_compare
+
+    given = [flag for flag, value in (("--models", args.models), ("--dimension", args.dimension),
+                                      ("--prompts", args.prompts)) if value]
+    if given:
+        raise ValueError(f"--from-compare takes the models, dimensions and prompts of the compare run: drop "
+                         f"{', '.join(given)}")
+    made = from_compare(store.connect(args.db), args.from_compare, name=args.name, vote_cap=args.vote_cap,
+                        pairing=args.pairing, allow_test_models=args.allow_test_models)
+    emit(args, made, lambda cs: "\n".join(f"created campaign {c['name']!r} (id {c['id']}, {c['dimension']}, "
+                                          f"{c['prompts']} prompts): {', '.join(c['models'])}" for c in cs))
     return 0
 
 

@@ -275,6 +275,10 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             head.append("pinned at creation: " + json.dumps(r["pinned"], sort_keys=True))
         if r["result"] is not None:
             head.append("result: " + json.dumps(r["result"], sort_keys=True))
+        if r["kind"] == "compare" and r["result"]:
+            from cai.stages.compare import rating_lines
+
+            head += ["ratings:", *rating_lines(r["result"])]
         head += [f"  {g['ts']} [{g['level']}] {g['line']}" for g in r["logs"]]
         return "\n".join(head)
 

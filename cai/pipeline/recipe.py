@@ -37,6 +37,7 @@ STAGES: dict[str, str] = {
     "rl": "rl",
     "temperature": "temperature",
     "dpo": "dpo",
+    "compare": "compare",
     "hhh": "hhh",
     "agreement": "agreement",
 }
@@ -71,8 +72,8 @@ SWEEPS: dict[str, Sweep] = {
     # Fig. 7: critiqued vs direct revisions, the same two stages.
     "sl.mode": Sweep("sl", "direct", ("sl", "scores"), "critique or direct"),
     # Fig. 3: every stage the policy feeds; hhh and agreement read only the feedback model and are shared.
-    "policy": Sweep(None, "policy", ("sl", "sft", "pairs", "label", "pm", "scores", "rl", "temperature", "dpo"),
-                    "model names"),
+    "policy": Sweep(None, "policy", ("sl", "sft", "pairs", "label", "pm", "scores", "rl", "temperature", "dpo",
+                                     "compare"), "model names"),
 }
 
 
@@ -327,6 +328,7 @@ def wired_from(stage: str) -> dict[str, str]:
         "rl": {"policy": "sft", "reward_model": "pm"},
         "temperature": {"policy": "rl", "pm": "pm"},
         "dpo": {"policy": "sft", "prefs": "label"},
+        "compare": {},  # its models and PM: compare_values
         "hhh": {},
         "agreement": {},
     }[stage]
@@ -364,6 +366,8 @@ def config(recipe: Mapping[str, Any], stage: str, outputs: Mapping[str, Any]) ->
         "hhh": {"model": recipe["feedback"], "data": recipe.get("hhh_data", "")},
         "agreement": {"feedback_model": recipe["feedback"], "prefs": recipe.get("human_prefs", "")},
     }
+    if stage == "compare":
+        by_stage["compare"] = compare_values(recipe, outputs)
     values = {**common, **by_stage.get(stage, {})}
     for field, source in wired_from(stage).items():
         if source in outputs:
@@ -380,6 +384,28 @@ def held_out(recipe: Mapping[str, Any]) -> int:
     limits = [recipe["stages"][s].get("limit") for s in ("sl", "pairs", "rl") if s in recipe["stages"]
               and "reuse" not in recipe["stages"][s]]
     return 0 if not limits or None in limits else max(limits)
+
+
+# The models a compare stage rates (paper Figure 2): recipe section -> role, after the base policy.
+COMPARED = {"sft": "SL-CAI", "rl": "RL-CAI", "dpo": "DPO"}
+
+
+def compare_values(recipe: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The compare stage's wiring: the base policy and each stage model of the recipe (SL-CAI, RL-CAI, DPO) with
+    its role, the recipe's prompt sets, the feedback model as judge and, with a pm stage, the PM as a second
+    judge. Before the stages have run (when a recipe is checked) a model is "pending-STAGE"."""
+    models, roles = [recipe["policy"]], ["base"]
+    for stage, role in COMPARED.items():
+        if stage in recipe["stages"]:
+            name = str(outputs.get(stage) or f"pending-{stage}")
+            if name not in models:
+                models.append(name)
+                roles.append(role)
+    prompts = recipe.get("prompts", {})
+    with_pm = "pm" in recipe["stages"]
+    return {"models": ",".join(models), "roles": ",".join(roles), "red_team": prompts.get("red_team", ""),
+            "helpful": prompts.get("helpful", ""), "judge_model": recipe["feedback"],
+            "judges": "pm,judge" if with_pm else "judge", "pm": str(outputs.get("pm") or "pending") if with_pm else ""}
 
 
 def _constitution(spec: str) -> tuple[str, int | None]:

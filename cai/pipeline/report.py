@@ -406,6 +406,7 @@ def _version(package: str) -> str | None:
 
 def build(db: Database, pipeline_id: int) -> dict[str, Any]:
     """The report of a pipeline (its stage runs as stored now; a figure whose stages have not run says so)."""
+    from cai.pipeline import fig2
     from cai.pipeline.runner import links
 
     pipeline = runs.get_run(db, pipeline_id)
@@ -421,7 +422,7 @@ def build(db: Database, pipeline_id: int) -> dict[str, Any]:
     return {
         "pipeline": pipeline_id, "status": pipeline["status"],
         "pm": pm_figure(db, done.get("pm")),
-        "fig2": _missing("fig2", "not measured yet: needs the automatic tournament between the stage models"),
+        "fig2": fig2.figure(db, done.get("compare")),
         "fig4": fig4(db, done.get("hhh")),
         "fig5": fig5(db, done.get("sl"), done.get("scores")),
         "fig8": fig8(db, done.get("rl")),
@@ -465,6 +466,10 @@ def headline(key: str, fig: dict[str, Any]) -> str:
         d = m[SWEPT_DIFF[key]]
         if d["delta"] is not None:
             return f"{SWEPT_DIFF[key].replace('_', ' ')} {d['delta']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], n = {d['n']}"
+    if key == "fig2" and m.get("models"):
+        from cai.pipeline import fig2
+
+        return fig2.headline(m)
     if key == "goodhart" and m:
         signs = [k for k, v in m["signs"].items() if v]
         return "signs: " + (", ".join(signs) if signs else "none") + f" (length drift {m['length_drift']})"
@@ -504,6 +509,10 @@ def html(report: dict[str, Any]) -> str:
 
     charts: dict[str, str] = {}
     first = True
+    from cai.pipeline import fig2  # first: the page's first chart carries plotly.js, and fig2 comes first
+
+    if scatter := fig2.chart(report["fig2"], include_js=first):
+        charts["fig2"], first = scatter, False
     for key, x, y, label in (("fig5", "revision", "mean", "mean PM score"), ("fig8", "step", "mean_reward", "mean PM reward")):
         points = report[key]["measured"].get("points" if key == "fig5" else "curve") or []
         if not points:

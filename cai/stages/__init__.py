@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from cai.stages import (
     agreement,
+    compare,
     discover,
     dpo,
     experiment,
@@ -27,6 +28,7 @@ from cai.stages import (
 )
 from cai.stages.agreement import AgreementConfig
 from cai.stages.base import Stage
+from cai.stages.compare import CompareConfig
 from cai.stages.discover import DiscoverConfig
 from cai.stages.dpo import DPOStageConfig
 from cai.stages.experiment import EXPERIMENT_STAGES, ExperimentConfig
@@ -61,6 +63,7 @@ register(hhh.STAGE)
 register(agreement.STAGE)
 register(revision_scores.STAGE)
 register(temperature.STAGE)
+register(compare.STAGE)
 register(experiment.STAGE)
 register(discover.STAGE)
 register(pipeline.STAGE)
@@ -69,6 +72,7 @@ __all__ = [
     "EXPERIMENT_STAGES",
     "REGISTRY",
     "AgreementConfig",
+    "CompareConfig",
     "DPOStageConfig",
     "DiscoverConfig",
     "ExperimentConfig",

@@ -606,3 +606,74 @@ def m020_temperature_samples(db: Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
     )
     db.table("temperature_samples").create_index(["run_id", "prompt_id", "temperature", "sample"], unique=True)
+
+
+@migrations()
+def m021_compare(db: Database) -> None:
+    # The automatic tournament between models (stage "compare", issue 23 section 2; owner: compare engineer):
+    # each model's answer per prompt, each pair's judgement per judge, and the ratings per dimension and judge.
+    db.table("compare_answers").create(
+        {
+            "id": int,
+            "run_id": int,
+            "model": str,  # registry name
+            "role": str,  # what the model is in the comparison: base, SL-CAI, RL-CAI, DPO (default: its name)
+            "dimension": str,  # harmlessness (red-team prompts) | helpfulness (helpful prompts)
+            "prompt_id": int,
+            "prompt": str,  # the HH prompt as sent (single turn)
+            "answer": str,
+            "tokens": int,
+            "finish": str,
+            "seed": int,  # the sampling seed (the same for every model on a prompt)
+            "pm_score": float,  # the PM judge's score of (prompt, answer); NULL without a PM judge
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db.table("compare_answers").create_index(["run_id", "model", "dimension", "prompt_id"], unique=True)
+    db.table("compare_judgements").create(
+        {
+            "id": int,
+            "run_id": int,
+            "judge": str,  # pm | judge
+            "judge_model": str,  # the PM or the feedback model
+            "dimension": str,
+            "prompt_id": int,
+            "model_a": str,  # shown first in order AB
+            "model_b": str,
+            "p": float,  # P(model_a's answer better)
+            "winner": str,  # model_a | model_b | tie (p within the tie band of 0.5)
+            "orders": str,  # "AB,BA" (both orders, averaged), "AB", or "score" (PM: no order)
+            "consistent": int,  # both orders pick the same answer (1/0); NULL for the PM or one order
+            "principle": str,  # comparison principle name(s) the judge read
+            "principle_sha256": str,  # of the exact principle text(s) sent
+            "meta": str,  # JSON: readings (judge) or the two scores (pm)
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db.table("compare_judgements").create_index(
+        ["run_id", "judge", "dimension", "prompt_id", "model_a", "model_b"], unique=True)
+    db.table("compare_ratings").create(
+        {
+            "id": int,
+            "run_id": int,
+            "judge": str,
+            "dimension": str,
+            "model": str,
+            "role": str,
+            "method": str,  # bt (Bradley-Terry, with bootstrap interval)
+            "rating": float,
+            "ci_low": float,
+            "ci_high": float,
+            "n": int,  # judgements the model took part in
+            "note": str,  # why there is no interval
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db.table("compare_ratings").create_index(["run_id", "judge", "dimension", "model", "method"], unique=True)
+    # An arena campaign made from a compare run (`cai arena campaign create --from-compare ID`).
+    db.table("campaigns").add_column("compare_run_id", int)
