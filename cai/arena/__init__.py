@@ -3,8 +3,9 @@
 The modules, bottom up: `campaigns` (what battles where, under which caps), `votes` (votes as a FastChat
 battle frame and TRL pairs), `raters` (gold pairs, agreement, exclusions), `battles` (turns, votes and leak
 flags: the only door to a model's identity), `invites` (single-use rater codes), `export` (the
-arena-human-preference-140k shape) and `compare` (campaigns between a compare run's models, on its prompts). This module is the interface: it re-exports the public names of
-`campaigns`, `votes` and `battles`, so callers write `arena.start_battle(...)`.
+arena-human-preference-140k shape) and `compare` (campaigns between a compare run's models, on its
+prompts). This module is the interface: it re-exports the public names of `campaigns`, `votes` and
+`battles`, so callers write `arena.start_battle(...)`.
 """
 
 from cai.arena.battles import (
