@@ -6,7 +6,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup app test test-fast lint bench chromium
+.PHONY: setup app test test-fast lint bench chromium gpu-wheels gpu-check-cpu
 
 $(BIN)/cai: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,3 +40,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/backends.py
+
+# Wheels a lent GPU machine (no network) needs for bench/gpu_check.sh, into bench/wheels (git-ignored, <= 64 MiB).
+gpu-wheels: setup
+	PY=$(BIN)/python bash bench/gpu_wheels.sh
+
+gpu-check-cpu: setup
+	PY=$(BIN)/python OUT=artifacts/gpu-check bash bench/gpu_check.sh --cpu

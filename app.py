@@ -2,7 +2,9 @@
 
 On a fresh database it seeds what `cai init` seeds (the default constitution and the sample prompts
 from data/) and, when no users exist, creates an `admin` account whose password is printed once (or
-taken from $CAI_ADMIN_PASSWORD), so the README's one command just works.
+taken from $CAI_ADMIN_PASSWORD), so the README's one command just works. Before the port opens it converts
+the embedded models into the cache if they are not ready (once, a progress line per step on stderr; skipped
+with $CAI_PREPARE_MODELS=0), so the first run a user launches does not wait on a conversion.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     elif password:
         print("Created user 'admin' with the password from $CAI_ADMIN_PASSWORD")
     print(f"Workbench database: {path}", flush=True)
+    if os.environ.get("CAI_PREPARE_MODELS", "1") not in ("0", "false", "no"):
+        from cai.backends import builtin
+
+        try:
+            builtin.prepare([*builtin.EMBEDDED, *([args.model] if args.model in builtin.BUILTINS else [])])
+        except builtin.ConversionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
 
     from ui.warmup import serve  # no Gradio import here: the port listens at once, the app builds behind it
 

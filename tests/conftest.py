@@ -11,6 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `cai init` / app.py convert the embedded models up front; tests load what they use (test_model_prep opts in).
+os.environ.setdefault("CAI_PREPARE_MODELS", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CAI_SHARED_DATASETS") or ROOT.parent / "shared" / "datasets")

