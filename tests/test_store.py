@@ -69,3 +69,26 @@ def test_every_migration_function_is_registered_in_definition_order():
     registered = [m.name for m in schema.migrations._migrations]
     assert sorted(registered) == sorted(defined)
     assert len(set(registered)) == len(registered)
+
+
+def test_a_transaction_that_reads_before_it_writes_is_not_refused_when_another_process_wrote_between(db_path):
+    """`atomic()` takes the write lock when it begins: another connection cannot commit between this one's read
+    and its write (with a deferred BEGIN it could, and SQLite then refused the write at once: "database is
+    locked", what a pipeline's worker hit while its heartbeat thread wrote)."""
+    mine, other = store.connect(db_path), store.connect(db_path)
+    other.execute("PRAGMA busy_timeout = 50")
+    with mine.atomic():
+        assert mine.execute("select count(*) from run_logs").fetchone() == (0,)
+        try:
+            with other.atomic():
+                other.table("run_logs").insert({"run_id": None, "ts": "t0", "level": "info", "line": "other"})
+            other_wrote = True
+        except sqlite3.OperationalError as exc:
+            assert "locked" in str(exc)
+            other_wrote = False
+        mine.table("run_logs").insert({"run_id": None, "ts": "t1", "level": "info", "line": "mine"})
+    assert other_wrote is False
+    assert [r["line"] for r in other.table("run_logs").rows] == ["mine"]
+    with mine.atomic(), mine.atomic():  # nested: a savepoint inside the immediate transaction
+        mine.table("run_logs").insert({"run_id": None, "ts": "t2", "level": "info", "line": "nested"})
+    assert mine.table("run_logs").count == 2

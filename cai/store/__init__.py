@@ -60,11 +60,29 @@ def require_existing(path: str | os.PathLike[str] | None = None) -> Path:
     return p
 
 
+class WorkbenchDatabase(Database):
+    """sqlite-utils' Database whose `atomic()` takes the write lock when it begins (BEGIN IMMEDIATE).
+
+    A deferred BEGIN reads under a snapshot; if another process (a worker's heartbeat, a rater's vote) commits
+    before this transaction's first write, SQLite refuses that write at once with "database is locked", without
+    waiting (the busy timeout does not apply to a stale snapshot). Many blocks read before they write (sqlite-utils'
+    `update` reads the row first), so every outer transaction here starts immediate; nested ones stay savepoints."""
+
+    @contextmanager
+    def atomic(self) -> Iterator[Database]:
+        if self.conn.in_transaction:
+            with super().atomic():
+                yield self
+            return
+        with immediate(self):
+            yield self
+
+
 def connect(path: str | os.PathLike[str] | None = None, *, memory: bool = False, create: bool = True) -> Database:
     """Open (creating and migrating if needed) the workbench database; with `create=False` a missing file is
     a StoreError."""
     if memory:
-        db = Database(memory=True)
+        db = WorkbenchDatabase(memory=True)
     else:
         p = require_existing(path) if not create else db_path(path)
         check_path(p)
@@ -72,7 +90,7 @@ def connect(path: str | os.PathLike[str] | None = None, *, memory: bool = False,
             p.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise StoreError(f"{p}: its folder {p.parent} is a file") from None
-        db = Database(p)
+        db = WorkbenchDatabase(p)
         try:
             db.execute("PRAGMA schema_version").fetchone()
         except sqlite3.DatabaseError:
