@@ -5,6 +5,8 @@ resolved pinned (the constitution version). Each stage run is created when its t
 recipe and the stored results of the stages before it, and linked in `pipeline_runs` in the same
 transaction, so a pipeline killed at any point resumes without doubling a stage run: done stage runs are
 skipped, a stopped one is resumed, a running one (its own worker, under accelerate) is waited for.
+Models the recipe names under `serve:` get one shared vLLM engine each (cai.engines), started here before
+the stages that use them, so every stage run (in this process or under accelerate) reaches the same server.
 """
 
 from __future__ import annotations
@@ -114,6 +116,9 @@ def run(ctx: Any) -> dict[str, Any]:
     done = [s for s in order if _status(db, ctx.run_id, s) == "done"]
     ctx.begin(len(done), len(order))
     outputs: dict[str, Any] = {}
+    serve = recipe.get("serve", [])
+    for role in (r for r in serve if r in ("policy", "feedback")):
+        _engine(ctx, recipe[role])
     for position, stage in enumerate(order):
         run_id = child(db, ctx.run_id, recipe, stage, position, outputs)
         run = runs.get_run(db, run_id)
@@ -126,9 +131,31 @@ def run(ctx: Any) -> dict[str, Any]:
             done.append(stage)
             ctx.progress(len(done), len(order))
         outputs[stage] = output(stage, run)
+        _engine_counts(ctx, recipe, serve, outputs)
+        if stage in serve and outputs[stage] and position < len(order) - 1:  # a trained model later stages use
+            _engine(ctx, outputs[stage])
     ctx.log(f"pipeline done: {len(order)} stage runs")
     return {"recipe": recipe["name"], "stages": {row["stage"]: row["run_id"] for row in links(db, ctx.run_id)},
             "outputs": {k: v for k, v in outputs.items() if v is not None}}
+
+
+def _engine(ctx: Any, model: str) -> None:
+    """Start (or find) the shared vLLM engine of a model the recipe serves; the log says which path its
+    callers take (served, or in process and why). The engines this worker starts stop when it exits."""
+    from cai import engines
+
+    ctx.log(f"serve {model}: starting or finding its shared vLLM engine")
+    ctx.log(engines.route(db=ctx.db, spec=model, start=True).line)
+
+
+def _engine_counts(ctx: Any, recipe: dict[str, Any], serve: list[str], outputs: dict[str, Any]) -> None:
+    """After each stage: what every served model's engine has answered so far, from its own /metrics."""
+    from cai import engines
+
+    for model in dict.fromkeys(recipe[r] if r in ("policy", "feedback") else outputs.get(r) for r in serve):
+        line = engines.engine_line(ctx.db, model) if model else ""
+        if line:
+            ctx.log(line)
 
 
 def _status(db: Database, pipeline_id: int, stage: str) -> str | None:

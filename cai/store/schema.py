@@ -573,3 +573,27 @@ def m018_database_folders(db: Database) -> None:
 
     db.table("workbench").create({"key": str, "value": str}, pk="key")
     db.table("workbench").insert_all([{"key": k, "value": v} for k, v in initial(db).items()])
+
+
+@migrations()
+def m019_served_engines(db: Database) -> None:
+    # Engines that stay up (owner: serve engineer, issue 27 item 1): a model marked `serve` gets one vLLM
+    # server that every caller shares (cai.engines). `engines` is the rendezvous between processes: one row
+    # per model folder, with the server's URL, pid and the process that owns (started) it.
+    db.table("models").add_column("serve", int, not_null_default=0)
+    db.table("engines").create(
+        {
+            "folder": str,  # the model folder the server loaded (two names for one folder share it)
+            "model": str,  # the name it was first asked for by
+            "url": str,  # http://host:port/v1
+            "pid": int,  # the vLLM server's process (group leader)
+            "owner_pid": int,  # the process that started it and stops it on exit
+            "status": str,  # starting | ready | failed | stopped
+            "error": str,  # why it failed to start (one line), for the fallback message
+            "log": str,  # the server's log file
+            "starts": int,  # times started (1 + restarts after it died)
+            "ready_s": float,  # seconds the last start took to answer /health
+            "updated_at": str,
+        },
+        pk="folder",
+    )
