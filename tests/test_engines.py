@@ -142,3 +142,48 @@ def test_recipe_serve_key_is_checked():
         check({**base, "serve": ["policy", "pm"]})
     assert str(err.value) == ("serve: a list of policy, feedback, sft, rl, dpo (models to share one vLLM engine "
                               "each), got ['policy', 'pm']")
+
+
+FAKE_SERVER = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_an_engine_is_started_once_shared_restarted_on_its_port_when_it_dies_and_stopped(db, monkeypatch):
+    """The machinery around the server (start, /health, the engines row, restart, stop) with a stand-in for
+    vLLM's server that answers /health: a real vLLM start is in tests/test_engines_vllm.py."""
+    import os
+    import signal
+    import time
+
+    import cai.backends.vllm as vllm_mod
+
+    started: list[int] = []
+
+    def fake(folder, port, host, served_name, engine, log_stats=False):
+        started.append(port)
+        return [sys.executable, "-c", FAKE_SERVER, str(port)]
+
+    monkeypatch.setattr(engines, "vllm_missing", lambda: None)
+    monkeypatch.setattr(vllm_mod, "server_command", fake)
+    monkeypatch.setattr(engines, "MONITOR_POLL_S", 0.2)
+    engines.set_serve(db, "tiny")
+    first = engines.route(db, "tiny")
+    assert first.served and first.line == f"tiny: served by the shared vLLM engine at {first.url} (pid {first.pid})"
+    assert engines.route(db, "tiny").pid == first.pid and len(started) == 1  # the second caller shares it
+    os.killpg(first.pid, signal.SIGKILL)  # the server dies: its owner starts it again on the same port
+    deadline = time.monotonic() + 120
+    while (db["engines"].get(first.folder)["starts"], db["engines"].get(first.folder)["status"]) != (2, "ready"):
+        assert time.monotonic() < deadline, dict(db["engines"].get(first.folder))
+        time.sleep(0.2)
+    again = engines.route(db, "tiny")
+    assert (again.served, again.url, len(started)) == (True, first.url, 2) and again.pid != first.pid
+    assert engines.stop_owned(db) == [first.folder]
+    assert db["engines"].get(first.folder)["status"] == "stopped"
+    assert engines.describe(db, "tiny") == "tiny: marked serve; its engine starts on first use (a run, the chat or the arena)"

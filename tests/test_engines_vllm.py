@@ -51,7 +51,9 @@ def _served_counts(lines: list[str]) -> list[tuple[int, int]]:
 def _pipeline(db_path: Path, recipe: str, sets: list[str], capsys) -> dict:
     capsys.readouterr()
     rc = main(["pipeline", "run", recipe, *[a for s in sets for a in ("--set", s)], "--db", str(db_path), "--json"])
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert captured.out.strip(), captured.err
+    out = json.loads(captured.out)
     assert rc == 0 and out["status"] == "done", out
     return out
 
@@ -64,7 +66,7 @@ def test_two_stages_of_a_pipeline_share_one_engine_that_loaded_the_model_once(en
     recipe.write_text(
         "name: two-stages\npolicy: default\nconstitution: default\nserve: [policy]\n"
         "prompts: {red_team: sample-red-team}\n"
-        "stages:\n  sl: {limit: 2, revisions: 1, max_new_tokens: 8, helpful_samples: 0}\n"
+        "stages:\n  sl: {limit: 2, revisions: 1, max_new_tokens: 8, helpful_samples: 1}\n"
         "  pairs: {limit: 2, max_new_tokens: 8}\n"
     )
     out = _pipeline(db_path, str(recipe), [], capsys)
