@@ -80,6 +80,8 @@ class BackendPool:
             backend = self._backends.get(key)
             if backend is None:
                 backend = self._backends[key] = self._load(row)
+            if getattr(backend, "urls", None):  # a served model's server batches its callers: no turn-taking
+                return backend, threading.Lock()
             return backend, self._locks.setdefault(id(backend), threading.Lock())
 
     def loaded(self, row: dict[str, Any]) -> bool:

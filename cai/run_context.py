@@ -119,8 +119,12 @@ class RunContext:
             backend: Any = SCRIPTED[spec]
         elif spec == "scripted":
             backend = backends.ScriptedBackend()
-        else:
-            backend = backends.load(spec, db=self.db, purpose=purpose)
+        else:  # the model's shared engine when it has one (cai.engines), else loaded in this process
+            from cai import engines
+
+            backend, path = engines.load(self.db, spec, purpose)
+            if path:
+                self.log(path)
         if backends.dtype_line(backend):
             self.log(backends.dtype_line(backend))
         if hasattr(backend, "should_stop"):  # cancel inside a long generation

@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from cai import arena, load_eta, users
+from cai import arena, engines, load_eta, users
 from cai.arena import invites
 from cai.backend_pool import BackendPool, TurnResult, context_overflow, shared_pool, stream_pair
 from cai.evals import ratings
@@ -191,6 +191,7 @@ def send(
         user = identify(state, request)
         battle_id = _battle_id(state)
         job = arena.begin_turn(ctx.db(), battle_id, user["id"], message)
+        job = engines.route_job(ctx.db(), job)  # models with a shared engine answer through it
         cold = [row for row in job.models if not pool.loaded(row)]  # first use: say what the wait is for
         if cold:  # the context check below loads the models: say so first (a first use converts, minutes)
             try:

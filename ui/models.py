@@ -16,7 +16,7 @@ import gradio as gr
 import pandas as pd
 from sqlite_utils import Database
 
-from cai import load_eta, models
+from cai import engines, load_eta, models
 from cai.backend_pool import TURN_STOPS, BackendPool, complete_text, shared_pool, stream_text, visible
 from cai.backends.base import SamplingParams
 from cai.queries import catalog
@@ -90,6 +90,19 @@ def register(
     return f"Registered {esc(name)} as model #{model_id}"
 
 
+def toggle_serve(ctx: AppContext, model_id: float | None, on: bool, request: gr.Request) -> str:
+    """Mark the picked model served by a shared vLLM engine (or not); what its engine is doing now."""
+    require(ctx, request, EDIT_ROLES)
+    if not model_id:
+        return "Pick a model in the chat's model list first."
+    name = models.get_model_by_id(ctx.db(), int(model_id))["name"]
+    try:
+        engines.set_serve(ctx.db(), name, bool(on))
+    except models.ModelError as exc:
+        return f"Error: {esc(exc)}"
+    return esc(engines.describe(ctx.db(), name))
+
+
 def endpoint_health(ctx: AppContext, request: gr.Request) -> pd.DataFrame:
     """Every served model's endpoints, each asked whether it answers (vLLM's /health, else /v1/models)."""
     require(ctx, request, BROWSE_ROLES)
@@ -122,8 +135,11 @@ def chat_stream(
     def with_reply(text: str) -> list[dict[str, Any]]:
         return [*asked, {"role": "assistant", "content": chat_safe(text, markdown=False)}]
 
+    if engines.flagged(ctx.db(), row["name"]) and not engines.route(ctx.db(), row["name"], start=False).served:
+        yield with_reply(f"Starting the shared vLLM engine of {row['name']} (a minute or two on a CPU) ..."), ""
+    row, path = engines.routed_row(ctx.db(), row)  # the shared engine, when the model has one
     if not pool.loaded(row):
-        yield with_reply(load_eta.notice(row)), ""
+        yield with_reply(" ".join(filter(None, [path, load_eta.notice(row)]))), ""
     try:
         backend, lock = pool.get(row)
     except Exception as exc:  # a missing folder or an unreachable hub id: say so on the page
@@ -178,6 +194,10 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     with gr.Accordion("Served endpoints", open=False):
         health_table = gr.Dataframe(pd.DataFrame(columns=HEALTH_COLUMNS), interactive=False, elem_id="health-table")
         health_btn = gr.Button("Check endpoints")
+        with gr.Row():  # one vLLM engine per model, shared by runs, this chat and the arena (cai.engines)
+            serve_box = gr.Checkbox(label="Serve the chat's model with a shared vLLM engine", elem_id="serve-toggle")
+            serve_btn = gr.Button("Apply", scale=0)
+        serve_msg = gr.Markdown(elem_id="serve-status")
     gr.Markdown("### Quick chat")
     with gr.Row():
         model = gr.Dropdown([], label="Model", scale=2)
@@ -203,6 +223,7 @@ def build(ctx: AppContext, pool: BackendPool | None = None) -> None:
     r_btn.click(do_register, [r_name, r_path, r_backend, r_chat, r_endpoints], r_msg).then(
         do_reg, None, [table, model])
     health_btn.click(bind(endpoint_health, ctx), None, health_table)
+    serve_btn.click(bind(toggle_serve, ctx), [model, serve_box], serve_msg)
     on_page_load(do_reg, None, [table, model])
     handler = _chat_handler(ctx, pool)
     send.click(handler, [model, bot, msg, max_new, temp], [bot, msg])

@@ -63,7 +63,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def server_command(folder: str, port: int, host: str, served_name: str, engine: dict[str, Any]) -> list[str]:
+def server_command(folder: str, port: int, host: str, served_name: str, engine: dict[str, Any],
+                   log_stats: bool = False) -> list[str]:
+    """The server's command line; `log_stats` keeps vLLM's request statistics (its /metrics counters)."""
     import torch
 
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder]
@@ -76,7 +78,7 @@ def server_command(folder: str, port: int, host: str, served_name: str, engine: 
         # The prefix cache keeps whole blocks only, and vLLM's CPU default is 128 tokens: a shorter
         # prompt is never reused, so each option token's scoring request ran its whole prompt again.
         cmd += ["--block-size", str(CPU_BLOCK_SIZE)]
-    return cmd + ["--disable-log-stats"]
+    return cmd if log_stats else cmd + ["--disable-log-stats"]
 
 
 def _env() -> dict[str, str]:
@@ -111,8 +113,10 @@ class VLLMServer:
         engine: dict[str, Any] | None = None,
         tie_to_parent: bool = True,
         env: dict[str, str] | None = None,
+        log_stats: bool = False,
     ) -> None:
-        """`env` adds to (and overrides) the server's environment, e.g. VLLM_CPU_OMP_THREADS_BIND per server."""
+        """`env` adds to (and overrides) the server's environment, e.g. VLLM_CPU_OMP_THREADS_BIND per server;
+        `log_stats` keeps the request counters of /metrics (shared engines, cai.engines)."""
         self.folder = str(folder)
         self.host = host
         self.port = port or free_port(host)
@@ -124,7 +128,7 @@ class VLLMServer:
             else pick_dtype(_device(), self.folder)
         )
         self.log = Path(tempfile.mkstemp(prefix=f"cai-vllm-{self.port}-", suffix=".log")[1])
-        self.command = server_command(self.folder, self.port, host, self.served_name, self.engine)
+        self.command = server_command(self.folder, self.port, host, self.served_name, self.engine, log_stats)
         with open(self.log, "w") as out:
             self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
                 self.command,

@@ -1,4 +1,4 @@
-"""`cai models add|list` (the model registry) and `cai generate` (one prompt through a backend).
+"""`cai models add|list|health|serve` (the model registry) and `cai generate` (one prompt through a backend).
 
 Both are thin over `cai.models` and `cai.backends`; `generate` wraps the prompt as an HH transcript
 (unless --raw) and renders it for chat models, exactly as the pipeline stages do.
@@ -61,6 +61,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     hl.add_argument("name", help="A served model's registered name.")
     add_common(hl)
     hl.set_defaults(func=cmd_health)
+
+    sv = msub.add_parser(
+        "serve", help="Serve a model with one shared vLLM engine (or stop: --off).",
+        description="Mark a model served: the workbench then starts one vLLM server for it on first use, and every "
+        "caller (run workers, the Models chat, the arena) uses it; where it cannot be served, callers load the "
+        "weights in process and say why. --off unmarks it.",
+    )
+    sv.add_argument("name", help="A registered model name, or a builtin ('default', 'smollm2', 'tiny').")
+    sv.add_argument("--off", action="store_true", help="Unmark it: callers load the weights in process again.")
+    add_common(sv)
+    sv.set_defaults(func=cmd_serve)
 
     gen = sub.add_parser(
         "generate", help="Generate a continuation of one prompt.", description="Generate with a model."
@@ -134,6 +145,16 @@ def cmd_health(args: argparse.Namespace) -> int:
     rows = models.endpoint_health(store.connect(args.db), args.name)
     emit(args, rows, lambda rs: table(rs, ["endpoint", "ok", "detail"]))
     return 0 if all(r["ok"] for r in rows) else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cai import engines, store
+
+    db = store.connect(args.db)
+    row = engines.set_serve(db, args.name, not args.off)
+    data = {"name": row["name"], "serve": bool(row["serve"]), "engine": engines.describe(db, row["name"])}
+    emit(args, data, lambda d: d["engine"])
+    return 0
 
 
 def _open_db(path: str | None) -> Any:

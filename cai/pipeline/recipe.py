@@ -10,6 +10,7 @@ Sweeps (`sweep: {sl.principles: [1, 4, 16], sl.mode: [critique, direct], policy:
 each key, what a value sets and which stages depend on it. Each key is varied on its own with the other keys
 at their first value (the paper's ablations, not a grid); the first values together are the main line, whose
 outputs the stages that do not depend on a key take. `plan` lists the stage runs that gives, in order.
+`serve: [policy, feedback]` shares one vLLM engine per named model across the stages (cai.engines).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ STAGES: dict[str, str] = {
 OUTPUTS: dict[str, str] = {"sl": "run", "pairs": "run", "sft": "model", "label": "pref_set", "pm": "model",
                            "rl": "model", "dpo": "model"}
 TOP_LEVEL = {"name", "description", "policy", "feedback", "pm_base", "constitution", "seed", "prompts",
-             "human_prefs", "hhh_data", "stages", "sweep"}
+             "human_prefs", "hhh_data", "stages", "sweep",
+             "serve"}
+# What `serve:` may name: the recipe's models, or a training stage whose model later stages use (cai.engines).
+SERVABLE = ("policy", "feedback", "sft", "rl", "dpo")
 PROMPT_KEYS = {"red_team", "helpful"}
 CONTROL = {"skip", "reuse"}
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
@@ -150,6 +154,12 @@ def check(recipe: Mapping[str, Any]) -> dict[str, Any]:
     seed = recipe.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise RecipeError(f"seed: a whole number, got {seed!r}")
+    serve = recipe.get("serve") or []
+    if isinstance(serve, str):
+        serve = [serve]
+    if not isinstance(serve, list) or set(map(str, serve)) - set(SERVABLE):
+        raise RecipeError(f"serve: a list of {', '.join(SERVABLE)} (models to share one vLLM engine each), "
+                          f"got {recipe.get('serve')!r}")
     out = {
         "name": str(recipe.get("name") or "pipeline"),
         "description": str(recipe.get("description") or ""),
@@ -163,6 +173,8 @@ def check(recipe: Mapping[str, Any]) -> dict[str, Any]:
         "hhh_data": str(recipe.get("hhh_data") or ""),
         "stages": {},
     }
+    if serve:  # only when given: a recipe without engines stores what it stored before
+        out["serve"] = list(dict.fromkeys(map(str, serve)))
     for stage in STAGES:
         section = stages.get(stage)
         if section is None or section is False:

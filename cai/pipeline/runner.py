@@ -9,6 +9,8 @@ skipped, a stopped one is resumed, a running one (its own worker, under accelera
 With a sweep, the plan (recipe.plan) has one stage run per (stage, swept values it depends on); each is linked
 with its values (`pipeline_runs.sweep`), and takes the outputs of the stages before it at the same values
 (the main line's for a key they do not depend on). The first link of a stage is its main-line run.
+Models the recipe names under `serve:` get one shared vLLM engine each (cai.engines), started here before
+the stages that use them, so every stage run (in this process or under accelerate) reaches the same server.
 """
 
 from __future__ import annotations
@@ -121,6 +123,9 @@ def run(ctx: Any) -> dict[str, Any]:
     done = [k for k in steps if _status(db, ctx.run_id, *k) == "done"]
     ctx.begin(len(done), len(steps))
     outputs: dict[tuple[str, str], Any] = {}
+    serve = recipe.get("serve", [])
+    for role in (r for r in serve if r in ("policy", "feedback")):
+        _engine(ctx, recipe[role])
     for position, (stage, point) in enumerate(steps):
         given = {s: outputs[(s, R.sweep_id(R.project(recipe, s, point)))] for s in R.STAGES
                  if (s, R.sweep_id(R.project(recipe, s, point))) in outputs}
@@ -136,6 +141,11 @@ def run(ctx: Any) -> dict[str, Any]:
             done.append((stage, point))
             ctx.progress(len(done), len(steps))
         outputs[(stage, R.sweep_id(point))] = output(stage, run)
+        main = {s: v for (s, sweep), v in outputs.items() if sweep == R.sweep_id(R.project(recipe, s, {}))}
+        _engine_counts(ctx, recipe, serve, main)
+        on_main = R.sweep_id(point) == R.sweep_id(R.project(recipe, stage, {}))
+        if stage in serve and on_main and main.get(stage) and position < len(steps) - 1:
+            _engine(ctx, main[stage])  # a trained model that later stages use (its main-line run)
     ctx.log(f"pipeline done: {len(steps)} stage runs")
     rows = links(db, ctx.run_id)
     result = {"recipe": recipe["name"], "stages": main_line(rows),
@@ -158,6 +168,25 @@ def main_line(rows: list[dict[str, Any]]) -> dict[str, int]:
 def values_text(point: dict[str, Any]) -> str:
     """{"sl.principles": 4} -> "sl.principles=4" (how show and the log name a stage run's sweep values)."""
     return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
+def _engine(ctx: Any, model: str) -> None:
+    """Start (or find) the shared vLLM engine of a model the recipe serves; the log says which path its
+    callers take (served, or in process and why). The engines this worker starts stop when it exits."""
+    from cai import engines
+
+    ctx.log(f"serve {model}: starting or finding its shared vLLM engine")
+    ctx.log(engines.route(db=ctx.db, spec=model, start=True).line)
+
+
+def _engine_counts(ctx: Any, recipe: dict[str, Any], serve: list[str], outputs: dict[str, Any]) -> None:
+    """After each stage: what every served model's engine has answered so far, from its own /metrics."""
+    from cai import engines
+
+    for model in dict.fromkeys(recipe[r] if r in ("policy", "feedback") else outputs.get(r) for r in serve):
+        line = engines.engine_line(ctx.db, model) if model else ""
+        if line:
+            ctx.log(line)
 
 
 def _status(db: Database, pipeline_id: int, stage: str, point: dict[str, Any] | None = None) -> str | None:

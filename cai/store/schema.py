@@ -677,3 +677,27 @@ def m021_compare(db: Database) -> None:
     db.table("compare_ratings").create_index(["run_id", "judge", "dimension", "model", "method"], unique=True)
     # An arena campaign made from a compare run (`cai arena campaign create --from-compare ID`).
     db.table("campaigns").add_column("compare_run_id", int)
+
+
+@migrations()
+def m022_served_engines(db: Database) -> None:
+    # Engines that stay up (owner: serve engineer, issue 27 item 1): a model marked `serve` gets one vLLM
+    # server that every caller shares (cai.engines). `engines` is the rendezvous between processes: one row
+    # per model folder, with the server's URL, pid and the process that owns (started) it.
+    db.table("models").add_column("serve", int, not_null_default=0)
+    db.table("engines").create(
+        {
+            "folder": str,  # the model folder the server loaded (two names for one folder share it)
+            "model": str,  # the name it was first asked for by
+            "url": str,  # http://host:port/v1
+            "pid": int,  # the vLLM server's process (group leader)
+            "owner_pid": int,  # the process that started it and stops it on exit
+            "status": str,  # starting | ready | failed | stopped
+            "error": str,  # why it failed to start (one line), for the fallback message
+            "log": str,  # the server's log file
+            "starts": int,  # times started (1 + restarts after it died)
+            "ready_s": float,  # seconds the last start took to answer /health
+            "updated_at": str,
+        },
+        pk="folder",
+    )
