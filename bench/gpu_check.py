@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 SIZES = {  # per mode: batch sizes, tokens generated per sequence, HHH items (None: all), smoke overrides
     "cuda": {"batches": [1, 32, 128], "max_new_tokens": 64, "hhh_limit": None, "smoke_sets": []},
-    "cpu": {"batches": [1, 2], "max_new_tokens": 4, "hhh_limit": 4, "smoke_sets": ["sl.limit=2"]},
+    # CPU (CI): the smoke recipe without its sweep (tests/test_pipeline.py runs the sweep end to end).
+    "cpu": {"batches": [1, 2], "max_new_tokens": 4, "hhh_limit": 4, "smoke_sets": ["sl.limit=2", "sweep="]},
 }
 # The random model: ~1.5B on CUDA (Qwen2.5-1.5B's shape with SmolLM2's 49k vocabulary: 1.39B parameters).
 RANDOM_SHAPES = {

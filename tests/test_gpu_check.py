@@ -73,8 +73,8 @@ def test_gpu_check_cpu_writes_every_section_with_sane_values(tmp_path):
     assert 0 <= hhh["choice_differs"] <= 4 and 0 <= hhh["max_abs_diff_p_avg"] < 0.05
     assert data["imported"] == {"trl": False, "vllm": False, "gradio": False}
     assert data["smoke"]["status"] == "done" and data["smoke"]["cancelled_at_budget"] is False
-    assert list(data["smoke"]["stages"]) == ["sl", "sft", "pairs", "label", "pm", "scores", "rl", "dpo", "hhh",
-                                             "agreement"]
+    assert list(data["smoke"]["stages"]) == ["sl", "sft", "pairs", "label", "pm", "scores", "rl", "temperature",
+                                             "dpo", "compare", "hhh", "agreement"]
     assert set(data["smoke"]["stages"].values()) == {"done"}
 
 

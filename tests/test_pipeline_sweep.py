@@ -234,7 +234,8 @@ def test_a_policy_sweep_runs_each_policys_stages_and_fig3_reads_their_rows(db_pa
     assert final["status"] == "done", final["error"]
     rows = links(db, pipe)
     assert [(r["stage"], json.loads(r["sweep"])["policy"]) for r in rows] == [
-        (s, p) for s in ("sl", "sft", "pairs", "label", "pm", "scores", "rl", "temperature") for p in ("tiny", "tiny-b")]
+        (s, p) for s in ("sl", "sft", "pairs", "label", "pm", "scores", "rl", "temperature", "compare")
+        for p in ("tiny", "tiny-b")]
     at = {(r["stage"], json.loads(r["sweep"])["policy"]): runs.get_run(db, r["run_id"]) for r in rows}
     assert at[("sl", "tiny-b")]["config"]["model"] == "tiny-b"
     assert at[("sft", "tiny-b")]["config"]["chains"] == at[("sl", "tiny-b")]["id"]

@@ -490,7 +490,7 @@ SWEEP_AXES = {"fig6": ("principles", "mean PM score of the final revision"),
 
 def _sweep_lines(report: dict[str, Any]) -> dict[str, list[tuple[str, list[Any], list[Any], list[Any]]]]:
     """(name, x, y, n) per line of the charts of Figs. 6, 7 and 10."""
-    m6, m7, m10 = (report[k]["measured"] for k in ("fig6", "fig7", "fig10"))
+    m6, m7, m10 = ((report.get(k) or {}).get("measured") or {} for k in ("fig6", "fig7", "fig10"))
     return {
         "fig6": [("final revision", *zip(*[(p["principles"], p["mean"], p["n"]) for p in m6["points"]], strict=True))]
         if m6.get("points") else [],
