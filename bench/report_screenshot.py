@@ -27,10 +27,11 @@ def main() -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": args.width, "height": 900})
+        page.set_default_timeout(180_000)  # the inlined plotly.js is 4 MB: slow to parse on a loaded machine
         page.goto(Path(args.html).resolve().as_uri())
         charts = page.locator(".plotly-graph-div")
         for i in range(charts.count()):
-            charts.nth(i).locator(".main-svg").first.wait_for(timeout=30_000)
+            charts.nth(i).locator(".main-svg").first.wait_for()
         Path(args.png).parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=args.png, full_page=True)
         browser.close()
