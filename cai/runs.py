@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from cai import store
+from cai import loadclock, store
 from cai.backends.base import Cancelled
 from cai.config import StageConfig, subject_model
 from cai.run_context import (
@@ -336,6 +336,7 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
         raise RunError(f"run {run_id} was taken by another worker")
     ctx = RunContext(db=db, run_id=run_id, config=config)
     stop_beat = start_heartbeat(db, run_id)
+    loads_before = loadclock.snapshot()
     try:
         changed = input_changes(db, run)
         if changed:
@@ -355,6 +356,9 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
     finally:
         ctx.release()
         stop_beat()
+        spent, loads = loadclock.since(loads_before)
+        if loads:  # this execution's wait for model weights: a timing, so logged, not part of the result
+            ctx.log(loadclock.line(spent, loads))
     db.table("runs").update(
         run_id,
         {"status": status, "error": error, "result": store.dumps(result), "finished_at": store.now()},

@@ -378,6 +378,12 @@ def test_runs_show_and_the_run_page_show_the_ratings_and_the_page_makes_the_camp
         f"Error: a campaign named &#x27;compare-{run['id']}-harmlessness&#x27; already exists (choose another NAME)")
 
 
+# A report's provenance as report.provenance builds it (the page renders every field).
+PROVENANCE = {"recipe": "r", "recipe_sha256": "0" * 64, "constitution": "default@1", "constitution_sha256": "1" * 64,
+              "prompt_sets": {"red_team": "rt", "helpful": "h"}, "human_prefs": None, "hhh_data": None, "models": [],
+              "stage_runs": {}, "packages": {}}
+
+
 @pytest.mark.parametrize("prefer, expected", [("bad", "not as in the paper"), ("nobody", "not enough data")])
 def test_fig2_verdict_follows_rl_cai_s_harmlessness_intervals(db, prefer, expected):
     from cai.pipeline import fig2
@@ -395,7 +401,7 @@ def test_fig2_verdict_follows_rl_cai_s_harmlessness_intervals(db, prefer, expect
             f"judged by the feedback model: RL-CAI vs SL-CAI: harmlessness {zero}, helpfulness {zero}; "
             f"RL-CAI vs base: harmlessness {zero}, helpfulness {zero}")
     assert got["verdict"] == expected
-    page = report_html({"pipeline": 1, "status": "done", "provenance": {"recipe": "r"}, "fig2": got,
+    page = report_html({"pipeline": 1, "status": "done", "provenance": PROVENANCE, "fig2": got,
                         **{k: {"claim": "", "measured": {}, "verdict": "not enough data"}
                            for k in ("pm", "fig4", "fig5", "fig8", "fig10", "goodhart")}})
     assert page.count("plotly.js") >= 1 and "harmlessness rating" in page and "RL-CAI (good)" in page

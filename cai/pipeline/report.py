@@ -449,38 +449,87 @@ SWEPT_DIFF = {"fig10": "low_minus_high", "fig6": "most_minus_fewest", "fig7": "c
               "fig3": "gain_last_minus_first"}
 
 
-def headline(key: str, fig: dict[str, Any]) -> str:
-    """One line per figure: what was measured, with its interval and n."""
+# The reference each verdict is judged against, for saying why a measured figure is "not enough data".
+REFERENCES = {"fig4": 0.5, "fig5": 0.0, "fig8": 0.0}
+
+
+def _ci(ci: Sequence[float], fmt: str) -> str:
+    return f"95 % CI [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+
+
+def measured_line(key: str, fig: dict[str, Any]) -> str:
+    """What was measured, in words, with its 95 % interval and n ("" when the figure measured nothing)."""
     m = fig["measured"]
     if key == "pm" and m.get("accuracy") is not None:
-        return (f"held-out accuracy {m['accuracy']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}] on n = {m['n']} "
-                f"(length alone: {m['length_baseline']})")
+        base = "n/a" if m.get("length_baseline") is None else f"{m['length_baseline']:.3f}"
+        return (f"held-out accuracy {m['accuracy']:.3f}, {_ci(m['ci'], '.3f')}, n = {m['n']} human pairs "
+                f"(length alone on the same pairs: {base})")
     if key == "fig4" and m.get("n"):
-        return (f"{m['model']}: order-averaged {m['accuracy_order_avg']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}], "
-                f"plain {m['accuracy_plain']:.3f}, n = {m['n']}")
-    if key in ("fig5", "fig8") and m:
-        d = m.get("final_minus_initial" if key == "fig5" else "last_minus_first")
-        if d and d["delta"] is not None:
-            return f"change {d['delta']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], n = {d['n']}"
+        cot = " with chain of thought" if m.get("cot") else ""
+        return (f"{m['model']}{cot}: accuracy averaged over both option orders {m['accuracy_order_avg']:.3f}, "
+                f"{_ci(m['ci'], '.3f')}, n = {m['n']} comparisons (one order only: {m['accuracy_plain']:.3f})")
+    if key == "fig5" and m and m["final_minus_initial"]["delta"] is not None:
+        d = m["final_minus_initial"]
+        return (f"PM score of the final revision minus the initial answer: {d['delta']:+.4f}, {_ci(d['ci'], '+.4f')}, "
+                f"n = {d['n']} red-team chains")
+    if key == "fig8" and m.get("last_minus_first") and m["last_minus_first"]["delta"] is not None:
+        d = m["last_minus_first"]
+        steps = d["steps"][0]
+        which = "the last RL step minus the first" if steps == 1 else f"the last {steps} RL steps minus the first {steps}"
+        return (f"mean PM reward of {which}: "
+                f"{d['delta']:+.4f}, {_ci(d['ci'], '+.4f')}, n = {d['n'][0]} vs {d['n'][1]} samples")
     if key in SWEPT_DIFF and m.get(SWEPT_DIFF[key]):
         d = m[SWEPT_DIFF[key]]
         if d["delta"] is not None:
-            return f"{SWEPT_DIFF[key].replace('_', ' ')} {d['delta']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], n = {d['n']}"
+            return f"{SWEPT_DIFF[key].replace('_', ' ')} {d['delta']:+.4f}, {_ci(d['ci'], '+.4f')}, n = {d['n']}"
     if key == "fig2" and m.get("models"):
         from cai.pipeline import fig2
 
         return fig2.headline(m)
     if key == "goodhart" and m:
-        signs = [k for k, v in m["signs"].items() if v]
-        return "signs: " + (", ".join(signs) if signs else "none") + f" (length drift {m['length_drift']})"
-    return fig.get("why", "")
+        signs = [k.replace("_", " ") for k, v in m["signs"].items() if v]
+        a, b = m["first_step"], m["last_step"]
+        drift = "n/a" if m["length_drift"] is None else f"{m['length_drift']:+.0%}"
+        return ("signs by the stated rules: " + (", ".join(signs) if signs else "none")
+                + f"; first to last RL step: mean length {drift}, evasive rate {_num(a.get('evasive_rate'))} → "
+                f"{_num(b.get('evasive_rate'))}, distinct-2 {_num(a.get('distinct_2'))} → {_num(b.get('distinct_2'))}")
+    return ""
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def headline(key: str, fig: dict[str, Any]) -> str:
+    """One line per figure: what was measured, with its interval and n (else why nothing was measured)."""
+    return measured_line(key, fig) or fig.get("why", "")
+
+
+def notes(key: str, fig: dict[str, Any]) -> list[str]:
+    """What a reader needs besides the headline: why a measured figure is "not enough data", and the figure's
+    caveat (e.g. Figure 8 samples other prompts at each step)."""
+    if not measured_line(key, fig):
+        return []
+    out = []
+    m, reference = fig["measured"], REFERENCES.get(key, fig["measured"].get("reference"))
+    interval = (m.get("ci") or (m.get("final_minus_initial") or m.get("last_minus_first") or {}).get("ci"))
+    if fig["verdict"] == UNSURE and interval and reference is not None and None not in interval:
+        if interval[0] == interval[1] == reference:
+            out.append(f"every paired score is unchanged (an interval of width 0 at {reference:g}): the answers or "
+                       "the scores did not move")
+        else:
+            out.append(f"the 95 % interval contains {reference:g}, so these data cannot tell")
+    if fig.get("why"):
+        out.append(fig["why"])
+    return out
 
 
 def text(report: dict[str, Any]) -> str:
     lines = [f"pipeline {report['pipeline']} ({report['provenance']['recipe']}) {report['status']}"]
-    for key, title in TITLES.items():
+    for key, title in ((k, t) for k, t in TITLES.items() if k in report):  # Figs. 3, 6, 7: with a sweep
         fig = report[key]
         lines.append(f"\n{title}: {fig['verdict'].upper()}\n  paper: {fig['claim']}\n  here:  {headline(key, fig)}")
+        lines.extend(f"  note:  {line}" for line in notes(key, fig))
     return "\n".join(lines)
 
 
@@ -501,47 +550,85 @@ def _sweep_lines(report: dict[str, Any]) -> dict[str, list[tuple[str, list[Any],
     }
 
 
+def _chart(key: str, fig: dict[str, Any], include_plotlyjs: bool) -> str:
+    """Figure 5 or 8 as a line over whole revisions or steps, each point labelled with its n. The y axis spans at
+    least the 95 % interval of the figure's change, so a change within the noise is not drawn as a steep trend."""
+    import plotly.graph_objects as go
+
+    x, y, xlabel, ylabel, change = (("revision", "mean", "revision", "mean PM score (red-team chains)",
+                                     "final_minus_initial") if key == "fig5" else
+                                    ("step", "mean_reward", "RL step", "mean PM reward of the step's samples",
+                                     "last_minus_first"))
+    m = fig["measured"]
+    points = [p for p in (m.get("points" if key == "fig5" else "curve") or []) if p.get(y) is not None]
+    if not points:
+        return ""
+    ys = [p[y] for p in points]
+    chart = go.Figure(go.Scatter(x=[p[x] for p in points], y=ys, mode="lines+markers+text",
+                                 text=[f"n = {p['n']}" for p in points], textposition="top center"))
+    ci = (m.get(change) or {}).get("ci") or [None, None]
+    half = max((max(ys) - min(ys)) / 2, (ci[1] - ci[0]) / 2 if None not in ci else 0.0, 1e-3) * 1.3
+    mid = (max(ys) + min(ys)) / 2
+    chart.update_layout(xaxis={"title": xlabel, "dtick": 1}, yaxis={"title": ylabel, "range": [mid - half, mid + half]},
+                        height=320, margin={"t": 20, "b": 40}, showlegend=False)
+    return str(chart.to_html(include_plotlyjs=include_plotlyjs, full_html=False))
+
+
+def _provenance_html(prov: dict[str, Any]) -> str:
+    import html as h
+
+    rows = [("recipe", f"{prov['recipe']} (sha256 {prov['recipe_sha256'][:12]})"),
+            ("constitution", f"{prov['constitution']} (sha256 {prov['constitution_sha256'][:12]})"),
+            ("prompt sets", ", ".join(f"{k}: {v}" for k, v in prov["prompt_sets"].items())),
+            ("human preferences", prov["human_prefs"] or "none"), ("HHH data", prov["hhh_data"] or "none"),
+            ("models", ", ".join(prov["models"])),
+            ("stage runs", ", ".join(f"{s} #{r['run_id']}" + ("" if r["seed"] is None else f" (seed {r['seed']})")
+                                     for s, r in prov["stage_runs"].items())),
+            ("packages", ", ".join(f"{k} {v}" for k, v in prov["packages"].items() if v))]
+    return ("<table style='border-collapse:collapse'>" + "".join(
+        f"<tr><th style='text-align:left;padding:2px 12px 2px 0;vertical-align:top'>{h.escape(k)}</th>"
+        f"<td>{h.escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
+        f"<details><summary>all of it</summary><pre>{h.escape(json.dumps(prov, indent=1))}</pre></details>")
+
+
 def html(report: dict[str, Any]) -> str:
     """A self-contained page: each figure's claim, measurement and verdict, with plotly charts inlined."""
     import html as h
 
     import plotly.graph_objects as go
 
-    charts: dict[str, str] = {}
-    first = True
     from cai.pipeline import fig2  # first: the page's first chart carries plotly.js, and fig2 comes first
 
-    if scatter := fig2.chart(report["fig2"], include_js=first):
-        charts["fig2"], first = scatter, False
-    for key, x, y, label in (("fig5", "revision", "mean", "mean PM score"), ("fig8", "step", "mean_reward", "mean PM reward")):
-        points = report[key]["measured"].get("points" if key == "fig5" else "curve") or []
-        if not points:
-            continue
-        fig = go.Figure(go.Scatter(x=[p[x] for p in points], y=[p[y] for p in points], mode="lines+markers",
-                                   text=[f"n = {p['n']}" for p in points]))
-        fig.update_layout(xaxis_title=x, yaxis_title=label, height=320, margin={"t": 20, "b": 40})
-        charts[key] = fig.to_html(include_plotlyjs=first, full_html=False)
-        first = False
+    charts: dict[str, str] = {}
+    if scatter := fig2.chart(report["fig2"], include_js=True):
+        charts["fig2"] = scatter
+    for key in ("fig5", "fig8"):
+        chart = _chart(key, report[key], include_plotlyjs=not charts)
+        if chart:
+            charts[key] = chart
     for key, lines in _sweep_lines(report).items():
         if not lines:
             continue
         fig = go.Figure([go.Scatter(x=x, y=y, name=name, mode="lines+markers", text=[f"n = {k}" for k in n])
                          for name, x, y, n in lines])
-        fig.update_layout(xaxis_title=SWEEP_AXES[key][0], yaxis_title=SWEEP_AXES[key][1], height=320,
+        fig.update_layout(xaxis={"title": SWEEP_AXES[key][0], "dtick": 1} if key == "fig7" else
+                          {"title": SWEEP_AXES[key][0]}, yaxis_title=SWEEP_AXES[key][1], height=320,
                           margin={"t": 20, "b": 40})
-        charts[key] = fig.to_html(include_plotlyjs=first, full_html=False)
-        first = False
+        charts[key] = fig.to_html(include_plotlyjs=not charts, full_html=False)
     colour = {AS: "#1a7f37", NOT_AS: "#cf222e", UNSURE: "#9a6700"}
     parts = [f"<h1>Pipeline {report['pipeline']}: {h.escape(report['provenance']['recipe'])}</h1>",
-             f"<p>status: {h.escape(report['status'])}</p>"]
-    for key, title in TITLES.items():
+             f"<p>status: {h.escape(report['status'])}. Each figure: the paper's claim, what this pipeline measured "
+             "(95 % intervals, n), and a verdict: <i>as in the paper</i> when the whole interval is on the paper's "
+             "side, <i>not as in the paper</i> when it is on the other side, else <i>not enough data</i>.</p>"]
+    for key, title in ((k, t) for k, t in TITLES.items() if k in report):  # Figs. 3, 6, 7: with a sweep
         fig = report[key]
+        note = "".join(f"<p style='color:#57606a'>{h.escape(line)}</p>" for line in notes(key, fig))
         parts.append(
             f"<section><h2>{h.escape(title)} <span style='color:{colour[fig['verdict']]}'>"
             f"{h.escape(fig['verdict'])}</span></h2><p><b>Paper:</b> {h.escape(fig['claim'])}</p>"
-            f"<p><b>Here:</b> {h.escape(headline(key, fig))}</p>{charts.get(key, '')}"
+            f"<p><b>Here:</b> {h.escape(headline(key, fig))}</p>{note}{charts.get(key, '')}"
             f"<details><summary>numbers</summary><pre>{h.escape(json.dumps(fig['measured'], indent=1))}</pre></details>"
             "</section>")
-    parts.append(f"<h2>Provenance</h2><pre>{h.escape(json.dumps(report['provenance'], indent=1))}</pre>")
+    parts.append(f"<h2>Provenance</h2>{_provenance_html(report['provenance'])}")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>CAI pipeline report</title></head>"
             "<body style='font-family:sans-serif;max-width:60em;margin:auto'>" + "".join(parts) + "</body></html>")

@@ -156,10 +156,13 @@ def causal_lm(folder: str) -> tuple[Any, Any]:
     and a pad token (EOS when the tokenizer has none, as TRL's trainers would set it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), tokenizer
+    from cai import loadclock
+
+    with loadclock.timed():
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), tokenizer
 
 
 def trainer_inputs(

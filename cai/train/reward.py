@@ -21,6 +21,7 @@ from torch import nn
 from trl import RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
+from cai import loadclock
 from cai.train import lengths
 
 LOSSES = ("soft", "hard", "margin")
@@ -186,8 +187,9 @@ def pad_id(tok: Any) -> int:
 def _load_pm(path: str) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    with loadclock.timed():
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
     model.eval()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -279,10 +281,11 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     target = common.start(ctx, cfg.model)
     if target.done is None:
         args = RewardConfig(max_length=cfg.max_length, disable_dropout=True, **common.training_args(ctx))
-        tok = AutoTokenizer.from_pretrained(target.parent["folder"])
-        model = AutoModelForSequenceClassification.from_pretrained(
-            target.parent["folder"], num_labels=1, dtype=torch.float32
-        )
+        with loadclock.timed():
+            tok = AutoTokenizer.from_pretrained(target.parent["folder"])
+            model = AutoModelForSequenceClassification.from_pretrained(
+                target.parent["folder"], num_labels=1, dtype=torch.float32
+            )
         trainer = SoftRewardTrainer(
             model=model,
             args=args,
