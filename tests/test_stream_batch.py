@@ -126,3 +126,69 @@ def test_a_rater_who_leaves_mid_answer_does_not_disturb_the_others(db, generate_
     assert [(r.text_a, r.text_b) for r in results[1:]] == expected[1:]
     # The next turn still runs (the worker survived the cancelled rows) and is still exact.
     assert list(stream_pair(jobs[0], pool))[-1].text_a == expected[0][0]
+
+
+
+class StreamingServer:
+    """/v1/completions streaming " t0 t1 ..." (max_tokens chunks, one per `tick` s); counts requests started."""
+
+    def __init__(self, tick: float = 0.05) -> None:
+        import http.server
+        import json
+        import time
+
+        server, self.started = self, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # type: ignore[no-untyped-def]  # quiet
+                pass
+
+            def do_POST(self):  # type: ignore[no-untyped-def]  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                server.started += 1
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()
+                try:
+                    for k in range(body["max_tokens"]):
+                        chunk = {"id": "c", "object": "text_completion", "created": 0, "model": "m",
+                                 "choices": [{"index": 0, "text": f" t{k}", "finish_reason": None}]}
+                        self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                        self.wfile.flush()
+                        time.sleep(tick)
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+def test_a_served_model_answers_a_second_rater_while_the_first_is_still_streaming():
+    """A served model's server batches: the pool sends a second request without waiting for the first
+    (before, one lock per model made it wait until the first answer was complete)."""
+    from cai.backends.served import ServedBackend
+
+    server = StreamingServer()
+    try:
+        backend = ServedBackend([server.url], served_name="m", tokenizer="tiny-unused")
+        pool = BackendPool()
+        first = pool.stream(backend, "a", SamplingParams(max_new_tokens=40))
+        assert next(first) == " t0"  # the first rater's answer is under way and stays open
+        second: list[str] = []
+        reader = threading.Thread(target=lambda: second.extend(pool.stream(backend, "b", SamplingParams(max_new_tokens=3))),
+                                  daemon=True)
+        reader.start()
+        reader.join(60)  # a deadlock guard, not a timing claim: before, this waited for `first` forever
+        assert second[-1:] == [" t0 t1 t2"]
+        assert server.started == 2
+        first.close()
+        backend.close()
+    finally:
+        server.close()
