@@ -12,6 +12,7 @@ One warm-up turn per backend (models loaded, kernels warm) is not counted.
 Prints JSON {"results": [{"backend", "raters", "aggregate_tok_s", "ttft_p50_s", "ttft_p95_s",
 "answer_p95_s", ...}]}. Usage:
   python bench/arena_load.py --raters 1,10,30 --backend hf,served [--max-new-tokens 16] [--turns 1]
+      [--models gemma3-270m,smollm2 | smollm2 (one model battling itself)]
 """
 
 from __future__ import annotations
@@ -42,26 +43,31 @@ def pct(values: list[float], q: float) -> float:
     return round(ordered[max(0, int(round(q * len(ordered))) - 1)], 3)
 
 
-def prepare(db_path: Path, backend: str, raters: int, campaigns: list[str], max_new_tokens: int, turns: int,
-            servers: list[Any]) -> None:
-    """Register the two models (served: start a vLLM server for each), the campaigns and the raters."""
+def prepare(db_path: Path, backend: str, use: list[str], raters: int, campaigns: list[str], max_new_tokens: int,
+            turns: int, servers: list[Any]) -> None:
+    """Register the two battle models (served: start a vLLM server per model), the campaigns and the raters.
+    With one model in `use` it battles itself under two names (one engine, one set of weights)."""
     from cai import arena, backends, models, store, users
     from cai.backends.vllm import VLLMServer
 
     db = store.connect(db_path)
+    pairs = list(zip(use, ("-a", "-b"), strict=False)) if len(use) == 2 else [(use[0], "-a"), (use[0], "-b")]
     names = []
     if backend == "hf":
-        for name, chat in MODELS.items():
-            models.register_model(db, name, name, chat=chat)
-            names.append(name)
-    else:
-        started = {name: VLLMServer(backends.model_path(name), served_name=name) for name in MODELS}
+        for name, tag in pairs:
+            models.register_model(db, name + tag, name, chat=MODELS[name])
+            names.append(name + tag)
+    else:  # one server per model, each with a 1 GiB KV cache (as tests/conftest.py's vllm_default)
+        started = {name: VLLMServer(backends.model_path(name), served_name=name,
+                                    env={"VLLM_CPU_KVCACHE_SPACE": "1"}) for name in dict(pairs)}
         servers.extend(started.values())
-        for name, server in started.items():
+        for server in started.values():
             server.wait_ready()
-            models.register_served(db, f"{name}-served", [server.url], served_name=name,
+        for name, tag in pairs:
+            server = started[name]
+            models.register_served(db, f"{name}{tag}-served", [server.url], served_name=name,
                                    tokenizer=backends.model_path(name), weights=name, chat=MODELS[name])
-            names.append(f"{name}-served")
+            names.append(f"{name}{tag}-served")
     for camp in campaigns:
         arena.create_campaign(db, camp, names, "helpfulness", max_turns=turns + 1, max_new_tokens=max_new_tokens)
     for i in range(raters):
@@ -163,13 +169,14 @@ def answer_tokens(db_path: Path, campaign: str) -> int:
     tokenizers = {name: AutoTokenizer.from_pretrained(backends.model_path(name)) for name in MODELS}
 
     def count(name: str, text: str) -> int:
-        return len(tokenizers[name.removesuffix("-served")].encode(text or "", add_special_tokens=False))
+        return len(tokenizers[name.removesuffix("-served")[:-2]].encode(text or "", add_special_tokens=False))
 
     db.close()
     return sum(count(a, ra) + count(b, rb) for a, b, ra, rb in rows)
 
 
-def bench_backend(backend: str, raters: list[int], max_new_tokens: int, turns: int) -> list[dict[str, Any]]:
+def bench_backend(backend: str, use: list[str], raters: list[int], max_new_tokens: int,
+                  turns: int) -> list[dict[str, Any]]:
     from bench.rater_page import free_port
 
     db_path = Path(tempfile.mkdtemp(prefix=f"arena-load-{backend}-")) / "bench.db"
@@ -177,7 +184,7 @@ def bench_backend(backend: str, raters: list[int], max_new_tokens: int, turns: i
     servers: list[Any] = []
     app = None
     try:
-        prepare(db_path, backend, max(raters), campaigns, max_new_tokens, turns, servers)
+        prepare(db_path, backend, use, max(raters), campaigns, max_new_tokens, turns, servers)
         port = free_port()
         app = start_app(db_path, port)
         url = f"http://127.0.0.1:{port}/"
@@ -189,7 +196,7 @@ def bench_backend(backend: str, raters: list[int], max_new_tokens: int, turns: i
             tokens = answer_tokens(db_path, f"load-{n}")
             ttfts = [x for s in sends for x in s["ttft"]]
             results.append({
-                "backend": backend, "raters": n, "aggregate_tok_s": round(tokens / wall, 2),
+                "backend": backend, "models": use, "raters": n, "aggregate_tok_s": round(tokens / wall, 2),
                 "ttft_p50_s": pct(ttfts, 0.5), "ttft_p95_s": pct(ttfts, 0.95),
                 "answer_p95_s": pct([s["answer_s"] for s in sends], 0.95),
                 "answers": 2 * len(sends), "tokens": tokens, "wall_s": round(wall, 2),
@@ -222,15 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="hf,served", help="hf, served or both (default hf,served).")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="Answer length cap (default 16).")
     parser.add_argument("--turns", type=int, default=1, help="Messages each rater sends (default 1).")
+    parser.add_argument("--models", default="gemma3-270m,smollm2",
+                        help="The battle's two embedded models, or one that battles itself (default both).")
     args = parser.parse_args(argv)
     raters = [int(x) for x in args.raters.split(",") if x.strip()]
     kinds = [x.strip() for x in args.backend.split(",") if x.strip()]
-    bad = [k for k in kinds if k not in ("hf", "served")]
-    if bad or not raters or min(raters) < 1 or args.max_new_tokens < 1 or args.turns < 1:
-        print(f"error: need --backend from hf,served (got {bad or kinds}), rater counts >= 1, "
+    use = [x.strip() for x in args.models.split(",") if x.strip()]
+    bad = [k for k in kinds if k not in ("hf", "served")] + [m for m in use if m not in MODELS]
+    if bad or not 1 <= len(use) <= 2 or not raters or min(raters) < 1 or args.max_new_tokens < 1 or args.turns < 1:
+        print(f"error: need --backend from hf,served, one or two --models from {', '.join(MODELS)} (got {bad or use}), rater counts >= 1, "
               "--max-new-tokens >= 1 and --turns >= 1", file=sys.stderr)
         return 2
-    results = [row for kind in kinds for row in bench_backend(kind, raters, args.max_new_tokens, args.turns)]
+    results = [row for kind in kinds for row in bench_backend(kind, use, raters, args.max_new_tokens, args.turns)]
     print(json.dumps({"results": results, "ratios": ratios(results),
                       "settings": {"max_new_tokens": args.max_new_tokens, "turns": args.turns,
                                    "cpus": os.cpu_count()}}, indent=2))
