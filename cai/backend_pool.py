@@ -1,7 +1,10 @@
 """The app's loaded models and both answers of an arena turn streamed side by side.
 
-One pool per process (`shared_pool()`) serves every tab and page, with one lock per loaded model, so a model
-serves one request at a time whichever tab asked; it loads a registry row as registered (backend, chat).
+One pool per process (`shared_pool()`) serves every tab and page; it loads a registry row as registered (backend,
+chat). `BackendPool.stream` is how callers generate: concurrent requests to one in-process transformers model
+join batched `generate` calls (cai.backends.stream_batch), each caller still reading only its own tokens; a
+served model takes them all at once (its server batches); any other backend serves one request at a time under
+its lock.
 Each side of a turn generates in its own thread and pushes its text as it grows, so the rater watches A and B
 write at once; failures come back as a side-neutral message while the real error stays on the server. Streams
 decode tokens incrementally (a character split over several byte tokens appears only once whole) and stop at
@@ -16,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,14 +69,16 @@ class BackendPool:
     """Loaded backends by registry row; `loader(model_row)` makes one the first time it is needed.
 
     A row is known by everything that decides what gets loaded, not by its id alone, since one process may
-    serve several databases whose ids repeat. The lock belongs to the loaded backend, not to the row: two
-    names for one set of weights (which `backends.load` caches once) take turns as well.
+    serve several databases whose ids repeat. The lock (and the batcher) belong to the loaded backend, not to
+    the row: two names for one set of weights (which `backends.load` caches once) share them as well.
     """
 
     loader: Callable[[dict[str, Any]], Backend] | None = None
     _backends: dict[str, Backend] = field(default_factory=dict)
     _locks: dict[int, threading.Lock] = field(default_factory=dict)  # by id() of a backend held in _backends
+    _batchers: dict[int, Any] = field(default_factory=dict)  # StreamBatcher by id() of a transformers backend
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    batch_window_s: float = 0.02  # how long a batch waits for more requests after its first (stream_batch)
 
     def get(self, row: dict[str, Any]) -> tuple[Backend, threading.Lock]:
         key = row_key(row)
@@ -83,6 +89,35 @@ class BackendPool:
             if getattr(backend, "urls", None):  # a served model's server batches its callers: no turn-taking
                 return backend, threading.Lock()
             return backend, self._locks.setdefault(id(backend), threading.Lock())
+
+    def stream(self, backend: Backend, prompt: str, params: SamplingParams) -> Iterator[str]:
+        """The completion as it grows (cumulative text), as `stream_text` gives it: an in-process transformers
+        model joins concurrent requests into batched `generate` calls; a served model takes requests at once
+        (its server batches them); any other backend answers one request at a time under its lock."""
+        if batchable(backend):
+            yield from _batched_stream(self.batcher(backend), prompt, params)
+            return
+        if _served(backend):
+            yield from stream_text(backend, prompt, params)
+            return
+        with self._lock_of(backend):
+            yield from stream_text(backend, prompt, params)
+
+    def batcher(self, backend: Any) -> Any:
+        """The joining queue of an in-process transformers backend (made on first use)."""
+        from cai.backends.stream_batch import StreamBatcher
+
+        with self._guard:
+            found = self._batchers.get(id(backend))
+            if found is None or found.backend is not backend:
+                eos = set(getattr(backend, "_eos", set())) | set(end_of_turn_ids(backend.tokenizer))
+                lock = self._locks.setdefault(id(backend), threading.Lock())
+                found = self._batchers[id(backend)] = StreamBatcher(backend, lock, eos, window_s=self.batch_window_s)
+            return found
+
+    def _lock_of(self, backend: Any) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(id(backend), threading.Lock())
 
     def loaded(self, row: dict[str, Any]) -> bool:
         """Whether `row`'s model is loaded already (else the next `get` loads it: say so, with its ETA)."""
@@ -180,6 +215,25 @@ class _TokenStreamer:
             yield ids
 
 
+def batchable(backend: Any) -> bool:
+    """An in-process transformers model (weights and tokenizer here, no streaming of its own)."""
+    return hasattr(backend, "model") and hasattr(backend, "tokenizer") and not callable(getattr(backend, "stream", None))
+
+
+def _served(backend: Any) -> bool:
+    from cai.backends.served import ServedBackend
+
+    return isinstance(backend, ServedBackend)
+
+
+def _batched_stream(batcher: Any, prompt: str, params: SamplingParams) -> Iterator[str]:
+    """`stream_text` through the batcher: the prompt tokenized as `_hf_stream` does, the text decoded here."""
+    tok = batcher.backend.tokenizer
+    decoder = IncrementalDecoder(lambda ids: tok.decode(ids, skip_special_tokens=True))
+    for ids in batcher.stream_ids(tok(prompt)["input_ids"], params):
+        yield cut_at_stop(decoder.push(ids), params.stop)[0]
+
+
 def _hf_stream(backend: Any, prompt: str, params: SamplingParams) -> Iterator[str]:
     import torch
 
@@ -249,17 +303,20 @@ def stream_pair(job: TurnJob, pool: BackendPool) -> Iterator[tuple[str, str] | T
     texts = ["", ""]
     seconds = [0.0, 0.0]
     errors: list[str] = []
+    gone = threading.Event()
 
     def side(i: int) -> None:
         start = time.perf_counter()
         try:
-            backend, lock = pool.get(job.models[i])
+            backend, _ = pool.get(job.models[i])
             params = SamplingParams(
                 max_new_tokens=job.max_new_tokens, temperature=job.temperature, seed=job.seed * 2 + i,
                 stop=TURN_STOPS,
             )
-            with lock:
-                for text in stream_text(backend, backend.render(job.prompt), params):
+            with closing(pool.stream(backend, backend.render(job.prompt), params)) as texts_i:
+                for text in texts_i:
+                    if gone.is_set():  # the reader went away (page closed): free the model for the others
+                        break
                     updates.put((i, text, None))
         except Exception as exc:
             log.exception("arena battle %s turn %s: model id %s failed", job.battle_id, job.turn, job.model_ids[i])
@@ -272,15 +329,18 @@ def stream_pair(job: TurnJob, pool: BackendPool) -> Iterator[tuple[str, str] | T
     for t in threads:
         t.start()
     running = 2
-    while running:
-        i, text, error = updates.get()
-        if error:
-            errors.append(error)
-        elif text is None:
-            running -= 1
-        else:
-            texts[i] = complete_text(text)
-            yield visible(texts[0], TURN_STOPS), visible(texts[1], TURN_STOPS)
+    try:
+        while running:
+            i, text, error = updates.get()
+            if error:
+                errors.append(error)
+            elif text is None:
+                running -= 1
+            else:
+                texts[i] = complete_text(text)
+                yield visible(texts[0], TURN_STOPS), visible(texts[1], TURN_STOPS)
+    finally:
+        gone.set()
     for t in threads:
         t.join()
     final = [cut_at_stop(t, TURN_STOPS)[0].strip() for t in texts]

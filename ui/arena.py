@@ -33,6 +33,9 @@ NO_CAMPAIGNS = ("**No campaign is open yet.** An admin creates one on the workbe
                 "(*Campaigns, progress and ratings*) or with "
                 "`cai arena campaign create NAME --models A,B --dimension helpfulness`; it then appears here.")
 ANSWERING = "Both models are answering…"
+# Turns answered at once: concurrent raters of one in-process model share batched generate calls and a served
+# model batches on its server, so more raters at once means bigger batches, not a longer queue (#27).
+SEND_CONCURRENCY = 64
 
 
 class Refused(gr.Error):
@@ -357,7 +360,7 @@ def battle_panel(ctx: AppContext, pool: BackendPool, identify: Identify, state: 
         on_start, [state, campaign], [state, chat_a, chat_b, message, status, reveal, choice, vote_btn],
         api_name="start").then(**plain_end)
     send_event = dict(fn=on_send, inputs=[state, message], outputs=[chat_a, chat_b, message, status, choice, vote_btn],
-                      concurrency_limit=8)
+                      concurrency_limit=SEND_CONCURRENCY)
     send_btn.click(**send_event, api_name="send")
     message.submit(**send_event, api_name=False)
     vote_btn.click(on_vote, [state, choice, comment], [status, comment, reveal, chat_a, chat_b, choice, vote_btn],

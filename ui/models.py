@@ -17,7 +17,7 @@ import pandas as pd
 from sqlite_utils import Database
 
 from cai import engines, load_eta, models
-from cai.backend_pool import TURN_STOPS, BackendPool, complete_text, shared_pool, stream_text, visible
+from cai.backend_pool import TURN_STOPS, BackendPool, complete_text, shared_pool, visible
 from cai.backends.base import SamplingParams
 from cai.queries import catalog
 from cai.transcript import to_hh
@@ -121,7 +121,7 @@ def chat_stream(
 ) -> Iterator[tuple[list[dict[str, Any]], str]]:
     """One chat turn as it happens: (history, message box) after each change. A model not loaded yet first
     shows what it is waiting for and for about how long (cai.load_eta); the reply then streams token by token
-    as the arena's do (cai.backend_pool.stream_text), cut at the next turn."""
+    as the arena's do (cai.backend_pool.BackendPool.stream), cut at the next turn."""
     require(ctx, request, BROWSE_ROLES)
     if not model_id:
         raise gr.Error("Pick a model to chat with.")
@@ -141,14 +141,13 @@ def chat_stream(
     if not pool.loaded(row):
         yield with_reply(" ".join(filter(None, [path, load_eta.notice(row)]))), ""
     try:
-        backend, lock = pool.get(row)
+        backend, _ = pool.get(row)
     except Exception as exc:  # a missing folder or an unreachable hub id: say so on the page
         raise gr.Error(f"Could not load {row['name']}: {exc}") from None
     params = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature), stop=TURN_STOPS)
     text = ""
-    with lock:
-        for text in stream_text(backend, backend.render(prompt), params):
-            yield with_reply(visible(complete_text(text), TURN_STOPS).strip()), ""
+    for text in pool.stream(backend, backend.render(prompt), params):  # batched with concurrent chats and raters
+        yield with_reply(visible(complete_text(text), TURN_STOPS).strip()), ""
     yield with_reply(complete_text(visible(text, TURN_STOPS)).strip()), ""
 
 
