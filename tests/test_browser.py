@@ -18,6 +18,7 @@ import pytest
 
 from cai import data, runs, sl, store, users
 from cai.stages import AgreementConfig
+from tests.helpers import BUDGET_S
 from ui.warmup import probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,8 @@ def app(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "app.py", "--db", str(db_path), "--port", str(port)], cwd=ROOT,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180  # it builds a workbench per role: slow on a loaded machine
+        # It builds a workbench per role: minutes on a loaded machine, and every test of the module waits for it.
+        deadline = time.monotonic() + BUDGET_S
         while True:
             try:
                 probe("127.0.0.1", port)  # listening and built (not the loading page)
