@@ -2,12 +2,15 @@
 
 Covers login, a principle edit that makes a new version, an SL run launched from the dashboard on the
 tiny model and watched to "done", one of its chains opened, the labels page with numbers, roles, and
-model text with <script>/<img onerror> shown as text. Each tab's screenshot goes to artifacts/screenshots/.
+model text with <script>/<img onerror> shown as text, and a cancelled, a resumed and a finished run that
+read the same in the runs list, the run page and the CLI. Each tab's screenshot goes to artifacts/screenshots/.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from cai import data, runs, sl, store, users
-from cai.stages import AgreementConfig
+from cai.backends.base import ScriptedBackend
+from cai.stages import AgreementConfig, SLConfig
+from tests.helpers import BUDGET_S
 from ui.warmup import probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +52,8 @@ def app(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "app.py", "--db", str(db_path), "--port", str(port)], cwd=ROOT,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180  # it builds a workbench per role: slow on a loaded machine
+        # It builds a workbench per role: minutes on a loaded machine, and every test of the module waits for it.
+        deadline = time.monotonic() + BUDGET_S
         while True:
             try:
                 probe("127.0.0.1", port)  # listening and built (not the loading page)
@@ -267,4 +273,79 @@ def test_each_role_gets_its_page_viewer_cannot_launch_and_rater_sees_only_the_ar
     open_tab(page, "Arena")
     expect(page.get_by_text("Campaigns, progress and ratings (admins)")).to_be_visible(timeout=20_000)
     shot(page, "page-admin")
+    page.close()
+
+
+# ----------------------------------------------------------- one status in the list, the run page and the CLI
+
+
+def cli_shown(db_path, run_id: int) -> dict:
+    cmd = [sys.executable, "-c", "import sys; from cai.cli import main; sys.exit(main())", "runs", "show", str(run_id),
+           "--json", "--db", str(db_path)]  # `cai runs show ID --json`
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["shown"]
+
+
+def select(page, run_id: int) -> None:  # type: ignore[no-untyped-def]
+    box = page.locator("#run-id input")
+    box.fill(str(run_id))
+    box.press("Enter")
+    page.locator("#run-summary h4").filter(has_text=f"Run #{run_id} ").wait_for(timeout=20_000)
+
+
+def check_views(page, db_path, run_id: int) -> dict:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    shown = cli_shown(db_path, run_id)
+    select(page, run_id)
+    expect(page.locator("#run-status")).to_have_text(shown["status"], timeout=20_000)
+    expect(page.locator("#run-progress")).to_contain_text(shown["text"])
+    row = re.compile(rf"(?<!\d){run_id}\s+sl\s+{re.escape(shown['status'])}\s+[▰▱]+\s+{shown['done']}/{shown['total']} \(")
+    expect(page.locator("#runs-table")).to_contain_text(row, timeout=20_000)  # id, kind, status, progress: one row
+    return shown
+
+
+def test_cancelled_resumed_and_finished_runs_read_the_same_in_the_list_the_page_and_the_cli(app, browser, monkeypatch):
+    """One status: for a cancelled, a resumed (from the page) and a finished run, the runs list and the run page
+    show what `cai runs show ID --json` says."""
+    from playwright.sync_api import expect
+
+    url, db_path = app
+    db = store.connect(db_path)
+    state = {"calls": 0, "run": 0}
+
+    class Cancelling(ScriptedBackend):
+        def generate(self, prompts, params):
+            state["calls"] += 1
+            if state["calls"] == 2:
+                runs.request_cancel(db, state["run"])
+            return super().generate(prompts, params)
+
+    monkeypatch.setitem(runs.SCRIPTED, "scripted-cancel", Cancelling())
+    small = {"prompts": "sample-red-team", "revisions": 1, "batch_size": 1, "max_new_tokens": 8, "few_shot": 1}
+    state["run"] = cancelled = runs.create_run(db, SLConfig(model="scripted-cancel", limit=3, **small))
+    assert runs.execute(db, cancelled)["status"] == "cancelled"
+    finished = runs.create_run(db, SLConfig(model="scripted", limit=2, **small))
+    assert runs.execute(db, finished)["status"] == "done"
+    resumed = runs.create_run(db, SLConfig(model="tiny", limit=1, **small))
+    runs.request_cancel(db, resumed)  # queued without a worker: cancelled at once, then resumed from the page
+
+    page = login(browser, url, "admin", ADMIN_PASSWORD)
+    open_tab(page, "Dashboard")
+    assert check_views(page, db_path, cancelled) == {**cli_shown(db_path, cancelled), "status": "cancelled"}
+    shot(page, "runs-status-cancelled")
+    assert check_views(page, db_path, finished)["status"] == "done"
+    shot(page, "runs-status-finished")
+
+    select(page, resumed)
+    expect(page.locator("#run-status")).to_have_text("cancelled")
+    page.get_by_role("button", name="Resume run").click()
+    expect(page.get_by_text(f"Resumed run #{resumed}")).to_be_visible(timeout=30_000)
+    # The page redraws at once with the list: no "cancelled" header beside a running row.
+    expect(page.locator("#run-status")).not_to_have_text("cancelled", timeout=10_000)
+    shot(page, "runs-status-resumed")
+    expect(page.locator("#run-status")).to_have_text("done", timeout=180_000)
+    assert check_views(page, db_path, resumed)["text"] == "1/1 done"
+    shot(page, "runs-status-resumed-done")
+    db.close()
     page.close()

@@ -2,7 +2,8 @@
 
 Import a preference set through the Labels tab, be refused when launching an agreement run without one,
 launch it on tiny from the dashboard (its CLI line shown), see the run say what it made, see its plots,
-and find the form as it was launched after a reload. Screenshots of these states go to artifacts/screenshots/.
+and find the form as it was launched after a reload; then an experiment from the Experiments tab. One app for the
+module (its start is most of a test's cost). Screenshots of these states go to artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import pytest
 from test_browser import ADMIN_PASSWORD, app, browser, fill, login, open_tab, shot  # noqa: F401  (fixtures: a fresh app)
 
-from cai import data
+from cai import constitution, data, store
 
 pytestmark = pytest.mark.browser
 
@@ -119,4 +120,36 @@ def test_step_progress_then_cancelling_at_once(app, browser):  # noqa: F811
     expect(page.locator("#run-status")).to_have_text(re.compile("cancelling…|cancelled"), timeout=10_000)
     shot(page, "newcomer-dashboard-cancelling")
     expect(page.locator("#run-status")).to_have_text("cancelled", timeout=60_000)
+    page.close()
+
+
+def test_experiment_from_the_ui_shows_paired_revisions_and_deltas(app, browser):  # noqa: F811
+    """An experiment launched from the Experiments tab on the tiny model, watched to done, its paired view opened
+    (last in this module: it edits the default constitution, which the tests above see at v1)."""
+    from playwright.sync_api import expect
+
+    url, db_path = app
+    db = store.connect(db_path)
+    constitution.edit_principle(db, "default", constitution.resolve_version(db, "default")["principles"][0]["name"],
+                                revision="Rewrite the reply so that it is kind and safe.")
+    db.close()
+    page = login(browser, url, "admin", ADMIN_PASSWORD)
+    open_tab(page, "Experiments")
+    page.get_by_label("default@1").check(timeout=20_000)
+    page.get_by_label("default@2").check()
+    expect(page.locator("#exp-prompts input")).to_have_value("sample-red-team", timeout=20_000)
+    fill(page, "exp-model", "tiny")
+    fill(page, "exp-limit", "2")
+    fill(page, "exp-revisions", "1")
+    fill(page, "exp-max-new", "8")
+    page.locator("#exp-launch").click()
+    expect(page.locator("#exp-status")).to_contain_text("Started experiment", timeout=20_000)
+    expect(page.locator("#exp-progress")).to_contain_text("done, 2/2 stage runs done", timeout=600_000)
+    paired = page.locator("#exp-paired")
+    expect(paired.locator(".exp-prompt")).to_have_count(2, timeout=20_000)
+    expect(paired).to_contain_text("default@1")
+    expect(paired).to_contain_text("default@2")
+    expect(page.locator("#exp-deltas")).to_contain_text("unchanged")
+    expect(page.locator("#exp-deltas")).to_contain_text("within noise")
+    shot(page, "experiments")
     page.close()

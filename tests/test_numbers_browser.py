@@ -1,14 +1,15 @@
 """Issue 28 in Chromium: numbers a researcher can trust. The Labels headline names a judge that follows
 position before its order-averaged agreement (with CI and n); the AI-set section and the arena's Figure 2
 show one line, not empty plot frames, before there is data; one arena vote gets no interval and no
-2000-point gap. Screenshots go to artifacts/screenshots/.
+2000-point gap; and position consistency for a real agreement run on the default model. One app for the
+module (its start is most of a test's cost). Screenshots go to artifacts/screenshots/.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from cai import arena, data, models, runs, store, users
+from cai import arena, constitution, data, models, runs, store, users
 from cai.stages import AgreementConfig
 from tests.test_browser import ADMIN_PASSWORD, app, browser, login, open_tab, shot  # noqa: F401  (module fixtures)
 
@@ -91,4 +92,38 @@ def test_one_arena_vote_gets_no_interval_and_no_figure2_frame(app, browser):  # 
     expect(note).to_contain_text("no harmlessness votes yet.")
     expect(page.locator("#arena-figure2")).to_be_hidden()
     shot(page, "arena-one-vote-no-interval")
+    page.close()
+
+
+@pytest.mark.slow
+def test_labels_tab_position_consistency_default_model(app, browser, shared):  # noqa: F811
+    """The Labels tab shows position consistency for a real agreement run on the default model (last in this
+    module: the Labels tab opens on the newest set and run, this test's)."""
+    from playwright.sync_api import expect
+
+    url, db_path = app
+    db = store.connect(db_path)
+    if not list(db["constitutions"].rows):
+        constitution.seed_default(db)
+    data.import_prefs(db, shared / "hh-rlhf/harmless-base/dev-sample.jsonl.gz", "hh-dev")
+    run_id, proc = runs.start(db, db_path, AgreementConfig(prefs="hh-dev", feedback_model="default", limit=4,
+                                                           batch_size=4))
+    proc.wait(timeout=600)
+    run = runs.get_run(db, run_id)
+    assert run["status"] == "done", run["error"]
+    rate = run["result"]["consistency"]["rate"]
+    db.close()
+    page = login(browser, url, "vera", "viewer-pw-1")
+    open_tab(page, "Labels")
+    expect(page.locator("#labels-summary")).to_contain_text(f"Run #{run_id} (done, feedback model default)",
+                                                            timeout=30_000)
+    line = page.locator("#labels-consistency")
+    expect(line).to_contain_text(f"Position consistency (both orders pick the same response): {rate:.1%} of 4 pairs",
+                                 timeout=30_000)
+    expect(line).to_contain_text("Cohen's kappa AI vs human")
+    models = page.locator("#labels-consistency-models")
+    expect(models).to_contain_text("default")
+    expect(models).to_contain_text("agreement")
+    expect(page.locator("#labels-principles")).to_contain_text("principle")
+    shot(page, "labels-position-consistency-default")
     page.close()

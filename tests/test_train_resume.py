@@ -1,6 +1,9 @@
 """Training runs killed and resumed on the tiny model: at the final save, after registration, with a
 checkpoint cut mid-write; their checkpoints removed when done; and two databases in one folder, each
-with its own run and model folders (cai.train.common, cai.store.folders)."""
+with its own run and model folders (cai.train.common, cai.store.folders).
+
+The uninterrupted reference runs are trained once per module (`trained`); each kill or cut test works on
+a copy of that database folder, so it pays only for its own interrupted run and its resume."""
 
 from __future__ import annotations
 
@@ -77,6 +80,39 @@ def execute(db, cfg) -> dict:
     return run
 
 
+# The reference run of each trainer in `trained`: PM's is RL's reward model "pm-r" (the same config).
+REF = {"pm": "pm-r", "sft": "ref-sft", "dpo": "ref-dpo", "rl": "ref-rl"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A database folder (workbench.db and its run and model folders) trained once for the module: `seed`,
+    the red-team prompts RL samples, each trainer's uninterrupted 3-step run (`REF`), and an SFT run "cut"
+    that kept its checkpoints. Tests take a `copy_of` it: the same database, the references not trained again."""
+    folder = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CAI_THREADS", "1")  # as `one_thread` (function-scoped, so not yet set here)
+        db = store.connect(folder / "workbench.db")
+        sl_id = seed(db)
+        data.create_prompt_set(db, "red", "red-team", [p["prompt"] for p in PAIRS[:4]])
+        for kind in ("pm", "sft", "dpo", "rl"):  # pm first: it is RL's reward model
+            execute(db, config(kind, sl_id, REF[kind]))
+        execute(db, config("sft", sl_id, "cut", keep_checkpoints=True))
+        db.close()
+    return folder
+
+
+def copy_of(trained: Path, tmp_path: Path) -> Path:
+    """A copy of the `trained` folder; returns its database path. The copied model rows still point at the
+    references' folders in `trained` (read only); what the test's runs write goes under the copy."""
+    shutil.copytree(trained, tmp_path / "wb")
+    return tmp_path / "wb" / "workbench.db"
+
+
+def reference(db, kind: str) -> dict:
+    return runs.get_run(db, models.get_model(db, REF[kind])["run_id"])
+
+
 def weights(db, name: str) -> bytes:
     return (Path(models.get_model(db, name)["path"]) / "model.safetensors").read_bytes()
 
@@ -93,21 +129,23 @@ def steps_logged(db, run_id: int) -> list[int]:
     return [int(x.split(":")[0].split()[1]) for x in lines if x.startswith("step ") and '"loss"' in x]
 
 
+# Killed after `register`: PM and RL return the registered model through their own branch, SFT and DPO
+# through the same `common.finish` -> `trained_before` (DPO's param covers both; SFT's resume from its last
+# checkpoint is covered by its `save_model` param and the cut tests).
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("kind", ["pm", "sft", "dpo", "rl"])
-@pytest.mark.parametrize("point", ["save_model", "register"])
-def test_kill_9_at_the_final_save_resumes_to_an_uninterrupted_runs_weights_and_result(db, db_path, kind, point):
+@pytest.mark.parametrize("kind, point", [("pm", "save_model"), ("pm", "register"), ("sft", "save_model"),
+                                         ("dpo", "save_model"), ("dpo", "register"), ("rl", "save_model"),
+                                         ("rl", "register")])  # fmt: skip
+def test_kill_9_at_the_final_save_resumes_to_an_uninterrupted_runs_weights_and_result(trained, tmp_path, kind, point):
     """Killed after the final checkpoint (`save_model`: nothing saved or registered yet) or just after
     the model was registered: the resumed run trains nothing more, and its weights (byte for byte),
     step count and result equal an uninterrupted run's (RL: one Goodhart row per step, none added)."""
-    sl_id = seed(db)
-    if kind == "rl":
-        data.create_prompt_set(db, "red", "red-team", [p["prompt"] for p in PAIRS[:4]])
-        execute(db, config("pm", sl_id, "pm-r"))
-    ref = execute(db, config(kind, sl_id, "ref"))
-    assert models.get_model(db, "ref")["meta"]["steps"] == 3
+    db_path = copy_of(trained, tmp_path)
+    db = store.connect(db_path)
+    ref = reference(db, kind)
+    assert models.get_model(db, REF[kind])["meta"]["steps"] == 3
 
-    run_id = runs.create_run(db, config(kind, sl_id, "killed"))
+    run_id = runs.create_run(db, config(kind, 1, "killed"))
     kill_at(db_path, run_id, point)
     assert runs.get_run(db, run_id)["status"] == "interrupted"
     assert (models.get_model(db, "killed") is None) == (point == "save_model")
@@ -115,12 +153,13 @@ def test_kill_9_at_the_final_save_resumes_to_an_uninterrupted_runs_weights_and_r
     run = runs.execute(db, run_id)
     assert run["status"] == "done", run["error"]
 
-    assert weights(db, "killed") == weights(db, "ref")
+    assert weights(db, "killed") == weights(db, REF[kind])
     assert models.get_model(db, "killed")["meta"]["steps"] == 3
     assert steps_logged(db, run_id) == [1, 2, 3]  # no step trained after the resume
     same = {k: v for k, v in run["result"].items() if k not in ("model", "model_id", "path")}
     assert same == {k: v for k, v in ref["result"].items() if k not in ("model", "model_id", "path")}
     assert run["result"]["path"] == models.get_model(db, "killed")["path"]
+    assert Path(run["result"]["path"]) == (db_path.parent / "workbench.models" / "killed").resolve()  # the copy's
     assert db["models"].count_where("name = ?", ["killed"]) == 1
     assert not list(folders.run_folder(db, run_id).glob("checkpoint-*"))  # removed once registered
     if kind == "rl":
@@ -159,13 +198,11 @@ def test_checkpoints_are_removed_when_done_unless_kept_and_db_check_reports_the_
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("cut", ["empty", "weights"])
-def test_a_checkpoint_cut_mid_write_is_passed_over_for_the_one_before(db, cut):
+def test_a_checkpoint_cut_mid_write_is_passed_over_for_the_one_before(trained, tmp_path, cut):
     """checkpoint-3 cut while being written (a 0-byte trainer_state.json, or weights cut short): the
     run resumes from checkpoint-2, says which it passed over, and ends with the uninterrupted weights."""
-    sl_id = seed(db)
-    execute(db, config("sft", sl_id, "ref"))
-    run_id = runs.create_run(db, config("sft", sl_id, "cut", keep_checkpoints=True))
-    runs.execute(db, run_id)
+    db = store.connect(copy_of(trained, tmp_path))
+    run_id = models.get_model(db, "cut")["run_id"]  # done, its checkpoints kept
     # Undo the registration and cut the final checkpoint as a kill mid-save would have left it.
     db["models"].delete_where("name = ?", ["cut"])
     db["runs"].update(run_id, {"status": "failed"})
@@ -186,7 +223,7 @@ def test_a_checkpoint_cut_mid_write_is_passed_over_for_the_one_before(db, cut):
     why = "trainer_state.json is cut short or unreadable" if cut == "empty" else "model.safetensors is cut short"
     assert f"passed over checkpoint-3: {why}" in after
     assert [x.split(":")[0] for x in after if x.startswith("step ") and '"loss"' in x] == ["step 3"]
-    assert weights(db, "cut") == weights(db, "ref")
+    assert weights(db, "cut") == weights(db, REF["sft"])
     assert run["result"]["steps"] == 3
 
 
