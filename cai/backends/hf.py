@@ -1,9 +1,10 @@
 """The transformers backend: batched `generate` with left padding and stop strings, and option scoring.
 
-Option scoring only puts option positions through the output layer (262k columns for Gemma). On CPU it
-runs every token the call's prompts share once, unpadded (prefix.py: both orders and both options of a
-comparison share the conversation); on GPUs each prompt runs once in padded batches, its KV cache copied
-to its options. The tokenization rule is in tokens.py.
+Option scoring only puts option positions through the output layer (262k columns for Gemma). On CPU
+(`score_plan` "packed") it runs every token the call's prompts share once, unpadded, one forward pass per
+row of the shared-prefix tree under a tree attention mask (prefix.py, packed.py: both orders and both
+options of a comparison share the conversation); on GPUs each prompt runs once in padded batches, its KV
+cache copied to its options. The tokenization rule is in tokens.py.
 """
 
 from __future__ import annotations
@@ -186,8 +187,8 @@ class HFBackend:
         self.batch_size = batch_size or 16
         self.should_stop: Callable[[], bool] | None = None  # a run's cancel flag, polled during generation
         self.stop_poll_s = 0.5  # ... at most this often
-        # Opt-in: the unpadded shared-prefix tree runs fewer tokens but more passes; measured slower
-        # than padded batches on a loaded 2-core CPU (bench/feedback.py), so padded batches are the default.
+        # Opt-in: the shared-prefix tree on KV caches, one pass per tree level (slower than either plan
+        # below on a loaded 2-core CPU, bench/feedback.py); it overrides `score_plan` when set.
         self.shared_prefix = False
         # "packed" (the tree in rows with a tree mask, packed.py) or "padded"; see `score_plan`.
         self.score_plan = score_plan(self.device)
