@@ -4,8 +4,8 @@ The fast path is cai.feedback.label_pairs (option log-probs through the backend,
 logits it needs and, on CPU, runs every token that the orders and options of a comparison share once).
 Two baselines: "naive" labels one pair at a time with full-vocabulary logits at every position;
 "simple" runs prompt + option for each order and option (4 passes per item) with logits_to_keep.
-The HHH eval (padded batches, the default) is timed against the simple loop and the opt-in
-shared-prefix tree (HFBackend.shared_prefix) on the same items,
+The HHH eval (the default plan: packed tree rows on CPU) is timed against padded batches, the simple
+loop and the opt-in shared-prefix tree on KV caches (HFBackend.shared_prefix) on the same items,
 interleaved, in one dtype (--dtype, default float32), with accuracies that must match. Prints JSON.
 
     python bench/feedback.py --pairs 4 --hhh-limit 12 --rounds 2
@@ -125,13 +125,21 @@ def hhh_comparison(
         backend.shared_prefix = default
         return evaluate(backend, items, opts)
 
-    def fewest_batches() -> list[dict[str, Any]]:  # the plan before padding was cut
-        planned = backend.pass_slots
-        backend.pass_slots = FEWEST_BATCHES
+    def fewest_batches() -> list[dict[str, Any]]:  # the padded plan before padding was cut
+        planned, plan = backend.pass_slots, backend.score_plan
+        backend.pass_slots, backend.score_plan = FEWEST_BATCHES, "padded"
         try:
             return evaluate(backend, items, opts)
         finally:
-            backend.pass_slots = planned
+            backend.pass_slots, backend.score_plan = planned, plan
+
+    def padded() -> list[dict[str, Any]]:  # padded batches on a KV cache (the CPU default before packed)
+        plan = backend.score_plan
+        backend.score_plan = "padded"
+        try:
+            return evaluate(backend, items, opts)
+        finally:
+            backend.score_plan = plan
 
     def tree() -> list[dict[str, Any]]:
         backend.shared_prefix = True
@@ -143,6 +151,7 @@ def hhh_comparison(
     ways = {
         "ours": ours,
         "ours_fewest_batches": fewest_batches,
+        "padded": padded,
         "simple_loop": lambda: simple_hhh(backend, items),
         "shared_prefix_tree": tree,
     }
@@ -244,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--ways",
         type=lambda s: s.split(","),
         default=None,
-        help="HHH scorers timed beside ours (default: all): ours_fewest_batches,simple_loop,shared_prefix_tree.",
+        help="HHH scorers timed beside ours (default: all): ours_fewest_batches,padded,simple_loop,shared_prefix_tree.",
     )
     ap.add_argument("--dtype", default="float32", help="Model dtype for every path (default: float32).")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice).")

@@ -1,15 +1,17 @@
 """The transformers backend: batched `generate` with left padding and stop strings, and option scoring.
 
-Option scoring only puts option positions through the output layer (262k columns for Gemma). On CPU it
-runs every token the call's prompts share once, unpadded (prefix.py: both orders and both options of a
-comparison share the conversation); on GPUs each prompt runs once in padded batches, its KV cache copied
-to its options. The tokenization rule is in tokens.py.
+Option scoring only puts option positions through the output layer (262k columns for Gemma). On CPU
+(`score_plan` "packed") it runs every token the call's prompts share once, unpadded, one forward pass per
+row of the shared-prefix tree under a tree attention mask (prefix.py, packed.py: both orders and both
+options of a comparison share the conversation); on GPUs each prompt runs once in padded batches, its KV
+cache copied to its options. The tokenization rule is in tokens.py.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -26,7 +28,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from cai.backends import batching, prefix, tokens
+from cai.backends import batching, packed, prefix, tokens
 from cai.backends.base import Completion, SamplingParams, check_seeds, cut_at_stop, render_chat
 from cai.backends.precision import DtypeChoice, pick_dtype
 from cai.backends.tokens import OptionTokens
@@ -61,6 +63,33 @@ def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:  # type: ignore[no-
 def batch_for_memory(free_bytes: int, per_token: int, seq_len: int = 2048, share: float = 0.5) -> int:
     """Sequences of `seq_len` tokens whose KV cache fits in `share` of free memory, within [8, 256]."""
     return max(8, min(256, int(free_bytes * share) // max(1, per_token * seq_len)))
+
+
+def score_plan(device: str) -> str:
+    """The default option-scoring plan for a device (`CAI_SCORE_PLAN` = packed | padded overrides).
+
+    CPUs compute every token slot, padding included, so the packed tree (each shared token once, nothing
+    padded, one pass per row) is the least work there; GPUs run padding nearly free and their fused
+    attention kernels take no tree mask, so padded batches on a KV cache stay the GPU default.
+    """
+    asked = os.environ.get("CAI_SCORE_PLAN", "").strip()
+    if asked:
+        if asked not in ("packed", "padded"):
+            raise ValueError(f"CAI_SCORE_PLAN must be packed or padded, got {asked!r}")
+        return asked
+    return "packed" if device == "cpu" else "padded"
+
+
+def attn_tokens(model) -> float:  # type: ignore[no-untyped-def]
+    """Linear-layer work per token over attention work per query-key pair (packed.py's cost unit)."""
+    cfg = getattr(model.config, "text_config", model.config)
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    embed = model.get_input_embeddings().weight
+    head = getattr(model.get_output_embeddings(), "weight", embed)
+    # Parameters counts a tied output layer once; either way the output layer runs at the read positions only.
+    linear = sum(p.numel() for p in model.parameters()) - embed.numel() - (head.numel() if head is not embed else 0)
+    return max(1.0, linear / (2 * cfg.num_hidden_layers * heads * head_dim))
 
 
 class _StopOnStrings(StoppingCriteria):
@@ -158,9 +187,12 @@ class HFBackend:
         self.batch_size = batch_size or 16
         self.should_stop: Callable[[], bool] | None = None  # a run's cancel flag, polled during generation
         self.stop_poll_s = 0.5  # ... at most this often
-        # Opt-in: the unpadded shared-prefix tree runs fewer tokens but more passes; measured slower
-        # than padded batches on a loaded 2-core CPU (bench/feedback.py), so padded batches are the default.
+        # Opt-in: the shared-prefix tree on KV caches, one pass per tree level (slower than either plan
+        # below on a loaded 2-core CPU, bench/feedback.py); it overrides `score_plan` when set.
         self.shared_prefix = False
+        # "packed" (the tree in rows with a tree mask, packed.py) or "padded"; see `score_plan`.
+        self.score_plan = score_plan(self.device)
+        self._attn_tokens: float | None = None
         self.pass_slots = PASS_SLOTS_CPU if self.device == "cpu" else PASS_SLOTS_GPU  # see batching.plan
         self._bos = tokens.bos_prefix(self.tokenizer)
         eos = self.model.generation_config.eos_token_id
@@ -269,6 +301,8 @@ class HFBackend:
             raise ValueError(f"got {len(prompts)} prompts but {len(options)} option lists")
         if self.shared_prefix:
             return self._tree_logprobs(prompts, options)
+        if self.score_plan == "packed":
+            return self._packed_logprobs(prompts, options)
         return self._padded_logprobs(prompts, options)
 
     def _sequences(
@@ -322,6 +356,47 @@ class HFBackend:
             below = [(child, r) for r, n in enumerate(group) for child in n.children]
             if below:
                 self._run_tree([b for b, _ in below], out.past_key_values, [r for _, r in below], totals)
+
+    def _packed_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
+        """The call's shared-prefix tree cut into rows (packed.py), one unpadded forward pass per row."""
+        width = max((len(o) for o in options), default=0)
+        totals = [0.0] * (len(prompts) * width)
+        if self._attn_tokens is None:
+            self._attn_tokens = attn_tokens(self.model)
+        units = packed.units(prefix.build(self._sequences(prompts, options)), self._attn_tokens)
+        for row in packed.rows(units, self._attn_tokens, self.pass_slots):
+            for key, value in self._score_row(row):
+                totals[key] += value
+        return [[totals[i * width + j] for j in range(len(opts))] for i, opts in enumerate(options)]
+
+    @torch.inference_mode()
+    def _score_row(self, row: packed.Row) -> list[tuple[int, float]]:
+        """One forward pass over a packed row: (key, log-prob of the token) for each of its reads."""
+        n = row.size
+        allowed = torch.zeros(n, n, dtype=torch.bool)
+        for start, end, above in row.visible():
+            allowed[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+            for a, b in above:
+                allowed[start:end, a:b] = True
+        pos = torch.tensor(row.positions())
+        mask: torch.Tensor | dict[str, torch.Tensor] = allowed[None, None].to(self.device)
+        cfg = getattr(self.model.config, "text_config", self.model.config)
+        window = getattr(cfg, "sliding_window", None)
+        if window and "sliding_attention" in (getattr(cfg, "layer_types", None) or []):
+            near = (pos[:, None] - pos[None, :]) < window  # as transformers' sliding_window_overlay
+            mask = {"full_attention": mask, "sliding_attention": (allowed & near)[None, None].to(self.device)}
+        reads = row.reads()
+        keep = sorted({at for at, _, _ in reads})
+        col = {at: k for k, at in enumerate(keep)}
+        logits = self.model(
+            input_ids=torch.tensor([row.ids()], device=self.device),
+            position_ids=pos[None].to(self.device),
+            attention_mask=mask,
+            logits_to_keep=torch.tensor(keep, device=self.device),
+            use_cache=False,
+        ).logits[0]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return [(key, float(logp[col[at], token])) for at, token, key in reads]
 
     def _padded_logprobs(self, prompts: Sequence[str], options: Sequence[Sequence[str]]) -> list[list[float]]:
         """Each prompt runs once; its KV cache is copied to its options, which then run together."""
