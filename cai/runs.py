@@ -337,6 +337,12 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
     ctx = RunContext(db=db, run_id=run_id, config=config)
     stop_beat = start_heartbeat(db, run_id)
     loads_before = loadclock.snapshot()
+
+    def log_loads() -> None:  # this execution's wait for model weights: a timing, so logged (before the outcome
+        spent, loads = loadclock.since(loads_before)  # line, which stays the execution's last), not in the result
+        if loads:
+            ctx.log(loadclock.line(spent, loads))
+
     try:
         changed = input_changes(db, run)
         if changed:
@@ -344,21 +350,21 @@ def execute(db: Database, run_id: int) -> dict[str, Any]:
         set_threads(db, ctx, run["pinned"])
         ctx.check_cancel()
         result = stage.run(ctx)
+        log_loads()
         status, error = "done", None
         if world()[1] > 1 and isinstance(result, dict):
             result["world_size"] = world()[1]
     except (RunCancelled, Cancelled):  # Cancelled: a backend cut its requests on the run's cancel flag
         result, status, error = None, "cancelled", None
+        log_loads()
         ctx.log("cancelled")
     except Exception as exc:  # the run records any failure; the worker itself never hides it
         result, status, error = None, "failed", f"{type(exc).__name__}: {exc}"
+        log_loads()
         ctx.log(traceback.format_exc(), level="error")
     finally:
         ctx.release()
         stop_beat()
-        spent, loads = loadclock.since(loads_before)
-        if loads:  # this execution's wait for model weights: a timing, so logged, not part of the result
-            ctx.log(loadclock.line(spent, loads))
     db.table("runs").update(
         run_id,
         {"status": status, "error": error, "result": store.dumps(result), "finished_at": store.now()},
