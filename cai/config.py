@@ -74,7 +74,7 @@ UPPER: dict[str, float] = {
     "cot_temperature": 10.0, "ensemble": 1000, "epochs": 1000.0, "few_shot": 64, "helpful_samples": 100,
     "keep": 10_000, "learning_rate": 1.0, "limit": 10_000_000, "lora_r": 1024, "max_length": 1_048_576,
     "max_new_tokens": 65_536, "max_steps": 10_000_000, "max_turns": 100, "n_boot": 100_000,
-    "num_generations": 256, "pair_limit": 10_000_000, "processes": 1024, "sample_pairs": 100_000, "samples": 1000,
+    "num_generations": 256, "num_principles": 10_000, "offset": 10_000_000, "pair_limit": 10_000_000, "processes": 1024, "sample_pairs": 100_000, "samples": 1000,
     "save_steps": 10_000_000, "seed": 2**32 - 1, "sft_max_steps": 10_000_000, "temperature": 10.0,
     "test_pairs": 100_000, "vote_cap": 1_000_000, "max_message_chars": 100_000,
 }
