@@ -62,6 +62,7 @@ def test_init_is_idempotent(capsys, db_path):
         "pref_sets": {"sample-harmless-prefs": 12},
         "models": ["smollm2", "gemma3-270m", "default", "tiny"],
         "campaign": "sample-embedded-helpfulness",
+        "converted": {},  # the tests set CAI_PREPARE_MODELS=0: no embedded model is converted (test_model_prep)
     }
     assert run_json(capsys, "init", "--db", str(db_path)) == {**first, "campaign": None}  # made once
     code, out, _ = run(capsys, "init", "--db", str(db_path))
