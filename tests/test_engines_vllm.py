@@ -87,7 +87,9 @@ def test_two_stages_of_a_pipeline_share_one_engine_that_loaded_the_model_once(en
     # The model was loaded once: one server start, one weight load in its log.
     row = db["engines"].get(route.folder)
     assert (db["engines"].count, row["pid"], row["starts"], row["status"]) == (1, route.pid, 1, "ready")
-    assert Path(row["log"]).read_text(errors="replace").count("Loading weights took") == 1
+    # The weight loader's progress bar starts once (vLLM's INFO lines, "Loading weights took", are not always
+    # logged: in a full suite run something quiets its logger, while the bar on stderr always shows).
+    assert Path(row["log"]).read_text(errors="replace").count("Loading safetensors checkpoint shards:   0%") == 1
 
 
 PAPER_SCALED_DOWN = [
