@@ -29,6 +29,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from cai import store
+from cai.procs import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def live(db: Database, folder: str) -> dict[str, Any] | None:
     from cai.backends.served import health
 
     row = _row(db, folder)
-    if row is None or row["status"] != "ready" or not _alive(row["pid"]):
+    if row is None or row["status"] != "ready" or not (row["pid"] and pid_alive(row["pid"])):
         return None
     return row if health(row["url"], timeout=3.0)[0] else None
 
@@ -362,18 +363,6 @@ def _ts(text: str | None) -> float:
         return datetime.fromisoformat(text or "").timestamp()
     except ValueError:
         return 0.0
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _first_line(exc: BaseException) -> str:

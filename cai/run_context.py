@@ -21,6 +21,7 @@ from sqlite_utils import Database
 
 from cai import store
 from cai.config import StageConfig
+from cai.procs import pid_alive
 
 T = TypeVar("T")
 ACTIVE = ("queued", "running")
@@ -282,7 +283,7 @@ def liveness(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
     age = None
     if beat:
         age = ((now or datetime.now(UTC)) - datetime.fromisoformat(beat)).total_seconds()
-    dead_pid = same_host and bool(run["pid"]) and not _alive(run["pid"])
+    dead_pid = same_host and bool(run["pid"]) and not pid_alive(run["pid"])
     stale = run["status"] == "running" and age is not None and age > HEARTBEAT_TIMEOUT_S
     if dead_pid or stale:
         run["status"] = "interrupted"  # its worker died (killed, machine restarted): resume it
@@ -306,18 +307,3 @@ def shown(run: dict[str, Any]) -> dict[str, Any]:
     return {"status": status, "active": active, "done": done, "total": total, "steps_done": steps,
             "steps_total": steps_total, "phase": (run.get("phase") or "") if active else "",
             "eta_s": run.get("eta_s") if active else None, "text": text}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of this very process counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True

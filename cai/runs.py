@@ -37,10 +37,10 @@ from cai.run_context import (
     RunCancelled,
     RunContext,
     RunError,
-    _alive,
     cancel_requested,
     get_run,
     liveness,
+    pid_alive,
     record_steps,
     scripted,
     shown,
@@ -68,6 +68,7 @@ __all__ = [
     "list_runs",
     "live_runs",
     "liveness",
+    "pid_alive",
     "logs",
     "main",
     "prepare_resume",
@@ -297,7 +298,7 @@ def sweep_rank_snapshots(real: Path) -> list[Path]:
     gone = []
     for path in sorted(real.parent.glob(f".{real.name}.rank*-*")):
         m = re.fullmatch(r"rank\d+-(\d+)(?:-wal|-shm|-journal)?", path.name[len(real.name) + 2 :])
-        if m and not _alive(int(m[1])):
+        if m and not pid_alive(int(m[1])):
             path.unlink(missing_ok=True)
             gone.append(path)
     return gone
