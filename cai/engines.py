@@ -49,6 +49,7 @@ class Route:
     folder: str = ""
     served_name: str = ""
     pid: int | None = None
+    dtype: str = ""  # the dtype the engine serves in ("" where not known)
 
 
 # Servers this process started (folder -> VLLMServer); stopped on exit.
@@ -151,7 +152,8 @@ def route(db: Database, spec: str, *, start: bool | None = None, timeout: float 
 
 def _served(spec: str, row: dict[str, Any]) -> Route:
     return Route(True, f"{spec}: served by the shared vLLM engine at {row['url']} (pid {row['pid']})",
-                 url=row["url"], folder=row["folder"], served_name=row["model"], pid=row["pid"])
+                 url=row["url"], folder=row["folder"], served_name=row["model"], pid=row["pid"],
+                 dtype=row.get("dtype") or "")
 
 
 def served_row(db: Database, spec: str, r: Route) -> dict[str, Any]:
@@ -159,7 +161,8 @@ def served_row(db: Database, spec: str, r: Route) -> dict[str, Any]:
     from cai import backends
 
     chat = backends.resolve(spec, db)[2]
-    meta = {"endpoints": [r.url], "served_name": r.served_name, "tokenizer": r.folder, "weights": r.folder}
+    meta = {"endpoints": [r.url], "served_name": r.served_name, "tokenizer": r.folder, "weights": r.folder,
+            "engine": {"dtype": r.dtype} if r.dtype else {}}
     return {"id": None, "name": spec, "path": r.url, "backend": "served", "chat": chat, "meta": meta}
 
 
@@ -242,7 +245,8 @@ def _start(db: Database, spec: str, folder: str, timeout: float) -> Route:
         error = _first_line(exc)
         _save(db, folder, status="failed", error=error)
         return Route(False, f"{spec}: loaded in process: its engine failed to start ({error})", folder=folder)
-    _save(db, folder, status="ready", ready_s=round(seconds, 1))
+    choice = getattr(server, "dtype_choice", None)
+    _save(db, folder, status="ready", ready_s=round(seconds, 1), dtype=choice.dtype if choice else None)
     with _GUARD:
         _OWNED[folder] = server
     if _db_file(db):  # an in-memory database has no other process to tell about a restart

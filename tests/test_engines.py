@@ -36,7 +36,7 @@ def _logs(db, run_id: int) -> list[str]:
 def test_migration_adds_the_flag_and_the_engines_table(db):
     assert "serve" in db["models"].columns_dict
     assert set(db["engines"].columns_dict) == {"folder", "model", "url", "pid", "owner_pid", "status", "error",
-                                               "log", "starts", "ready_s", "updated_at"}
+                                               "log", "starts", "ready_s", "updated_at", "dtype"}
 
 
 def test_cli_marks_a_model_served_and_off_again(db_path, capsys):
@@ -121,6 +121,27 @@ def test_a_running_engine_is_used_by_callers_that_did_not_mark_the_model(db, mon
     assert line == f"tiny: served by the shared vLLM engine at http://127.0.0.1:9/v1 (pid {__import__('os').getpid()})"
     assert (row["backend"], row["meta"]["endpoints"], row["meta"]["tokenizer"]) == (
         "served", ["http://127.0.0.1:9/v1"], folder)
+
+
+def test_a_run_scoring_through_an_engine_stores_the_engines_dtype(db, monkeypatch):
+    """A served label or HHH run stores the dtype its rows were scored in, as an in-process run does: the
+    engine's (it said "scored in None")."""
+    from cai import backends
+    from cai.backends import model_path
+    from cai.backends.precision import scoring_dtype
+
+    folder = model_path("tiny")
+    engines._save(db, folder, model="tiny", url="http://127.0.0.1:9/v1", pid=__import__("os").getpid(),
+                  owner_pid=1, status="ready", error="", log="", starts=1, dtype="float32")
+    monkeypatch.setattr("cai.backends.served.health", lambda url, timeout=3.0: (True, "ok"))
+    assert engines.route(db, "tiny").dtype == "float32"
+    row, _ = engines.routed_row(db, models.ensure_model(db, "tiny"))
+    assert row["meta"]["engine"] == {"dtype": "float32"}
+    backend = backends.from_row(row, cache=False)
+    assert scoring_dtype(backend) == "float32" and backend.dtype_choice.reason == "the server's --dtype"
+    engines._save(db, folder, dtype=None)  # an engine row from before the dtype was stored: not known
+    row, _ = engines.routed_row(db, models.ensure_model(db, "tiny"))
+    assert row["meta"]["engine"] == {} and scoring_dtype(backends.from_row(row, cache=False)) is None
 
 
 def test_a_served_model_does_not_take_turns_in_the_app(db):

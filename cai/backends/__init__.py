@@ -164,6 +164,11 @@ def from_row(row: dict[str, Any], *, cache: bool = True, **options: Any) -> Back
         chat=bool(row["chat"]),
         **options,
     )
+    dtype = (meta.get("engine") or {}).get("dtype")
+    if dtype:  # the server's --dtype: the runs that score through it store it with their rows
+        from cai.backends.precision import DtypeChoice
+
+        made.dtype_choice = DtypeChoice(str(dtype), "the server's --dtype")
     if cache and not options:
         _LOADED[key] = made
     return made

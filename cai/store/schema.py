@@ -701,3 +701,10 @@ def m022_served_engines(db: Database) -> None:
         },
         pk="folder",
     )
+
+
+@migrations()
+def m023_engine_dtype(db: Database) -> None:
+    # The dtype a shared engine serves in, so the runs that score through it store it with their rows
+    # (a served label or HHH run said "scored in None").
+    db.table("engines").add_column("dtype", str)
