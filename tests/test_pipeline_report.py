@@ -91,3 +91,23 @@ def test_the_html_chart_has_whole_steps_and_spans_the_changes_interval():
     table = page.split("<h2>Provenance</h2>")[1].split("<details><summary>all of it")[0]
     assert "<td>sl #2 (seed 0), scores #7</td>" in table  # a run without a seed: no "seed None"
     assert "<td>torch 2.13.0</td>" in table  # a package not installed is left out
+
+
+def test_a_figure_of_a_stage_not_yet_done_says_so_not_that_the_recipe_lacks_it(db_path):
+    from cai import pipeline, runs, store
+    from cai.cli import main
+    from cai.pipeline.report import build
+    from cai.pipeline.runner import child
+
+    assert main(["init", "--db", str(db_path)]) == 0
+    db = store.connect(db_path)
+    pipe = pipeline.create(db, "smoke", ["stages.hhh.skip=true", "sweep="])
+    report = build(db, pipe)
+    assert report["fig4"]["why"] == "the pipeline has no hhh stage"  # skipped: not in the recipe
+    assert report["fig8"]["why"] == "its rl stage has not started (the pipeline is queued)"
+    assert report["fig5"]["why"] == ("its sl stage has not started (the pipeline is queued); "
+                                     "its scores stage has not started (the pipeline is queued)")
+    sl = child(db, pipe, store.loads(runs.get_run(db, pipe)["config"]["spec"]), "sl", 0, {})
+    db["runs"].update(sl, {"status": "running"})
+    assert build(db, pipe)["fig5"]["why"] == (f"its sl stage (run {sl}) is running, not done; "
+                                              "its scores stage has not started (the pipeline is queued)")

@@ -419,8 +419,7 @@ def build(db: Database, pipeline_id: int) -> dict[str, Any]:
         stage_runs.setdefault(row["stage"], linked[(row["stage"], row["sweep"])])
     done = {s: r for s, r in stage_runs.items() if r["status"] == "done"}
     recipe = store.loads(pipeline["config"]["spec"])
-    return {
-        "pipeline": pipeline_id, "status": pipeline["status"],
+    figures = {
         "pm": pm_figure(db, done.get("pm")),
         "fig2": fig2.figure(db, done.get("compare")),
         "fig4": fig4(db, done.get("hhh")),
@@ -431,8 +430,24 @@ def build(db: Database, pipeline_id: int) -> dict[str, Any]:
         "fig7": fig7(db, recipe, linked),
         "fig3": fig3(db, recipe, linked),
         "goodhart": goodhart(db, done),
-        "provenance": provenance(db, pipeline, stage_runs),
     }
+    for key, stages in NEEDS.items():  # a stage the recipe has but that has not finished: say which and why
+        waiting = [s for s in stages if s in recipe["stages"] and s not in done]
+        if waiting and figures[key].get("why", "").startswith("the pipeline has no"):
+            figures[key]["why"] = "; ".join(_not_done(s, stage_runs.get(s), pipeline["status"]) for s in waiting)
+    return {"pipeline": pipeline_id, "status": pipeline["status"], **figures,
+            "provenance": provenance(db, pipeline, stage_runs)}
+
+
+# The main-line stages each figure reads (a figure without them says why: not in the recipe, or not done yet).
+NEEDS = {"pm": ("pm",), "fig2": ("compare",), "fig4": ("hhh",), "fig5": ("sl", "scores"), "fig8": ("rl",),
+         "fig10": ("temperature",), "goodhart": ("rl",)}
+
+
+def _not_done(stage: str, run: dict[str, Any] | None, pipeline_status: str) -> str:
+    if run is None:
+        return f"its {stage} stage has not started (the pipeline is {pipeline_status})"
+    return f"its {stage} stage (run {run['id']}) is {run['status']}, not done"
 
 
 # ----------------------------------------------------------------------------- text and HTML
