@@ -181,6 +181,9 @@ def test_cli_runs_the_smoke_recipe_to_done_with_every_stage_run_wired(db_path, c
     assert report["fig4"]["measured"]["n"] == len(hhh) == 4
     assert report["fig4"]["measured"]["accuracy_order_avg"] == res["hhh"]["accuracy_order_avg"]
     assert report["fig4"]["measured"]["accuracy_plain"] == res["hhh"]["accuracy"]
+    assert report["fig4"]["why"] == ('the verdict tests better than chance only, not "more so with chain of thought": '
+                                     "this stage ran without chain of thought (`cai run hhh --cot` on the same data "
+                                     "measures the other half)")
     steps = db.execute(
         "select s.round, count(*), avg(s.pm_score) from chain_steps s join chains c on c.id = s.chain_id where "
         "c.run_id = ? and c.mode != 'helpful' and s.kind in ('initial', 'revision') group by s.round",

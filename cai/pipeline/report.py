@@ -132,7 +132,11 @@ def fig4(db: Database, run: dict[str, Any] | None) -> dict[str, Any]:
         "accuracy_plain": summary["accuracy"], "accuracy_order_avg": summary["accuracy_order_avg"], "ci": [lo, hi],
         "tie_band": band, "dtype": run["result"].get("dtype"),
     }
-    return _figure("fig4", measured, verdict(lo, hi, 0.5), runs_used=[run["id"]])
+    half = ("these answers are with chain of thought; the plain run to compare them with is not in this pipeline"
+            if run["config"]["cot"] else "this stage ran without chain of thought (`cai run hhh --cot` on the same "
+            "data measures the other half)")
+    return _figure("fig4", measured, verdict(lo, hi, 0.5), runs_used=[run["id"]],
+                   why=f"the verdict tests better than chance only, not \"more so with chain of thought\": {half}")
 
 
 def fig5(db: Database, sl: dict[str, Any] | None, scores: dict[str, Any] | None) -> dict[str, Any]:
