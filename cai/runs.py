@@ -429,7 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rank, _ = world()
     if rank == 0:
-        run = execute(store.connect(args.db), args.run_id)
+        db = store.connect(args.db)
+        try:
+            run = execute(db, args.run_id)
+        finally:
+            if "cai.engines" in sys.modules:  # the engines this worker started: stopped, and their rows say so
+                sys.modules["cai.engines"].stop_owned(db)
         return 0 if run["status"] in ("done", "cancelled") else 1
     # Other ranks: the same stage on a snapshot taken before rank 0 marks the run running.
     copy = rank_snapshot(args.db, rank)

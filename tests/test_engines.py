@@ -208,3 +208,20 @@ def test_an_engine_is_started_once_shared_restarted_on_its_port_when_it_dies_and
     assert engines.stop_owned(db) == [first.folder]
     assert db["engines"].get(first.folder)["status"] == "stopped"
     assert engines.describe(db, "tiny") == "tiny: marked serve; its engine starts on first use (a run, the chat or the arena)"
+
+
+def test_a_worker_stops_the_engines_it_started_and_their_rows_say_so(db_path, db, monkeypatch):
+    """Even when its run fails (here: the stand-in server cannot score), the worker's exit stops its engines
+    and marks their rows stopped, so the Models page does not list a dead engine as ready."""
+    import cai.backends.vllm as vllm_mod
+    from cai.backends import model_path
+
+    monkeypatch.setattr(engines, "vllm_missing", lambda: None)
+    monkeypatch.setattr(vllm_mod, "server_command", lambda folder, port, host, served_name, engine, log_stats=False:
+                        [sys.executable, "-c", FAKE_SERVER, str(port)])
+    engines.set_serve(db, "tiny")
+    run_id = runs.create_run(db, HHHConfig(model="tiny", data="data/sample_hhh.jsonl", limit=1))
+    assert runs.main([str(run_id), "--db", str(db_path)]) == 1
+    assert runs.get_run(db, run_id)["status"] == "failed"
+    row = db["engines"].get(model_path("tiny"))
+    assert (row["status"], row["starts"]) == ("stopped", 1) and engines.owned() == {}
