@@ -3,7 +3,9 @@
 Creates a fresh workbench database (`cai init`), runs `cai pipeline run RECIPE` in a worker and reads each
 stage run's start and finish times and its seconds loading models (`load_s`: the run's "loading models" log
 lines, measured by its own model loaders, see cai/loadclock.py; 0 when it reused a model loaded by an earlier
-stage in the same worker) back from the database, so the figures are what the runs stored. The machine's 1-minute load average is sampled while it
+stage in the same worker) back from the database, so the figures are what the runs stored. With `--serve` the
+engines' start (seconds to a healthy server, from the `engines` table) comes before the first stage: it is in
+`total_seconds` and `engine_start_s`, not in any stage's `load_s`. The machine's 1-minute load average is sampled while it
 runs (a shared machine: the figures are only comparable at a similar load).
 
     python bench/pipeline.py --recipe recipes/cpu-small.yaml [--set sl.limit=4] [--serve] [--db DIR/bench.db]
@@ -55,6 +57,14 @@ def stage_rows(db: Any, run_id: int) -> list[dict[str, Any]]:
     return rows
 
 
+def engine_rows(db: Any) -> list[dict[str, Any]]:
+    """The shared engines the pipeline started (with `--serve`): model, seconds to ready, starts, requests."""
+    if "engines" not in db.table_names():
+        return []
+    return [{"model": r["model"], "ready_s": r["ready_s"], "starts": r["starts"], "status": r["status"]}
+            for r in db["engines"].rows_where(order_by="updated_at")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="recipes/cpu-small.yaml")
@@ -97,6 +107,9 @@ def main() -> int:
         "total_seconds": round(total, 1),
         "stage_seconds": round(sum(s["seconds"] or 0.0 for s in stages), 1),
         "load_s": round(sum(s["load_s"] for s in stages), 1),
+        # engines start before the first stage that uses them: their seconds are in total_seconds only
+        "engines": (started := engine_rows(db)),
+        "engine_start_s": round(sum(e["ready_s"] or 0.0 for e in started), 1),
     }, indent=2))
     return 0 if final["status"] == "done" else 1
 
