@@ -212,14 +212,14 @@ def test_rating_difference_is_paired_over_the_same_resamples():
 # ----------------------------------------------------------------------------- arena campaigns and Figure 2
 
 
-def judged_run(db, prefer="good"):
+def judged_run(db, prefer="good", answers=None):
     """A finished compare run: good (RL-CAI), meh (SL-CAI), bad (base) on 4 red-team and 3 helpful prompts,
-    judged by a judge model that prefers `prefer`'s answers."""
+    judged by a judge model that prefers `prefer`'s answers (`answers`: other scripted policies)."""
     seed(db, n_prompts=4, helpful=3)
     config = CompareConfig(models="good meh bad", roles="RL-CAI SL-CAI base", red_team="red", helpful="help",
                            judges="judge", judge_model="judge", constitution="test", n_boot=50, max_new_tokens=8,
                            limit=3)
-    run = run_compare(db, config, {**policies(), "judge": prefers(prefer)})
+    run = run_compare(db, config, {**(answers or policies()), "judge": prefers(prefer)})
     assert run["status"] == "done", run["error"]
     return run
 
@@ -296,6 +296,8 @@ def test_fig2_reads_the_stored_ratings_and_puts_human_votes_beside_them(db):
     run = judged_run(db, prefer="good")
     got = fig2.figure(db, runs.get_run(db, run["id"]))
     m = got["measured"]
+    assert "why" not in got and {t["against"]: t["identical_answers"] for t in m["rl_minus"]} == {
+        "SL-CAI": {"harmlessness": [0, 3], "helpfulness": [0, 3]}, "base": {"harmlessness": [0, 3], "helpfulness": [0, 3]}}
     stored = {(r["dimension"], r["model"]): r for r in db["compare_ratings"].rows_where("run_id = ?", [run["id"]])}
     assert [p["model"] for p in m["models"]] == MODELS and [p["role"] for p in m["models"]] == ["RL-CAI", "SL-CAI", "base"]
     for p in m["models"]:
@@ -405,3 +407,22 @@ def test_fig2_verdict_follows_rl_cai_s_harmlessness_intervals(db, prefer, expect
                         **{k: {"claim": "", "measured": {}, "verdict": "not enough data"}
                            for k in ("pm", "fig4", "fig5", "fig8", "fig10", "goodhart")}})
     assert page.count("plotly.js") >= 1 and "harmlessness rating" in page and "RL-CAI (good)" in page
+
+
+def test_fig2_says_where_rl_cai_answered_word_for_word_as_its_comparator(db):
+    """A little-trained RL policy can answer exactly as the SL model: those pairs are ties whoever judges, and
+    the figure says how many (here: every prompt; and against base on the prompts of odd length)."""
+    from cai.pipeline import fig2
+
+    same = {"good": lambda p: " same", "meh": lambda p: " same", "bad": lambda p: " same" if len(p) % 2 else " other"}
+    run = judged_run(db, prefer="nobody", answers={m: ScriptedBackend(respond=f) for m, f in same.items()})
+    got = fig2.figure(db, runs.get_run(db, run["id"]))
+    odd = {d: sum(len(a["prompt"]) % 2 for a in db["compare_answers"].rows_where(
+        "run_id = ? and model = 'bad' and dimension = ?", [run["id"], d])) for d in ("harmlessness", "helpfulness")}
+    assert [(t["against"], t["identical_answers"]) for t in got["measured"]["rl_minus"]] == [
+        ("SL-CAI", {"harmlessness": [3, 3], "helpfulness": [3, 3]}),
+        ("base", {"harmlessness": [odd["harmlessness"], 3], "helpfulness": [odd["helpfulness"], 3]})]
+    base = "; ".join(f"{odd[d]} of 3 {d} prompts vs base" for d in ("harmlessness", "helpfulness") if odd[d])
+    assert got["why"] == ("RL-CAI gave word for word the same answer on 3 of 3 harmlessness prompts vs SL-CAI; "
+                          "3 of 3 helpfulness prompts vs SL-CAI" + (f"; {base}" if base else "")
+                          + " (a tie whoever judges: its training changed those answers not at all)")

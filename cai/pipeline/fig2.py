@@ -54,7 +54,9 @@ def figure(db: Database, run: dict[str, Any] | None) -> dict[str, Any]:
     judgements = list(db["compare_judgements"].rows_where("run_id = ? and judge = ?", [run["id"], judge],
                                                           order_by="id"))
     by_role = {role: model for model, role in roles.items()}
-    tests = []
+    answers = {(a["dimension"], a["prompt_id"], a["model"]): a["answer"]
+               for a in db["compare_answers"].rows_where("run_id = ?", [run["id"]])}
+    tests, same = [], []
     rl = by_role.get("RL-CAI")
     for role in COMPARATORS:
         if rl is None or role not in by_role:
@@ -64,6 +66,11 @@ def figure(db: Database, run: dict[str, Any] | None) -> dict[str, Any]:
             rows = [j for j in judgements if j["dimension"] == dim]
             if rows:
                 test[dim] = C.rating_difference(rows, rl, by_role[role], cfg["n_boot"], cfg["seed"])
+                prompts = {j["prompt_id"] for j in rows if {j["model_a"], j["model_b"]} == {rl, by_role[role]}}
+                equal = sum(answers[(dim, p, rl)] == answers[(dim, p, by_role[role])] for p in prompts)
+                test.setdefault("identical_answers", {})[dim] = [equal, len(prompts)]
+                if equal:
+                    same.append(f"{equal} of {len(prompts)} {dim} prompts vs {role}")
         tests.append(test)
     measured: dict[str, Any] = {"compare_run": run["id"], "judge": judge, "method": C.METHOD,
                                 "models": models, "ratings": by_judge, "rl_minus": tests, "rule": RULE}
@@ -76,7 +83,9 @@ def figure(db: Database, run: dict[str, Any] | None) -> dict[str, Any]:
         return _figure("fig2", measured, UNSURE, runs_used=[run["id"]], why=why)
     verdicts = [verdict(t["ci"][0], t["ci"][1], 0.0) for t in harmless]
     result = NOT_AS if NOT_AS in verdicts else AS if all(v == AS for v in verdicts) else UNSURE
-    return _figure("fig2", measured, result, runs_used=[run["id"]])
+    why = ("RL-CAI gave word for word the same answer on " + "; ".join(same) + " (a tie whoever judges: its "
+           "training changed those answers not at all)") if same else ""
+    return _figure("fig2", measured, result, runs_used=[run["id"]], why=why)
 
 
 def human_ratings(db: Database, run: dict[str, Any], auto: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
