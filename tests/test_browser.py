@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -42,35 +44,78 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# What each app start showed a visitor (by URL): the lines up to the printed URL, the /login answer at that
+# moment, and the line printed once built. test_the_url_is_printed_when_the_port_listens reads it.
+STARTS: dict[str, dict[str, object]] = {}
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    """The app as a user starts it, on a fresh database; yields (url, db path)."""
+    """The app as a user starts it, on a fresh database; yields (url, db path). Also records, in STARTS, what a
+    visitor got at the moment the URL was printed (a refused connection raises here)."""
     db_path = tmp_path_factory.mktemp("browser") / "workbench.db"
     port = free_port()
-    env = {**os.environ, "CAI_ADMIN_PASSWORD": ADMIN_PASSWORD, "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = open(db_path.parent / "app.log", "wb")
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "CAI_ADMIN_PASSWORD": ADMIN_PASSWORD, "GRADIO_ANALYTICS_ENABLED": "False",
+           "PYTHONUNBUFFERED": "1"}
+    log_path = db_path.parent / "app.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "app.py", "--db", str(db_path), "--port", str(port)], cwd=ROOT,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         # It builds a workbench per role: minutes on a loaded machine, and every test of the module waits for it.
-        deadline = time.monotonic() + BUDGET_S
+        deadline, start = time.monotonic() + BUDGET_S, {}
         while True:
+            if not start and "* Workbench at" in (text := log_path.read_text(errors="replace")):
+                start = {"printed": text, "at_once": get(f"{url}/login")}  # at once: a refusal raises here
             try:
-                probe("127.0.0.1", port)  # listening and built (not the loading page)
-                break
+                if start:
+                    probe("127.0.0.1", port)  # listening and built (not the loading page)
+                    break
             except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((db_path.parent / "app.log").read_text()) from None
-                time.sleep(0.3)
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(log_path.read_text(errors="replace"))
+            time.sleep(0.3 if start else 0.05)
+        start["ready"] = get(f"{url}/login")
+        while "* Workbench ready" not in (text := log_path.read_text(errors="replace")):  # printed once built
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
+        start["after"] = text[len(start["printed"]):]
+        STARTS[url] = start
         db = store.connect(db_path)
         users.add_user(db, "vera", "viewer", "viewer-pw-1")
         users.add_user(db, "rita", "rater", "rater-pw-1")
         db.close()
-        yield f"http://127.0.0.1:{port}", db_path
+        yield url, db_path
     finally:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+def test_the_url_is_printed_when_the_port_listens_and_a_visitor_sees_loading_not_a_refusal(app):
+    """`python app.py` prints its URL only once the port accepts connections, and shows a loading page (not a
+    refused connection) until the workbench is built."""
+    url, _ = app
+    start = STARTS[url]
+    line = next(x for x in start["printed"].splitlines() if x.startswith("* Workbench at"))
+    assert line.startswith(f"* Workbench at {url}/  (sign in at /login"), start["printed"]
+    status, body = start["at_once"]
+    assert status in (200, 503), body
+    if status == 503:
+        assert "Loading the workbench" in body and '<meta http-equiv="refresh" content="2">' in body
+    status, body = start["ready"]
+    assert status == 200 and "Sign in" in body
+    assert any(line.startswith("* Workbench ready (built in ") for line in start["after"].splitlines()), start["after"]
 
 
 @pytest.fixture(scope="module")
