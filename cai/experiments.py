@@ -109,7 +109,7 @@ def ensure_children(db: Database, run_id: int, cfg: ExperimentConfig) -> int:
         for stage in (s for s in ("sl", "scores", "sft", "label", "agreement") if s in cfg.stage_list()):
             for arm, (name, version, cv) in enumerate(arms):
                 child = _stage_config(cfg, stage, name, version, sl_runs.get(arm), f"exp{exp_id}-{name}-v{version}")
-                child_id = runs.create_run(db, child, **runs.resolve_links(db, child))
+                child_id = runs.create_run(db, child, **runs.resolve_links(db, child), parent=run_id)
                 if stage == "sl":
                     sl_runs[arm] = child_id
                 db.table("experiment_runs").insert({

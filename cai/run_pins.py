@@ -92,15 +92,21 @@ def model_paths(db: Database, config: StageConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def pin(db: Database, config: StageConfig, live_running: int) -> tuple[StageConfig, dict[str, Any]]:
+def pin(db: Database, config: StageConfig, live_running: int,
+        inherited: tuple[int, str] | None = None) -> tuple[StageConfig, dict[str, Any]]:
     """(config with its references resolved, the pins to store beside it). The torch thread count is picked
-    here, once, from the machine as it is now (CPUs, load average, `live_running` runs; $CAI_THREADS wins):
-    thread count changes a trained model's weights, so every execution of the run uses this one."""
+    here, once, from the machine as it is now (CPUs, load average, `live_running` runs; $CAI_THREADS wins),
+    or `inherited` from the pipeline or experiment the run is a stage of (whose own load, seconds ago, would
+    otherwise count as the machine's): thread count changes a trained model's weights, so every execution of
+    the run uses this one."""
     from cai.backends.precision import choose_threads
 
     config = resolve(db, config)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    n, why = choose_threads(cpus, os.getloadavg()[0], live_running, os.environ.get("CAI_THREADS"))
+    if inherited and not os.environ.get("CAI_THREADS"):
+        n, why = inherited
+    else:
+        n, why = choose_threads(cpus, os.getloadavg()[0], live_running, os.environ.get("CAI_THREADS"))
     return config, {"threads": n, "threads_why": why, "inputs": inputs(db, config),
                     "models": model_paths(db, config)}
 

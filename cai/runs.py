@@ -98,15 +98,22 @@ def create_run(
     *,
     model_id: int | None = None,
     constitution_version_id: int | None = None,
+    parent: int | None = None,
 ) -> int:
     """Insert a queued run for `config`; returns its id. What the run resolves (the newest constitution
     version, model paths, torch threads) and fingerprints of its inputs are pinned in the stored config
-    (`cai.run_pins`), so a resume reads the same things or refuses."""
+    (`cai.run_pins`), so a resume reads the same things or refuses. A stage run of a pipeline or an
+    experiment (`parent`) takes the parent's torch threads, so all its stages train alike."""
     from cai import run_pins
 
     if config.kind not in REGISTRY:
         raise RunError(f"unknown run kind {config.kind!r}")
-    config, pins = run_pins.pin(db, config, len(live_runs(db, "running")))
+    inherited = None
+    if parent is not None:
+        given = get_run(db, parent)["pinned"]
+        if given.get("threads"):
+            inherited = (int(given["threads"]), f"run {parent}'s ({given.get('threads_why') or 'pinned'})")
+    config, pins = run_pins.pin(db, config, len(live_runs(db, "running")), inherited)
     row = {
         "kind": config.kind,
         "status": "queued",

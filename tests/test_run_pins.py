@@ -130,6 +130,33 @@ def test_thread_count_is_pinned_at_creation_counting_live_runs_only_and_reused(d
            "resume)" in summary
 
 
+def test_a_pipelines_stage_runs_take_its_thread_count_not_the_load_its_last_stage_left(db, monkeypatch):
+    """On a 2-core machine a stage that just used both cores leaves the 1-minute load above 2: the next stage
+    run, pinned then, got 1 thread at random and trained other weights. A stage run now takes the thread
+    count pinned with its pipeline (and an experiment's with the experiment); CAI_THREADS still wins."""
+    from cai import pipeline
+    from cai.cli import main
+    from cai.pipeline.runner import child
+
+    monkeypatch.delenv("CAI_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr("os.getloadavg", lambda: (0.3, 0.3, 0.3))
+    path = db.execute("PRAGMA database_list").fetchone()[2]
+    assert main(["init", "--db", path]) == 0
+    pipe = pipeline.create(db, "smoke", ["sweep="])
+    assert runs.get_run(db, pipe)["pinned"]["threads"] == 2
+    monkeypatch.setattr("os.getloadavg", lambda: (2.4, 1.0, 0.5))  # the pipeline's own last stage
+    spec = store.loads(runs.get_run(db, pipe)["config"]["spec"])
+    sl_id = child(db, pipe, spec, "sl", 0, {})
+    sl = runs.get_run(db, sl_id)["pinned"]
+    assert (sl["threads"], sl["threads_why"]) == (2, f"run {pipe}'s (2 CPUs shared by 1 running run(s))")
+    alone = runs.get_run(db, runs.create_run(db, SLConfig(prompts="sample-red-team", model="tiny")))["pinned"]
+    assert (alone["threads"], alone["threads_why"]) == (1, "load 2.4 exceeds 2 CPUs")  # no parent: the machine
+    monkeypatch.setenv("CAI_THREADS", "1")
+    sft = runs.get_run(db, child(db, pipe, spec, "sft", 1, {"sl": sl_id}))["pinned"]
+    assert (sft["threads"], sft["threads_why"]) == (1, "CAI_THREADS")
+
+
 def test_home_shows_a_killed_run_as_interrupted_not_active(db):
     seed(db, n_prompts=1)
     killed = runs.create_run(db, SLConfig(prompts="red", model="tiny", constitution="test"))

@@ -77,7 +77,7 @@ def child(db: Database, pipeline_id: int, recipe: dict[str, Any], stage: str, po
             missing = missing_references(db, config)
             if missing:
                 raise runs.RunError(f"stages.{stage}: " + "; ".join(missing))
-            run_id = runs.create_run(db, config, **runs.resolve_links(db, config))
+            run_id = runs.create_run(db, config, **runs.resolve_links(db, config), parent=pipeline_id)
         db.table("pipeline_runs").insert({"pipeline_run_id": pipeline_id, "stage": stage, "run_id": run_id,
                                           "position": position, "reused": int("reuse" in section),
                                           "sweep": sweep})
