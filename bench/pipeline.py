@@ -51,7 +51,7 @@ def stage_rows(db: Any, run_id: int) -> list[dict[str, Any]]:
         lines = [r[0] for r in db.execute("select line from run_logs where run_id = ? order by id", [run["id"]])]
         load = loadclock.logged(lines)
         rows.append({"stage": link["stage"], "sweep": link["sweep"], "kind": run["kind"], "run_id": run["id"],
-                     "status": run["status"],
+                     "status": run["status"], "threads": run["pinned"].get("threads"),
                      "seconds": wall, "load_s": load,
                      "other_s": round(wall - load, 1) if wall is not None and load is not None else None})
     return rows
