@@ -66,3 +66,9 @@ def test_stage_table_and_report_escape_and_show_each_verdict():
     report = {k: figure for k in ("pm", "fig2", "fig4", "fig5", "fig8", "fig10", "goodhart")}
     out = page.report_html(report)
     assert out.count("not enough data") == 7 and "c &lt;i&gt;" in out and "no pm stage" in out
+    assert "pipe-note" not in out  # an unmeasured figure's reason is its headline, not a note
+    fig8 = {"claim": "c", "verdict": "not enough data", "runs": [8], "why": "a <why>", "measured": {
+        "curve": [], "last_minus_first": {"delta": 0.1, "ci": [-0.2, 0.3], "n": [4, 4], "steps": [1, 1]}}}
+    out = page.report_html({"fig8": fig8})
+    assert ("<br><small class='pipe-note'>the 95 % interval contains 0, so these data cannot tell</small>"
+            "<br><small class='pipe-note'>a &lt;why&gt;</small></td>") in out

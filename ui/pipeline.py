@@ -55,13 +55,15 @@ def stages_html(shown: dict[str, Any]) -> str:
 
 
 def report_html(report: dict[str, Any]) -> str:
-    """Each figure: title, verdict, the paper's claim and what was measured here (all text escaped)."""
+    """Each figure: title, verdict, the paper's claim and what was measured here, with the notes that say why a
+    measured figure cannot tell or what to read it with (all text escaped)."""
     rows = []
     for key, title in ((k, t) for k, t in R.TITLES.items() if k in report):
         fig = report[key]
+        notes = "".join(f"<br><small class='pipe-note'>{esc(line)}</small>" for line in R.notes(key, fig))
         rows.append(
             f"<tr><th>{esc(title)}</th><td style='color:{VERDICT_COLOURS[fig['verdict']]}'><b>{esc(fig['verdict'])}"
-            f"</b></td><td>{esc(fig['claim'])}</td><td>{esc(R.headline(key, fig))}</td></tr>")
+            f"</b></td><td>{esc(fig['claim'])}</td><td>{esc(R.headline(key, fig))}{notes}</td></tr>")
     return ("<table class='pipe-report'><tr><th>figure</th><th>verdict</th><th>the paper</th><th>here</th></tr>"
             + "".join(rows) + "</table>")
 
