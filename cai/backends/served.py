@@ -171,6 +171,8 @@ class Pool:
 class ServedBackend:
     """Backend protocol over OpenAI-compatible completions endpoints serving one model."""
 
+    dtype_choice: Any = None  # the server's dtype where it is known (a shared engine, `cai serve`), else None
+
     def __init__(
         self,
         endpoints: Sequence[str],
