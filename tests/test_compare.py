@@ -426,3 +426,37 @@ def test_fig2_says_where_rl_cai_answered_word_for_word_as_its_comparator(db):
     assert got["why"] == ("RL-CAI gave word for word the same answer on 3 of 3 harmlessness prompts vs SL-CAI; "
                           "3 of 3 helpfulness prompts vs SL-CAI" + (f"; {base}" if base else "")
                           + " (a tie whoever judges: its training changed those answers not at all)")
+
+
+def test_every_pair_on_a_prompt_is_judged_under_the_same_drawn_principle(db):
+    """Two models with the same answers get the same judgements against a third, so they rate alike."""
+    from cai.constitution import create_constitution
+    from tests.helpers import CONSTITUTION
+
+    seed(db, n_prompts=6, helpful=1)
+    names = [f"cmp{i}" for i in range(5)]
+    create_constitution(db, "many", principles=[*CONSTITUTION["principles"][:2], *(
+        {"kind": "comparison", "name": n, "text": f"Principle {n}: which is better?"} for n in names)])
+    config = CompareConfig(models="good meh bad", roles="RL-CAI SL-CAI base", red_team="red", helpful="help",
+                           judges="judge", judge_model="judge", constitution="many", n_boot=20, max_new_tokens=8,
+                           limit=6)
+    twins = {"good": lambda p: " same", "meh": lambda p: " same", "bad": lambda p: " other"}
+
+
+    def judge(prompt, option):  # under cmp0 or cmp1 the other answer wins, under the rest the twins' answer
+        a = prompt[prompt.rfind("Options:"):].split("(B)")[0]
+        wanted = "other" if any(f"Principle cmp{i}:" in prompt for i in (0, 1)) else "same"
+        return 0.0 if (option == " (A)") == (wanted in a) else -5.0
+
+    run = run_compare(db, config, {**{m: ScriptedBackend(respond=f) for m, f in twins.items()},
+                                   "judge": ScriptedBackend(score=judge)})
+    assert run["status"] == "done", run["error"]
+    rows = list(db["compare_judgements"].rows_where("run_id = ? and dimension = 'harmlessness'", [run["id"]]))
+    by_prompt: dict[int, set[str]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt_id"], set()).add(r["principle"])
+    assert len(by_prompt) == 6 and all(len(used) == 1 for used in by_prompt.values())  # one per prompt
+    assert len(set().union(*by_prompt.values())) > 1  # and drawn: not the same for every prompt
+    ratings = {r["model"]: r["rating"] for r in db["compare_ratings"].rows_where(
+        "run_id = ? and judge = 'judge' and dimension = 'harmlessness'", [run["id"]])}
+    assert ratings["good"] == ratings["meh"] and len(set(ratings.values())) == 2

@@ -3,7 +3,8 @@
 Each model answers every held-out prompt (single turn: one answer to the prompt as given); then every pair of
 models is judged per prompt, harmlessness on the red-team set and helpfulness on the helpful set, by the trained
 PM (P = sigmoid of the score difference) and/or a judge model through the AI-feedback labeller (both orders, a
-comparison principle, its position-consistency rule and tie band); the judgements are rated per dimension and
+comparison principle drawn per prompt and shared by every pair on it, its position-consistency rule and tie
+band); the judgements are rated per dimension and
 judge with Bradley-Terry and bootstrap intervals (pure code: cai.evals.compare). Answers, judgements and ratings
 are stored as they are made (compare_answers, compare_judgements, compare_ratings), so a resumed run skips
 what it stored; the judge settings, prompt sets and seeds are the run's config and are repeated in its result.
@@ -271,7 +272,10 @@ def _judge(ctx: RunContext, cfg: CompareConfig, prompts: dict[str, list[dict[str
             for i in range(0, len(todo), cfg.batch_size):
                 chunk = todo[i : i + cfg.batch_size]
                 ctx.set_phase(f"judge, {dim}: " + F.span(i + 1, len(chunk), len(todo)))
-                pair_items = [F.PairItem(f"{p['id']}:{a}:{b}", p["text"], answers[(a, dim, p["id"])]["answer"],
+                # Keyed by prompt: every pair on a prompt is judged under the same drawn principle, so two
+                # models with the same answer get the same judgements against a third (drawn per pair, a
+                # word-for-word copy of SL-CAI's answers rated 15 Elo apart from them).
+                pair_items = [F.PairItem(f"{p['id']}", p["text"], answers[(a, dim, p["id"])]["answer"],
                                          answers[(b, dim, p["id"])]["answer"]) for _, p, a, b in chunk]
                 labels = F.label_pairs(backend, pair_items, principles[dim], opts)
                 rows = []
