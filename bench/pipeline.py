@@ -58,7 +58,7 @@ def stage_rows(db: Any, run_id: int) -> list[dict[str, Any]]:
 
 
 def engine_rows(db: Any) -> list[dict[str, Any]]:
-    """The shared engines the pipeline started (with `--serve`): model, seconds to ready, starts, requests."""
+    """The shared engines the pipeline started (with `--serve`): model, seconds to ready, starts, status."""
     if "engines" not in db.table_names():
         return []
     return [{"model": r["model"], "ready_s": r["ready_s"], "starts": r["starts"], "status": r["status"]}

@@ -273,8 +273,7 @@ def _judge(ctx: RunContext, cfg: CompareConfig, prompts: dict[str, list[dict[str
                 chunk = todo[i : i + cfg.batch_size]
                 ctx.set_phase(f"judge, {dim}: " + F.span(i + 1, len(chunk), len(todo)))
                 # Keyed by prompt: every pair on a prompt is judged under the same drawn principle, so two
-                # models with the same answer get the same judgements against a third (drawn per pair, a
-                # word-for-word copy of SL-CAI's answers rated 15 Elo apart from them).
+                # models with the same answer get the same judgements against a third.
                 pair_items = [F.PairItem(f"{p['id']}", p["text"], answers[(a, dim, p["id"])]["answer"],
                                          answers[(b, dim, p["id"])]["answer"]) for _, p, a, b in chunk]
                 labels = F.label_pairs(backend, pair_items, principles[dim], opts)
